@@ -1,0 +1,329 @@
+//! `ChannelActor`: one supervised actor per configured channel.
+//!
+//! It owns the channel's adapter, its governor rate limiter and two bounded lanes. Each lane has
+//! its own pump and its own in-flight budget, so a saturated bulk lane (or bulk retries sleeping
+//! on a failing provider) never occupies capacity the real-time lane needs; both lanes draw
+//! from the one rate limiter, which hands out a permit per provider call.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+
+use crate::batcher::Batcher;
+use crate::plan::{DeliveryResult, DeliveryStatus, Lane, MessagePlan};
+use crate::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
+use crate::retry::RetryPolicy;
+
+/// Work for a channel: one shard's targets on this channel.
+pub struct ChannelJob {
+    pub plan: Arc<MessagePlan>,
+    pub targets: Vec<Target>,
+    /// Answered once every target has a recorded final outcome (or the write failed).
+    pub done: oneshot::Sender<JobReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobReport {
+    pub submitted: u64,
+    pub failed: u64,
+    /// Outcomes could not be stored; the shard must stay pending so it is resumed.
+    pub unrecorded: u64,
+}
+
+/// The senders of a channel's lanes, handed to shard workers.
+#[derive(Clone)]
+pub struct ChannelLanes {
+    pub channel_id: i64,
+    pub channel_type: ChannelType,
+    realtime: mpsc::Sender<ChannelJob>,
+    bulk: mpsc::Sender<ChannelJob>,
+}
+
+impl ChannelLanes {
+    /// Queue a job on its lane, waiting for space: a full lane slows the shard workers feeding
+    /// it instead of growing memory.
+    pub async fn enqueue(&self, lane: Lane, job: ChannelJob) -> Result<(), ChannelJob> {
+        let tx = match lane {
+            Lane::Realtime => &self.realtime,
+            Lane::Bulk => &self.bulk,
+        };
+        tx.send(job).await.map_err(|e| e.0)
+    }
+
+    pub fn depth(&self, lane: Lane) -> usize {
+        let tx = match lane {
+            Lane::Realtime => &self.realtime,
+            Lane::Bulk => &self.bulk,
+        };
+        tx.max_capacity() - tx.capacity()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelTuning {
+    pub lane_capacity: usize,
+    pub realtime_in_flight: usize,
+    pub bulk_in_flight: usize,
+    pub retry: RetryPolicy,
+}
+
+pub type ResultWriter = Batcher<Vec<DeliveryResult>, ()>;
+
+struct LaneState {
+    lane: Lane,
+    rx: Arc<Mutex<mpsc::Receiver<ChannelJob>>>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Shared, immutable parts every provider call needs.
+struct CallContext {
+    channel_id: i64,
+    channel_type: ChannelType,
+    provider: Arc<dyn Provider>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    retry: RetryPolicy,
+    writer: ResultWriter,
+}
+
+pub struct ChannelActor {
+    ctx: Arc<CallContext>,
+    lanes: Vec<LaneState>,
+}
+
+impl ChannelActor {
+    /// Build the actor and the lanes that feed it. Start it with `Supervisor::start`.
+    pub fn new(
+        channel_id: i64,
+        channel_type: ChannelType,
+        provider: Arc<dyn Provider>,
+        rate_per_second: u32,
+        tuning: ChannelTuning,
+        writer: ResultWriter,
+    ) -> (ChannelActor, ChannelLanes) {
+        let (rt_tx, rt_rx) = mpsc::channel(tuning.lane_capacity.max(1));
+        let (bulk_tx, bulk_rx) = mpsc::channel(tuning.lane_capacity.max(1));
+        let limiter = NonZeroU32::new(rate_per_second).map(|r| RateLimiter::direct(Quota::per_second(r)));
+        let actor = ChannelActor {
+            ctx: Arc::new(CallContext {
+                channel_id,
+                channel_type,
+                provider,
+                limiter,
+                retry: tuning.retry,
+                writer,
+            }),
+            lanes: vec![
+                LaneState {
+                    lane: Lane::Realtime,
+                    rx: Arc::new(Mutex::new(rt_rx)),
+                    in_flight: Arc::new(Semaphore::new(tuning.realtime_in_flight.max(1))),
+                },
+                LaneState {
+                    lane: Lane::Bulk,
+                    rx: Arc::new(Mutex::new(bulk_rx)),
+                    in_flight: Arc::new(Semaphore::new(tuning.bulk_in_flight.max(1))),
+                },
+            ],
+        };
+        let lanes = ChannelLanes {
+            channel_id,
+            channel_type,
+            realtime: rt_tx,
+            bulk: bulk_tx,
+        };
+        (actor, lanes)
+    }
+
+    fn start_pumps(&mut self, ctx: &mut Context<Self>) {
+        for lane in &self.lanes {
+            let pump = pump(self.ctx.clone(), lane.lane, lane.rx.clone(), lane.in_flight.clone());
+            ctx.spawn(pump.into_actor(self).map(|_, _act, ctx| {
+                // The lane closed: the channel was removed or reconfigured. Stopping with no
+                // address left ends the actor for good instead of restarting it.
+                ctx.stop();
+            }));
+        }
+    }
+}
+
+impl Actor for ChannelActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_pumps(ctx);
+    }
+}
+
+impl Supervised for ChannelActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        metrics::counter!("msghub_actor_restarts_total", "actor" => "channel").increment(1);
+    }
+}
+
+/// Receive jobs from one lane and run their provider calls, as many at once as the lane's
+/// in-flight budget allows.
+async fn pump(
+    ctx: Arc<CallContext>,
+    lane: Lane,
+    rx: Arc<Mutex<mpsc::Receiver<ChannelJob>>>,
+    in_flight: Arc<Semaphore>,
+) {
+    let max_batch = ctx.provider.max_batch().max(1);
+    loop {
+        let job = { rx.lock().await.recv().await };
+        let Some(job) = job else { return };
+        let ChannelJob { plan, targets, done } = job;
+        let tracker = Arc::new(JobTracker::new(targets.len(), done));
+        let mut rest = targets;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(max_batch));
+            let chunk = std::mem::replace(&mut rest, tail);
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            if let Some(limiter) = &ctx.limiter {
+                let waited = Instant::now();
+                limiter.until_ready().await;
+                metrics::histogram!("msghub_rate_limit_wait_seconds", "channel_type" => ctx.channel_type.code())
+                    .record(waited.elapsed().as_secs_f64());
+            }
+            let ctx = ctx.clone();
+            let plan = plan.clone();
+            let tracker = tracker.clone();
+            tokio::spawn(async move {
+                let report = deliver_chunk(&ctx, lane, &plan, chunk).await;
+                drop(permit);
+                tracker.add(report);
+            });
+        }
+    }
+}
+
+/// Send one chunk, retrying the retryable part with backoff, then record every outcome.
+async fn deliver_chunk(ctx: &CallContext, lane: Lane, plan: &MessagePlan, chunk: Vec<Target>) -> JobReport {
+    let channel_type = ctx.channel_type.code();
+    let content = plan
+        .channel(ctx.channel_id)
+        .map(|c| c.content.clone())
+        .unwrap_or(serde_json::Value::Null);
+    let mut results = Vec::with_capacity(chunk.len());
+    let mut pending = chunk;
+    let mut attempt = 1u32;
+    loop {
+        let started = Instant::now();
+        let outcomes = ctx
+            .provider
+            .send(SendRequest {
+                msgid: plan.msgid,
+                content: &content,
+                targets: &pending,
+                ttl: plan.ttl(),
+            })
+            .await;
+        metrics::histogram!("msghub_provider_call_duration_seconds", "channel_type" => channel_type, "lane" => lane.as_str())
+            .record(started.elapsed().as_secs_f64());
+        let mut retry = Vec::new();
+        let mut hint = None;
+        for (i, target) in pending.into_iter().enumerate() {
+            let outcome = outcomes.get(i).cloned().unwrap_or_else(|| {
+                Outcome::failed(OutcomeClass::Retry, "adapter", "adapter returned too few outcomes")
+            });
+            metrics::counter!("msghub_provider_outcomes_total", "channel_type" => channel_type, "class" => outcome.class.as_str())
+                .increment(1);
+            if outcome.class.is_retryable() && attempt < ctx.retry.max_attempts {
+                hint = hint.max(outcome.retry_after);
+                retry.push(target);
+            } else {
+                results.push(result_of(&target, &outcome, attempt));
+            }
+        }
+        if retry.is_empty() {
+            break;
+        }
+        metrics::counter!("msghub_provider_retries_total", "channel_type" => channel_type).increment(retry.len() as u64);
+        tokio::time::sleep(ctx.retry.backoff(attempt, hint)).await;
+        if let Some(limiter) = &ctx.limiter {
+            limiter.until_ready().await;
+        }
+        attempt += 1;
+        pending = retry;
+    }
+    let mut report = JobReport::default();
+    for r in &results {
+        match r.status {
+            DeliveryStatus::Submitted => report.submitted += 1,
+            _ => report.failed += 1,
+        }
+    }
+    let n = results.len() as u64;
+    if let Err(e) = write_with_retry(&ctx.writer, results).await {
+        tracing::error!(channel_id = ctx.channel_id, error = %e, "delivery outcomes not recorded; shard stays pending");
+        report = JobReport { unrecorded: n, ..JobReport::default() };
+    }
+    report
+}
+
+async fn write_with_retry(writer: &ResultWriter, results: Vec<DeliveryResult>) -> Result<(), crate::batcher::BatchError> {
+    let mut attempt = 0;
+    loop {
+        match writer.submit(results.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt >= 3 => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+}
+
+fn result_of(target: &Target, outcome: &Outcome, attempts: u32) -> DeliveryResult {
+    let status = if outcome.class == OutcomeClass::Ok {
+        DeliveryStatus::Submitted
+    } else {
+        DeliveryStatus::Failed
+    };
+    DeliveryResult {
+        delivery_id: target.delivery_id,
+        status,
+        class: outcome.class,
+        code: outcome.code.clone(),
+        provider_id: outcome.provider_id.clone(),
+        error: (!outcome.message.is_empty()).then(|| outcome.message.chars().take(500).collect()),
+        attempts,
+    }
+}
+
+/// Counts a job's finished targets and answers the job once all are accounted for.
+struct JobTracker {
+    remaining: std::sync::Mutex<(usize, JobReport, Option<oneshot::Sender<JobReport>>)>,
+}
+
+impl JobTracker {
+    fn new(targets: usize, done: oneshot::Sender<JobReport>) -> JobTracker {
+        let tracker = JobTracker {
+            remaining: std::sync::Mutex::new((targets, JobReport::default(), Some(done))),
+        };
+        if targets == 0 {
+            tracker.add(JobReport::default());
+        }
+        tracker
+    }
+
+    fn add(&self, part: JobReport) {
+        let Ok(mut guard) = self.remaining.lock() else { return };
+        let (remaining, report, done) = &mut *guard;
+        let n = (part.submitted + part.failed + part.unrecorded) as usize;
+        *remaining = remaining.saturating_sub(n);
+        report.submitted += part.submitted;
+        report.failed += part.failed;
+        report.unrecorded += part.unrecorded;
+        if *remaining == 0
+            && let Some(done) = done.take()
+        {
+            let _ = done.send(*report);
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! msghub's dispatch topology: planners, shard workers and channel actors.
+//!
+//! This crate reaches storage and providers only through the port traits in [`provider`] and
+//! [`store`]; it never imports actix-web or sea-orm.
+
+pub mod batcher;
+pub mod channel;
+pub mod plan;
+pub mod planner;
+pub mod provider;
+pub mod registry;
+pub mod retry;
+pub mod shard;
+pub mod store;
+pub mod topology;
+
+pub use topology::{Dispatch, TopologyConfig};

@@ -1,0 +1,81 @@
+//! The storage port of the dispatch topology.
+//!
+//! Every method is one short transaction; the topology never holds a transaction open across
+//! provider calls. Implemented by `msghub::storage` on SQLite and Postgres.
+
+use async_trait::async_trait;
+
+use crate::plan::{ChannelBatch, DeliveryResult, MessagePlan, Shard};
+use crate::provider::ChannelType;
+
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StoreError(pub String);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What the planner learnt from creating the next page of shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPage {
+    pub shards: Vec<Shard>,
+    /// True when the audience is fully covered by shards.
+    pub complete: bool,
+}
+
+/// A channel as the topology needs it: identity, decrypted credentials and limits.
+#[derive(Clone)]
+pub struct ChannelSpec {
+    pub id: i64,
+    pub channel_type: ChannelType,
+    pub credentials: serde_json::Value,
+    pub rate_per_second: u32,
+    pub enabled: bool,
+    /// Changes whenever the channel is edited, so actors rebuild their adapter.
+    pub version: i64,
+}
+
+impl std::fmt::Debug for ChannelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelSpec")
+            .field("id", &self.id)
+            .field("channel_type", &self.channel_type)
+            .field("credentials", &"<redacted>")
+            .field("rate_per_second", &self.rate_per_second)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait DispatchStore: Send + Sync + 'static {
+    /// Plans of every message that was accepted and is not finished, oldest first.
+    async fn unfinished_messages(&self) -> StoreResult<Vec<MessagePlan>>;
+
+    /// Whether the message's audience is fully sharded.
+    async fn planning_state(&self, msgid: i64) -> StoreResult<bool>;
+
+    /// Shards of the message not yet done, in sequence order.
+    async fn pending_shards(&self, msgid: i64) -> StoreResult<Vec<Shard>>;
+
+    /// Create up to `max_shards` further shards of `shard_size` users each, continuing from the
+    /// persisted cursor, and advance the cursor in the same transaction.
+    async fn plan_shards(
+        &self,
+        plan: &MessagePlan,
+        shard_size: u32,
+        max_shards: u32,
+    ) -> StoreResult<PlannedPage>;
+
+    /// Resolve the shard's users to addresses, create their delivery records (once per
+    /// message, channel and address) and return those still queued, per channel.
+    async fn open_shard(&self, plan: &MessagePlan, shard: &Shard) -> StoreResult<Vec<ChannelBatch>>;
+
+    /// Record final outcomes, many deliveries per transaction.
+    async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()>;
+
+    async fn finish_shard(&self, msgid: i64, seq: i32) -> StoreResult<()>;
+
+    async fn finish_message(&self, msgid: i64) -> StoreResult<()>;
+
+    async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>>;
+}

@@ -1,0 +1,25 @@
+//! msghub's schema migrations, run on SQLite and Postgres alike.
+//!
+//! The SQL is written once in the portable subset both engines share; the only per-backend
+//! difference is how an auto-increment primary key is spelled, which [`id_column`] decides.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_core;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_core::Migration)]
+    }
+}
+
+/// The auto-increment 64-bit primary key column, spelled for the connected backend.
+pub(crate) fn id_column(backend: sea_orm_migration::sea_orm::DatabaseBackend) -> &'static str {
+    match backend {
+        sea_orm_migration::sea_orm::DatabaseBackend::Postgres => "id BIGSERIAL PRIMARY KEY",
+        _ => "id INTEGER PRIMARY KEY AUTOINCREMENT",
+    }
+}

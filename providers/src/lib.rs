@@ -1,0 +1,228 @@
+//! Delivery adapters: one [`Provider`] per configured channel, built from its credential JSON.
+//!
+//! The dispatch topology only knows the port trait in `msghub_actors::provider`; this crate turns
+//! a channel row (type + credentials) into an implementation of it. The contract every adapter
+//! follows is written down in `docs/specs/provider.md`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use msghub_actors::provider::{ChannelType, Provider};
+
+mod aliyun;
+mod creds;
+mod http;
+mod jpush;
+mod smtp;
+mod webhook;
+
+/// Process-level knobs shared by every adapter built by [`build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterOptions {
+    /// Upper bound for one provider call (HTTP request or SMTP transaction), connect included.
+    pub request_timeout: Duration,
+    /// Connections kept per adapter (HTTP idle pool per host, SMTP pool size), and the number of
+    /// concurrent calls a max-batch-1 adapter makes when handed several targets at once.
+    pub pool_size: usize,
+}
+
+impl Default for AdapterOptions {
+    fn default() -> Self {
+        AdapterOptions {
+            request_timeout: Duration::from_secs(10),
+            pool_size: 8,
+        }
+    }
+}
+
+/// Why a channel's credentials cannot be turned into an adapter.
+///
+/// Messages name the channel type and the field, never a credential value, so they can be shown
+/// to API callers and logged as they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: channel type is not supported yet")]
+    Unsupported(ChannelType),
+    #[error("{kind}: credentials must be a JSON object")]
+    NotAnObject { kind: ChannelType },
+    #[error("{kind}: {field} is required")]
+    Missing {
+        kind: ChannelType,
+        field: &'static str,
+    },
+    #[error("{kind}: unknown field {field:?}")]
+    UnknownField { kind: ChannelType, field: String },
+    #[error("{kind}: {field} {reason}")]
+    Invalid {
+        kind: ChannelType,
+        field: String,
+        reason: String,
+    },
+    #[error("{kind}: cannot build client: {reason}")]
+    Client { kind: ChannelType, reason: String },
+}
+
+/// Build the adapter for one configured channel.
+///
+/// Clients (HTTP pool, SMTP pool) are created here and shared by every call of the adapter, so
+/// build once per channel configuration and keep the `Arc`.
+pub fn build(
+    kind: ChannelType,
+    credentials: &serde_json::Value,
+    options: &AdapterOptions,
+) -> Result<Arc<dyn Provider>, ConfigError> {
+    match kind {
+        ChannelType::App => jpush::build(credentials, options),
+        ChannelType::Sms => aliyun::build(credentials, options),
+        ChannelType::Email => smtp::build(credentials, options),
+        ChannelType::Webhook => webhook::build(credentials, options),
+        other => Err(ConfigError::Unsupported(other)),
+    }
+}
+
+/// Check credentials exactly as [`build`] does, without creating any client.
+pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<(), ConfigError> {
+    match kind {
+        ChannelType::App => jpush::config::parse(credentials).map(drop),
+        ChannelType::Sms => aliyun::config::parse(credentials).map(drop),
+        ChannelType::Email => smtp::config::parse(credentials).map(drop),
+        ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
+        other => Err(ConfigError::Unsupported(other)),
+    }
+}
+
+/// Top-level credential fields whose whole value is secret and must be masked when read back.
+/// Empty for unsupported types.
+pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
+    match kind {
+        ChannelType::App => jpush::config::SECRETS,
+        ChannelType::Sms => aliyun::config::SECRETS,
+        ChannelType::Email => smtp::config::SECRETS,
+        ChannelType::Webhook => webhook::config::SECRETS,
+        _ => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unsupported_types_are_rejected_everywhere() {
+        for kind in [
+            ChannelType::Wechatoa,
+            ChannelType::Wechatmp,
+            ChannelType::AlipayLife,
+            ChannelType::DingtalkCc,
+            ChannelType::Wechatwk,
+            ChannelType::Feishu,
+        ] {
+            assert_eq!(
+                validate(kind, &json!({})),
+                Err(ConfigError::Unsupported(kind))
+            );
+            assert!(matches!(
+                build(kind, &json!({}), &AdapterOptions::default()),
+                Err(ConfigError::Unsupported(k)) if k == kind
+            ));
+            assert!(secret_fields(kind).is_empty());
+        }
+    }
+
+    #[test]
+    fn secret_fields_per_type() {
+        assert_eq!(secret_fields(ChannelType::App), &["master_secret"]);
+        assert_eq!(secret_fields(ChannelType::Sms), &["access_key_secret"]);
+        assert_eq!(secret_fields(ChannelType::Email), &["password"]);
+        assert_eq!(secret_fields(ChannelType::Webhook), &["secret", "headers"]);
+    }
+
+    #[test]
+    fn error_messages_name_type_and_field() {
+        let err = validate(
+            ChannelType::Sms,
+            &json!({"access_key_id": "id", "sign_name": "s"}),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "sms: access_key_secret is required");
+        let err = validate(ChannelType::App, &json!([])).unwrap_err();
+        assert_eq!(err.to_string(), "app: credentials must be a JSON object");
+        assert_eq!(
+            ConfigError::Unsupported(ChannelType::Wechatoa).to_string(),
+            "wechatoa: channel type is not supported yet"
+        );
+    }
+
+    #[test]
+    fn errors_never_echo_secret_values() {
+        let secret = "TOP-SECRET-VALUE";
+        let cases = [
+            (
+                ChannelType::App,
+                json!({"app_key": "k", "master_secret": 12345, "x": secret}),
+            ),
+            (
+                ChannelType::App,
+                json!({"app_key": "k", "master_secret": [secret]}),
+            ),
+            (
+                ChannelType::Sms,
+                json!({"access_key_id": "i", "access_key_secret": {"v": secret}, "sign_name": "s"}),
+            ),
+            (
+                ChannelType::Email,
+                json!({"host": "h", "from": "a@b.c", "username": "u", "password": [secret]}),
+            ),
+            (
+                ChannelType::Webhook,
+                json!({"url": "https://x.test/", "secret": "s", "headers": {"Authorization": 7, "X": secret}}),
+            ),
+            (
+                ChannelType::Webhook,
+                json!({"url": "https://x.test/", "secret": "s", "headers": {"X-Bad\n": secret}}),
+            ),
+        ];
+        for (kind, creds) in cases {
+            let err = validate(kind, &creds).unwrap_err().to_string();
+            assert!(!err.contains(secret), "{err}");
+            assert!(!err.contains("12345"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn build_succeeds_for_valid_credentials() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let options = AdapterOptions::default();
+        let app = build(
+            ChannelType::App,
+            &json!({"app_key": "k", "master_secret": "s"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(app.max_batch(), 1000);
+        let sms = build(
+            ChannelType::Sms,
+            &json!({"access_key_id": "i", "access_key_secret": "s", "sign_name": "n"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(sms.max_batch(), 1000);
+        let email = build(
+            ChannelType::Email,
+            &json!({"host": "smtp.example.com", "from": "Hub <hub@example.com>"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(email.max_batch(), 1);
+        let hook = build(
+            ChannelType::Webhook,
+            &json!({"url": "https://hooks.example.com/in", "secret": "s"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(hook.max_batch(), 1);
+    }
+}

@@ -1,0 +1,114 @@
+//! The simulated delivery channels and address normalisation.
+
+use serde::{Deserialize, Serialize};
+
+/// The four simulated delivery channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// JPush push v3 (`/v3/push`).
+    App,
+    /// Aliyun SMS (`/`).
+    Sms,
+    /// SMTP sink.
+    Email,
+    /// Webhook sink (`/webhook/{name}`).
+    Webhook,
+}
+
+impl Channel {
+    /// All channels, in index order.
+    pub const ALL: [Channel; 4] = [Channel::App, Channel::Sms, Channel::Email, Channel::Webhook];
+
+    /// Canonical lowercase name (`app`, `sms`, `email`, `webhook`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::App => "app",
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `smtp`/`mail`.
+    pub fn parse(name: &str) -> Option<Channel> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "app" | "jpush" | "push" => Some(Channel::App),
+            "sms" | "aliyun" => Some(Channel::Sms),
+            "email" | "smtp" | "mail" => Some(Channel::Email),
+            "webhook" => Some(Channel::Webhook),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Normalises an address the way this channel records it (SMS strips the +86 prefix).
+    pub fn normalise(self, address: &str) -> String {
+        match self {
+            Channel::Sms => normalise_phone(address).unwrap_or_else(|| address.trim().to_string()),
+            _ => address.trim().to_string(),
+        }
+    }
+}
+
+impl PartialEq<&str> for Channel {
+    fn eq(&self, other: &&str) -> bool {
+        Channel::parse(other) == Some(*self)
+    }
+}
+
+impl std::fmt::Display for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Returns the 11-digit mainland number (prefix `+86`/`0086`/`86` removed) if valid.
+pub fn normalise_phone(raw: &str) -> Option<String> {
+    let s = raw.trim();
+    let s = s
+        .strip_prefix("+86")
+        .or_else(|| s.strip_prefix("0086"))
+        .or_else(|| {
+            if s.len() == 13 {
+                s.strip_prefix("86")
+            } else {
+                None
+            }
+        })
+        .unwrap_or(s);
+    let ok = s.len() == 11 && s.starts_with('1') && s.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| s.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_normalisation() {
+        assert_eq!(
+            normalise_phone("+8613800138000").as_deref(),
+            Some("13800138000")
+        );
+        assert_eq!(
+            normalise_phone("008613800138000").as_deref(),
+            Some("13800138000")
+        );
+        assert_eq!(
+            normalise_phone("8613800138000").as_deref(),
+            Some("13800138000")
+        );
+        assert_eq!(
+            normalise_phone("13800138000").as_deref(),
+            Some("13800138000")
+        );
+        assert_eq!(normalise_phone("23800138000"), None);
+        assert_eq!(normalise_phone("1380013800"), None);
+        assert_eq!(normalise_phone("1380013800x"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Control and inspection API under `/sim/`: received addresses, reset, health, faults, events.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::state::{Channel, FaultPlan, SimState};
+
+/// Registers the `/sim/...` routes.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/sim/healthz").route(web::get().to(healthz)))
+        .service(
+            web::resource("/sim/received")
+                .route(web::get().to(received))
+                .route(web::delete().to(reset)),
+        )
+        .service(web::resource("/sim/reset").route(web::post().to(reset)))
+        .service(
+            web::resource("/sim/faults")
+                .route(web::get().to(get_faults))
+                .route(web::post().to(set_faults)),
+        )
+        .service(web::resource("/sim/events").route(web::get().to(events)));
+}
+
+#[derive(Deserialize)]
+struct ChannelQuery {
+    channel: Option<String>,
+    limit: Option<usize>,
+}
+
+fn bad_channel(name: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(json!({
+        "error": format!("unknown channel {name:?}; use app, sms, email or webhook")
+    }))
+}
+
+fn channel_summary(state: &SimState, c: Channel) -> Value {
+    let name = c.as_str();
+    json!({
+        "channel": name,
+        "total": state.total(name),
+        "calls": state.calls(name),
+        "failed_calls": state.failed_calls(name),
+        "addresses": state.received(name),
+    })
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// `GET /sim/received?channel=app` → one channel; without `channel` → every channel by name.
+async fn received(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> HttpResponse {
+    match q.channel.as_deref() {
+        Some(name) => match Channel::parse(name) {
+            Some(c) => HttpResponse::Ok().json(channel_summary(&state, c)),
+            None => bad_channel(name),
+        },
+        None => {
+            let all: Map<String, Value> = Channel::ALL
+                .iter()
+                .map(|c| (c.as_str().to_string(), channel_summary(&state, *c)))
+                .collect();
+            HttpResponse::Ok().json(all)
+        }
+    }
+}
+
+async fn reset(state: web::Data<SimState>) -> HttpResponse {
+    state.reset();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+/// Body of `POST /sim/faults`: `{"channel":"app", ...FaultPlan fields}`.
+#[derive(Deserialize)]
+struct FaultRequest {
+    channel: String,
+    #[serde(flatten)]
+    plan: FaultPlan,
+}
+
+async fn set_faults(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
+    let req: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
+    };
+    if !state.set_faults(&req.channel, req.plan) {
+        return bad_channel(&req.channel);
+    }
+    HttpResponse::Ok()
+        .json(json!({"ok": true, "channel": req.channel, "plan": state.faults(&req.channel)}))
+}
+
+async fn get_faults(state: web::Data<SimState>) -> HttpResponse {
+    let all: Map<String, Value> = Channel::ALL
+        .iter()
+        .map(|c| (c.as_str().to_string(), json!(state.faults(c.as_str()))))
+        .collect();
+    HttpResponse::Ok().json(all)
+}
+
+/// `GET /sim/events?channel=app&limit=100`: the last `limit` events (default 100) by `seq`.
+async fn events(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> HttpResponse {
+    let list = match q.channel.as_deref() {
+        Some(name) => match Channel::parse(name) {
+            Some(c) => state.events(c.as_str()),
+            None => return bad_channel(name),
+        },
+        None => state.all_events(),
+    };
+    let limit = q.limit.unwrap_or(100);
+    let skip = list.len().saturating_sub(limit);
+    let out: Vec<Value> = list[skip..]
+        .iter()
+        .map(|e| {
+            json!({
+                "seq": e.seq,
+                "channel": e.channel,
+                "addresses": &*e.addresses,
+                "at_us": e.received_at.saturating_duration_since(state.started).as_micros() as u64,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"count": list.len(), "events": out}))
+}

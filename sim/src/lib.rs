@@ -1,0 +1,212 @@
+//! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), a signed webhook
+//! sink and an SMTP sink, with recording, an event log, failure injection and a control API.
+//!
+//! Start it with [`start`]; inspect [`SimHandle::state`] in-process or `GET /sim/received` over HTTP.
+
+pub mod aliyun;
+mod aliyun_sign;
+mod channel;
+mod control;
+mod jpush;
+mod smtp;
+mod state;
+pub mod webhook;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use state::{
+    Channel, DEFAULT_EVENT_CAPACITY, FaultPlan, SimEvent, SimState, UNLIMITED_RATE, normalise_phone,
+};
+
+/// Simulator configuration.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Address both listeners bind to (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// HTTP port (JPush, Aliyun, webhook, control API); 0 = ephemeral.
+    pub http_port: u16,
+    /// SMTP port; 0 = ephemeral.
+    pub smtp_port: u16,
+    /// JPush app key (HTTP Basic user).
+    pub jpush_app_key: String,
+    /// JPush master secret (HTTP Basic password).
+    pub jpush_master_secret: String,
+    /// Aliyun AccessKeyId.
+    pub aliyun_access_key_id: String,
+    /// Aliyun AccessKeySecret (HMAC key is `secret + "&"`).
+    pub aliyun_access_key_secret: String,
+    /// SMTP user; when both user and password are set, AUTH is required.
+    pub smtp_username: Option<String>,
+    /// SMTP password.
+    pub smtp_password: Option<String>,
+    /// HMAC-SHA256 key for `X-Msghub-Signature`.
+    pub webhook_secret: String,
+    /// Latency added to every provider call (a channel's `FaultPlan::latency_ms` overrides it).
+    pub latency: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 0,
+            smtp_port: 0,
+            jpush_app_key: "sim-app-key".into(),
+            jpush_master_secret: "sim-master-secret".into(),
+            aliyun_access_key_id: "sim-ak".into(),
+            aliyun_access_key_secret: "sim-ak-secret".into(),
+            smtp_username: None,
+            smtp_password: None,
+            webhook_secret: "sim-webhook-secret".into(),
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// A running simulator. Call [`SimHandle::stop`] to shut it down.
+pub struct SimHandle {
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Bound SMTP address.
+    pub smtp_addr: SocketAddr,
+    /// Shared state (recording, faults, events).
+    pub state: Arc<SimState>,
+    server: actix_web::dev::ServerHandle,
+    server_task: Option<JoinHandle<()>>,
+    smtp_shutdown: watch::Sender<bool>,
+    smtp_done: Option<oneshot::Receiver<()>>,
+}
+
+impl SimHandle {
+    /// `http://HOST:PORT` of the HTTP listener (JPush base URL; Aliyun endpoint is `{}/`).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Full URL of the webhook sink for `name`.
+    pub fn webhook_url(&self, name: &str) -> String {
+        format!("http://{}/webhook/{name}", self.http_addr)
+    }
+
+    /// Stops the HTTP server and the SMTP listener (open SMTP sessions are closed).
+    pub async fn stop(mut self) {
+        let _ = self.smtp_shutdown.send(true);
+        self.server.stop(false).await;
+        if let Some(t) = self.server_task.take() {
+            let _ = t.await;
+        }
+        if let Some(done) = self.smtp_done.take() {
+            let _ = done.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        // Best effort when dropped without `stop`: the stop command is sent eagerly.
+        if self.server_task.is_some() {
+            let _ = self.smtp_shutdown.send(true);
+            drop(self.server.stop(false));
+        }
+    }
+}
+
+/// Maximum request body accepted by the HTTP endpoints.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Starts the simulator (HTTP on `http_port`, SMTP on `smtp_port`) and returns once both listen.
+///
+/// Works inside an actix `System` and inside a plain tokio runtime.
+pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
+    let http_listener = std::net::TcpListener::bind(SocketAddr::new(config.bind, config.http_port))
+        .with_context(|| format!("binding sim HTTP on {}:{}", config.bind, config.http_port))?;
+    let http_addr = http_listener.local_addr()?;
+    let smtp_listener = std::net::TcpListener::bind(SocketAddr::new(config.bind, config.smtp_port))
+        .with_context(|| format!("binding sim SMTP on {}:{}", config.bind, config.smtp_port))?;
+    let smtp_addr = smtp_listener.local_addr()?;
+
+    let state = Arc::new(SimState::new(config));
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY))
+            .configure(configure)
+    })
+    .workers(2)
+    .keep_alive(Duration::from_secs(75))
+    .backlog(4096)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(http_listener)
+    .context("starting sim HTTP server")?
+    .run();
+    let server_handle = server.handle();
+    let server_task = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::warn!(error = %e, "sim HTTP server stopped with an error");
+        }
+    });
+
+    let (smtp_shutdown, shutdown_rx) = watch::channel(false);
+    let smtp_done = match smtp::spawn(smtp_listener, state.clone(), shutdown_rx) {
+        Ok(done) => done,
+        Err(e) => {
+            server_handle.stop(false).await;
+            return Err(anyhow::Error::new(e).context("starting sim SMTP thread"));
+        }
+    };
+
+    tracing::debug!(%http_addr, %smtp_addr, "msghub sim started");
+    Ok(SimHandle {
+        http_addr,
+        smtp_addr,
+        state,
+        server: server_handle,
+        server_task: Some(server_task),
+        smtp_shutdown,
+        smtp_done: Some(smtp_done),
+    })
+}
+
+/// Registers every HTTP route of the simulator.
+fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v3/push")
+            .route(web::post().to(jpush::push))
+            .route(web::route().to(jpush::method_not_allowed)),
+    )
+    .service(
+        web::resource("/v3/push/validate")
+            .route(web::post().to(jpush::validate))
+            .route(web::route().to(jpush::method_not_allowed)),
+    )
+    .service(
+        web::resource("/")
+            .route(web::get().to(aliyun::rpc))
+            .route(web::post().to(aliyun::rpc)),
+    )
+    .service(web::resource("/webhook/{name}").route(web::post().to(webhook::receive)))
+    .configure(control::configure);
+}
+
+/// Starts the simulator, prints its addresses and runs until Ctrl-C.
+pub async fn run_cli(config: SimConfig) -> anyhow::Result<()> {
+    let handle = start(config).await?;
+    println!(
+        "msghub sim: http on {}, smtp on {}",
+        handle.http_addr, handle.smtp_addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    handle.stop().await;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `msghub serve --demo`: the hub together with the bundled provider simulator, with a source,
+//! one channel of each supported type pointing at the simulator, and two demo users, so a
+//! newcomer can send a first message with one curl command.
+
+use msghub_actors::provider::ChannelType;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::http::AppState;
+use crate::storage::channels::{ChannelPatch, NewChannel};
+use crate::storage::users::{OpKind, UserOp};
+
+const DEMO_SETTING: &str = "demo_setup";
+
+/// What the demo created, kept encrypted so later demo starts can print it again.
+#[derive(Serialize, Deserialize)]
+pub struct DemoSetup {
+    pub source_key: String,
+    pub source_secret: String,
+    pub admin_token: Option<String>,
+    pub channels: Vec<(String, i64)>,
+}
+
+/// Simulator endpoints and credentials the demo channels use.
+pub struct SimEndpoints {
+    pub http_base: String,
+    pub smtp_port: u16,
+    pub jpush_app_key: String,
+    pub jpush_master_secret: String,
+    pub aliyun_key_id: String,
+    pub aliyun_key_secret: String,
+    pub webhook_secret: String,
+}
+
+fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
+    match t {
+        ChannelType::App => json!({"app_key": sim.jpush_app_key, "master_secret": sim.jpush_master_secret, "base_url": sim.http_base}),
+        ChannelType::Sms => json!({"access_key_id": sim.aliyun_key_id, "access_key_secret": sim.aliyun_key_secret,
+                                   "sign_name": "msghub", "base_url": sim.http_base}),
+        ChannelType::Email => json!({"host": "127.0.0.1", "port": sim.smtp_port, "tls": "none", "from": "msghub demo <demo@msghub.local>"}),
+        _ => json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret}),
+    }
+}
+
+const DEMO_TYPES: [ChannelType; 4] = [ChannelType::App, ChannelType::Sms, ChannelType::Email, ChannelType::Webhook];
+
+/// Create the demo data on first use; on later starts point the channels at the simulator's
+/// current addresses. Returns what to print.
+pub async fn prepare(state: &AppState, sim: &SimEndpoints, admin_token: Option<String>) -> anyhow::Result<DemoSetup> {
+    if let Some(sealed) = state.db.setting(DEMO_SETTING).await? {
+        let setup: DemoSetup = serde_json::from_slice(&state.crypto.decrypt(&sealed)?)?;
+        for (code, id) in &setup.channels {
+            if let Some(t) = ChannelType::from_code(code) {
+                let patch = ChannelPatch {
+                    credentials: Some(credentials(t, sim)),
+                    ..ChannelPatch::default()
+                };
+                state.db.update_channel(&state.crypto, *id, patch).await?;
+                state.dispatch.channel_changed(*id).await;
+            }
+        }
+        return Ok(setup);
+    }
+    let source_key = format!("demo_{}", crate::startup::random_hex(6));
+    let source_secret = crate::startup::random_hex(24);
+    let source = state.db.create_source(&source_key, &source_secret, "demo").await?;
+    let mut channels = Vec::new();
+    for t in DEMO_TYPES {
+        let creds = credentials(t, sim);
+        let row = state
+            .db
+            .create_channel(
+                &state.crypto,
+                NewChannel {
+                    channel_type: t,
+                    name: &format!("demo {t} (simulator)"),
+                    credentials: &creds,
+                    rate_per_second: 0,
+                    enabled: true,
+                },
+            )
+            .await?;
+        state.db.grant(source.id, row.id).await?;
+        channels.push((t.code().to_string(), row.id));
+    }
+    let users = [("demo-user-1", "13800000001", "alice@example.com"), ("demo-user-2", "13800000002", "bob@example.com")];
+    let ops: Vec<UserOp> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (userid, phone, email))| UserOp {
+            userid: (*userid).to_string(),
+            kind: OpKind::Add,
+            tags: Some(vec!["demo".to_string()]),
+            bindings: vec![
+                (ChannelType::App, "all".into(), vec![format!("demo-regid-{}", i + 1)]),
+                (ChannelType::Sms, "all".into(), vec![(*phone).to_string()]),
+                (ChannelType::Email, "all".into(), vec![(*email).to_string()]),
+                (ChannelType::Webhook, "all".into(), vec![(*userid).to_string()]),
+            ],
+        })
+        .collect();
+    state.db.apply_user_ops(&ops).await?;
+    let setup = DemoSetup {
+        source_key,
+        source_secret,
+        admin_token,
+        channels,
+    };
+    let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
+    state.db.put_setting(DEMO_SETTING, &sealed).await?;
+    state.sources.invalidate();
+    Ok(setup)
+}
+
+/// The welcome text with the first curl commands.
+pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> String {
+    let admin = setup
+        .admin_token
+        .clone()
+        .unwrap_or_else(|| "<the admin token printed at first start>".to_string());
+    format!(
+        "\nmsghub demo is running\n\
+         \x20 API            {api}\n\
+         \x20 simulator      {sim_http}  (SMTP sink {smtp})\n\
+         \x20 source key     {key}\n\
+         \x20 source secret  {secret}\n\
+         \x20 admin token    {admin}\n\n\
+         Send a first message (app push, SMS and email to demo-user-1):\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_app\":[{{\"platform\":\"all\",\"notification\":{{\"alert\":\"Hello from msghub\"}}}}],\"msg_sms\":[{{\"temp_id\":\"SMS_0001\",\"temp_para\":{{\"code\":\"1234\"}}}}],\"msg_email\":[{{\"subject\":\"Hello\",\"text\":\"<p>Hello from msghub</p>\"}}]}}'\n\n\
+         See it arrive at the simulator:\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=app'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=sms'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=email'\n\n\
+         Follow the message (use the msgid from the response):\n\
+         \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
+        key = setup.source_key,
+        secret = setup.source_secret,
+    )
+}

@@ -1,0 +1,277 @@
+//! `/api/sources`, `/api/channels` and grants: the management API (admin bearer token).
+//! Source secrets are shown once, at creation; channel credentials are masked on every read.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use msghub_actors::provider::ChannelType;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::State;
+use super::auth::require_admin;
+use crate::error::ApiError;
+use crate::storage::channels::{ChannelPatch, ChannelRow, NewChannel};
+use crate::storage::sources::SourceRow;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .route("/sources", web::get().to(list_sources))
+            .route("/sources", web::post().to(create_source))
+            .route("/sources/{id}", web::get().to(get_source))
+            .route("/sources/{id}", web::patch().to(update_source))
+            .route("/sources/{id}/grants", web::get().to(list_grants))
+            .route("/sources/{id}/grants/{channel_id}", web::put().to(grant))
+            .route("/sources/{id}/grants/{channel_id}", web::delete().to(revoke))
+            .route("/channels", web::get().to(list_channels))
+            .route("/channels", web::post().to(create_channel))
+            .route("/channels/{id}", web::get().to(get_channel))
+            .route("/channels/{id}", web::patch().to(update_channel))
+            .configure(super::messages::api_routes),
+    );
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal("management API", &e)
+}
+
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    B64.encode(buf)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSource {
+    name: String,
+}
+
+async fn create_source(state: State, req: HttpRequest, body: web::Json<CreateSource>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    let key = format!("src_{}", random_token(12));
+    let secret = random_token(32);
+    let row = state.db.create_source(&key, &secret, name).await.map_err(internal)?;
+    state.sources.invalidate();
+    let mut out = source_json(&row);
+    out["secret"] = json!(secret);
+    out["secret_notice"] = json!("store the secret now; it is not shown again");
+    Ok(HttpResponse::Created().json(out))
+}
+
+fn source_json(row: &SourceRow) -> Value {
+    json!({"id": row.id, "key": row.key, "name": row.name, "enabled": row.enabled,
+           "created_at": row.created_at, "updated_at": row.updated_at})
+}
+
+async fn list_sources(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let rows = state.db.list_sources().await.map_err(internal)?;
+    Ok(HttpResponse::Ok().json(json!({"sources": rows.iter().map(source_json).collect::<Vec<_>>()})))
+}
+
+async fn get_source(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let row = state.db.source(*id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    Ok(HttpResponse::Ok().json(source_json(&row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateSource {
+    name: Option<String>,
+    enabled: Option<bool>,
+}
+
+async fn update_source(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: web::Json<UpdateSource>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    if let Some(name) = &body.name
+        && (name.trim().is_empty() || name.len() > 200)
+    {
+        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    let found = state
+        .db
+        .update_source(*id, body.name.as_deref().map(str::trim), body.enabled)
+        .await
+        .map_err(internal)?;
+    if !found {
+        return Err(ApiError::not_found("source"));
+    }
+    state.sources.invalidate();
+    get_source(state, req, id).await
+}
+
+async fn list_grants(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    state.db.source(*id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    let grants = state.db.granted_channels(*id).await.map_err(internal)?;
+    let grants: Vec<Value> = grants
+        .into_iter()
+        .map(|(channel_id, t, enabled)| json!({"channel_id": channel_id, "type": t, "enabled": enabled}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"grants": grants})))
+}
+
+async fn grant(state: State, req: HttpRequest, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let (source_id, channel_id) = *path;
+    state.db.source(source_id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    state
+        .db
+        .channel_row(channel_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    state.db.grant(source_id, channel_id).await.map_err(internal)?;
+    state.sources.invalidate();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn revoke(state: State, req: HttpRequest, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let (source_id, channel_id) = *path;
+    if !state.db.revoke(source_id, channel_id).await.map_err(internal)? {
+        return Err(ApiError::not_found("grant"));
+    }
+    state.sources.invalidate();
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateChannel {
+    #[serde(rename = "type")]
+    channel_type: String,
+    name: String,
+    credentials: Value,
+    #[serde(default)]
+    rate_per_second: u32,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn parse_type(code: &str) -> Result<ChannelType, ApiError> {
+    ChannelType::from_code(code).ok_or_else(|| {
+        let known: Vec<&str> = ChannelType::ALL.iter().map(|t| t.code()).collect();
+        ApiError::invalid(format!("unknown channel type {code:?}; one of {}", known.join(", ")))
+    })
+}
+
+fn check_credentials(t: ChannelType, credentials: &Value) -> Result<(), ApiError> {
+    msghub_providers::validate(t, credentials)
+        .map_err(|e| ApiError::new(400, "invalid_credentials", e.to_string()))
+}
+
+async fn create_channel(state: State, req: HttpRequest, body: web::Json<CreateChannel>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let t = parse_type(&body.channel_type)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    check_credentials(t, &body.credentials)?;
+    let row = state
+        .db
+        .create_channel(
+            &state.crypto,
+            NewChannel {
+                channel_type: t,
+                name,
+                credentials: &body.credentials,
+                rate_per_second: body.rate_per_second,
+                enabled: body.enabled,
+            },
+        )
+        .await
+        .map_err(internal)?;
+    state.sources.invalidate();
+    Ok(HttpResponse::Created().json(channel_json(&state, &row)?))
+}
+
+/// A channel as the API shows it: secret credential fields replaced by `"******"`.
+fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
+    let mut credentials = state.db.open_credentials(&state.crypto, row).map_err(internal)?;
+    if let (Some(t), Some(obj)) = (ChannelType::from_code(&row.channel_type), credentials.as_object_mut()) {
+        for field in msghub_providers::secret_fields(t) {
+            if let Some(v) = obj.get_mut(*field) {
+                *v = json!("******");
+            }
+        }
+    }
+    Ok(json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
+              "rate_per_second": row.rate_per_second, "enabled": row.enabled,
+              "created_at": row.created_at, "updated_at": row.updated_at}))
+}
+
+async fn list_channels(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let rows = state.db.list_channels().await.map_err(internal)?;
+    let channels = rows.iter().map(|r| channel_json(&state, r)).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(json!({"channels": channels})))
+}
+
+async fn get_channel(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let row = state
+        .db
+        .channel_row(*id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    Ok(HttpResponse::Ok().json(channel_json(&state, &row)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateChannel {
+    name: Option<String>,
+    credentials: Option<Value>,
+    rate_per_second: Option<u32>,
+    enabled: Option<bool>,
+}
+
+async fn update_channel(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: web::Json<UpdateChannel>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let row = state
+        .db
+        .channel_row(*id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("channel"))?;
+    let t = parse_type(&row.channel_type)?;
+    let body = body.into_inner();
+    if let Some(c) = &body.credentials {
+        check_credentials(t, c)?;
+    }
+    let patch = ChannelPatch {
+        name: body.name.map(|n| n.trim().to_string()),
+        credentials: body.credentials,
+        rate_per_second: body.rate_per_second,
+        enabled: body.enabled,
+    };
+    state.db.update_channel(&state.crypto, *id, patch).await.map_err(internal)?;
+    state.sources.invalidate();
+    state.dispatch.channel_changed(*id).await;
+    get_channel(state, req, id).await
+}

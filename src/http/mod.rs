@@ -1,0 +1,65 @@
+//! The HTTP API: one module per resource. `/v1` is the JUMS-compatible send and user API
+//! (source Basic auth); `/api` is msghub's management API (admin bearer token); `/healthz`,
+//! `/readyz` and `/metrics` are for operators.
+
+pub mod admin;
+pub mod auth;
+pub mod messages;
+pub mod ops;
+pub mod send;
+pub mod users;
+
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use msghub_actors::Dispatch;
+use msghub_actors::batcher::Batcher;
+
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::storage::Db;
+use crate::storage::crypto::Crypto;
+use crate::storage::messages::{Accepted, MessageIds, NewMessage};
+
+/// Everything a request handler may use; shared by all HTTP workers.
+pub struct AppState {
+    pub db: Db,
+    pub crypto: Crypto,
+    pub dispatch: Dispatch,
+    pub accept: Batcher<NewMessage, Accepted>,
+    pub ids: MessageIds,
+    pub sources: auth::SourceCache,
+    pub admin_token_hash: String,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub type State = web::Data<Arc<AppState>>;
+
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(web::JsonConfig::default().limit(max_body_bytes).error_handler(|err, _req| {
+            ApiError::invalid(format!("request body: {err}")).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|err, _req| {
+            ApiError::invalid(format!("path: {err}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|err, _req| {
+            ApiError::invalid(format!("query: {err}")).into()
+        }))
+        .configure(ops::routes)
+        .configure(send::routes)
+        .configure(users::routes)
+        .configure(admin::routes)
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let message = format!("no such route: {} {}", req.method(), req.path());
+    if req.path().starts_with("/v1/") {
+        HttpResponse::NotFound().json(json!({"code": crate::error::jums::INVALID_PARAMETER, "message": message}))
+    } else {
+        HttpResponse::NotFound().json(json!({"error": {"code": "not_found", "message": message}}))
+    }
+}

@@ -1,0 +1,126 @@
+//! `POST /v1/sent` and `POST /v1/broadcast`: validate, store durably (group commit), answer,
+//! then hand the message to the dispatch topology.
+
+use std::time::Instant;
+
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use msghub_actors::plan::{MessagePlan, PlannedChannel};
+use serde_json::json;
+
+use super::State;
+use super::auth::CachedSource;
+use crate::domain::parse_json;
+use crate::domain::send::{SendKind, SendRequest, parse};
+use crate::error::{JumsError, channel_unavailable_code};
+use crate::storage::messages::{Accepted, NewMessage};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/sent", web::post().to(sent))
+        .route("/v1/broadcast", web::post().to(broadcast));
+}
+
+async fn sent(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
+    accept(&state, &req, &body, SendKind::Targeted).await
+}
+
+async fn broadcast(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
+    accept(&state, &req, &body, SendKind::Broadcast).await
+}
+
+async fn accept(state: &State, req: &HttpRequest, body: &[u8], kind: SendKind) -> Result<HttpResponse, JumsError> {
+    let started = Instant::now();
+    let result = accept_inner(state, req, body, kind).await;
+    match &result {
+        Ok(_) => metrics::histogram!("msghub_accept_duration_seconds").record(started.elapsed().as_secs_f64()),
+        Err(e) => metrics::counter!("msghub_messages_rejected_total", "code" => e.code.to_string()).increment(1),
+    }
+    result
+}
+
+async fn accept_inner(state: &State, req: &HttpRequest, body: &[u8], kind: SendKind) -> Result<HttpResponse, JumsError> {
+    let source = state.sources.authenticate(req).await?;
+    let value = parse_json(body).map_err(JumsError::invalid)?;
+    let send = parse(&value, kind)?;
+    let channels = choose_channels(&source, &send)?;
+    let idempotency_key = idempotency_key(req)?;
+    let msgid = state.ids.next();
+    let mut response = json!({"code": 0, "message": "success", "msgid": msgid.to_string()});
+    if let Some(sendno) = &send.sendno {
+        response["sendno"] = json!(sendno);
+    }
+    let lane = send.lane();
+    let plan = MessagePlan {
+        msgid,
+        source_id: source.id,
+        lane,
+        audience: send.audience.clone(),
+        channels,
+        ttl_seconds: send.ttl_seconds,
+    };
+    let new = NewMessage {
+        plan,
+        kind: kind.as_str(),
+        priority: i16::from(send.priority_or_default()),
+        sendno: send.sendno.clone(),
+        idempotency_key,
+        response: response.to_string(),
+    };
+    let accepted = state
+        .accept
+        .submit(new)
+        .await
+        .map_err(|e| JumsError::internal("storing message", &e))?;
+    match accepted {
+        Accepted::Stored { plan, shards } => {
+            metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
+            let body = response.to_string();
+            state.dispatch.dispatch(plan, Some(shards)).await;
+            Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
+        }
+        Accepted::Replayed { response } => Ok(HttpResponse::Ok()
+            .content_type(ContentType::json())
+            .insert_header(("Idempotent-Replayed", "true"))
+            .body(response)),
+    }
+}
+
+/// For every `msg_<type>`, the source's first granted and enabled channel of that type.
+fn choose_channels(source: &CachedSource, send: &SendRequest) -> Result<Vec<PlannedChannel>, JumsError> {
+    send.contents
+        .iter()
+        .map(|(t, content)| {
+            let granted: Vec<_> = source.channels.iter().filter(|(_, ct, _)| ct == t).collect();
+            match granted.iter().find(|(_, _, enabled)| *enabled) {
+                Some((id, _, _)) => Ok(PlannedChannel {
+                    channel_id: *id,
+                    channel_type: *t,
+                    content: content.clone(),
+                }),
+                None if granted.is_empty() => Err(JumsError::new(
+                    channel_unavailable_code(*t),
+                    format!("no {t} channel is granted to this source"),
+                )),
+                None => Err(JumsError::new(
+                    channel_unavailable_code(*t),
+                    format!("the {t} channel granted to this source is disabled"),
+                )),
+            }
+        })
+        .collect()
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, JumsError> {
+    let Some(v) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .map_err(|_| JumsError::invalid("Idempotency-Key must be printable ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > 128 {
+        return Err(JumsError::invalid("Idempotency-Key must be 1 to 128 characters"));
+    }
+    Ok(Some(key.to_string()))
+}

@@ -1,0 +1,14 @@
+//! msghub: a self-hosted unified messaging hub with a JUMS-compatible API.
+//!
+//! See `ARCHITECTURE.md` for the map. The binary (`main.rs`) only parses the command line and
+//! calls [`startup::Application`] or the simulator.
+
+pub mod adapters;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod settings;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,91 @@
+//! The `msghub` command: `serve` (the hub, optionally with the simulator) and `sim`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use msghub::settings::Settings;
+use msghub::startup::Application;
+use msghub::{demo, telemetry};
+
+#[derive(Parser)]
+#[command(name = "msghub", version, about = "Unified messaging hub with a JUMS-compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub (the default command).
+    Serve {
+        /// A TOML settings file (see config/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also run the provider simulator and create demo channels, a source and users.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run only the provider simulator.
+    Sim {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    actix_web::rt::System::new().block_on(async move {
+        match cli.command.unwrap_or(Command::Serve { config: None, demo: false }) {
+            Command::Serve { config, demo } => serve(config, demo).await,
+            Command::Sim { config } => {
+                let settings = Settings::load(config.as_deref())?;
+                telemetry::init_logging(&settings.log);
+                msghub_sim::run_cli(sim_config(&settings)).await
+            }
+        }
+    })
+}
+
+fn sim_config(settings: &Settings) -> msghub_sim::SimConfig {
+    msghub_sim::SimConfig {
+        http_port: settings.simulator.http_port,
+        smtp_port: settings.simulator.smtp_port,
+        ..msghub_sim::SimConfig::default()
+    }
+}
+
+async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref())?;
+    telemetry::init_logging(&settings.log);
+    let sim = if with_demo {
+        Some(msghub_sim::start(sim_config(&settings)).await?)
+    } else {
+        None
+    };
+    let bind = settings.server.bind.clone();
+    let mut app = Application::build(settings).await?;
+    let generated = app.generated_admin_token.take();
+    if let Some(sim) = &sim {
+        let cfg = msghub_sim::SimConfig::default();
+        let endpoints = demo::SimEndpoints {
+            http_base: format!("http://{}", sim.http_addr),
+            smtp_port: sim.smtp_addr.port(),
+            jpush_app_key: cfg.jpush_app_key,
+            jpush_master_secret: cfg.jpush_master_secret,
+            aliyun_key_id: cfg.aliyun_access_key_id,
+            aliyun_key_secret: cfg.aliyun_access_key_secret,
+            webhook_secret: cfg.webhook_secret,
+        };
+        let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
+        let api = format!("http://127.0.0.1:{}", app.port());
+        println!(
+            "{}",
+            demo::banner(&setup, &api, &endpoints.http_base, &sim.smtp_addr.to_string())
+        );
+    } else if let Some(token) = &generated {
+        println!("msghub: generated the admin token for /api (shown only this once): {token}");
+    }
+    tracing::info!(bind = %bind, port = app.port(), "msghub listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Building and running the server: database, keys, dispatch topology, HTTP.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use msghub_actors::batcher::Batcher;
+use msghub_actors::channel::ChannelTuning;
+use msghub_actors::retry::RetryPolicy;
+use msghub_actors::{Dispatch, TopologyConfig};
+
+use crate::adapters::Adapters;
+use crate::http::auth::SourceCache;
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+use crate::storage::crypto::Crypto;
+use crate::storage::dispatch::Store;
+use crate::storage::messages::{MessageIds, NewMessage};
+use crate::storage::sources::hash_secret;
+use crate::storage::{Db, now_ms};
+use crate::telemetry;
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// rustls needs exactly one process-wide crypto provider; msghub uses ring everywhere.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    state: Arc<AppState>,
+    /// Set when this start generated the admin token (first start without a configured one).
+    pub generated_admin_token: Option<String>,
+}
+
+impl Application {
+    /// Connect, migrate, resume unfinished work and bind the listener. Must run inside an
+    /// actix `System` (`#[actix_web::main]`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        install_crypto_provider();
+        let metrics = telemetry::metrics_handle();
+        let db = Db::connect(&settings.database)
+            .await
+            .with_context(|| format!("opening database {}", redact_url(&settings.database.url)))?;
+        let crypto = Crypto::load_or_create(settings.security.encryption_key.expose(), &settings.security.data_dir)
+            .context("loading the credential encryption key")?;
+        let (admin_token_hash, generated_admin_token) = admin_token(&db, &settings).await?;
+        let store = Arc::new(Store {
+            db: db.clone(),
+            crypto: crypto.clone(),
+        });
+        let d = &settings.dispatch;
+        let topology = TopologyConfig {
+            shard_size: d.shard_size,
+            page_shards: d.page_shards,
+            realtime_shard_workers: d.realtime_shard_workers,
+            bulk_shard_workers: d.bulk_shard_workers,
+            shard_queue_capacity: d.shard_queue_capacity,
+            result_batch_max: d.result_batch_max,
+            channel: ChannelTuning {
+                lane_capacity: d.lane_capacity,
+                realtime_in_flight: d.realtime_in_flight,
+                bulk_in_flight: d.bulk_in_flight,
+                retry: RetryPolicy {
+                    max_attempts: d.max_attempts.max(1),
+                    base_backoff: Duration::from_millis(d.backoff_base_ms),
+                    max_backoff: Duration::from_millis(d.backoff_max_ms.max(d.backoff_base_ms)),
+                },
+            },
+        };
+        let dispatch = Dispatch::start(store, Arc::new(Adapters::new(&settings.providers)), topology)
+            .await
+            .context("starting the dispatch topology")?;
+        let accept_db = db.clone();
+        let accept = Batcher::spawn(
+            "messages",
+            settings.accept.queue_capacity,
+            settings.accept.batch_max,
+            move |items: Vec<NewMessage>| {
+                let db = accept_db.clone();
+                async move { db.accept_messages(items).await.map_err(|e| e.to_string()) }
+            },
+        );
+        let ids = MessageIds::new(db.max_message_id().await?);
+        let state = Arc::new(AppState {
+            sources: SourceCache::new(db.clone()),
+            db,
+            crypto,
+            dispatch,
+            accept,
+            ids,
+            admin_token_hash,
+            metrics: metrics.clone(),
+        });
+        if let Some(handle) = metrics {
+            actix_web::rt::spawn(async move {
+                loop {
+                    actix_web::rt::time::sleep(Duration::from_secs(5)).await;
+                    handle.run_upkeep();
+                }
+            });
+        }
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let port = listener.local_addr()?.port();
+        let data = web::Data::new(state.clone());
+        let max_body = settings.server.max_body_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(|cfg| http::configure(cfg, max_body))
+        })
+        .listen(listener)?
+        .shutdown_timeout(5);
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+            state,
+            generated_admin_token,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// The server future, for callers that run it beside other work.
+    pub fn into_server(self) -> actix_web::dev::Server {
+        self.server
+    }
+}
+
+/// The stored admin token hash: from settings when configured, else generated on first start.
+async fn admin_token(db: &Db, settings: &Settings) -> anyhow::Result<(String, Option<String>)> {
+    let configured = settings.security.admin_token.expose();
+    if !configured.is_empty() {
+        let hash = hash_secret(configured);
+        db.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
+        return Ok((hash, None));
+    }
+    if let Some(hash) = db.setting(ADMIN_TOKEN_SETTING).await? {
+        return Ok((hash, None));
+    }
+    let token = format!("adm_{}", random_hex(24));
+    let hash = hash_secret(&token);
+    db.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
+    db.put_setting("admin_token_created_at", &now_ms().to_string()).await?;
+    Ok((hash, Some(token)))
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,304 @@
+//! Messages: durable acceptance in group-committed batches, and the status reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use msghub_actors::plan::{MessagePlan, Shard, ShardSpec};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
+use serde::Serialize;
+
+use super::{Db, now_ms, value_rows};
+
+/// A validated send request ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub plan: MessagePlan,
+    pub kind: &'static str,
+    pub priority: i16,
+    pub sendno: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// The JSON body answered for this message, replayed for a repeated idempotency key.
+    pub response: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Newly stored; the shards were created in the same transaction.
+    Stored { plan: MessagePlan, shards: Vec<Shard> },
+    /// The idempotency key was seen before: answer what was answered then, send nothing.
+    Replayed { response: String },
+}
+
+/// Message ids: milliseconds since the epoch shifted left 20 bits, plus a sequence, so ids are
+/// unique, increasing, and say when a message was accepted. Seeded from the largest stored id
+/// so a clock that steps back after a restart cannot reuse an id.
+pub struct MessageIds {
+    last: AtomicI64,
+}
+
+impl MessageIds {
+    pub fn new(floor: i64) -> MessageIds {
+        MessageIds {
+            last: AtomicI64::new(floor),
+        }
+    }
+
+    pub fn next(&self) -> i64 {
+        let candidate = now_ms() << 20;
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let next = candidate.max(last + 1);
+            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+const MESSAGE_COLUMNS: usize = 15;
+
+impl Db {
+    pub async fn max_message_id(&self) -> Result<i64, DbErr> {
+        let r = self.query_one("SELECT MAX(id) AS m FROM messages", vec![]).await?;
+        Ok(r.and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten()).unwrap_or(0))
+    }
+
+    /// Store a batch of accepted messages in one transaction.
+    pub async fn accept_messages(&self, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
+        let txn = self.write().begin().await?;
+        let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
+        let mut first_of_key: HashMap<(i64, String), usize> = HashMap::new();
+        let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(key) = &item.idempotency_key {
+                let k = (item.plan.source_id, key.clone());
+                if let Some(&first) = first_of_key.get(&k) {
+                    out[i] = Some(Accepted::Replayed {
+                        response: items[first].response.clone(),
+                    });
+                    continue;
+                }
+                let stmt = self.stmt(
+                    "SELECT response FROM messages WHERE source_id = ? AND idempotency_key = ?",
+                    vec![item.plan.source_id.into(), key.clone().into()],
+                );
+                if let Some(row) = txn.query_one_raw(stmt).await? {
+                    out[i] = Some(Accepted::Replayed {
+                        response: row.try_get("", "response")?,
+                    });
+                    continue;
+                }
+                first_of_key.insert(k, i);
+            }
+            fresh.push(i);
+        }
+        let now = now_ms();
+        let mut shard_rows: Vec<Value> = Vec::new();
+        for chunk in fresh.chunks(512) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * MESSAGE_COLUMNS);
+            for &i in chunk {
+                let m = &items[i];
+                let single = m.plan.is_single_shard();
+                let plan_json = serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
+                values.extend([
+                    m.plan.msgid.into(),
+                    m.plan.source_id.into(),
+                    m.kind.into(),
+                    m.priority.into(),
+                    m.plan.lane.as_str().into(),
+                    "accepted".into(),
+                    plan_json.into(),
+                    m.sendno.clone().into(),
+                    m.idempotency_key.clone().into(),
+                    m.response.clone().into(),
+                    single.into(),
+                    Value::from(None::<String>),
+                    i32::from(single).into(),
+                    now.into(),
+                    now.into(),
+                ]);
+                if single {
+                    shard_rows.extend([m.plan.msgid.into(), 0i32.into(), LISTED_SPEC.into(), "pending".into(), now.into()]);
+                }
+            }
+            let sql = format!(
+                "INSERT INTO messages (id, source_id, kind, priority, lane, state, plan, sendno, idempotency_key, \
+                 response, planned, plan_cursor, shard_count, created_at, updated_at) VALUES {}",
+                value_rows(chunk.len(), MESSAGE_COLUMNS)
+            );
+            txn.execute_raw(self.stmt(&sql, values)).await?;
+        }
+        for chunk in shard_rows.chunks(5 * 512) {
+            let sql = format!(
+                "INSERT INTO shards (message_id, seq, spec, state, updated_at) VALUES {}",
+                value_rows(chunk.len() / 5, 5)
+            );
+            txn.execute_raw(self.stmt(&sql, chunk.to_vec())).await?;
+        }
+        txn.commit().await?;
+        for i in fresh {
+            let plan = items[i].plan.clone();
+            let shards = if plan.is_single_shard() {
+                vec![Shard {
+                    msgid: plan.msgid,
+                    seq: 0,
+                    spec: ShardSpec::Listed,
+                }]
+            } else {
+                Vec::new()
+            };
+            out[i] = Some(Accepted::Stored { plan, shards });
+        }
+        out.into_iter()
+            .map(|a| a.ok_or_else(|| DbErr::Custom("accept: item without outcome".into())))
+            .collect()
+    }
+
+    pub async fn message_status(&self, msgid: i64) -> Result<Option<MessageStatus>, DbErr> {
+        let Some(r) = self
+            .query_one(
+                "SELECT id, source_id, kind, priority, lane, state, sendno, planned, shard_count, created_at, updated_at \
+                 FROM messages WHERE id = ?",
+                vec![msgid.into()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut status = MessageStatus {
+            msgid: r.try_get::<i64>("", "id")?.to_string(),
+            source_id: r.try_get("", "source_id")?,
+            kind: r.try_get("", "kind")?,
+            priority: r.try_get("", "priority")?,
+            lane: r.try_get("", "lane")?,
+            state: r.try_get("", "state")?,
+            sendno: r.try_get("", "sendno")?,
+            planned: r.try_get("", "planned")?,
+            shards: r.try_get("", "shard_count")?,
+            created_at: r.try_get("", "created_at")?,
+            updated_at: r.try_get("", "updated_at")?,
+            channels: Vec::new(),
+        };
+        let rows = self
+            .query_all(
+                "SELECT channel_id, channel_type, status, COUNT(*) AS n FROM deliveries WHERE message_id = ? \
+                 GROUP BY channel_id, channel_type, status ORDER BY channel_id",
+                vec![msgid.into()],
+            )
+            .await?;
+        for row in rows {
+            let channel_id: i64 = row.try_get("", "channel_id")?;
+            let channel_type: String = row.try_get("", "channel_type")?;
+            let st: i16 = row.try_get("", "status")?;
+            let n: i64 = row.try_get("", "n")?;
+            let entry = match status.channels.iter_mut().position(|c| c.channel_id == channel_id) {
+                Some(i) => &mut status.channels[i],
+                None => {
+                    status.channels.push(ChannelCounts {
+                        channel_id,
+                        channel_type,
+                        ..ChannelCounts::default()
+                    });
+                    let last = status.channels.len() - 1;
+                    &mut status.channels[last]
+                }
+            };
+            entry.target += n;
+            match st {
+                0 => entry.queued += n,
+                2 => entry.failed += n,
+                _ => entry.sent += n,
+            }
+        }
+        Ok(Some(status))
+    }
+
+    pub async fn message_source(&self, msgid: i64) -> Result<Option<i64>, DbErr> {
+        let r = self
+            .query_one("SELECT source_id FROM messages WHERE id = ?", vec![msgid.into()])
+            .await?;
+        r.map(|r| r.try_get("", "source_id")).transpose()
+    }
+
+    pub async fn deliveries(&self, msgid: i64, userid: Option<&str>, after_id: i64, limit: u64) -> Result<Vec<DeliveryRow>, DbErr> {
+        let mut values: Vec<Value> = vec![msgid.into(), after_id.into()];
+        let mut sql = "SELECT id, channel_id, channel_type, userid, address, step, status, attempts, outcome, code, \
+                       provider_id, error, updated_at FROM deliveries WHERE message_id = ? AND id > ?"
+            .to_string();
+        if let Some(u) = userid {
+            sql.push_str(" AND userid = ?");
+            values.push(u.into());
+        }
+        sql.push_str(" ORDER BY id LIMIT ?");
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        let rows = self.query_all(&sql, values).await?;
+        rows.iter()
+            .map(|r| {
+                let status: i16 = r.try_get("", "status")?;
+                Ok(DeliveryRow {
+                    id: r.try_get("", "id")?,
+                    channel_id: r.try_get("", "channel_id")?,
+                    channel_type: r.try_get("", "channel_type")?,
+                    userid: r.try_get("", "userid")?,
+                    address: r.try_get("", "address")?,
+                    step: r.try_get("", "step")?,
+                    status: msghub_actors::plan::DeliveryStatus::from_i16(status)
+                        .map(|s| s.as_str())
+                        .unwrap_or("unknown"),
+                    attempts: r.try_get("", "attempts")?,
+                    outcome: r.try_get("", "outcome")?,
+                    code: r.try_get("", "code")?,
+                    provider_id: r.try_get("", "provider_id")?,
+                    error: r.try_get("", "error")?,
+                    updated_at: r.try_get("", "updated_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) const LISTED_SPEC: &str = "\"listed\"";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageStatus {
+    pub msgid: String,
+    pub source_id: i64,
+    pub kind: String,
+    pub priority: i16,
+    pub lane: String,
+    pub state: String,
+    pub sendno: Option<String>,
+    pub planned: bool,
+    pub shards: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub channels: Vec<ChannelCounts>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChannelCounts {
+    pub channel_id: i64,
+    pub channel_type: String,
+    pub target: i64,
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub channel_id: i64,
+    pub channel_type: String,
+    pub userid: Option<String>,
+    pub address: String,
+    pub step: i16,
+    pub status: &'static str,
+    pub attempts: i32,
+    pub outcome: Option<String>,
+    pub code: Option<String>,
+    pub provider_id: Option<String>,
+    pub error: Option<String>,
+    pub updated_at: i64,
+}

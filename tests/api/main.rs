@@ -1,0 +1,10 @@
+//! The integration suite: the real server and the provider simulator, end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod crash;
+mod delivery;
+mod helpers;
+mod management;
+mod priority;
+mod refusals;
+mod retries;
