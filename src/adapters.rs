@@ -27,6 +27,7 @@ impl Adapters {
 
 impl ProviderFactory for Adapters {
     fn build(&self, spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
-        msghub_providers::build(spec.channel_type, &spec.credentials, &self.options).map_err(|e| e.to_string())
+        msghub_providers::build(spec.channel_type, &spec.credentials, &self.options)
+            .map_err(|e| e.to_string())
     }
 }

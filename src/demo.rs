@@ -34,19 +34,36 @@ pub struct SimEndpoints {
 
 fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
     match t {
-        ChannelType::App => json!({"app_key": sim.jpush_app_key, "master_secret": sim.jpush_master_secret, "base_url": sim.http_base}),
-        ChannelType::Sms => json!({"access_key_id": sim.aliyun_key_id, "access_key_secret": sim.aliyun_key_secret,
-                                   "sign_name": "msghub", "base_url": sim.http_base}),
-        ChannelType::Email => json!({"host": "127.0.0.1", "port": sim.smtp_port, "tls": "none", "from": "msghub demo <demo@msghub.local>"}),
-        _ => json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret}),
+        ChannelType::App => {
+            json!({"app_key": sim.jpush_app_key, "master_secret": sim.jpush_master_secret, "base_url": sim.http_base})
+        }
+        ChannelType::Sms => {
+            json!({"access_key_id": sim.aliyun_key_id, "access_key_secret": sim.aliyun_key_secret,
+                                   "sign_name": "msghub", "base_url": sim.http_base})
+        }
+        ChannelType::Email => {
+            json!({"host": "127.0.0.1", "port": sim.smtp_port, "tls": "none", "from": "msghub demo <demo@msghub.local>"})
+        }
+        _ => {
+            json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret})
+        }
     }
 }
 
-const DEMO_TYPES: [ChannelType; 4] = [ChannelType::App, ChannelType::Sms, ChannelType::Email, ChannelType::Webhook];
+const DEMO_TYPES: [ChannelType; 4] = [
+    ChannelType::App,
+    ChannelType::Sms,
+    ChannelType::Email,
+    ChannelType::Webhook,
+];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
 /// current addresses. Returns what to print.
-pub async fn prepare(state: &AppState, sim: &SimEndpoints, admin_token: Option<String>) -> anyhow::Result<DemoSetup> {
+pub async fn prepare(
+    state: &AppState,
+    sim: &SimEndpoints,
+    admin_token: Option<String>,
+) -> anyhow::Result<DemoSetup> {
     if let Some(sealed) = state.db.setting(DEMO_SETTING).await? {
         let setup: DemoSetup = serde_json::from_slice(&state.crypto.decrypt(&sealed)?)?;
         for (code, id) in &setup.channels {
@@ -63,7 +80,10 @@ pub async fn prepare(state: &AppState, sim: &SimEndpoints, admin_token: Option<S
     }
     let source_key = format!("demo_{}", crate::startup::random_hex(6));
     let source_secret = crate::startup::random_hex(24);
-    let source = state.db.create_source(&source_key, &source_secret, "demo").await?;
+    let source = state
+        .db
+        .create_source(&source_key, &source_secret, "demo")
+        .await?;
     let mut channels = Vec::new();
     for t in DEMO_TYPES {
         let creds = credentials(t, sim);
@@ -83,7 +103,10 @@ pub async fn prepare(state: &AppState, sim: &SimEndpoints, admin_token: Option<S
         state.db.grant(source.id, row.id).await?;
         channels.push((t.code().to_string(), row.id));
     }
-    let users = [("demo-user-1", "13800000001", "alice@example.com"), ("demo-user-2", "13800000002", "bob@example.com")];
+    let users = [
+        ("demo-user-1", "13800000001", "alice@example.com"),
+        ("demo-user-2", "13800000002", "bob@example.com"),
+    ];
     let ops: Vec<UserOp> = users
         .iter()
         .enumerate()
@@ -92,10 +115,18 @@ pub async fn prepare(state: &AppState, sim: &SimEndpoints, admin_token: Option<S
             kind: OpKind::Add,
             tags: Some(vec!["demo".to_string()]),
             bindings: vec![
-                (ChannelType::App, "all".into(), vec![format!("demo-regid-{}", i + 1)]),
+                (
+                    ChannelType::App,
+                    "all".into(),
+                    vec![format!("demo-regid-{}", i + 1)],
+                ),
                 (ChannelType::Sms, "all".into(), vec![(*phone).to_string()]),
                 (ChannelType::Email, "all".into(), vec![(*email).to_string()]),
-                (ChannelType::Webhook, "all".into(), vec![(*userid).to_string()]),
+                (
+                    ChannelType::Webhook,
+                    "all".into(),
+                    vec![(*userid).to_string()],
+                ),
             ],
         })
         .collect();

@@ -62,7 +62,10 @@ impl JumsError {
     /// Log the cause, answer a generic server error.
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> JumsError {
         tracing::error!(error = %cause, "{context}");
-        JumsError::new(jums::SERVER_ERROR, "internal error; the request was not stored")
+        JumsError::new(
+            jums::SERVER_ERROR,
+            "internal error; the request was not stored",
+        )
     }
 }
 
@@ -113,7 +116,11 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(401, "unauthorized", "missing or wrong admin token (Authorization: Bearer ...)")
+        ApiError::new(
+            401,
+            "unauthorized",
+            "missing or wrong admin token (Authorization: Bearer ...)",
+        )
     }
 
     pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> ApiError {
@@ -128,6 +135,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(json!({"error": {"code": self.code, "message": self.message}}))
+        HttpResponse::build(self.status_code())
+            .json(json!({"error": {"code": self.code, "message": self.message}}))
     }
 }

@@ -8,7 +8,11 @@ use msghub::startup::Application;
 use msghub::{demo, telemetry};
 
 #[derive(Parser)]
-#[command(name = "msghub", version, about = "Unified messaging hub with a JUMS-compatible API")]
+#[command(
+    name = "msghub",
+    version,
+    about = "Unified messaging hub with a JUMS-compatible API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -35,7 +39,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     actix_web::rt::System::new().block_on(async move {
-        match cli.command.unwrap_or(Command::Serve { config: None, demo: false }) {
+        match cli.command.unwrap_or(Command::Serve {
+            config: None,
+            demo: false,
+        }) {
             Command::Serve { config, demo } => serve(config, demo).await,
             Command::Sim { config } => {
                 let settings = Settings::load(config.as_deref())?;
@@ -80,7 +87,12 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
         let api = format!("http://127.0.0.1:{}", app.port());
         println!(
             "{}",
-            demo::banner(&setup, &api, &endpoints.http_base, &sim.smtp_addr.to_string())
+            demo::banner(
+                &setup,
+                &api,
+                &endpoints.http_base,
+                &sim.smtp_addr.to_string()
+            )
         );
     } else if let Some(token) = &generated {
         println!("msghub: generated the admin token for /api (shown only this once): {token}");

@@ -27,7 +27,11 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
     }
 }
 
@@ -222,16 +226,15 @@ impl Default for SimulatorSettings {
 
 impl Settings {
     /// Defaults, then `file` if given, then the `MSGHUB__` environment.
-    pub fn load(file: Option<&Path>) -> Result<Settings, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Settings, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        figment.merge(Env::prefixed("MSGHUB__").split("__")).extract()
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        self.database.url.starts_with("postgres")
+        figment
+            .merge(Env::prefixed("MSGHUB__").split("__"))
+            .extract()
+            .map_err(Box::new)
     }
 }
 

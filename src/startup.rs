@@ -46,8 +46,11 @@ impl Application {
         let db = Db::connect(&settings.database)
             .await
             .with_context(|| format!("opening database {}", redact_url(&settings.database.url)))?;
-        let crypto = Crypto::load_or_create(settings.security.encryption_key.expose(), &settings.security.data_dir)
-            .context("loading the credential encryption key")?;
+        let crypto = Crypto::load_or_create(
+            settings.security.encryption_key.expose(),
+            &settings.security.data_dir,
+        )
+        .context("loading the credential encryption key")?;
         let (admin_token_hash, generated_admin_token) = admin_token(&db, &settings).await?;
         let store = Arc::new(Store {
             db: db.clone(),
@@ -72,9 +75,13 @@ impl Application {
                 },
             },
         };
-        let dispatch = Dispatch::start(store, Arc::new(Adapters::new(&settings.providers)), topology)
-            .await
-            .context("starting the dispatch topology")?;
+        let dispatch = Dispatch::start(
+            store,
+            Arc::new(Adapters::new(&settings.providers)),
+            topology,
+        )
+        .await
+        .context("starting the dispatch topology")?;
         let accept_db = db.clone();
         let accept = Batcher::spawn(
             "messages",
@@ -159,7 +166,8 @@ async fn admin_token(db: &Db, settings: &Settings) -> anyhow::Result<(String, Op
     let token = format!("adm_{}", random_hex(24));
     let hash = hash_secret(&token);
     db.put_setting(ADMIN_TOKEN_SETTING, &hash).await?;
-    db.put_setting("admin_token_created_at", &now_ms().to_string()).await?;
+    db.put_setting("admin_token_created_at", &now_ms().to_string())
+        .await?;
     Ok((hash, Some(token)))
 }
 

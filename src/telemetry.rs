@@ -11,7 +11,9 @@ use crate::settings::LogSettings;
 /// Install the global subscriber once; later calls (tests) are no-ops.
 pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = if settings.format == "json" {
         builder.json().try_init()
     } else {
@@ -27,7 +29,8 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
                 ])
                 .ok()?
                 .install_recorder()
@@ -40,18 +43,54 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("msghub_messages_accepted_total", "Messages durably stored and acknowledged, by kind and lane.");
-    describe_counter!("msghub_messages_rejected_total", "Send requests refused, by JUMS code.");
-    describe_counter!("msghub_messages_finished_total", "Messages whose every delivery has a final outcome.");
-    describe_histogram!("msghub_accept_duration_seconds", "Time from request to durable acknowledgement.");
-    describe_histogram!("msghub_batch_size_items", "Items per group-commit transaction, by writer.");
-    describe_gauge!("msghub_lane_depth_jobs", "Jobs queued in a channel lane, by channel type and lane.");
-    describe_histogram!("msghub_provider_call_duration_seconds", "Provider call latency, by channel type and lane.");
-    describe_counter!("msghub_provider_outcomes_total", "Per-target provider outcomes, by channel type and class.");
-    describe_counter!("msghub_provider_retries_total", "Targets scheduled for another attempt, by channel type.");
-    describe_histogram!("msghub_rate_limit_wait_seconds", "Time spent waiting for a channel's rate limiter.");
-    describe_counter!("msghub_actor_restarts_total", "Supervised actor restarts, by actor.");
-    describe_counter!("msghub_shards_stalled_total", "Shards left pending because outcomes could not be stored.");
+    describe_counter!(
+        "msghub_messages_accepted_total",
+        "Messages durably stored and acknowledged, by kind and lane."
+    );
+    describe_counter!(
+        "msghub_messages_rejected_total",
+        "Send requests refused, by JUMS code."
+    );
+    describe_counter!(
+        "msghub_messages_finished_total",
+        "Messages whose every delivery has a final outcome."
+    );
+    describe_histogram!(
+        "msghub_accept_duration_seconds",
+        "Time from request to durable acknowledgement."
+    );
+    describe_histogram!(
+        "msghub_batch_size_items",
+        "Items per group-commit transaction, by writer."
+    );
+    describe_gauge!(
+        "msghub_lane_depth_jobs",
+        "Jobs queued in a channel lane, by channel type and lane."
+    );
+    describe_histogram!(
+        "msghub_provider_call_duration_seconds",
+        "Provider call latency, by channel type and lane."
+    );
+    describe_counter!(
+        "msghub_provider_outcomes_total",
+        "Per-target provider outcomes, by channel type and class."
+    );
+    describe_counter!(
+        "msghub_provider_retries_total",
+        "Targets scheduled for another attempt, by channel type."
+    );
+    describe_histogram!(
+        "msghub_rate_limit_wait_seconds",
+        "Time spent waiting for a channel's rate limiter."
+    );
+    describe_counter!(
+        "msghub_actor_restarts_total",
+        "Supervised actor restarts, by actor."
+    );
+    describe_counter!(
+        "msghub_shards_stalled_total",
+        "Shards left pending because outcomes could not be stored."
+    );
 }
 
 /// `13812345678` → `138****5678`; short values keep only their first character.

@@ -28,7 +28,9 @@ pub struct Batcher<T, R> {
 
 impl<T, R> Clone for Batcher<T, R> {
     fn clone(&self) -> Self {
-        Batcher { tx: self.tx.clone() }
+        Batcher {
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -56,7 +58,11 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     }
                     Ok(results) => {
                         let err = BatchError::Failed(
-                            format!("{name}: handler returned {} results for {n} items", results.len()).into(),
+                            format!(
+                                "{name}: handler returned {} results for {n} items",
+                                results.len()
+                            )
+                            .into(),
                         );
                         for reply in replies {
                             let _ = reply.send(Err(err.clone()));
@@ -79,7 +85,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// writer is saturated (backpressure to the caller).
     pub async fn submit(&self, item: T) -> Result<R, BatchError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send((item, reply)).await.map_err(|_| BatchError::Closed)?;
+        self.tx
+            .send((item, reply))
+            .await
+            .map_err(|_| BatchError::Closed)?;
         rx.await.map_err(|_| BatchError::Closed)?
     }
 }
@@ -117,8 +126,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_fails_every_item_in_it() {
-        let b: Batcher<u32, u32> =
-            Batcher::spawn("test", 8, 8, |_items: Vec<u32>| async { Err("disk full".to_string()) });
+        let b: Batcher<u32, u32> = Batcher::spawn("test", 8, 8, |_items: Vec<u32>| async {
+            Err("disk full".to_string())
+        });
         let err = b.submit(1).await.unwrap_err();
         assert!(matches!(err, BatchError::Failed(m) if m.contains("disk full")));
     }

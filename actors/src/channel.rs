@@ -106,7 +106,8 @@ impl ChannelActor {
     ) -> (ChannelActor, ChannelLanes) {
         let (rt_tx, rt_rx) = mpsc::channel(tuning.lane_capacity.max(1));
         let (bulk_tx, bulk_rx) = mpsc::channel(tuning.lane_capacity.max(1));
-        let limiter = NonZeroU32::new(rate_per_second).map(|r| RateLimiter::direct(Quota::per_second(r)));
+        let limiter =
+            NonZeroU32::new(rate_per_second).map(|r| RateLimiter::direct(Quota::per_second(r)));
         let actor = ChannelActor {
             ctx: Arc::new(CallContext {
                 channel_id,
@@ -140,7 +141,12 @@ impl ChannelActor {
 
     fn start_pumps(&mut self, ctx: &mut Context<Self>) {
         for lane in &self.lanes {
-            let pump = pump(self.ctx.clone(), lane.lane, lane.rx.clone(), lane.in_flight.clone());
+            let pump = pump(
+                self.ctx.clone(),
+                lane.lane,
+                lane.rx.clone(),
+                lane.in_flight.clone(),
+            );
             ctx.spawn(pump.into_actor(self).map(|_, _act, ctx| {
                 // The lane closed: the channel was removed or reconfigured. Stopping with no
                 // address left ends the actor for good instead of restarting it.
@@ -176,13 +182,19 @@ async fn pump(
     loop {
         let job = { rx.lock().await.recv().await };
         let Some(job) = job else { return };
-        let ChannelJob { plan, targets, done } = job;
+        let ChannelJob {
+            plan,
+            targets,
+            done,
+        } = job;
         let tracker = Arc::new(JobTracker::new(targets.len(), done));
         let mut rest = targets;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max_batch));
             let chunk = std::mem::replace(&mut rest, tail);
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             if let Some(limiter) = &ctx.limiter {
                 let waited = Instant::now();
                 limiter.until_ready().await;
@@ -202,7 +214,12 @@ async fn pump(
 }
 
 /// Send one chunk, retrying the retryable part with backoff, then record every outcome.
-async fn deliver_chunk(ctx: &CallContext, lane: Lane, plan: &MessagePlan, chunk: Vec<Target>) -> JobReport {
+async fn deliver_chunk(
+    ctx: &CallContext,
+    lane: Lane,
+    plan: &MessagePlan,
+    chunk: Vec<Target>,
+) -> JobReport {
     let channel_type = ctx.channel_type.code();
     let content = plan
         .channel(ctx.channel_id)
@@ -228,7 +245,11 @@ async fn deliver_chunk(ctx: &CallContext, lane: Lane, plan: &MessagePlan, chunk:
         let mut hint = None;
         for (i, target) in pending.into_iter().enumerate() {
             let outcome = outcomes.get(i).cloned().unwrap_or_else(|| {
-                Outcome::failed(OutcomeClass::Retry, "adapter", "adapter returned too few outcomes")
+                Outcome::failed(
+                    OutcomeClass::Retry,
+                    "adapter",
+                    "adapter returned too few outcomes",
+                )
             });
             metrics::counter!("msghub_provider_outcomes_total", "channel_type" => channel_type, "class" => outcome.class.as_str())
                 .increment(1);
@@ -242,7 +263,8 @@ async fn deliver_chunk(ctx: &CallContext, lane: Lane, plan: &MessagePlan, chunk:
         if retry.is_empty() {
             break;
         }
-        metrics::counter!("msghub_provider_retries_total", "channel_type" => channel_type).increment(retry.len() as u64);
+        metrics::counter!("msghub_provider_retries_total", "channel_type" => channel_type)
+            .increment(retry.len() as u64);
         tokio::time::sleep(ctx.retry.backoff(attempt, hint)).await;
         if let Some(limiter) = &ctx.limiter {
             limiter.until_ready().await;
@@ -260,12 +282,18 @@ async fn deliver_chunk(ctx: &CallContext, lane: Lane, plan: &MessagePlan, chunk:
     let n = results.len() as u64;
     if let Err(e) = write_with_retry(&ctx.writer, results).await {
         tracing::error!(channel_id = ctx.channel_id, error = %e, "delivery outcomes not recorded; shard stays pending");
-        report = JobReport { unrecorded: n, ..JobReport::default() };
+        report = JobReport {
+            unrecorded: n,
+            ..JobReport::default()
+        };
     }
     report
 }
 
-async fn write_with_retry(writer: &ResultWriter, results: Vec<DeliveryResult>) -> Result<(), crate::batcher::BatchError> {
+async fn write_with_retry(
+    writer: &ResultWriter,
+    results: Vec<DeliveryResult>,
+) -> Result<(), crate::batcher::BatchError> {
     let mut attempt = 0;
     loop {
         match writer.submit(results.clone()).await {
@@ -313,7 +341,9 @@ impl JobTracker {
     }
 
     fn add(&self, part: JobReport) {
-        let Ok(mut guard) = self.remaining.lock() else { return };
+        let Ok(mut guard) = self.remaining.lock() else {
+            return;
+        };
         let (remaining, report, done) = &mut *guard;
         let n = (part.submitted + part.failed + part.unrecorded) as usize;
         *remaining = remaining.saturating_sub(n);

@@ -69,7 +69,17 @@ impl Handler<DispatchMessage> for Planner {
             let mut known = msg.shards;
             let mut delay = Duration::from_millis(100);
             loop {
-                match drive(&*store, &queues, &plan, &run, known.take(), shard_size, page_shards).await {
+                match drive(
+                    &*store,
+                    &queues,
+                    &plan,
+                    &run,
+                    known.take(),
+                    shard_size,
+                    page_shards,
+                )
+                .await
+                {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(msgid = plan.msgid, error = %e, "planning failed; retrying");
@@ -99,14 +109,21 @@ async fn drive(
     if first_attempt {
         let shards = match known {
             Some(shards) => shards,
-            None => store.pending_shards(plan.msgid).await.map_err(|e| e.to_string())?,
+            None => store
+                .pending_shards(plan.msgid)
+                .await
+                .map_err(|e| e.to_string())?,
         };
         for shard in shards {
             enqueue(tx, plan, run, shard).await?;
         }
         run.mark_started();
     }
-    let mut planned = plan.is_single_shard() || store.planning_state(plan.msgid).await.map_err(|e| e.to_string())?;
+    let mut planned = plan.is_single_shard()
+        || store
+            .planning_state(plan.msgid)
+            .await
+            .map_err(|e| e.to_string())?;
     while !planned {
         let page = store
             .plan_shards(plan, shard_size, page_shards)

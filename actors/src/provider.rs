@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 /// Channel type codes, as JUMS spells them in `aud_<type>` / `msg_<type>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelType {
     App,
@@ -122,7 +124,10 @@ impl OutcomeClass {
 
     /// Whether the same call may succeed if repeated later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, OutcomeClass::Retry | OutcomeClass::Token | OutcomeClass::Rate)
+        matches!(
+            self,
+            OutcomeClass::Retry | OutcomeClass::Token | OutcomeClass::Rate
+        )
     }
 }
 
@@ -151,7 +156,11 @@ impl Outcome {
         }
     }
 
-    pub fn failed(class: OutcomeClass, code: impl Into<String>, message: impl Into<String>) -> Outcome {
+    pub fn failed(
+        class: OutcomeClass,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Outcome {
         Outcome {
             class,
             code: code.into(),

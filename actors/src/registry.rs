@@ -88,7 +88,10 @@ impl ChannelRegistry {
         if !spec.enabled {
             return Err(ChannelUnavailable::Disabled);
         }
-        let provider = self.factory.build(&spec).map_err(ChannelUnavailable::Config)?;
+        let provider = self
+            .factory
+            .build(&spec)
+            .map_err(ChannelUnavailable::Config)?;
         let (actor, lanes) = ChannelActor::new(
             spec.id,
             spec.channel_type,

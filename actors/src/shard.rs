@@ -130,12 +130,15 @@ impl Actor for ShardWorker {
                 *slot = None;
             }
         };
-        ctx.spawn(work.into_actor(self).map(|res: Result<(), String>, act, ctx| {
-            if res.is_err() {
-                act.restarts += 1;
-            }
-            ctx.stop();
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|res: Result<(), String>, act, ctx| {
+                    if res.is_err() {
+                        act.restarts += 1;
+                    }
+                    ctx.stop();
+                }),
+        );
     }
 }
 
@@ -152,7 +155,10 @@ async fn process(
     task: &ShardTask,
 ) -> Result<(), String> {
     let ShardTask { plan, shard, run } = task;
-    let batches = store.open_shard(plan, shard).await.map_err(|e| e.to_string())?;
+    let batches = store
+        .open_shard(plan, shard)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut waits = Vec::with_capacity(batches.len());
     for batch in batches {
         if batch.targets.is_empty() {
@@ -201,10 +207,18 @@ async fn process(
         // Outcomes of sent deliveries could not be stored. Retrying now would send them
         // again, so the shard is left pending for the next start to reconcile.
         metrics::counter!("msghub_shards_stalled_total").increment(1);
-        tracing::error!(msgid = plan.msgid, shard = shard.seq, unrecorded, "shard left pending");
+        tracing::error!(
+            msgid = plan.msgid,
+            shard = shard.seq,
+            unrecorded,
+            "shard left pending"
+        );
         return Ok(());
     }
-    store.finish_shard(shard.msgid, shard.seq).await.map_err(|e| e.to_string())?;
+    store
+        .finish_shard(shard.msgid, shard.seq)
+        .await
+        .map_err(|e| e.to_string())?;
     run.shard_finished().await;
     Ok(())
 }

@@ -68,7 +68,8 @@ pub trait DispatchStore: Send + Sync + 'static {
 
     /// Resolve the shard's users to addresses, create their delivery records (once per
     /// message, channel and address) and return those still queued, per channel.
-    async fn open_shard(&self, plan: &MessagePlan, shard: &Shard) -> StoreResult<Vec<ChannelBatch>>;
+    async fn open_shard(&self, plan: &MessagePlan, shard: &Shard)
+    -> StoreResult<Vec<ChannelBatch>>;
 
     /// Record final outcomes, many deliveries per transaction.
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()>;

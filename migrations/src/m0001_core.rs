@@ -81,10 +81,19 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         for table in [
-            "deliveries", "shards", "messages", "bindings", "user_tags", "users", "grants",
-            "channels", "sources", "settings",
+            "deliveries",
+            "shards",
+            "messages",
+            "bindings",
+            "user_tags",
+            "users",
+            "grants",
+            "channels",
+            "sources",
+            "settings",
         ] {
-            db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}")).await?;
+            db.execute_unprepared(&format!("DROP TABLE IF EXISTS {table}"))
+                .await?;
         }
         Ok(())
     }

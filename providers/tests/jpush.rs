@@ -73,7 +73,10 @@ async fn ok_sends_push_object_with_basic_auth() {
         .as_object_mut()
         .and_then(|o| o.remove("cid"))
         .expect("a cid makes the push idempotent");
-    assert!(cid.as_str().is_some_and(|c| c.starts_with("appkey1-")), "{cid}");
+    assert!(
+        cid.as_str().is_some_and(|c| c.starts_with("appkey1-")),
+        "{cid}"
+    );
     assert_eq!(
         body,
         json!({

@@ -44,7 +44,9 @@ impl SendRequest {
     pub fn lane(&self) -> Lane {
         match self.priority {
             Some(1) => Lane::Realtime,
-            None if matches!(self.audience, Audience::Userids(_) | Audience::Raw(_)) => Lane::Realtime,
+            None if matches!(self.audience, Audience::Userids(_) | Audience::Raw(_)) => {
+                Lane::Realtime
+            }
             _ => Lane::Bulk,
         }
     }
@@ -59,16 +61,24 @@ fn invalid(msg: impl Into<String>) -> JumsError {
 }
 
 fn string_list(v: &Value, field: &str, max_len: usize) -> Result<Vec<String>, JumsError> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| invalid(format!("{field} must be an array of strings, got {}", kind_of(v))))?;
+    let arr = v.as_array().ok_or_else(|| {
+        invalid(format!(
+            "{field} must be an array of strings, got {}",
+            kind_of(v)
+        ))
+    })?;
     arr.iter()
         .enumerate()
         .map(|(i, item)| match item.as_str() {
             Some(s) if !s.trim().is_empty() && s.len() <= max_len => Ok(s.to_string()),
             Some(s) if s.trim().is_empty() => Err(invalid(format!("{field}[{i}] is empty"))),
-            Some(_) => Err(invalid(format!("{field}[{i}] is longer than {max_len} bytes"))),
-            None => Err(invalid(format!("{field}[{i}] must be a string, got {}", kind_of(item)))),
+            Some(_) => Err(invalid(format!(
+                "{field}[{i}] is longer than {max_len} bytes"
+            ))),
+            None => Err(invalid(format!(
+                "{field}[{i}] must be a string, got {}",
+                kind_of(item)
+            ))),
         })
         .collect()
 }
@@ -81,9 +91,12 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
 
 /// Parse and validate a send body. Nothing here touches storage.
 pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| invalid(format!("request body must be a JSON object, got {}", kind_of(body))))?;
+    let obj = body.as_object().ok_or_else(|| {
+        invalid(format!(
+            "request body must be a JSON object, got {}",
+            kind_of(body)
+        ))
+    })?;
     let mut userids = None;
     let mut tags = None;
     let mut raw: Vec<RawAddresses> = Vec::new();
@@ -93,7 +106,11 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
         match key.as_str() {
             "aud_userid" => userids = Some(parse_userids(value)?),
             "aud_tag" => tags = Some(parse_tags(value)?),
-            "aud_segment" => return Err(invalid("aud_segment: segments are not available on this server")),
+            "aud_segment" => {
+                return Err(invalid(
+                    "aud_segment: segments are not available on this server",
+                ));
+            }
             "rule_id" => parse_rule(value)?,
             "option" => option = Some(value),
             "callback" => {
@@ -117,13 +134,17 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
     }
     contents.sort_by_key(|(t, _)| *t);
     if contents.is_empty() {
-        return Err(invalid("no content: give at least one msg_<type> (e.g. msg_app, msg_sms)"));
+        return Err(invalid(
+            "no content: give at least one msg_<type> (e.g. msg_app, msg_sms)",
+        ));
     }
     let user_class = userids.is_some() || tags.is_some();
     let audience = match kind {
         SendKind::Broadcast => {
             if user_class || !raw.is_empty() {
-                return Err(invalid("/v1/broadcast takes no aud_* field; use /v1/sent for targeted sends"));
+                return Err(invalid(
+                    "/v1/broadcast takes no aud_* field; use /v1/sent for targeted sends",
+                ));
             }
             Audience::All
         }
@@ -171,7 +192,8 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
 }
 
 fn channel_type(code: &str, field: &str) -> Result<ChannelType, JumsError> {
-    ChannelType::from_code(code).ok_or_else(|| invalid(format!("unknown field {field:?}: no channel type {code:?}")))
+    ChannelType::from_code(code)
+        .ok_or_else(|| invalid(format!("unknown field {field:?}: no channel type {code:?}")))
 }
 
 fn parse_userids(v: &Value) -> Result<Vec<String>, JumsError> {
@@ -180,7 +202,10 @@ fn parse_userids(v: &Value) -> Result<Vec<String>, JumsError> {
     {
         return Err(JumsError::new(
             jums::TOO_MANY_USERIDS,
-            format!("aud_userid has {} userids; at most {MAX_USERIDS} per request", arr.len()),
+            format!(
+                "aud_userid has {} userids; at most {MAX_USERIDS} per request",
+                arr.len()
+            ),
         ));
     }
     let ids = dedup(string_list(v, "aud_userid", 64)?);
@@ -196,20 +221,28 @@ fn parse_tags(v: &Value) -> Result<Vec<String>, JumsError> {
         return Err(invalid("aud_tag is empty"));
     }
     if tags.len() > MAX_TAGS {
-        return Err(invalid(format!("aud_tag has {} tags; at most {MAX_TAGS}", tags.len())));
+        return Err(invalid(format!(
+            "aud_tag has {} tags; at most {MAX_TAGS}",
+            tags.len()
+        )));
     }
     Ok(tags)
 }
 
 fn parse_raw(v: &Value, field: &str) -> Result<Vec<String>, JumsError> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| invalid(format!("{field} must be an array of {{\"instance\",\"data\"}} objects")))?;
+    let items = v.as_array().ok_or_else(|| {
+        invalid(format!(
+            "{field} must be an array of {{\"instance\",\"data\"}} objects"
+        ))
+    })?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let o = item
-            .as_object()
-            .ok_or_else(|| invalid(format!("{field}[{i}] must be an object, got {}", kind_of(item))))?;
+        let o = item.as_object().ok_or_else(|| {
+            invalid(format!(
+                "{field}[{i}] must be an object, got {}",
+                kind_of(item)
+            ))
+        })?;
         for k in o.keys() {
             if k != "instance" && k != "data" {
                 return Err(invalid(format!("{field}[{i}]: unknown field {k:?}")));
@@ -241,35 +274,59 @@ fn parse_raw(v: &Value, field: &str) -> Result<Vec<String>, JumsError> {
 fn parse_rule(v: &Value) -> Result<(), JumsError> {
     match v.as_i64() {
         Some(0) => Ok(()),
-        Some(id) => Err(JumsError::new(jums::INVALID_RULE, format!("rule_id {id} does not exist"))),
+        Some(id) => Err(JumsError::new(
+            jums::INVALID_RULE,
+            format!("rule_id {id} does not exist"),
+        )),
         None if v.is_null() => Ok(()),
-        None => Err(invalid(format!("rule_id must be an integer, got {}", kind_of(v)))),
+        None => Err(invalid(format!(
+            "rule_id must be an integer, got {}",
+            kind_of(v)
+        ))),
     }
 }
 
 fn parse_content(t: ChannelType, v: &Value, field: &str) -> Result<Value, JumsError> {
     let item = match v {
         Value::Array(items) if items.len() == 1 => &items[0],
-        Value::Array(items) if items.is_empty() => return Err(invalid(format!("{field} is empty"))),
-        Value::Array(_) => return Err(invalid(format!("{field}: only one content item per channel type is supported"))),
+        Value::Array(items) if items.is_empty() => {
+            return Err(invalid(format!("{field} is empty")));
+        }
+        Value::Array(_) => {
+            return Err(invalid(format!(
+                "{field}: only one content item per channel type is supported"
+            )));
+        }
         Value::Object(_) => v,
-        other => return Err(invalid(format!("{field} must be an array with one object, got {}", kind_of(other)))),
+        other => {
+            return Err(invalid(format!(
+                "{field} must be an array with one object, got {}",
+                kind_of(other)
+            )));
+        }
     };
-    let o = item
-        .as_object()
-        .ok_or_else(|| invalid(format!("{field}[0] must be an object, got {}", kind_of(item))))?;
+    let o = item.as_object().ok_or_else(|| {
+        invalid(format!(
+            "{field}[0] must be an object, got {}",
+            kind_of(item)
+        ))
+    })?;
     match t {
         ChannelType::App => check_app(o, field)?,
-        ChannelType::Sms => {
-            if !o.contains_key("temp_id") && !o.contains_key("content") {
-                return Err(invalid(format!("{field}[0] needs temp_id (template) or content")));
-            }
+        ChannelType::Sms if !o.contains_key("temp_id") && !o.contains_key("content") => {
+            return Err(invalid(format!(
+                "{field}[0] needs temp_id (template) or content"
+            )));
         }
         ChannelType::Email => {
             for k in ["subject", "text"] {
                 match o.get(k) {
                     Some(Value::String(s)) if !s.is_empty() => {}
-                    _ => return Err(invalid(format!("{field}[0].{k} is required and must be a non-empty string"))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "{field}[0].{k} is required and must be a non-empty string"
+                        )));
+                    }
                 }
             }
         }
@@ -282,15 +339,22 @@ fn check_app(o: &Map<String, Value>, field: &str) -> Result<(), JumsError> {
     const PLATFORMS: [&str; 4] = ["android", "ios", "quickapp", "hmos"];
     match o.get("platform") {
         None => {
-            return Err(JumsError::new(jums::APP_PLATFORM_MISSING, format!("{field}[0].platform is required")));
+            return Err(JumsError::new(
+                jums::APP_PLATFORM_MISSING,
+                format!("{field}[0].platform is required"),
+            ));
         }
         Some(Value::String(s)) if s == "all" || PLATFORMS.contains(&s.as_str()) => {}
         Some(Value::Array(a))
-            if !a.is_empty() && a.iter().all(|p| p.as_str().is_some_and(|p| PLATFORMS.contains(&p))) => {}
+            if !a.is_empty()
+                && a.iter()
+                    .all(|p| p.as_str().is_some_and(|p| PLATFORMS.contains(&p))) => {}
         Some(_) => {
             return Err(JumsError::new(
                 jums::APP_PLATFORM_INVALID,
-                format!("{field}[0].platform must be \"all\" or a list of android, ios, quickapp, hmos"),
+                format!(
+                    "{field}[0].platform must be \"all\" or a list of android, ios, quickapp, hmos"
+                ),
             ));
         }
     }
@@ -299,7 +363,9 @@ fn check_app(o: &Map<String, Value>, field: &str) -> Result<(), JumsError> {
     }
     for k in ["audience", "callback"] {
         if o.contains_key(k) {
-            return Err(invalid(format!("{field}[0].{k} is not allowed; the audience comes from aud_*")));
+            return Err(invalid(format!(
+                "{field}[0].{k} is not allowed; the audience comes from aud_*"
+            )));
         }
     }
     Ok(())
@@ -315,7 +381,12 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                 let s = match value {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    other => return Err(invalid(format!("option.sendno must be a string, got {}", kind_of(other)))),
+                    other => {
+                        return Err(invalid(format!(
+                            "option.sendno must be a string, got {}",
+                            kind_of(other)
+                        )));
+                    }
                 };
                 if s.len() > 128 {
                     return Err(invalid("option.sendno is longer than 128 bytes"));
@@ -329,14 +400,24 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
             }
             "priority" => match value.as_u64() {
                 Some(p @ 1..=3) => req.priority = u8::try_from(p).ok(),
-                _ => return Err(invalid("option.priority must be 1 (high), 2 (medium) or 3 (low)")),
+                _ => {
+                    return Err(invalid(
+                        "option.priority must be 1 (high), 2 (medium) or 3 (low)",
+                    ));
+                }
             },
             "ttl_seconds" => match value.as_u64() {
                 Some(t) if t <= MAX_TTL_SECONDS => req.ttl_seconds = u32::try_from(t).ok(),
-                _ => return Err(invalid(format!("option.ttl_seconds must be an integer from 0 to {MAX_TTL_SECONDS}"))),
+                _ => {
+                    return Err(invalid(format!(
+                        "option.ttl_seconds must be an integer from 0 to {MAX_TTL_SECONDS}"
+                    )));
+                }
             },
             "black_id" | "white_id" | "send_at" | "spread_seconds" => {
-                return Err(invalid(format!("option.{k} is not available on this server yet")));
+                return Err(invalid(format!(
+                    "option.{k} is not available on this server yet"
+                )));
             }
             other => return Err(invalid(format!("option: unknown field {other:?}"))),
         }
@@ -356,60 +437,124 @@ mod tests {
 
     #[test]
     fn a_userid_send_parses_into_a_realtime_request() {
-        let r = parse(&json!({"aud_userid": ["u1", "u2", "u1"], "msg_app": app(), "option": {"sendno": 7}}), SendKind::Targeted).unwrap();
-        assert_eq!(r.audience, Audience::Userids(vec!["u1".into(), "u2".into()]));
+        let r = parse(
+            &json!({"aud_userid": ["u1", "u2", "u1"], "msg_app": app(), "option": {"sendno": 7}}),
+            SendKind::Targeted,
+        )
+        .unwrap();
+        assert_eq!(
+            r.audience,
+            Audience::Userids(vec!["u1".into(), "u2".into()])
+        );
         assert_eq!(r.sendno.as_deref(), Some("7"));
         assert_eq!(r.lane(), Lane::Realtime);
     }
 
     #[test]
     fn tag_sends_are_bulk_unless_priority_one() {
-        let r = parse(&json!({"aud_tag": ["t"], "msg_app": app()}), SendKind::Targeted).unwrap();
+        let r = parse(
+            &json!({"aud_tag": ["t"], "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap();
         assert_eq!(r.lane(), Lane::Bulk);
-        let r = parse(&json!({"aud_tag": ["t"], "msg_app": app(), "option": {"priority": 1}}), SendKind::Targeted).unwrap();
+        let r = parse(
+            &json!({"aud_tag": ["t"], "msg_app": app(), "option": {"priority": 1}}),
+            SendKind::Targeted,
+        )
+        .unwrap();
         assert_eq!(r.lane(), Lane::Realtime);
     }
 
     #[test]
     fn over_limit_userids_get_the_jums_code() {
         let ids: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
-        let e = parse(&json!({"aud_userid": ids, "msg_app": app()}), SendKind::Targeted).unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": ids, "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert_eq!(e.code, jums::TOO_MANY_USERIDS);
     }
 
     #[test]
     fn wrong_types_and_unknown_fields_are_named_in_the_message() {
-        let e = parse(&json!({"aud_userid": "u1", "msg_app": app()}), SendKind::Targeted).unwrap_err();
-        assert!(e.message.contains("aud_userid must be an array"), "{}", e.message);
-        let e = parse(&json!({"aud_userid": ["u1"], "msg_app": app(), "colour": 1}), SendKind::Targeted).unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": "u1", "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("aud_userid must be an array"),
+            "{}",
+            e.message
+        );
+        let e = parse(
+            &json!({"aud_userid": ["u1"], "msg_app": app(), "colour": 1}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert!(e.message.contains("colour"));
-        let e = parse(&json!({"aud_userid": ["u1"], "msg_pigeon": [{}]}), SendKind::Targeted).unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": ["u1"], "msg_pigeon": [{}]}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert!(e.message.contains("pigeon"));
     }
 
     #[test]
     fn raw_addresses_need_their_content_and_cannot_mix_with_users() {
-        let e = parse(&json!({"aud_sms": [{"data": ["13800000000"]}], "msg_app": app()}), SendKind::Targeted).unwrap_err();
+        let e = parse(
+            &json!({"aud_sms": [{"data": ["13800000000"]}], "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert!(e.message.contains("msg_sms"));
-        let e = parse(&json!({"aud_userid": ["u"], "aud_app": [{"data": ["r"]}], "msg_app": app()}), SendKind::Targeted)
-            .unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": ["u"], "aud_app": [{"data": ["r"]}], "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert!(e.message.contains("mixed"));
     }
 
     #[test]
     fn app_content_needs_a_valid_platform() {
-        let e = parse(&json!({"aud_userid": ["u"], "msg_app": [{"notification": {}}]}), SendKind::Targeted).unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": [{"notification": {}}]}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert_eq!(e.code, jums::APP_PLATFORM_MISSING);
-        let e = parse(&json!({"aud_userid": ["u"], "msg_app": [{"platform": "symbian", "notification": {}}]}), SendKind::Targeted)
-            .unwrap_err();
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": [{"platform": "symbian", "notification": {}}]}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
         assert_eq!(e.code, jums::APP_PLATFORM_INVALID);
     }
 
     #[test]
     fn broadcasts_take_no_audience_and_rules_other_than_zero_are_refused() {
-        assert!(parse(&json!({"aud_userid": ["u"], "msg_app": app()}), SendKind::Broadcast).is_err());
-        assert_eq!(parse(&json!({"msg_app": app()}), SendKind::Broadcast).unwrap().audience, Audience::All);
-        let e = parse(&json!({"msg_app": app(), "rule_id": 9}), SendKind::Broadcast).unwrap_err();
+        assert!(
+            parse(
+                &json!({"aud_userid": ["u"], "msg_app": app()}),
+                SendKind::Broadcast
+            )
+            .is_err()
+        );
+        assert_eq!(
+            parse(&json!({"msg_app": app()}), SendKind::Broadcast)
+                .unwrap()
+                .audience,
+            Audience::All
+        );
+        let e = parse(
+            &json!({"msg_app": app(), "rule_id": 9}),
+            SendKind::Broadcast,
+        )
+        .unwrap_err();
         assert_eq!(e.code, jums::INVALID_RULE);
     }
 }

@@ -40,7 +40,10 @@ pub fn valid_userid(u: &str) -> bool {
 
 /// Tag characters as JPush allows them: letters (CJK included), digits and `_@!#$&*+=.|￥`.
 pub fn valid_tag(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 40 && t.chars().all(|c| c.is_alphanumeric() || "_@!#$&*+=.|￥-".contains(c))
+    !t.is_empty()
+        && t.len() <= 40
+        && t.chars()
+            .all(|c| c.is_alphanumeric() || "_@!#$&*+=.|￥-".contains(c))
 }
 
 fn valid_address(t: ChannelType, a: &str) -> Result<(), String> {
@@ -50,12 +53,15 @@ fn valid_address(t: ChannelType, a: &str) -> Result<(), String> {
     match t {
         ChannelType::Sms => {
             let digits = a.strip_prefix('+').unwrap_or(a);
-            if digits.len() < 5 || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit()) {
+            if digits.len() < 5 || digits.len() > 20 || !digits.chars().all(|c| c.is_ascii_digit())
+            {
                 return Err(format!("{a:?} is not a phone number"));
             }
         }
         ChannelType::Email => {
-            let ok = a.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
+            let ok = a
+                .split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'));
             if !ok {
                 return Err("not an email address".into());
             }
@@ -73,12 +79,15 @@ fn bound_values(v: &Value, field: &str) -> Result<Vec<(String, Vec<String>)>, St
             Value::Array(a) => a
                 .iter()
                 .map(|x| {
-                    x.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| format!("{field}: values must be strings, got {}", kind_of(x)))
+                    x.as_str().map(str::to_string).ok_or_else(|| {
+                        format!("{field}: values must be strings, got {}", kind_of(x))
+                    })
                 })
                 .collect(),
-            other => Err(format!("{field}: expected a string or an array of strings, got {}", kind_of(other))),
+            other => Err(format!(
+                "{field}: expected a string or an array of strings, got {}",
+                kind_of(other)
+            )),
         }
     }
     match v {
@@ -91,13 +100,26 @@ fn bound_values(v: &Value, field: &str) -> Result<Vec<(String, Vec<String>)>, St
 }
 
 fn parse_item(item: &Value) -> Result<UserOp, (String, String)> {
-    let o = item
-        .as_object()
-        .ok_or_else(|| (String::new(), format!("each item must be an object, got {}", kind_of(item))))?;
+    let o = item.as_object().ok_or_else(|| {
+        (
+            String::new(),
+            format!("each item must be an object, got {}", kind_of(item)),
+        )
+    })?;
     let userid = match o.get("userid") {
         Some(Value::String(u)) if valid_userid(u) => u.clone(),
-        Some(Value::String(u)) => return Err((u.clone(), "userid must be 1 to 64 printable characters".into())),
-        _ => return Err((String::new(), "userid is required and must be a string".into())),
+        Some(Value::String(u)) => {
+            return Err((
+                u.clone(),
+                "userid must be 1 to 64 printable characters".into(),
+            ));
+        }
+        _ => {
+            return Err((
+                String::new(),
+                "userid is required and must be a string".into(),
+            ));
+        }
     };
     let fail = |m: String| (userid.clone(), m);
     let mut op: Option<(OpKind, &Value)> = None;
@@ -115,9 +137,12 @@ fn parse_item(item: &Value) -> Result<UserOp, (String, String)> {
         op = Some((kind, v));
     }
     let (kind, body) = op.ok_or_else(|| fail("one of add, set, del is required".into()))?;
-    let body = body
-        .as_object()
-        .ok_or_else(|| fail(format!("the operation must be an object, got {}", kind_of(body))))?;
+    let body = body.as_object().ok_or_else(|| {
+        fail(format!(
+            "the operation must be an object, got {}",
+            kind_of(body)
+        ))
+    })?;
     let mut result = UserOp {
         userid: userid.clone(),
         kind,
@@ -130,7 +155,9 @@ fn parse_item(item: &Value) -> Result<UserOp, (String, String)> {
             for (_, values) in bound_values(v, "tag").map_err(fail)? {
                 for t in values {
                     if !valid_tag(&t) {
-                        return Err(fail(format!("tag {t:?} is invalid (1-40 bytes of letters, digits, _@!#$&*+=.|￥)")));
+                        return Err(fail(format!(
+                            "tag {t:?} is invalid (1-40 bytes of letters, digits, _@!#$&*+=.|￥)"
+                        )));
                     }
                     tags.push(t);
                 }
@@ -151,14 +178,20 @@ fn parse_item(item: &Value) -> Result<UserOp, (String, String)> {
 
 /// Parse the whole body: the valid operations and the per-item errors.
 pub fn parse(body: &Value) -> Result<(Vec<UserOp>, Vec<ItemError>), String> {
-    let items = body
-        .as_array()
-        .ok_or_else(|| format!("request body must be an array of user operations, got {}", kind_of(body)))?;
+    let items = body.as_array().ok_or_else(|| {
+        format!(
+            "request body must be an array of user operations, got {}",
+            kind_of(body)
+        )
+    })?;
     if items.is_empty() {
         return Err("no user operations given".into());
     }
     if items.len() > MAX_USERS_PER_CALL {
-        return Err(format!("{} operations given; at most {MAX_USERS_PER_CALL} per call", items.len()));
+        return Err(format!(
+            "{} operations given; at most {MAX_USERS_PER_CALL} per call",
+            items.len()
+        ));
     }
     let mut ops = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -189,9 +222,20 @@ mod tests {
         ]))
         .unwrap();
         assert!(errs.is_empty());
-        assert_eq!(ops[0].tags, Some(vec!["vip".to_string(), "2020级".to_string()]));
-        assert!(ops[0].bindings.contains(&(ChannelType::App, "ch1".to_string(), vec!["reg1".to_string(), "reg2".to_string()])));
-        assert!(ops[0].bindings.contains(&(ChannelType::Sms, "all".to_string(), vec!["13800000001".to_string()])));
+        assert_eq!(
+            ops[0].tags,
+            Some(vec!["vip".to_string(), "2020级".to_string()])
+        );
+        assert!(ops[0].bindings.contains(&(
+            ChannelType::App,
+            "ch1".to_string(),
+            vec!["reg1".to_string(), "reg2".to_string()]
+        )));
+        assert!(ops[0].bindings.contains(&(
+            ChannelType::Sms,
+            "all".to_string(),
+            vec!["13800000001".to_string()]
+        )));
         assert_eq!(ops[1].kind, OpKind::Set);
     }
 
@@ -212,7 +256,9 @@ mod tests {
     #[test]
     fn the_whole_body_must_be_a_bounded_array() {
         assert!(parse(&json!({"userid": "u"})).is_err());
-        let many: Vec<Value> = (0..1001).map(|i| json!({"userid": format!("u{i}"), "add": {}})).collect();
+        let many: Vec<Value> = (0..1001)
+            .map(|i| json!({"userid": format!("u{i}"), "add": {}}))
+            .collect();
         assert!(parse(&Value::Array(many)).is_err());
     }
 }

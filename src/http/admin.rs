@@ -24,7 +24,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sources/{id}", web::patch().to(update_source))
             .route("/sources/{id}/grants", web::get().to(list_grants))
             .route("/sources/{id}/grants/{channel_id}", web::put().to(grant))
-            .route("/sources/{id}/grants/{channel_id}", web::delete().to(revoke))
+            .route(
+                "/sources/{id}/grants/{channel_id}",
+                web::delete().to(revoke),
+            )
             .route("/channels", web::get().to(list_channels))
             .route("/channels", web::post().to(create_channel))
             .route("/channels/{id}", web::get().to(get_channel))
@@ -49,7 +52,11 @@ struct CreateSource {
     name: String,
 }
 
-async fn create_source(state: State, req: HttpRequest, body: web::Json<CreateSource>) -> Result<HttpResponse, ApiError> {
+async fn create_source(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<CreateSource>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
@@ -57,7 +64,11 @@ async fn create_source(state: State, req: HttpRequest, body: web::Json<CreateSou
     }
     let key = format!("src_{}", random_token(12));
     let secret = random_token(32);
-    let row = state.db.create_source(&key, &secret, name).await.map_err(internal)?;
+    let row = state
+        .db
+        .create_source(&key, &secret, name)
+        .await
+        .map_err(internal)?;
     state.sources.invalidate();
     let mut out = source_json(&row);
     out["secret"] = json!(secret);
@@ -73,12 +84,22 @@ fn source_json(row: &SourceRow) -> Value {
 async fn list_sources(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let rows = state.db.list_sources().await.map_err(internal)?;
-    Ok(HttpResponse::Ok().json(json!({"sources": rows.iter().map(source_json).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"sources": rows.iter().map(source_json).collect::<Vec<_>>()})))
 }
 
-async fn get_source(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get_source(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
-    let row = state.db.source(*id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    let row = state
+        .db
+        .source(*id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("source"))?;
     Ok(HttpResponse::Ok().json(source_json(&row)))
 }
 
@@ -113,9 +134,18 @@ async fn update_source(
     get_source(state, req, id).await
 }
 
-async fn list_grants(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn list_grants(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
-    state.db.source(*id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    state
+        .db
+        .source(*id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("source"))?;
     let grants = state.db.granted_channels(*id).await.map_err(internal)?;
     let grants: Vec<Value> = grants
         .into_iter()
@@ -124,25 +154,47 @@ async fn list_grants(state: State, req: HttpRequest, id: web::Path<i64>) -> Resu
     Ok(HttpResponse::Ok().json(json!({"grants": grants})))
 }
 
-async fn grant(state: State, req: HttpRequest, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn grant(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let (source_id, channel_id) = *path;
-    state.db.source(source_id).await.map_err(internal)?.ok_or_else(|| ApiError::not_found("source"))?;
+    state
+        .db
+        .source(source_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("source"))?;
     state
         .db
         .channel_row(channel_id)
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("channel"))?;
-    state.db.grant(source_id, channel_id).await.map_err(internal)?;
+    state
+        .db
+        .grant(source_id, channel_id)
+        .await
+        .map_err(internal)?;
     state.sources.invalidate();
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn revoke(state: State, req: HttpRequest, path: web::Path<(i64, i64)>) -> Result<HttpResponse, ApiError> {
+async fn revoke(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(i64, i64)>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let (source_id, channel_id) = *path;
-    if !state.db.revoke(source_id, channel_id).await.map_err(internal)? {
+    if !state
+        .db
+        .revoke(source_id, channel_id)
+        .await
+        .map_err(internal)?
+    {
         return Err(ApiError::not_found("grant"));
     }
     state.sources.invalidate();
@@ -169,7 +221,10 @@ fn yes() -> bool {
 fn parse_type(code: &str) -> Result<ChannelType, ApiError> {
     ChannelType::from_code(code).ok_or_else(|| {
         let known: Vec<&str> = ChannelType::ALL.iter().map(|t| t.code()).collect();
-        ApiError::invalid(format!("unknown channel type {code:?}; one of {}", known.join(", ")))
+        ApiError::invalid(format!(
+            "unknown channel type {code:?}; one of {}",
+            known.join(", ")
+        ))
     })
 }
 
@@ -178,7 +233,11 @@ fn check_credentials(t: ChannelType, credentials: &Value) -> Result<(), ApiError
         .map_err(|e| ApiError::new(400, "invalid_credentials", e.to_string()))
 }
 
-async fn create_channel(state: State, req: HttpRequest, body: web::Json<CreateChannel>) -> Result<HttpResponse, ApiError> {
+async fn create_channel(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<CreateChannel>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let t = parse_type(&body.channel_type)?;
     let name = body.name.trim();
@@ -206,27 +265,42 @@ async fn create_channel(state: State, req: HttpRequest, body: web::Json<CreateCh
 
 /// A channel as the API shows it: secret credential fields replaced by `"******"`.
 fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
-    let mut credentials = state.db.open_credentials(&state.crypto, row).map_err(internal)?;
-    if let (Some(t), Some(obj)) = (ChannelType::from_code(&row.channel_type), credentials.as_object_mut()) {
+    let mut credentials = state
+        .db
+        .open_credentials(&state.crypto, row)
+        .map_err(internal)?;
+    if let (Some(t), Some(obj)) = (
+        ChannelType::from_code(&row.channel_type),
+        credentials.as_object_mut(),
+    ) {
         for field in msghub_providers::secret_fields(t) {
             if let Some(v) = obj.get_mut(*field) {
                 *v = json!("******");
             }
         }
     }
-    Ok(json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
+    Ok(
+        json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
               "rate_per_second": row.rate_per_second, "enabled": row.enabled,
-              "created_at": row.created_at, "updated_at": row.updated_at}))
+              "created_at": row.created_at, "updated_at": row.updated_at}),
+    )
 }
 
 async fn list_channels(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let rows = state.db.list_channels().await.map_err(internal)?;
-    let channels = rows.iter().map(|r| channel_json(&state, r)).collect::<Result<Vec<_>, _>>()?;
+    let channels = rows
+        .iter()
+        .map(|r| channel_json(&state, r))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(json!({"channels": channels})))
 }
 
-async fn get_channel(state: State, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn get_channel(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let row = state
         .db
@@ -270,7 +344,11 @@ async fn update_channel(
         rate_per_second: body.rate_per_second,
         enabled: body.enabled,
     };
-    state.db.update_channel(&state.crypto, *id, patch).await.map_err(internal)?;
+    state
+        .db
+        .update_channel(&state.crypto, *id, patch)
+        .await
+        .map_err(internal)?;
     state.sources.invalidate();
     state.dispatch.channel_changed(*id).await;
     get_channel(state, req, id).await

@@ -88,14 +88,25 @@ impl SourceCache {
 
     /// The calling source, refused with JUMS 4005 (bad credentials) or 1015005 (disabled).
     pub async fn authenticate(&self, req: &HttpRequest) -> Result<Arc<CachedSource>, JumsError> {
-        let failed = || JumsError::new(jums::AUTH_FAILED, "authentication failed: use Basic base64(source_key:source_secret)");
+        let failed = || {
+            JumsError::new(
+                jums::AUTH_FAILED,
+                "authentication failed: use Basic base64(source_key:source_secret)",
+            )
+        };
         let (key, secret) = basic_credentials(req).ok_or_else(failed)?;
         let source = self.load(&key).await?.ok_or_else(failed)?;
-        if !constant_time_eq(hash_secret(&secret).as_bytes(), source.secret_hash.as_bytes()) {
+        if !constant_time_eq(
+            hash_secret(&secret).as_bytes(),
+            source.secret_hash.as_bytes(),
+        ) {
             return Err(failed());
         }
         if !source.enabled {
-            return Err(JumsError::new(jums::SOURCE_CLOSED, "this source is disabled"));
+            return Err(JumsError::new(
+                jums::SOURCE_CLOSED,
+                "this source is disabled",
+            ));
         }
         Ok(source)
     }
@@ -103,7 +114,9 @@ impl SourceCache {
 
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
     let decoded = String::from_utf8(B64.decode(encoded.trim()).ok()?).ok()?;
     let (key, secret) = decoded.split_once(':')?;
     Some((key.to_string(), secret.to_string()))

@@ -15,10 +15,15 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn msgid(raw: &str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| ApiError::invalid(format!("msgid {raw:?} is not a message id")))
+    raw.parse()
+        .map_err(|_| ApiError::invalid(format!("msgid {raw:?} is not a message id")))
 }
 
-async fn status(state: State, req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn status(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
     let status = state
@@ -60,6 +65,8 @@ async fn deliveries(
         .deliveries(id, query.userid.as_deref(), query.after, limit)
         .await
         .map_err(|e| ApiError::internal("deliveries", &e))?;
-    let next = (rows.len() as u64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let next = (rows.len() as u64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
     Ok(HttpResponse::Ok().json(json!({"deliveries": rows, "next_after": next})))
 }

@@ -39,15 +39,21 @@ pub type State = web::Data<Arc<AppState>>;
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(web::PayloadConfig::new(max_body_bytes))
-        .app_data(web::JsonConfig::default().limit(max_body_bytes).error_handler(|err, _req| {
-            ApiError::invalid(format!("request body: {err}")).into()
-        }))
-        .app_data(web::PathConfig::default().error_handler(|err, _req| {
-            ApiError::invalid(format!("path: {err}")).into()
-        }))
-        .app_data(web::QueryConfig::default().error_handler(|err, _req| {
-            ApiError::invalid(format!("query: {err}")).into()
-        }))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(|err, _req| {
+                    ApiError::invalid(format!("request body: {err}")).into()
+                }),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|err, _req| ApiError::invalid(format!("path: {err}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _req| ApiError::invalid(format!("query: {err}")).into()),
+        )
         .configure(ops::routes)
         .configure(send::routes)
         .configure(users::routes)
@@ -58,7 +64,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let message = format!("no such route: {} {}", req.method(), req.path());
     if req.path().starts_with("/v1/") {
-        HttpResponse::NotFound().json(json!({"code": crate::error::jums::INVALID_PARAMETER, "message": message}))
+        HttpResponse::NotFound()
+            .json(json!({"code": crate::error::jums::INVALID_PARAMETER, "message": message}))
     } else {
         HttpResponse::NotFound().json(json!({"error": {"code": "not_found", "message": message}}))
     }

@@ -14,7 +14,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The process is up and serving HTTP. Deliberately does no I/O: it is also the ceiling the
 /// benchmarks measure every other endpoint against.
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body("{\"status\":\"ok\"}")
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body("{\"status\":\"ok\"}")
 }
 
 /// The process can accept work: the database answers.

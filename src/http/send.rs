@@ -29,17 +29,29 @@ async fn broadcast(state: State, req: HttpRequest, body: Bytes) -> Result<HttpRe
     accept(&state, &req, &body, SendKind::Broadcast).await
 }
 
-async fn accept(state: &State, req: &HttpRequest, body: &[u8], kind: SendKind) -> Result<HttpResponse, JumsError> {
+async fn accept(
+    state: &State,
+    req: &HttpRequest,
+    body: &[u8],
+    kind: SendKind,
+) -> Result<HttpResponse, JumsError> {
     let started = Instant::now();
     let result = accept_inner(state, req, body, kind).await;
     match &result {
-        Ok(_) => metrics::histogram!("msghub_accept_duration_seconds").record(started.elapsed().as_secs_f64()),
-        Err(e) => metrics::counter!("msghub_messages_rejected_total", "code" => e.code.to_string()).increment(1),
+        Ok(_) => metrics::histogram!("msghub_accept_duration_seconds")
+            .record(started.elapsed().as_secs_f64()),
+        Err(e) => metrics::counter!("msghub_messages_rejected_total", "code" => e.code.to_string())
+            .increment(1),
     }
     result
 }
 
-async fn accept_inner(state: &State, req: &HttpRequest, body: &[u8], kind: SendKind) -> Result<HttpResponse, JumsError> {
+async fn accept_inner(
+    state: &State,
+    req: &HttpRequest,
+    body: &[u8],
+    kind: SendKind,
+) -> Result<HttpResponse, JumsError> {
     let source = state.sources.authenticate(req).await?;
     let value = parse_json(body).map_err(JumsError::invalid)?;
     let send = parse(&value, kind)?;
@@ -77,7 +89,9 @@ async fn accept_inner(state: &State, req: &HttpRequest, body: &[u8], kind: SendK
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
             let body = response.to_string();
             state.dispatch.dispatch(plan, Some(shards)).await;
-            Ok(HttpResponse::Ok().content_type(ContentType::json()).body(body))
+            Ok(HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(body))
         }
         Accepted::Replayed { response } => Ok(HttpResponse::Ok()
             .content_type(ContentType::json())
@@ -87,11 +101,18 @@ async fn accept_inner(state: &State, req: &HttpRequest, body: &[u8], kind: SendK
 }
 
 /// For every `msg_<type>`, the source's first granted and enabled channel of that type.
-fn choose_channels(source: &CachedSource, send: &SendRequest) -> Result<Vec<PlannedChannel>, JumsError> {
+fn choose_channels(
+    source: &CachedSource,
+    send: &SendRequest,
+) -> Result<Vec<PlannedChannel>, JumsError> {
     send.contents
         .iter()
         .map(|(t, content)| {
-            let granted: Vec<_> = source.channels.iter().filter(|(_, ct, _)| ct == t).collect();
+            let granted: Vec<_> = source
+                .channels
+                .iter()
+                .filter(|(_, ct, _)| ct == t)
+                .collect();
             match granted.iter().find(|(_, _, enabled)| *enabled) {
                 Some((id, _, _)) => Ok(PlannedChannel {
                     channel_id: *id,
@@ -120,7 +141,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, JumsError> {
         .map_err(|_| JumsError::invalid("Idempotency-Key must be printable ASCII"))?
         .trim();
     if key.is_empty() || key.len() > 128 {
-        return Err(JumsError::invalid("Idempotency-Key must be 1 to 128 characters"));
+        return Err(JumsError::invalid(
+            "Idempotency-Key must be 1 to 128 characters",
+        ));
     }
     Ok(Some(key.to_string()))
 }

@@ -41,20 +41,24 @@ async fn delete(state: State, req: HttpRequest, body: Bytes) -> Result<HttpRespo
         .delete_users(&ids)
         .await
         .map_err(|e| JumsError::internal("deleting users", &e))?;
-    Ok(HttpResponse::Ok().json(json!({"code": 0, "message": "success", "data": {"deleted": deleted}})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"code": 0, "message": "success", "data": {"deleted": deleted}})))
 }
 
 /// `["u1","u2"]` or `{"userids": [...]}`.
 fn userids(value: &Value) -> Result<Vec<String>, JumsError> {
     let list = match value {
-        Value::Object(o) => o
-            .get("userids")
-            .ok_or_else(|| JumsError::invalid("expected an array of userids or {\"userids\": [...]}"))?,
+        Value::Object(o) => o.get("userids").ok_or_else(|| {
+            JumsError::invalid("expected an array of userids or {\"userids\": [...]}")
+        })?,
         other => other,
     };
-    let arr = list
-        .as_array()
-        .ok_or_else(|| JumsError::invalid(format!("expected an array of userids, got {}", kind_of(list))))?;
+    let arr = list.as_array().ok_or_else(|| {
+        JumsError::invalid(format!(
+            "expected an array of userids, got {}",
+            kind_of(list)
+        ))
+    })?;
     if arr.is_empty() || arr.len() > user_opt::MAX_USERS_PER_CALL {
         return Err(JumsError::invalid(format!(
             "give 1 to {} userids per call",

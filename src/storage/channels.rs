@@ -37,10 +37,11 @@ pub struct ChannelPatch {
     pub enabled: Option<bool>,
 }
 
-const COLUMNS: &str = "id, channel_type, name, credentials, rate_per_second, enabled, created_at, updated_at";
+const COLUMNS: &str =
+    "id, channel_type, name, credentials, rate_per_second, enabled, created_at, updated_at";
 
 fn row(r: &QueryResult) -> Result<ChannelRow, DbErr> {
-    let rate: i64 = r.try_get("", "rate_per_second")?;
+    let rate: i32 = r.try_get("", "rate_per_second")?;
     Ok(ChannelRow {
         id: r.try_get("", "id")?,
         channel_type: r.try_get("", "channel_type")?,
@@ -60,7 +61,11 @@ fn seal(crypto: &Crypto, credentials: &serde_json::Value) -> Result<String, DbEr
 }
 
 impl Db {
-    pub async fn create_channel(&self, crypto: &Crypto, new: NewChannel<'_>) -> Result<ChannelRow, DbErr> {
+    pub async fn create_channel(
+        &self,
+        crypto: &Crypto,
+        new: NewChannel<'_>,
+    ) -> Result<ChannelRow, DbErr> {
         use sea_orm::ConnectionTrait;
         let now = now_ms();
         let sql = "INSERT INTO channels (channel_type, name, credentials, rate_per_second, enabled, created_at, updated_at) \
@@ -71,7 +76,9 @@ impl Db {
                 new.channel_type.code().into(),
                 new.name.into(),
                 seal(crypto, new.credentials)?.into(),
-                i64::from(new.rate_per_second).into(),
+                i32::try_from(new.rate_per_second)
+                    .unwrap_or(i32::MAX)
+                    .into(),
                 new.enabled.into(),
                 now.into(),
                 now.into(),
@@ -83,24 +90,50 @@ impl Db {
             .await?
             .ok_or(DbErr::RecordNotInserted)?
             .try_get("", "id")?;
-        let stmt = self.stmt(&format!("SELECT {COLUMNS} FROM channels WHERE id = ?"), vec![id.into()]);
-        self.write().query_one_raw(stmt).await?.as_ref().map(row).transpose()?.ok_or(DbErr::RecordNotInserted)
+        let stmt = self.stmt(
+            &format!("SELECT {COLUMNS} FROM channels WHERE id = ?"),
+            vec![id.into()],
+        );
+        self.write()
+            .query_one_raw(stmt)
+            .await?
+            .as_ref()
+            .map(row)
+            .transpose()?
+            .ok_or(DbErr::RecordNotInserted)
     }
 
     pub async fn channel_row(&self, id: i64) -> Result<Option<ChannelRow>, DbErr> {
         let r = self
-            .query_one(&format!("SELECT {COLUMNS} FROM channels WHERE id = ?"), vec![id.into()])
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM channels WHERE id = ?"),
+                vec![id.into()],
+            )
             .await?;
         r.as_ref().map(row).transpose()
     }
 
     pub async fn list_channels(&self) -> Result<Vec<ChannelRow>, DbErr> {
-        let rows = self.query_all(&format!("SELECT {COLUMNS} FROM channels ORDER BY id"), vec![]).await?;
+        let rows = self
+            .query_all(
+                &format!("SELECT {COLUMNS} FROM channels ORDER BY id"),
+                vec![],
+            )
+            .await?;
         rows.iter().map(row).collect()
     }
 
-    pub async fn update_channel(&self, crypto: &Crypto, id: i64, patch: ChannelPatch) -> Result<bool, DbErr> {
-        let sealed = patch.credentials.as_ref().map(|c| seal(crypto, c)).transpose()?;
+    pub async fn update_channel(
+        &self,
+        crypto: &Crypto,
+        id: i64,
+        patch: ChannelPatch,
+    ) -> Result<bool, DbErr> {
+        let sealed = patch
+            .credentials
+            .as_ref()
+            .map(|c| seal(crypto, c))
+            .transpose()?;
         let n = self
             .execute(
                 "UPDATE channels SET name = COALESCE(?, name), credentials = COALESCE(?, credentials), \
@@ -109,7 +142,7 @@ impl Db {
                 vec![
                     patch.name.into(),
                     sealed.into(),
-                    patch.rate_per_second.map(i64::from).into(),
+                    patch.rate_per_second.map(|r| i32::try_from(r).unwrap_or(i32::MAX)).into(),
                     patch.enabled.into(),
                     now_ms().into(),
                     id.into(),
@@ -120,16 +153,25 @@ impl Db {
     }
 
     /// The channel with decrypted credentials, for the dispatch path only.
-    pub async fn channel_spec(&self, crypto: &Crypto, id: i64) -> Result<Option<ChannelSpec>, DbErr> {
+    pub async fn channel_spec(
+        &self,
+        crypto: &Crypto,
+        id: i64,
+    ) -> Result<Option<ChannelSpec>, DbErr> {
         let Some(row) = self.channel_row(id).await? else {
             return Ok(None);
         };
-        let channel_type = ChannelType::from_code(&row.channel_type)
-            .ok_or_else(|| DbErr::Custom(format!("channel {id} has unknown type {}", row.channel_type)))?;
+        let channel_type = ChannelType::from_code(&row.channel_type).ok_or_else(|| {
+            DbErr::Custom(format!(
+                "channel {id} has unknown type {}",
+                row.channel_type
+            ))
+        })?;
         let plain = crypto
             .decrypt(&row.credentials_sealed)
             .map_err(|e| DbErr::Custom(format!("channel {id}: {e}")))?;
-        let credentials = serde_json::from_slice(&plain).map_err(|e| DbErr::Custom(format!("channel {id}: {e}")))?;
+        let credentials = serde_json::from_slice(&plain)
+            .map_err(|e| DbErr::Custom(format!("channel {id}: {e}")))?;
         Ok(Some(ChannelSpec {
             id,
             channel_type,
@@ -141,10 +183,15 @@ impl Db {
     }
 
     /// Decrypted credentials for masking on read.
-    pub fn open_credentials(&self, crypto: &Crypto, row: &ChannelRow) -> Result<serde_json::Value, DbErr> {
+    pub fn open_credentials(
+        &self,
+        crypto: &Crypto,
+        row: &ChannelRow,
+    ) -> Result<serde_json::Value, DbErr> {
         let plain = crypto
             .decrypt(&row.credentials_sealed)
             .map_err(|e| DbErr::Custom(format!("channel {}: {e}", row.id)))?;
-        serde_json::from_slice(&plain).map_err(|e| DbErr::Custom(format!("channel {}: {e}", row.id)))
+        serde_json::from_slice(&plain)
+            .map_err(|e| DbErr::Custom(format!("channel {}: {e}", row.id)))
     }
 }

@@ -69,7 +69,13 @@ impl Crypto {
         rand::rng().fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad: AAD })
+            .encrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: AAD,
+                },
+            )
             .map_err(|_| CryptoError::TooLarge)?;
         let mut out = Vec::with_capacity(12 + sealed.len());
         out.extend_from_slice(&nonce);
@@ -78,7 +84,9 @@ impl Crypto {
     }
 
     pub fn decrypt(&self, stored: &str) -> Result<Vec<u8>, CryptoError> {
-        let body = stored.strip_prefix("v1:").ok_or(CryptoError::Undecryptable)?;
+        let body = stored
+            .strip_prefix("v1:")
+            .ok_or(CryptoError::Undecryptable)?;
         let raw = B64.decode(body).map_err(|_| CryptoError::Undecryptable)?;
         if raw.len() < 12 + 16 {
             return Err(CryptoError::Undecryptable);
@@ -86,7 +94,13 @@ impl Crypto {
         let (nonce, sealed) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| CryptoError::Undecryptable)?;
         self.cipher
-            .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad: AAD })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
             .map_err(|_| CryptoError::Undecryptable)
     }
 }
@@ -113,8 +127,15 @@ mod tests {
         let c = Crypto::from_base64(&B64.encode([7u8; 32])).unwrap();
         let sealed = c.encrypt(b"{\"master_secret\":\"s3cr3t\"}").unwrap();
         assert!(!sealed.contains("s3cr3t"));
-        assert_ne!(sealed, c.encrypt(b"{\"master_secret\":\"s3cr3t\"}").unwrap(), "nonces must differ");
-        assert_eq!(c.decrypt(&sealed).unwrap(), b"{\"master_secret\":\"s3cr3t\"}");
+        assert_ne!(
+            sealed,
+            c.encrypt(b"{\"master_secret\":\"s3cr3t\"}").unwrap(),
+            "nonces must differ"
+        );
+        assert_eq!(
+            c.decrypt(&sealed).unwrap(),
+            b"{\"master_secret\":\"s3cr3t\"}"
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ struct Resolved {
 
 impl Store {
     /// The audience filter of a user range: SQL condition over `b.userid` plus its values.
-    fn range_filter(plan: &MessagePlan, after: &Option<String>, last: &str) -> (String, Vec<Value>) {
+    fn range_filter(
+        plan: &MessagePlan,
+        after: &Option<String>,
+        last: &str,
+    ) -> (String, Vec<Value>) {
         let mut sql = String::from("b.userid > ? AND b.userid <= ?");
         let mut values: Vec<Value> = vec![after.clone().unwrap_or_default().into(), last.into()];
         if let Audience::Tags(tags) = &plan.audience {
@@ -54,7 +58,11 @@ impl Store {
     }
 
     async fn resolve(&self, plan: &MessagePlan, shard: &Shard) -> Result<Vec<Resolved>, DbErr> {
-        let types: Vec<&'static str> = plan.channels.iter().map(|c| c.channel_type.code()).collect();
+        let types: Vec<&'static str> = plan
+            .channels
+            .iter()
+            .map(|c| c.channel_type.code())
+            .collect();
         if types.is_empty() {
             return Ok(Vec::new());
         }
@@ -78,11 +86,15 @@ impl Store {
                 }
                 (
                     format!("b.userid IN ({})", in_list(ids.len())),
-                    ids.iter().map(|u| Value::from(u.clone())).collect::<Vec<_>>(),
+                    ids.iter()
+                        .map(|u| Value::from(u.clone()))
+                        .collect::<Vec<_>>(),
                 )
             }
             (ShardSpec::Range { after, last }, _) => Store::range_filter(plan, after, last),
-            (ShardSpec::Listed, _) => return Err(DbErr::Custom("listed shard of a paged audience".into())),
+            (ShardSpec::Listed, _) => {
+                return Err(DbErr::Custom("listed shard of a paged audience".into()));
+            }
         };
         let sql = format!(
             "SELECT b.userid, b.channel_type, b.address FROM bindings b WHERE b.channel_type IN ({}) AND {filter} \
@@ -114,7 +126,10 @@ impl Store {
     ) -> Result<Option<String>, DbErr> {
         let (from, mut values): (String, Vec<Value>) = match &plan.audience {
             Audience::Tags(tags) => (
-                format!("FROM user_tags WHERE tag IN ({}) AND userid > ?", in_list(tags.len())),
+                format!(
+                    "FROM user_tags WHERE tag IN ({}) AND userid > ?",
+                    in_list(tags.len())
+                ),
                 tags.iter().map(|t| Value::from(t.clone())).collect(),
             ),
             _ => ("FROM users WHERE userid > ?".to_string(), Vec::new()),
@@ -123,7 +138,10 @@ impl Store {
         let mut offset_values = values.clone();
         offset_values.push(i64::from(size.saturating_sub(1)).into());
         let sql = format!("SELECT DISTINCT userid {from} ORDER BY userid LIMIT 1 OFFSET ?");
-        if let Some(r) = conn.query_one_raw(self.db.stmt(&sql, offset_values)).await? {
+        if let Some(r) = conn
+            .query_one_raw(self.db.stmt(&sql, offset_values))
+            .await?
+        {
             return Ok(Some(r.try_get("", "userid")?));
         }
         let sql = format!("SELECT MAX(userid) AS userid {from}");
@@ -139,7 +157,10 @@ impl DispatchStore for Store {
     async fn unfinished_messages(&self) -> StoreResult<Vec<MessagePlan>> {
         let rows = self
             .db
-            .query_all("SELECT plan FROM messages WHERE state <> 'done' ORDER BY id", vec![])
+            .query_all(
+                "SELECT plan FROM messages WHERE state <> 'done' ORDER BY id",
+                vec![],
+            )
             .await
             .map_err(err)?;
         rows.iter().map(|r| parse_plan(r).map_err(err)).collect()
@@ -148,7 +169,10 @@ impl DispatchStore for Store {
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool> {
         let r = self
             .db
-            .query_one("SELECT planned FROM messages WHERE id = ?", vec![msgid.into()])
+            .query_one(
+                "SELECT planned FROM messages WHERE id = ?",
+                vec![msgid.into()],
+            )
             .await
             .map_err(err)?;
         match r {
@@ -179,7 +203,12 @@ impl DispatchStore for Store {
             .map_err(err)
     }
 
-    async fn plan_shards(&self, plan: &MessagePlan, shard_size: u32, max_shards: u32) -> StoreResult<PlannedPage> {
+    async fn plan_shards(
+        &self,
+        plan: &MessagePlan,
+        shard_size: u32,
+        max_shards: u32,
+    ) -> StoreResult<PlannedPage> {
         let txn = self.db.write().begin().await.map_err(err)?;
         let stmt = self.db.stmt(
             "SELECT planned, plan_cursor, shard_count FROM messages WHERE id = ?",
@@ -203,7 +232,11 @@ impl DispatchStore for Store {
         let mut complete = false;
         for _ in 0..max_shards.max(1) {
             let after = cursor.clone().unwrap_or_default();
-            match self.next_boundary(&txn, plan, &after, shard_size).await.map_err(err)? {
+            match self
+                .next_boundary(&txn, plan, &after, shard_size)
+                .await
+                .map_err(err)?
+            {
                 Some(last) => {
                     shards.push(Shard {
                         msgid: plan.msgid,
@@ -227,13 +260,21 @@ impl DispatchStore for Store {
             let mut values: Vec<Value> = Vec::with_capacity(shards.len() * 5);
             for s in &shards {
                 let spec = serde_json::to_string(&s.spec).map_err(|e| StoreError(e.to_string()))?;
-                values.extend([s.msgid.into(), s.seq.into(), spec.into(), "pending".into(), now.into()]);
+                values.extend([
+                    s.msgid.into(),
+                    s.seq.into(),
+                    spec.into(),
+                    "pending".into(),
+                    now.into(),
+                ]);
             }
             let sql = format!(
                 "INSERT INTO shards (message_id, seq, spec, state, updated_at) VALUES {}",
                 value_rows(shards.len(), 5)
             );
-            txn.execute_raw(self.db.stmt(&sql, values)).await.map_err(err)?;
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
         }
         let stmt = self.db.stmt(
             "UPDATE messages SET planned = ?, plan_cursor = ?, shard_count = ?, updated_at = ? WHERE id = ?",
@@ -244,7 +285,11 @@ impl DispatchStore for Store {
         Ok(PlannedPage { shards, complete })
     }
 
-    async fn open_shard(&self, plan: &MessagePlan, shard: &Shard) -> StoreResult<Vec<ChannelBatch>> {
+    async fn open_shard(
+        &self,
+        plan: &MessagePlan,
+        shard: &Shard,
+    ) -> StoreResult<Vec<ChannelBatch>> {
         let resolved = self.resolve(plan, shard).await.map_err(err)?;
         let channel_of: HashMap<&str, i64> = plan
             .channels
@@ -257,7 +302,9 @@ impl DispatchStore for Store {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
             let mut rows = 0;
             for r in chunk {
-                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else { continue };
+                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
+                    continue;
+                };
                 rows += 1;
                 values.extend([
                     plan.msgid.into(),
@@ -280,7 +327,9 @@ impl DispatchStore for Store {
                  status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING",
                 value_rows(rows, 10)
             );
-            txn.execute_raw(self.db.stmt(&sql, values)).await.map_err(err)?;
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
         }
         let stmt = self.db.stmt(
             "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
@@ -300,7 +349,10 @@ impl DispatchStore for Store {
         }
         Ok(by_channel
             .into_iter()
-            .map(|(channel_id, targets)| ChannelBatch { channel_id, targets })
+            .map(|(channel_id, targets)| ChannelBatch {
+                channel_id,
+                targets,
+            })
             .collect())
     }
 
@@ -328,7 +380,7 @@ impl DispatchStore for Store {
                     code.into(),
                     provider_id.map(str::to_string).into(),
                     error.map(str::to_string).into(),
-                    i64::from(attempts).into(),
+                    i32::try_from(attempts).unwrap_or(i32::MAX).into(),
                     now.into(),
                 ];
                 values.extend(chunk.iter().map(|id| Value::from(*id)));
@@ -337,7 +389,9 @@ impl DispatchStore for Store {
                      updated_at = ? WHERE id IN ({})",
                     in_list(chunk.len())
                 );
-                txn.execute_raw(self.db.stmt(&sql, values)).await.map_err(err)?;
+                txn.execute_raw(self.db.stmt(&sql, values))
+                    .await
+                    .map_err(err)?;
             }
         }
         txn.commit().await.map_err(err)
@@ -366,7 +420,9 @@ impl DispatchStore for Store {
     }
 
     async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>> {
-        self.db.channel_spec(&self.crypto, channel_id).await.map_err(err)
+        self.db
+            .channel_spec(&self.crypto, channel_id)
+            .await
+            .map_err(err)
     }
 }
-

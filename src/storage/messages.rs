@@ -24,7 +24,10 @@ pub struct NewMessage {
 #[derive(Debug, Clone)]
 pub enum Accepted {
     /// Newly stored; the shards were created in the same transaction.
-    Stored { plan: MessagePlan, shards: Vec<Shard> },
+    Stored {
+        plan: MessagePlan,
+        shards: Vec<Shard>,
+    },
     /// The idempotency key was seen before: answer what was answered then, send nothing.
     Replayed { response: String },
 }
@@ -48,7 +51,10 @@ impl MessageIds {
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = candidate.max(last + 1);
-            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(seen) => last = seen,
             }
@@ -60,8 +66,13 @@ const MESSAGE_COLUMNS: usize = 15;
 
 impl Db {
     pub async fn max_message_id(&self) -> Result<i64, DbErr> {
-        let r = self.query_one("SELECT MAX(id) AS m FROM messages", vec![]).await?;
-        Ok(r.and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten()).unwrap_or(0))
+        let r = self
+            .query_one("SELECT MAX(id) AS m FROM messages", vec![])
+            .await?;
+        Ok(
+            r.and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
+                .unwrap_or(0),
+        )
     }
 
     /// Store a batch of accepted messages in one transaction.
@@ -100,7 +111,8 @@ impl Db {
             for &i in chunk {
                 let m = &items[i];
                 let single = m.plan.is_single_shard();
-                let plan_json = serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
+                let plan_json =
+                    serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
                 values.extend([
                     m.plan.msgid.into(),
                     m.plan.source_id.into(),
@@ -119,7 +131,13 @@ impl Db {
                     now.into(),
                 ]);
                 if single {
-                    shard_rows.extend([m.plan.msgid.into(), 0i32.into(), LISTED_SPEC.into(), "pending".into(), now.into()]);
+                    shard_rows.extend([
+                        m.plan.msgid.into(),
+                        0i32.into(),
+                        LISTED_SPEC.into(),
+                        "pending".into(),
+                        now.into(),
+                    ]);
                 }
             }
             let sql = format!(
@@ -192,7 +210,11 @@ impl Db {
             let channel_type: String = row.try_get("", "channel_type")?;
             let st: i16 = row.try_get("", "status")?;
             let n: i64 = row.try_get("", "n")?;
-            let entry = match status.channels.iter_mut().position(|c| c.channel_id == channel_id) {
+            let entry = match status
+                .channels
+                .iter_mut()
+                .position(|c| c.channel_id == channel_id)
+            {
                 Some(i) => &mut status.channels[i],
                 None => {
                     status.channels.push(ChannelCounts {
@@ -216,12 +238,21 @@ impl Db {
 
     pub async fn message_source(&self, msgid: i64) -> Result<Option<i64>, DbErr> {
         let r = self
-            .query_one("SELECT source_id FROM messages WHERE id = ?", vec![msgid.into()])
+            .query_one(
+                "SELECT source_id FROM messages WHERE id = ?",
+                vec![msgid.into()],
+            )
             .await?;
         r.map(|r| r.try_get("", "source_id")).transpose()
     }
 
-    pub async fn deliveries(&self, msgid: i64, userid: Option<&str>, after_id: i64, limit: u64) -> Result<Vec<DeliveryRow>, DbErr> {
+    pub async fn deliveries(
+        &self,
+        msgid: i64,
+        userid: Option<&str>,
+        after_id: i64,
+        limit: u64,
+    ) -> Result<Vec<DeliveryRow>, DbErr> {
         let mut values: Vec<Value> = vec![msgid.into(), after_id.into()];
         let mut sql = "SELECT id, channel_id, channel_type, userid, address, step, status, attempts, outcome, code, \
                        provider_id, error, updated_at FROM deliveries WHERE message_id = ? AND id > ?"

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use msghub_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, Statement, Value};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+    QueryResult, Statement, Value,
+};
 
 use crate::settings::DatabaseSettings;
 
@@ -123,16 +126,28 @@ impl Db {
         self.read.execute_unprepared("SELECT 1").await.map(|_| ())
     }
 
-    pub async fn query_all(&self, sql: &str, values: Vec<Value>) -> Result<Vec<QueryResult>, DbErr> {
+    pub async fn query_all(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Vec<QueryResult>, DbErr> {
         self.read.query_all_raw(self.stmt(sql, values)).await
     }
 
-    pub async fn query_one(&self, sql: &str, values: Vec<Value>) -> Result<Option<QueryResult>, DbErr> {
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Option<QueryResult>, DbErr> {
         self.read.query_one_raw(self.stmt(sql, values)).await
     }
 
     pub async fn execute(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {
-        Ok(self.write.execute_raw(self.stmt(sql, values)).await?.rows_affected())
+        Ok(self
+            .write
+            .execute_raw(self.stmt(sql, values))
+            .await?
+            .rows_affected())
     }
 }
 
@@ -156,7 +171,8 @@ fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
     if let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DbErr::Custom(format!("creating {}: {e}", dir.display())))?;
     }
     Ok(())
 }

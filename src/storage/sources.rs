@@ -40,45 +40,81 @@ fn row(r: &QueryResult) -> Result<SourceRow, DbErr> {
 const COLUMNS: &str = "id, source_key, name, enabled, created_at, updated_at, secret_hash";
 
 impl Db {
-    pub async fn create_source(&self, key: &str, secret: &str, name: &str) -> Result<SourceRow, DbErr> {
+    pub async fn create_source(
+        &self,
+        key: &str,
+        secret: &str,
+        name: &str,
+    ) -> Result<SourceRow, DbErr> {
         let now = now_ms();
         self.execute(
             "INSERT INTO sources (source_key, secret_hash, name, enabled, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
-            vec![key.into(), hash_secret(secret).into(), name.into(), true.into(), now.into(), now.into()],
+            vec![
+                key.into(),
+                hash_secret(secret).into(),
+                name.into(),
+                true.into(),
+                now.into(),
+                now.into(),
+            ],
         )
         .await?;
-        self.source_by_key_rw(key).await?.ok_or_else(|| DbErr::RecordNotInserted)
+        self.source_by_key_rw(key)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotInserted)
     }
 
     async fn source_by_key_rw(&self, key: &str) -> Result<Option<SourceRow>, DbErr> {
         use sea_orm::ConnectionTrait;
-        let stmt = self.stmt(&format!("SELECT {COLUMNS} FROM sources WHERE source_key = ?"), vec![key.into()]);
-        self.write().query_one_raw(stmt).await?.as_ref().map(row).transpose()
+        let stmt = self.stmt(
+            &format!("SELECT {COLUMNS} FROM sources WHERE source_key = ?"),
+            vec![key.into()],
+        );
+        self.write()
+            .query_one_raw(stmt)
+            .await?
+            .as_ref()
+            .map(row)
+            .transpose()
     }
 
     pub async fn source_by_key(&self, key: &str) -> Result<Option<SourceRow>, DbErr> {
         let r = self
-            .query_one(&format!("SELECT {COLUMNS} FROM sources WHERE source_key = ?"), vec![key.into()])
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM sources WHERE source_key = ?"),
+                vec![key.into()],
+            )
             .await?;
         r.as_ref().map(row).transpose()
     }
 
     pub async fn source(&self, id: i64) -> Result<Option<SourceRow>, DbErr> {
         let r = self
-            .query_one(&format!("SELECT {COLUMNS} FROM sources WHERE id = ?"), vec![id.into()])
+            .query_one(
+                &format!("SELECT {COLUMNS} FROM sources WHERE id = ?"),
+                vec![id.into()],
+            )
             .await?;
         r.as_ref().map(row).transpose()
     }
 
     pub async fn list_sources(&self) -> Result<Vec<SourceRow>, DbErr> {
         let rows = self
-            .query_all(&format!("SELECT {COLUMNS} FROM sources ORDER BY id"), vec![])
+            .query_all(
+                &format!("SELECT {COLUMNS} FROM sources ORDER BY id"),
+                vec![],
+            )
             .await?;
         rows.iter().map(row).collect()
     }
 
-    pub async fn update_source(&self, id: i64, name: Option<&str>, enabled: Option<bool>) -> Result<bool, DbErr> {
+    pub async fn update_source(
+        &self,
+        id: i64,
+        name: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<bool, DbErr> {
         let n = self
             .execute(
                 "UPDATE sources SET name = COALESCE(?, name), enabled = COALESCE(?, enabled), updated_at = ? \
@@ -110,7 +146,10 @@ impl Db {
     }
 
     /// The channels granted to a source: (channel id, type code, enabled), lowest id first.
-    pub async fn granted_channels(&self, source_id: i64) -> Result<Vec<(i64, String, bool)>, DbErr> {
+    pub async fn granted_channels(
+        &self,
+        source_id: i64,
+    ) -> Result<Vec<(i64, String, bool)>, DbErr> {
         let rows = self
             .query_all(
                 "SELECT c.id, c.channel_type, c.enabled FROM grants g JOIN channels c ON c.id = g.channel_id \
@@ -119,14 +158,23 @@ impl Db {
             )
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "channel_type")?, r.try_get("", "enabled")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("", "id")?,
+                    r.try_get("", "channel_type")?,
+                    r.try_get("", "enabled")?,
+                ))
+            })
             .collect()
     }
 
     /// A named setting (admin token hash, ...).
     pub async fn setting(&self, name: &str) -> Result<Option<String>, DbErr> {
         let r = self
-            .query_one("SELECT value FROM settings WHERE name = ?", vec![name.into()])
+            .query_one(
+                "SELECT value FROM settings WHERE name = ?",
+                vec![name.into()],
+            )
             .await?;
         r.map(|r| r.try_get("", "value")).transpose()
     }

@@ -37,7 +37,10 @@ impl Db {
             .map(|op| op.userid.as_str())
             .collect();
         for chunk in creating.chunks(ROWS_PER_STATEMENT) {
-            let values: Vec<Value> = chunk.iter().flat_map(|u| [(*u).into(), now.into()]).collect();
+            let values: Vec<Value> = chunk
+                .iter()
+                .flat_map(|u| [(*u).into(), now.into()])
+                .collect();
             let sql = format!(
                 "INSERT INTO users (userid, created_at) VALUES {} ON CONFLICT (userid) DO NOTHING",
                 value_rows(chunk.len(), 2)
@@ -52,12 +55,15 @@ impl Db {
                 OpKind::Set => {
                     if op.tags.is_some() {
                         let sql = "DELETE FROM user_tags WHERE userid = ?";
-                        txn.execute_raw(self.stmt(sql, vec![op.userid.clone().into()])).await?;
+                        txn.execute_raw(self.stmt(sql, vec![op.userid.clone().into()]))
+                            .await?;
                     }
                     for (kind, _, _) in &op.bindings {
                         let sql = "DELETE FROM bindings WHERE userid = ? AND channel_type = ?";
-                        txn.execute_raw(self.stmt(sql, vec![op.userid.clone().into(), kind.code().into()]))
-                            .await?;
+                        txn.execute_raw(
+                            self.stmt(sql, vec![op.userid.clone().into(), kind.code().into()]),
+                        )
+                        .await?;
                     }
                 }
                 OpKind::Add => {}
@@ -68,7 +74,12 @@ impl Db {
                 }
                 for (kind, key, addresses) in &op.bindings {
                     for address in addresses {
-                        binding_rows.push((op.userid.clone(), kind.code(), address.clone(), key.clone()));
+                        binding_rows.push((
+                            op.userid.clone(),
+                            kind.code(),
+                            address.clone(),
+                            key.clone(),
+                        ));
                     }
                 }
             }
@@ -87,7 +98,14 @@ impl Db {
         for chunk in binding_rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<Value> = chunk
                 .iter()
-                .flat_map(|(u, t, a, k)| [u.clone().into(), (*t).into(), a.clone().into(), k.clone().into()])
+                .flat_map(|(u, t, a, k)| {
+                    [
+                        u.clone().into(),
+                        (*t).into(),
+                        a.clone().into(),
+                        k.clone().into(),
+                    ]
+                })
                 .collect();
             let sql = format!(
                 "INSERT INTO bindings (userid, channel_type, address, bind_key) VALUES {} \
@@ -101,7 +119,10 @@ impl Db {
 
     async fn delete_named(&self, txn: &DatabaseTransaction, op: &UserOp) -> Result<(), DbErr> {
         if let Some(tags) = op.tags.as_ref().filter(|t| !t.is_empty()) {
-            let sql = format!("DELETE FROM user_tags WHERE userid = ? AND tag IN ({})", in_list(tags.len()));
+            let sql = format!(
+                "DELETE FROM user_tags WHERE userid = ? AND tag IN ({})",
+                in_list(tags.len())
+            );
             let mut values: Vec<Value> = vec![op.userid.clone().into()];
             values.extend(tags.iter().map(|t| Value::from(t.clone())));
             txn.execute_raw(self.stmt(&sql, values)).await?;
@@ -134,7 +155,10 @@ impl Db {
                 txn.execute_raw(self.stmt(&sql, values.clone())).await?;
             }
             let sql = format!("DELETE FROM users WHERE userid IN ({list})");
-            deleted += txn.execute_raw(self.stmt(&sql, values)).await?.rows_affected();
+            deleted += txn
+                .execute_raw(self.stmt(&sql, values))
+                .await?
+                .rows_affected();
         }
         txn.commit().await?;
         Ok(deleted)

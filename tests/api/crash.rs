@@ -10,11 +10,31 @@ use serde_json::json;
 use crate::helpers::{ADMIN_TOKEN, TestApp, app_msg, fresh_database_url, start_sim, test_settings};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_msghub"))
+/// The server process, killed when dropped so a failing test never leaves it running.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_msghub"))
         .arg("serve")
         .env("MSGHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("MSGHUB__DATABASE__URL", db_url)
@@ -23,18 +43,25 @@ fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Child {
         .env("MSGHUB__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .spawn()
-        .expect("start msghub")
+        .expect("start msghub");
+    Server(child)
 }
 
 async fn wait_healthy(client: &reqwest::Client, port: u16) {
     let started = Instant::now();
     loop {
-        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
             && r.status().is_success()
         {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -52,32 +79,53 @@ async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_afte
     let db = Db::connect(&settings.database).await.unwrap();
     let data_dir = dir.path().to_path_buf();
     let app = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
-    app.admin_patch(&format!("/api/channels/{}", app.channel("app")), json!({"rate_per_second": 8}))
-        .await;
+    app.admin_patch(
+        &format!("/api/channels/{}", app.channel("app")),
+        json!({"rate_per_second": 8}),
+    )
+    .await;
     const USERS: usize = 30_000;
-    app.add_users((0..USERS).map(|i| json!({"userid": format!("c{i:06}"), "add": {"app": [format!("crash-{i:06}")]}})))
-        .await;
+    app.add_users(
+        (0..USERS).map(
+            |i| json!({"userid": format!("c{i:06}"), "add": {"app": [format!("crash-{i:06}")]}}),
+        ),
+    )
+    .await;
 
-    let msgid = app.send_ok("/v1/broadcast", json!({"msg_app": app_msg()})).await;
+    let msgid = app
+        .send_ok("/v1/broadcast", json!({"msg_app": app_msg()}))
+        .await;
     let started = Instant::now();
     while app.sim.state.total("app") < 8_000 {
-        assert!(started.elapsed() < Duration::from_secs(60), "broadcast never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "broadcast never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let before_restart = app.sim.state.total("app") as usize;
-    assert!(before_restart < USERS, "the crash came too late to interrupt anything");
+    assert!(
+        before_restart < USERS,
+        "the crash came too late to interrupt anything"
+    );
 
     let mut server = start_server(port, &db_url, &data_dir);
     wait_healthy(&client, port).await;
     let status = app.wait_done(&msgid, Duration::from_secs(120)).await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
-    assert_eq!(crate::helpers::totals(&status), (USERS as i64, USERS as i64, 0), "{status}");
+    assert_eq!(
+        crate::helpers::totals(&status),
+        (USERS as i64, USERS as i64, 0),
+        "{status}"
+    );
     let received = app.sim.state.received("app");
     assert_eq!(received.len(), USERS, "every user received the broadcast");
     let twice: Vec<_> = received.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "{} addresses received it more than once", twice.len());
+    assert!(
+        twice.is_empty(),
+        "{} addresses received it more than once",
+        twice.len()
+    );
 }

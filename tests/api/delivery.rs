@@ -19,7 +19,8 @@ fn user(i: usize, tags: &[&str]) -> serde_json::Value {
 #[actix_web::test]
 async fn userid_tag_broadcast_and_raw_sends_arrive_exactly_once() {
     let app = spawn_app().await;
-    app.add_users((0..2500).map(|i| user(i, if i % 2 == 0 { &["even"] } else { &["odd"] }))).await;
+    app.add_users((0..2500).map(|i| user(i, if i % 2 == 0 { &["even"] } else { &["odd"] })))
+        .await;
 
     // aud_userid: three users on app and sms.
     let m1 = app
@@ -38,14 +39,27 @@ async fn userid_tag_broadcast_and_raw_sends_arrive_exactly_once() {
     assert_eq!(app.sim.state.count("app", "reg-00004"), 0);
 
     // aud_tag: the 1250 even users, across two shards, on app.
-    let m2 = app.send_ok("/v1/sent", json!({"aud_tag": ["even"], "msg_app": app_msg()})).await;
+    let m2 = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["even"], "msg_app": app_msg()}),
+        )
+        .await;
     let s2 = app.wait_done(&m2, Duration::from_secs(60)).await;
     assert_eq!(totals(&s2), (1250, 1250, 0), "{s2}");
     for i in (0..2500).step_by(2) {
         let expect = if (1..=3).contains(&i) { 2 } else { 1 };
-        assert_eq!(app.sim.state.count("app", &format!("reg-{i:05}")), expect, "reg-{i:05}");
+        assert_eq!(
+            app.sim.state.count("app", &format!("reg-{i:05}")),
+            expect,
+            "reg-{i:05}"
+        );
     }
-    assert_eq!(app.sim.state.count("app", "reg-00005"), 0, "odd users get nothing from the tag send");
+    assert_eq!(
+        app.sim.state.count("app", "reg-00005"),
+        0,
+        "odd users get nothing from the tag send"
+    );
 
     // broadcast: every user, on webhook (one call per user) and email.
     let m3 = app
@@ -76,18 +90,27 @@ async fn userid_tag_broadcast_and_raw_sends_arrive_exactly_once() {
     assert_eq!(app.sim.state.count("app", "raw-b"), 1);
 
     // Delivery records can be looked up per user.
-    let resp = app.admin_get(&format!("/api/messages/{m1}/deliveries?userid=u00002")).await;
+    let resp = app
+        .admin_get(&format!("/api/messages/{m1}/deliveries?userid=u00002"))
+        .await;
     let body: serde_json::Value = resp.json().await.unwrap();
     let rows = body["deliveries"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r["status"] == "submitted" && r["userid"] == "u00002"));
-    assert!(rows.iter().any(|r| r["channel_type"] == "sms" && r["provider_id"].is_string()));
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "submitted" && r["userid"] == "u00002")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["channel_type"] == "sms" && r["provider_id"].is_string())
+    );
 }
 
 #[actix_web::test]
 async fn users_without_an_address_on_a_channel_get_no_delivery_on_it() {
     let app = spawn_app().await;
-    app.add_users([json!({"userid": "only-app", "add": {"app": ["reg-x"]}})].into_iter()).await;
+    app.add_users([json!({"userid": "only-app", "add": {"app": ["reg-x"]}})].into_iter())
+        .await;
     let m = app
         .send_ok(
             "/v1/sent",

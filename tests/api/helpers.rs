@@ -37,7 +37,9 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
 async fn create_postgres_database(base: &str) -> String {
     use sea_orm::{ConnectionTrait, Database};
     let name = format!("msghub_test_{}", uuid_like());
-    let conn = Database::connect(base).await.expect("connect to MSGHUB_TEST_DATABASE_URL");
+    let conn = Database::connect(base)
+        .await
+        .expect("connect to MSGHUB_TEST_DATABASE_URL");
     conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
         .await
         .expect("create test database");
@@ -67,7 +69,9 @@ pub fn test_settings(dir: &std::path::Path, db_url: String) -> Settings {
 }
 
 pub async fn start_sim() -> SimHandle {
-    msghub_sim::start(SimConfig::default()).await.expect("simulator starts")
+    msghub_sim::start(SimConfig::default())
+        .await
+        .expect("simulator starts")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -83,7 +87,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let sim = start_sim().await;
     let mut settings = test_settings(dir.path(), fresh_database_url(dir.path()).await);
     tweak(&mut settings);
-    let app = Application::build(settings.clone()).await.expect("app builds");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("app builds");
     let port = app.port();
     let db = app.state().db.clone();
     actix_web::rt::spawn(app.into_server());
@@ -92,7 +98,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
 
 impl TestApp {
     /// Set up a source and one channel of each simulated type on a running server.
-    pub async fn attach(address: String, sim: SimHandle, db: Db, settings: Settings, dir: tempfile::TempDir) -> TestApp {
+    pub async fn attach(
+        address: String,
+        sim: SimHandle,
+        db: Db,
+        settings: Settings,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -109,13 +121,18 @@ impl TestApp {
             settings,
             _dir: dir,
         };
-        let source = t.admin_post("/api/sources", json!({"name": "billing"})).await;
+        let source = t
+            .admin_post("/api/sources", json!({"name": "billing"}))
+            .await;
         t.source_key = source["key"].as_str().expect("key").to_string();
         t.source_secret = source["secret"].as_str().expect("secret").to_string();
         t.source_id = source["id"].as_i64().expect("id");
         for (kind, creds) in sim_credentials(&t.sim) {
             let ch = t
-                .admin_post("/api/channels", json!({"type": kind, "name": format!("{kind} sim"), "credentials": creds}))
+                .admin_post(
+                    "/api/channels",
+                    json!({"type": kind, "name": format!("{kind} sim"), "credentials": creds}),
+                )
                 .await;
             let id = ch["id"].as_i64().expect("channel id");
             t.grant(id).await;
@@ -128,17 +145,33 @@ impl TestApp {
 pub fn sim_credentials(sim: &SimHandle) -> Vec<(&'static str, Value)> {
     let c = SimConfig::default();
     vec![
-        ("app", json!({"app_key": c.jpush_app_key, "master_secret": c.jpush_master_secret, "base_url": sim.http_url()})),
-        ("sms", json!({"access_key_id": c.aliyun_access_key_id, "access_key_secret": c.aliyun_access_key_secret,
-                        "sign_name": "msghub", "base_url": sim.http_url()})),
-        ("email", json!({"host": "127.0.0.1", "port": sim.smtp_addr.port(), "tls": "none", "from": "hub@msghub.test"})),
-        ("webhook", json!({"url": sim.webhook_url("test"), "secret": c.webhook_secret})),
+        (
+            "app",
+            json!({"app_key": c.jpush_app_key, "master_secret": c.jpush_master_secret, "base_url": sim.http_url()}),
+        ),
+        (
+            "sms",
+            json!({"access_key_id": c.aliyun_access_key_id, "access_key_secret": c.aliyun_access_key_secret,
+                        "sign_name": "msghub", "base_url": sim.http_url()}),
+        ),
+        (
+            "email",
+            json!({"host": "127.0.0.1", "port": sim.smtp_addr.port(), "tls": "none", "from": "hub@msghub.test"}),
+        ),
+        (
+            "webhook",
+            json!({"url": sim.webhook_url("test"), "secret": c.webhook_secret}),
+        ),
     ]
 }
 
 impl TestApp {
     pub fn channel(&self, kind: &str) -> i64 {
-        self.channels.iter().find(|(k, _)| k == kind).map(|(_, id)| *id).expect("channel")
+        self.channels
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, id)| *id)
+            .expect("channel")
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> Value {
@@ -163,7 +196,11 @@ impl TestApp {
             .send()
             .await
             .expect("request");
-        assert!(resp.status().is_success(), "PATCH {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "PATCH {path}: {}",
+            resp.status()
+        );
         resp.json().await.expect("json")
     }
 
@@ -179,7 +216,10 @@ impl TestApp {
     pub async fn grant(&self, channel_id: i64) {
         let resp = self
             .client
-            .put(format!("{}/api/sources/{}/grants/{channel_id}", self.address, self.source_id))
+            .put(format!(
+                "{}/api/sources/{}/grants/{channel_id}",
+                self.address, self.source_id
+            ))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
@@ -189,10 +229,16 @@ impl TestApp {
 
     /// POST to `/v1/...` with the source's Basic credentials.
     pub async fn v1(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.v1_raw(path, serde_json::to_vec(body).expect("json"), None).await
+        self.v1_raw(path, serde_json::to_vec(body).expect("json"), None)
+            .await
     }
 
-    pub async fn v1_raw(&self, path: &str, body: Vec<u8>, idempotency_key: Option<&str>) -> (u16, Value) {
+    pub async fn v1_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = self
             .client
             .post(format!("{}{path}", self.address))
@@ -220,7 +266,11 @@ impl TestApp {
         for chunk in users.chunks(1000) {
             let (status, resp) = self.v1("/v1/user/opt", &Value::Array(chunk.to_vec())).await;
             assert_eq!(status, 200, "{resp}");
-            assert_eq!(resp["data"]["fail"].as_array().map(Vec::len), Some(0), "{resp}");
+            assert_eq!(
+                resp["data"]["fail"].as_array().map(Vec::len),
+                Some(0),
+                "{resp}"
+            );
         }
     }
 

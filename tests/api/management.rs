@@ -8,11 +8,22 @@ use crate::helpers::{ADMIN_TOKEN, app_msg, spawn_app};
 async fn the_management_api_requires_the_admin_token() {
     let app = spawn_app().await;
     for path in ["/api/sources", "/api/channels"] {
-        let r = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        let r = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
-        let r = app.client.get(format!("{}{path}", app.address)).bearer_auth("nope").send().await.unwrap();
+        let r = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 401);
     }
 }
@@ -23,12 +34,25 @@ async fn source_secrets_are_shown_once_and_channel_credentials_are_masked_and_en
     let listed: Value = app.admin_get("/api/sources").await.json().await.unwrap();
     let text = listed.to_string();
     assert!(text.contains(&app.source_key));
-    assert!(!text.contains(&app.source_secret), "the secret is never listed");
+    assert!(
+        !text.contains(&app.source_secret),
+        "the secret is never listed"
+    );
 
-    let ch: Value = app.admin_get(&format!("/api/channels/{}", app.channel("app"))).await.json().await.unwrap();
+    let ch: Value = app
+        .admin_get(&format!("/api/channels/{}", app.channel("app")))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ch["credentials"]["master_secret"], "******");
     assert_eq!(ch["credentials"]["app_key"], "sim-app-key");
-    let sms: Value = app.admin_get(&format!("/api/channels/{}", app.channel("sms"))).await.json().await.unwrap();
+    let sms: Value = app
+        .admin_get(&format!("/api/channels/{}", app.channel("sms")))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(sms["credentials"]["access_key_secret"], "******");
 
     let raw = app
@@ -40,18 +64,42 @@ async fn source_secrets_are_shown_once_and_channel_credentials_are_masked_and_en
         .map(|r| r.try_get::<String>("", "credentials").unwrap())
         .collect::<Vec<_>>()
         .join(" ");
-    assert!(!raw.contains("sim-master-secret") && !raw.contains("sim-ak-secret") && !raw.contains("sim-app-key"));
-    let stored = app.db.query_one("SELECT secret_hash FROM sources", vec![]).await.unwrap().unwrap();
-    assert_ne!(stored.try_get::<String>("", "secret_hash").unwrap(), app.source_secret);
+    assert!(
+        !raw.contains("sim-master-secret")
+            && !raw.contains("sim-ak-secret")
+            && !raw.contains("sim-app-key")
+    );
+    let stored = app
+        .db
+        .query_one("SELECT secret_hash FROM sources", vec![])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        stored.try_get::<String>("", "secret_hash").unwrap(),
+        app.source_secret
+    );
 }
 
 #[actix_web::test]
 async fn invalid_management_input_is_refused_with_stable_codes() {
     let app = spawn_app().await;
     let cases = [
-        ("/api/channels", json!({"type": "pigeon", "name": "x", "credentials": {}}), "invalid_request"),
-        ("/api/channels", json!({"type": "app", "name": "x", "credentials": {"app_key": "k"}}), "invalid_credentials"),
-        ("/api/channels", json!({"type": "app", "name": "x"}), "invalid_request"),
+        (
+            "/api/channels",
+            json!({"type": "pigeon", "name": "x", "credentials": {}}),
+            "invalid_request",
+        ),
+        (
+            "/api/channels",
+            json!({"type": "app", "name": "x", "credentials": {"app_key": "k"}}),
+            "invalid_credentials",
+        ),
+        (
+            "/api/channels",
+            json!({"type": "app", "name": "x"}),
+            "invalid_request",
+        ),
         ("/api/sources", json!({"name": ""}), "invalid_request"),
         ("/api/sources", json!({"nom": "x"}), "invalid_request"),
     ];
@@ -77,14 +125,33 @@ async fn invalid_management_input_is_refused_with_stable_codes() {
 #[actix_web::test]
 async fn health_readiness_and_metrics_are_served() {
     let app = spawn_app().await;
-    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter()).await;
-    let m = app.send_ok("/v1/sent", json!({"aud_userid": ["u1"], "msg_app": app_msg()})).await;
+    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter())
+        .await;
+    let m = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["u1"], "msg_app": app_msg()}),
+        )
+        .await;
     app.wait_done(&m, std::time::Duration::from_secs(30)).await;
     for path in ["/healthz", "/readyz"] {
-        let r = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+        let r = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "msghub_messages_accepted_total",
         "msghub_provider_call_duration_seconds",

@@ -11,30 +11,55 @@ async fn a_priority_one_message_is_delivered_long_before_a_100k_bulk_job_ends() 
     let app = spawn_app().await;
     // 1000 registration ids per JPush call; at 25 calls/s the 100 calls of the bulk job take
     // about four seconds, plenty of room to see where the urgent one lands.
-    app.admin_patch(&format!("/api/channels/{}", app.channel("app")), json!({"rate_per_second": 25}))
-        .await;
+    app.admin_patch(
+        &format!("/api/channels/{}", app.channel("app")),
+        json!({"rate_per_second": 25}),
+    )
+    .await;
     app.add_users((0..100_000).map(|i| json!({"userid": format!("b{i:06}"), "add": {"tag": ["campaign"], "app": [format!("bulk-{i:06}")]}})))
         .await;
-    app.add_users([json!({"userid": "vip", "add": {"app": ["vip-reg"]}})].into_iter()).await;
+    app.add_users([json!({"userid": "vip", "add": {"app": ["vip-reg"]}})].into_iter())
+        .await;
 
-    let bulk = app.send_ok("/v1/sent", json!({"aud_tag": ["campaign"], "msg_app": app_msg()})).await;
+    let bulk = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["campaign"], "msg_app": app_msg()}),
+        )
+        .await;
     let started = Instant::now();
     while app.sim.state.total("app") < 5_000 {
-        assert!(started.elapsed() < Duration::from_secs(60), "bulk job never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "bulk job never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let urgent = app
-        .send_ok("/v1/sent", json!({"aud_userid": ["vip"], "msg_app": app_msg(), "option": {"priority": 1}}))
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["vip"], "msg_app": app_msg(), "option": {"priority": 1}}),
+        )
         .await;
     app.wait_done(&urgent, Duration::from_secs(30)).await;
     let status = app.wait_done(&bulk, Duration::from_secs(300)).await;
     assert_eq!(crate::helpers::totals(&status), (100_000, 100_000, 0));
 
     let events = app.sim.state.events("app");
-    let urgent_seq = events.iter().find(|e| e.contains("vip-reg")).expect("urgent delivered").seq;
+    let urgent_seq = events
+        .iter()
+        .find(|e| e.contains("vip-reg"))
+        .expect("urgent delivered")
+        .seq;
     let bulk_calls: Vec<_> = events.iter().filter(|e| !e.contains("vip-reg")).collect();
     let after = bulk_calls.iter().filter(|e| e.seq > urgent_seq).count();
-    assert_eq!(bulk_calls.iter().map(|e| e.addresses_count()).sum::<usize>(), 100_000);
+    assert_eq!(
+        bulk_calls
+            .iter()
+            .map(|e| e.addresses_count())
+            .sum::<usize>(),
+        100_000
+    );
     assert!(
         after * 2 > bulk_calls.len(),
         "the urgent message waited: only {after} of {} bulk calls came after it",

@@ -19,36 +19,96 @@ async fn auth_and_channel_refusals_carry_jums_codes_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], 4005);
-    let resp = app.client.post(format!("{}/v1/sent", app.address)).json(&body).send().await.unwrap();
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["code"],
+        4005
+    );
+    let resp = app
+        .client
+        .post(format!("{}/v1/sent", app.address))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
     // Ungranted channel: revoke sms, then send sms.
     let revoke = app
         .client
-        .delete(format!("{}/api/sources/{}/grants/{}", app.address, app.source_id, app.channel("sms")))
+        .delete(format!(
+            "{}/api/sources/{}/grants/{}",
+            app.address,
+            app.source_id,
+            app.channel("sms")
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(revoke.status().as_u16(), 204);
-    let (status, resp) = app.v1("/v1/sent", &json!({"aud_userid": ["u1"], "msg_sms": [{"temp_id": "SMS_1"}]})).await;
-    assert_eq!((status, resp["code"].as_i64()), (403, Some(1015007)), "{resp}");
-    assert!(resp["message"].as_str().unwrap().contains("not granted") || resp["message"].as_str().unwrap().contains("no sms"));
+    let (status, resp) = app
+        .v1(
+            "/v1/sent",
+            &json!({"aud_userid": ["u1"], "msg_sms": [{"temp_id": "SMS_1"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["code"].as_i64()),
+        (403, Some(1015007)),
+        "{resp}"
+    );
+    assert!(
+        resp["message"].as_str().unwrap().contains("not granted")
+            || resp["message"].as_str().unwrap().contains("no sms")
+    );
 
     // Disabled channel.
-    app.admin_patch(&format!("/api/channels/{}", app.channel("app")), json!({"enabled": false})).await;
+    app.admin_patch(
+        &format!("/api/channels/{}", app.channel("app")),
+        json!({"enabled": false}),
+    )
+    .await;
     let (status, resp) = app.v1("/v1/sent", &body).await;
-    assert_eq!((status, resp["code"].as_i64()), (403, Some(1015006)), "{resp}");
-    let (status, resp) = app.v1("/v1/sent", &json!({"aud_userid": ["u1"], "msg_email": [{"subject": "s", "text": "t"}]})).await;
-    assert_eq!((status, resp["code"].as_i64()), (200, Some(0)), "other channels still work: {resp}");
+    assert_eq!(
+        (status, resp["code"].as_i64()),
+        (403, Some(1015006)),
+        "{resp}"
+    );
+    let (status, resp) = app
+        .v1(
+            "/v1/sent",
+            &json!({"aud_userid": ["u1"], "msg_email": [{"subject": "s", "text": "t"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["code"].as_i64()),
+        (200, Some(0)),
+        "other channels still work: {resp}"
+    );
 
     // Disabled source.
-    app.admin_patch(&format!("/api/sources/{}", app.source_id), json!({"enabled": false})).await;
-    let (status, resp) = app.v1("/v1/sent", &json!({"aud_userid": ["u1"], "msg_email": [{"subject": "s", "text": "t"}]})).await;
-    assert_eq!((status, resp["code"].as_i64()), (403, Some(1015005)), "{resp}");
+    app.admin_patch(
+        &format!("/api/sources/{}", app.source_id),
+        json!({"enabled": false}),
+    )
+    .await;
+    let (status, resp) = app
+        .v1(
+            "/v1/sent",
+            &json!({"aud_userid": ["u1"], "msg_email": [{"subject": "s", "text": "t"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, resp["code"].as_i64()),
+        (403, Some(1015005)),
+        "{resp}"
+    );
 
-    assert_eq!(app.count_rows("messages").await, 1, "only the one accepted message is stored");
+    assert_eq!(
+        app.count_rows("messages").await,
+        1,
+        "only the one accepted message is stored"
+    );
 }
 
 #[actix_web::test]
@@ -71,15 +131,27 @@ async fn malformed_and_over_limit_requests_get_4xx_with_a_clear_message_and_stor
     ];
     for (path, body, code, needle) in cases {
         let (status, resp) = app.v1_raw(path, body.clone(), None).await;
-        assert!((400..500).contains(&status), "{path} {}: status {status}", String::from_utf8_lossy(&body));
+        assert!(
+            (400..500).contains(&status),
+            "{path} {}: status {status}",
+            String::from_utf8_lossy(&body)
+        );
         assert_eq!(resp["code"].as_i64(), Some(code), "{resp}");
         let message = resp["message"].as_str().unwrap_or_default();
-        assert!(message.contains(needle), "expected {needle:?} in {message:?}");
+        assert!(
+            message.contains(needle),
+            "expected {needle:?} in {message:?}"
+        );
     }
     let big = vec![b' '; app.settings.server.max_body_bytes + 1];
     let (status, _) = app.v1_raw("/v1/sent", big, None).await;
     assert_eq!(status, 413);
-    let resp = app.client.get(format!("{}/v1/nope", app.address)).send().await.unwrap();
+    let resp = app
+        .client
+        .get(format!("{}/v1/nope", app.address))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     assert_eq!(app.count_rows("messages").await, 0);
     assert_eq!(app.count_rows("shards").await, 0);
@@ -89,8 +161,11 @@ async fn malformed_and_over_limit_requests_get_4xx_with_a_clear_message_and_stor
 #[actix_web::test]
 async fn a_repeated_idempotency_key_returns_the_first_response_and_sends_once() {
     let app = spawn_app().await;
-    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter()).await;
-    let body = json!({"aud_userid": ["u1"], "msg_app": app_msg(), "option": {"sendno": "abc"}}).to_string().into_bytes();
+    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter())
+        .await;
+    let body = json!({"aud_userid": ["u1"], "msg_app": app_msg(), "option": {"sendno": "abc"}})
+        .to_string()
+        .into_bytes();
     let (s1, r1) = app.v1_raw("/v1/sent", body.clone(), Some("order-42")).await;
     let (s2, r2) = app.v1_raw("/v1/sent", body.clone(), Some("order-42")).await;
     assert_eq!((s1, s2), (200, 200));
@@ -104,8 +179,18 @@ async fn a_repeated_idempotency_key_returns_the_first_response_and_sends_once() 
         let (k, s) = (app.source_key.clone(), app.source_secret.clone());
         let b = body.clone();
         handles.push(actix_web::rt::spawn(async move {
-            let r = c.post(url).basic_auth(k, Some(s)).header("Idempotency-Key", "burst").body(b).send().await.unwrap();
-            r.json::<serde_json::Value>().await.unwrap()["msgid"].as_str().unwrap().to_string()
+            let r = c
+                .post(url)
+                .basic_auth(k, Some(s))
+                .header("Idempotency-Key", "burst")
+                .body(b)
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["msgid"]
+                .as_str()
+                .unwrap()
+                .to_string()
         }));
     }
     let mut ids = std::collections::HashSet::new();
@@ -114,9 +199,15 @@ async fn a_repeated_idempotency_key_returns_the_first_response_and_sends_once() 
     }
     assert_eq!(ids.len(), 1, "one msgid for one key");
     let msgid = r1["msgid"].as_str().unwrap().to_string();
-    app.wait_done(&msgid, std::time::Duration::from_secs(30)).await;
+    app.wait_done(&msgid, std::time::Duration::from_secs(30))
+        .await;
     let burst = ids.into_iter().next().unwrap();
-    app.wait_done(&burst, std::time::Duration::from_secs(30)).await;
+    app.wait_done(&burst, std::time::Duration::from_secs(30))
+        .await;
     assert_eq!(app.count_rows("messages").await, 2);
-    assert_eq!(app.sim.state.count("app", "reg-1"), 2, "one delivery per distinct key");
+    assert_eq!(
+        app.sim.state.count("app", "reg-1"),
+        2,
+        "one delivery per distinct key"
+    );
 }

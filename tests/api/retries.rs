@@ -13,8 +13,22 @@ async fn provider_5xx_and_429_are_retried_and_then_succeed() {
     let app = spawn_app().await;
     app.add_users((0..3).map(|i| json!({"userid": format!("u{i}"), "add": {"app": [format!("reg-{i}")], "phone": format!("1380000000{i}")}})))
         .await;
-    app.sim.state.set_faults("app", FaultPlan { fail_next: 2, fail_status: 503, ..FaultPlan::default() });
-    app.sim.state.set_faults("sms", FaultPlan { fail_next: 1, fail_status: 429, ..FaultPlan::default() });
+    app.sim.state.set_faults(
+        "app",
+        FaultPlan {
+            fail_next: 2,
+            fail_status: 503,
+            ..FaultPlan::default()
+        },
+    );
+    app.sim.state.set_faults(
+        "sms",
+        FaultPlan {
+            fail_next: 1,
+            fail_status: 429,
+            ..FaultPlan::default()
+        },
+    );
     let m = app
         .send_ok(
             "/v1/sent",
@@ -29,24 +43,54 @@ async fn provider_5xx_and_429_are_retried_and_then_succeed() {
         assert_eq!(app.sim.state.count("app", &format!("reg-{i}")), 1);
         assert_eq!(app.sim.state.count("sms", &format!("1380000000{i}")), 1);
     }
-    let body: serde_json::Value = app.admin_get(&format!("/api/messages/{m}/deliveries?userid=u1")).await.json().await.unwrap();
-    let app_row = body["deliveries"].as_array().unwrap().iter().find(|d| d["channel_type"] == "app").unwrap().clone();
+    let body: serde_json::Value = app
+        .admin_get(&format!("/api/messages/{m}/deliveries?userid=u1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let app_row = body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["channel_type"] == "app")
+        .unwrap()
+        .clone();
     assert_eq!(app_row["attempts"], 3, "{app_row}");
 }
 
 #[actix_web::test]
 async fn a_permanent_provider_error_is_recorded_as_failed_and_not_retried() {
     let app = spawn_app().await;
-    app.add_users([json!({"userid": "u1", "add": {"phone": "13800000001"}})].into_iter()).await;
+    app.add_users([json!({"userid": "u1", "add": {"phone": "13800000001"}})].into_iter())
+        .await;
     app.sim.state.set_faults(
         "sms",
-        FaultPlan { fail_code: Some("isv.SMS_TEMPLATE_ILLEGAL".into()), fail_code_next: 5, ..FaultPlan::default() },
+        FaultPlan {
+            fail_code: Some("isv.SMS_TEMPLATE_ILLEGAL".into()),
+            fail_code_next: 5,
+            ..FaultPlan::default()
+        },
     );
-    let m = app.send_ok("/v1/sent", json!({"aud_userid": ["u1"], "msg_sms": [{"temp_id": "SMS_BAD"}]})).await;
+    let m = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["u1"], "msg_sms": [{"temp_id": "SMS_BAD"}]}),
+        )
+        .await;
     let s = app.wait_done(&m, Duration::from_secs(30)).await;
     assert_eq!(totals(&s), (1, 0, 1), "{s}");
-    assert_eq!(app.sim.state.calls("sms"), 1, "a permanent error is not retried");
-    let body: serde_json::Value = app.admin_get(&format!("/api/messages/{m}/deliveries")).await.json().await.unwrap();
+    assert_eq!(
+        app.sim.state.calls("sms"),
+        1,
+        "a permanent error is not retried"
+    );
+    let body: serde_json::Value = app
+        .admin_get(&format!("/api/messages/{m}/deliveries"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let d = &body["deliveries"][0];
     assert_eq!(d["status"], "failed");
     assert_eq!(d["outcome"], "perm");
@@ -57,9 +101,22 @@ async fn a_permanent_provider_error_is_recorded_as_failed_and_not_retried() {
 #[actix_web::test]
 async fn a_provider_that_keeps_failing_is_given_up_after_the_attempt_limit() {
     let app = spawn_app_with_attempts(3).await;
-    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter()).await;
-    app.sim.state.set_faults("app", FaultPlan { fail_next: 100, fail_status: 500, ..FaultPlan::default() });
-    let m = app.send_ok("/v1/sent", json!({"aud_userid": ["u1"], "msg_app": app_msg()})).await;
+    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter())
+        .await;
+    app.sim.state.set_faults(
+        "app",
+        FaultPlan {
+            fail_next: 100,
+            fail_status: 500,
+            ..FaultPlan::default()
+        },
+    );
+    let m = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["u1"], "msg_app": app_msg()}),
+        )
+        .await;
     let s = app.wait_done(&m, Duration::from_secs(30)).await;
     assert_eq!(totals(&s), (1, 0, 1), "{s}");
     assert_eq!(app.sim.state.calls("app"), 3);

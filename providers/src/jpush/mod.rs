@@ -184,7 +184,11 @@ mod tests {
     #[test]
     fn the_cid_is_stable_for_the_same_batch_and_differs_for_another() {
         let a = idempotency_cid("key", 7, &targets(&["r1", "r2"]));
-        assert_eq!(a, idempotency_cid("key", 7, &targets(&["x", "y"])), "depends on delivery ids only");
+        assert_eq!(
+            a,
+            idempotency_cid("key", 7, &targets(&["x", "y"])),
+            "depends on delivery ids only"
+        );
         assert_ne!(a, idempotency_cid("key", 8, &targets(&["r1", "r2"])));
         assert_ne!(a, idempotency_cid("key", 7, &targets(&["r1"])));
         assert!(a.starts_with("key-") && a.len() == 4 + 36, "{a}");
