@@ -136,8 +136,14 @@ pub struct DispatchSettings {
     pub shard_size: u32,
     /// Shards created per planning transaction.
     pub page_shards: u32,
-    pub realtime_shard_workers: usize,
-    pub bulk_shard_workers: usize,
+    /// Shards processed at once, per lane.
+    pub realtime_shard_concurrency: usize,
+    pub bulk_shard_concurrency: usize,
+    /// Messages dispatched at once, per lane; the rest wait in the database for a sweep.
+    pub max_active_realtime: usize,
+    pub max_active_bulk: usize,
+    /// How often the planner looks for stored messages it has not taken yet.
+    pub sweep_interval_ms: u64,
     /// Shards waiting per queue before the planner waits.
     pub shard_queue_capacity: usize,
     /// Jobs waiting per channel lane before shard workers wait.
@@ -149,8 +155,8 @@ pub struct DispatchSettings {
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
-    /// Most outcome batches written per transaction.
-    pub result_batch_max: usize,
+    /// Most items per group-commit transaction of the dispatch path.
+    pub write_batch_max: usize,
 }
 
 impl Default for DispatchSettings {
@@ -158,8 +164,11 @@ impl Default for DispatchSettings {
         DispatchSettings {
             shard_size: 1000,
             page_shards: 16,
-            realtime_shard_workers: 4,
-            bulk_shard_workers: 8,
+            realtime_shard_concurrency: 512,
+            bulk_shard_concurrency: 8,
+            max_active_realtime: 20_000,
+            max_active_bulk: 16,
+            sweep_interval_ms: 500,
             shard_queue_capacity: 64,
             lane_capacity: 64,
             realtime_in_flight: 16,
@@ -167,7 +176,7 @@ impl Default for DispatchSettings {
             max_attempts: 5,
             backoff_base_ms: 200,
             backoff_max_ms: 30_000,
-            result_batch_max: 256,
+            write_batch_max: 512,
         }
     }
 }

@@ -8,6 +8,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use msghub_actors::batcher::Batcher;
 use msghub_actors::channel::ChannelTuning;
+use msghub_actors::planner::PlannerConfig;
 use msghub_actors::retry::RetryPolicy;
 use msghub_actors::{Dispatch, TopologyConfig};
 
@@ -58,12 +59,18 @@ impl Application {
         });
         let d = &settings.dispatch;
         let topology = TopologyConfig {
-            shard_size: d.shard_size,
-            page_shards: d.page_shards,
-            realtime_shard_workers: d.realtime_shard_workers,
-            bulk_shard_workers: d.bulk_shard_workers,
+            planner: PlannerConfig {
+                shard_size: d.shard_size,
+                page_shards: d.page_shards,
+                max_active_realtime: d.max_active_realtime,
+                max_active_bulk: d.max_active_bulk,
+                sweep_interval: Duration::from_millis(d.sweep_interval_ms.max(10)),
+                sweep_batch: 256,
+            },
+            realtime_shard_concurrency: d.realtime_shard_concurrency,
+            bulk_shard_concurrency: d.bulk_shard_concurrency,
             shard_queue_capacity: d.shard_queue_capacity,
-            result_batch_max: d.result_batch_max,
+            write_batch_max: d.write_batch_max,
             channel: ChannelTuning {
                 lane_capacity: d.lane_capacity,
                 realtime_in_flight: d.realtime_in_flight,
@@ -79,9 +86,7 @@ impl Application {
             store,
             Arc::new(Adapters::new(&settings.providers)),
             topology,
-        )
-        .await
-        .context("starting the dispatch topology")?;
+        );
         let accept_db = db.clone();
         let accept = Batcher::spawn(
             "messages",

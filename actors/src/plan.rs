@@ -100,6 +100,13 @@ pub struct Shard {
     pub spec: ShardSpec,
 }
 
+/// A shard to open, with the plan it belongs to.
+#[derive(Debug, Clone)]
+pub struct OpenShard {
+    pub plan: std::sync::Arc<MessagePlan>,
+    pub shard: Shard,
+}
+
 /// Deliveries of one shard on one channel that still have to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelBatch {

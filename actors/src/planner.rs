@@ -1,9 +1,13 @@
 //! `Planner`: turns accepted messages into shards and feeds the shard queues.
 //!
+//! The database is the queue of record. The accept path offers each stored message to the
+//! planner without waiting; the planner runs at most `max_active` messages per lane, and a
+//! sweep over unfinished messages picks up whatever was not taken (a full planner, a restart,
+//! a crash), so memory stays bounded under any load and nothing stored is forgotten.
 //! Tag and broadcast audiences are paged with keyset queries into persisted shards a page at a
-//! time, and the planner waits for queue space before creating more, so a 10-million-user
-//! broadcast never has more than a few pages of shards in memory.
+//! time, and the planner waits for queue space before creating more.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +15,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::plan::{Lane, MessagePlan, Shard};
-use crate::shard::{MessageRun, ShardTask};
+use crate::shard::{DispatchWrites, MessageFinished, MessageRun, ShardTask};
 use crate::store::DispatchStore;
 
 /// Start (or resume) dispatching a message.
@@ -38,16 +42,142 @@ impl ShardQueues {
     }
 }
 
-pub struct Planner {
-    pub store: Arc<dyn DispatchStore>,
-    pub queues: ShardQueues,
+#[derive(Debug, Clone, Copy)]
+pub struct PlannerConfig {
     pub shard_size: u32,
     /// Shards created per planning transaction.
     pub page_shards: u32,
+    pub max_active_realtime: usize,
+    pub max_active_bulk: usize,
+    pub sweep_interval: Duration,
+    pub sweep_batch: u32,
+}
+
+pub struct Planner {
+    store: Arc<dyn DispatchStore>,
+    queues: ShardQueues,
+    writes: DispatchWrites,
+    config: PlannerConfig,
+    active: HashSet<i64>,
+    active_per_lane: [usize; 2],
+    sweep_after: i64,
+    sweeping: bool,
+}
+
+impl Planner {
+    pub fn new(
+        store: Arc<dyn DispatchStore>,
+        queues: ShardQueues,
+        writes: DispatchWrites,
+        config: PlannerConfig,
+    ) -> Planner {
+        Planner {
+            store,
+            queues,
+            writes,
+            config,
+            active: HashSet::new(),
+            active_per_lane: [0, 0],
+            sweep_after: 0,
+            sweeping: false,
+        }
+    }
+
+    fn lane_index(lane: Lane) -> usize {
+        match lane {
+            Lane::Realtime => 0,
+            Lane::Bulk => 1,
+        }
+    }
+
+    fn has_room(&self, lane: Lane) -> bool {
+        let max = match lane {
+            Lane::Realtime => self.config.max_active_realtime,
+            Lane::Bulk => self.config.max_active_bulk,
+        };
+        self.active_per_lane[Planner::lane_index(lane)] < max.max(1)
+    }
+
+    /// Start a message unless it runs already or its lane is full (then the sweep takes it
+    /// later).
+    fn start(
+        &mut self,
+        plan: MessagePlan,
+        shards: Option<Vec<Shard>>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        if self.active.contains(&plan.msgid) {
+            return true;
+        }
+        if !self.has_room(plan.lane) {
+            return false;
+        }
+        self.active.insert(plan.msgid);
+        self.active_per_lane[Planner::lane_index(plan.lane)] += 1;
+        metrics::gauge!("msghub_messages_active", "lane" => plan.lane.as_str())
+            .set(self.active_per_lane[Planner::lane_index(plan.lane)] as f64);
+        let store = self.store.clone();
+        let queues = self.queues.clone();
+        let config = self.config;
+        let run = MessageRun::new(&plan, self.writes.clone(), ctx.address().recipient());
+        tokio::spawn(async move {
+            let plan = Arc::new(plan);
+            let mut known = shards;
+            let mut delay = Duration::from_millis(100);
+            while let Err(e) = drive(&*store, &queues, &plan, &run, known.take(), config).await {
+                tracing::warn!(msgid = plan.msgid, error = %e, "planning failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+        true
+    }
+
+    /// Load a page of unfinished messages after the cursor and start those not running.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        if self.sweeping || !(self.has_room(Lane::Realtime) || self.has_room(Lane::Bulk)) {
+            return;
+        }
+        self.sweeping = true;
+        let store = self.store.clone();
+        let (after, limit) = (self.sweep_after, self.config.sweep_batch.max(1));
+        let load = async move { store.unfinished_messages(after, limit).await };
+        ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
+            act.sweeping = false;
+            let plans = match result {
+                Ok(plans) => plans,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed");
+                    return;
+                }
+            };
+            let complete_page = plans.len() as u32 == limit;
+            let mut next_after = act.sweep_after;
+            for plan in plans {
+                let msgid = plan.msgid;
+                if !act.start(plan, None, ctx) {
+                    // The lane is full: the next sweep starts again from this message.
+                    act.sweep_after = next_after;
+                    return;
+                }
+                next_after = msgid;
+            }
+            // At the end of the table, start over from the beginning next time.
+            act.sweep_after = if complete_page { next_after } else { 0 };
+        }));
+    }
 }
 
 impl Actor for Planner {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The accept path offers messages with `try_send`; a large mailbox keeps the sweep as
+        // the exception under bursts rather than the rule.
+        ctx.set_mailbox_capacity(4096);
+        self.sweep(ctx);
+        ctx.run_interval(self.config.sweep_interval, |act, ctx| act.sweep(ctx));
+    }
 }
 
 impl Supervised for Planner {
@@ -59,36 +189,21 @@ impl Supervised for Planner {
 impl Handler<DispatchMessage> for Planner {
     type Result = ();
 
-    fn handle(&mut self, msg: DispatchMessage, _ctx: &mut Self::Context) {
-        let store = self.store.clone();
-        let queues = self.queues.clone();
-        let (shard_size, page_shards) = (self.shard_size, self.page_shards);
-        tokio::spawn(async move {
-            let plan = Arc::new(msg.plan);
-            let run = MessageRun::new(plan.msgid, store.clone());
-            let mut known = msg.shards;
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match drive(
-                    &*store,
-                    &queues,
-                    &plan,
-                    &run,
-                    known.take(),
-                    shard_size,
-                    page_shards,
-                )
-                .await
-                {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(msgid = plan.msgid, error = %e, "planning failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        });
+    fn handle(&mut self, msg: DispatchMessage, ctx: &mut Self::Context) {
+        self.start(msg.plan, msg.shards, ctx);
+    }
+}
+
+impl Handler<MessageFinished> for Planner {
+    type Result = ();
+
+    fn handle(&mut self, msg: MessageFinished, _ctx: &mut Self::Context) {
+        if self.active.remove(&msg.msgid) {
+            let i = Planner::lane_index(msg.lane);
+            self.active_per_lane[i] = self.active_per_lane[i].saturating_sub(1);
+            metrics::gauge!("msghub_messages_active", "lane" => msg.lane.as_str())
+                .set(self.active_per_lane[i] as f64);
+        }
     }
 }
 
@@ -101,12 +216,10 @@ async fn drive(
     plan: &Arc<MessagePlan>,
     run: &Arc<MessageRun>,
     known: Option<Vec<Shard>>,
-    shard_size: u32,
-    page_shards: u32,
+    config: PlannerConfig,
 ) -> Result<(), String> {
     let tx = queues.for_lane(plan.lane);
-    let first_attempt = known.is_some() || !run.started();
-    if first_attempt {
+    if !run.started() {
         let shards = match known {
             Some(shards) => shards,
             None => store
@@ -114,10 +227,11 @@ async fn drive(
                 .await
                 .map_err(|e| e.to_string())?,
         };
+        // Marked before queueing: a retry after a later error must not queue these again.
+        run.mark_started();
         for shard in shards {
             enqueue(tx, plan, run, shard).await?;
         }
-        run.mark_started();
     }
     let mut planned = plan.is_single_shard()
         || store
@@ -126,7 +240,7 @@ async fn drive(
             .map_err(|e| e.to_string())?;
     while !planned {
         let page = store
-            .plan_shards(plan, shard_size, page_shards)
+            .plan_shards(plan, config.shard_size.max(1), config.page_shards.max(1))
             .await
             .map_err(|e| e.to_string())?;
         for shard in page.shards {

@@ -1,42 +1,76 @@
-//! `ShardWorker`: resolves a shard's users to addresses and feeds the channel actors.
+//! `ShardWorker`: resolves shards' users to addresses and feeds the channel actors.
 //!
-//! Workers pull from one of two shard queues (real-time and bulk), each served by its own
-//! workers, so a message for one user never waits behind the shards of a broadcast. A worker
-//! finishes a shard only when every delivery of it has a recorded outcome; until then the shard
-//! stays pending in storage and is resumed after a restart.
+//! There is one worker per lane, each with its own bounded queue and its own concurrency, so a
+//! message for one user never waits behind the shards of a broadcast. A shard is finished only
+//! when every delivery of it has a recorded outcome; until then it stays pending in storage and
+//! is resumed after a restart. Opening and finishing shards go through group-commit batchers,
+//! so a burst of one-user messages costs a few transactions, not a few per message.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
+use crate::batcher::Batcher;
 use crate::channel::{ChannelJob, ResultWriter};
-use crate::plan::{DeliveryResult, DeliveryStatus, MessagePlan, Shard};
+use crate::plan::{
+    ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
+};
 use crate::provider::OutcomeClass;
 use crate::registry::ChannelRegistry;
-use crate::store::DispatchStore;
+
+/// A shard or message whose work is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Shard { msgid: i64, seq: i32 },
+    Message(i64),
+}
+
+/// The batched storage writes of the dispatch path.
+#[derive(Clone)]
+pub struct DispatchWrites {
+    pub open: Batcher<OpenShard, Vec<ChannelBatch>>,
+    pub finish: Batcher<Finished, ()>,
+    pub results: ResultWriter,
+}
+
+/// Told to the planner when a message has no work left.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct MessageFinished {
+    pub msgid: i64,
+    pub lane: Lane,
+}
 
 /// Tracks a message's outstanding shards and finishes the message when the last one ends.
 pub struct MessageRun {
     pub msgid: i64,
+    lane: Lane,
     outstanding: AtomicUsize,
     planned: AtomicBool,
     finished: AtomicBool,
     started: AtomicBool,
-    store: Arc<dyn DispatchStore>,
+    writes: DispatchWrites,
+    planner: Recipient<MessageFinished>,
 }
 
 impl MessageRun {
-    pub fn new(msgid: i64, store: Arc<dyn DispatchStore>) -> Arc<MessageRun> {
+    pub fn new(
+        plan: &MessagePlan,
+        writes: DispatchWrites,
+        planner: Recipient<MessageFinished>,
+    ) -> Arc<MessageRun> {
         Arc::new(MessageRun {
-            msgid,
+            msgid: plan.msgid,
+            lane: plan.lane,
             outstanding: AtomicUsize::new(0),
             planned: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            store,
+            writes,
+            planner,
         })
     }
 
@@ -71,13 +105,39 @@ impl MessageRun {
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
-        let mut delay = Duration::from_millis(100);
-        while let Err(e) = self.store.finish_message(self.msgid).await {
-            tracing::warn!(msgid = self.msgid, error = %e, "could not mark message done; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
+        retry_forever("finish message", || {
+            self.writes.finish.submit(Finished::Message(self.msgid))
+        })
+        .await;
         metrics::counter!("msghub_messages_finished_total").increment(1);
+        let _ = self
+            .planner
+            .send(MessageFinished {
+                msgid: self.msgid,
+                lane: self.lane,
+            })
+            .await;
+    }
+}
+
+/// Repeat a storage write until it succeeds: the work it records was done and must not be
+/// redone, so giving up is never better than waiting for the database to come back.
+async fn retry_forever<F, Fut, T, E>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
     }
 }
 
@@ -87,17 +147,13 @@ pub struct ShardTask {
     pub run: Arc<MessageRun>,
 }
 
-pub type ShardQueue = Arc<Mutex<mpsc::Receiver<ShardTask>>>;
-
 pub struct ShardWorker {
-    pub name: &'static str,
-    pub queue: ShardQueue,
-    pub store: Arc<dyn DispatchStore>,
+    pub lane: Lane,
+    pub queue: Arc<Mutex<mpsc::Receiver<ShardTask>>>,
+    /// Shards of this lane processed at once.
+    pub concurrency: Arc<Semaphore>,
     pub registry: Arc<ChannelRegistry>,
-    pub writer: ResultWriter,
-    /// The task being worked on, kept across restarts so a failure never drops it.
-    pub current: Arc<Mutex<Option<ShardTask>>>,
-    pub restarts: u32,
+    pub writes: DispatchWrites,
 }
 
 impl Actor for ShardWorker {
@@ -105,40 +161,26 @@ impl Actor for ShardWorker {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let queue = self.queue.clone();
-        let store = self.store.clone();
+        let concurrency = self.concurrency.clone();
         let registry = self.registry.clone();
-        let writer = self.writer.clone();
-        let current = self.current.clone();
-        let backoff = Duration::from_millis(200 * u64::from(self.restarts.min(50)));
-        let name = self.name;
+        let writes = self.writes.clone();
+        let lane = self.lane;
         let work = async move {
-            tokio::time::sleep(backoff).await;
             loop {
-                let mut slot = current.lock().await;
-                if slot.is_none() {
-                    let next = { queue.lock().await.recv().await };
-                    match next {
-                        Some(task) => *slot = Some(task),
-                        None => return Ok(()),
-                    }
-                }
-                let Some(task) = slot.as_ref() else { continue };
-                process(&*store, &registry, &writer, task).await.map_err(|e| {
-                    tracing::warn!(worker = name, msgid = task.plan.msgid, shard = task.shard.seq, error = %e, "shard failed; worker restarts");
-                    e
-                })?;
-                *slot = None;
+                let Ok(permit) = concurrency.clone().acquire_owned().await else {
+                    return;
+                };
+                let task = { queue.lock().await.recv().await };
+                let Some(task) = task else { return };
+                let registry = registry.clone();
+                let writes = writes.clone();
+                tokio::spawn(async move {
+                    run_shard(lane, &registry, &writes, task).await;
+                    drop(permit);
+                });
             }
         };
-        ctx.spawn(
-            work.into_actor(self)
-                .map(|res: Result<(), String>, act, ctx| {
-                    if res.is_err() {
-                        act.restarts += 1;
-                    }
-                    ctx.stop();
-                }),
-        );
+        ctx.spawn(work.into_actor(self).map(|_, _act, ctx| ctx.stop()));
     }
 }
 
@@ -148,15 +190,34 @@ impl Supervised for ShardWorker {
     }
 }
 
-async fn process(
-    store: &dyn DispatchStore,
+/// Process a shard, retrying with backoff after storage errors: the shard is never dropped.
+async fn run_shard(
+    lane: Lane,
     registry: &ChannelRegistry,
-    writer: &ResultWriter,
+    writes: &DispatchWrites,
+    task: ShardTask,
+) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = process(registry, writes, &task).await {
+        metrics::counter!("msghub_shard_failures_total", "lane" => lane.as_str()).increment(1);
+        tracing::warn!(msgid = task.plan.msgid, shard = task.shard.seq, error = %e, "shard failed; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn process(
+    registry: &ChannelRegistry,
+    writes: &DispatchWrites,
     task: &ShardTask,
 ) -> Result<(), String> {
     let ShardTask { plan, shard, run } = task;
-    let batches = store
-        .open_shard(plan, shard)
+    let batches = writes
+        .open
+        .submit(OpenShard {
+            plan: plan.clone(),
+            shard: shard.clone(),
+        })
         .await
         .map_err(|e| e.to_string())?;
     let mut waits = Vec::with_capacity(batches.len());
@@ -180,7 +241,11 @@ async fn process(
                         attempts: 0,
                     })
                     .collect();
-                writer.submit(results).await.map_err(|e| e.to_string())?;
+                writes
+                    .results
+                    .submit(results)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 continue;
             }
         };
@@ -191,7 +256,7 @@ async fn process(
             done,
         };
         if lanes.enqueue(plan.lane, job).await.is_err() {
-            // The actor was replaced between lookup and enqueue; retry the shard.
+            // The actor was replaced between lookup and enqueue; open the shard again.
             return Err(format!("channel {} lanes closed", batch.channel_id));
         }
         waits.push(wait);
@@ -204,8 +269,8 @@ async fn process(
         }
     }
     if unrecorded > 0 {
-        // Outcomes of sent deliveries could not be stored. Retrying now would send them
-        // again, so the shard is left pending for the next start to reconcile.
+        // Outcomes of sent deliveries could not be stored. Sending them again now would
+        // duplicate them, so the shard is left pending for the next start to reconcile.
         metrics::counter!("msghub_shards_stalled_total").increment(1);
         tracing::error!(
             msgid = plan.msgid,
@@ -215,10 +280,13 @@ async fn process(
         );
         return Ok(());
     }
-    store
-        .finish_shard(shard.msgid, shard.seq)
-        .await
-        .map_err(|e| e.to_string())?;
+    retry_forever("finish shard", || {
+        writes.finish.submit(Finished::Shard {
+            msgid: shard.msgid,
+            seq: shard.seq,
+        })
+    })
+    .await;
     run.shard_finished().await;
     Ok(())
 }

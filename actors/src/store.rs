@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use crate::plan::{ChannelBatch, DeliveryResult, MessagePlan, Shard};
+use crate::plan::{ChannelBatch, DeliveryResult, MessagePlan, OpenShard, Shard};
 use crate::provider::ChannelType;
 
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +48,8 @@ impl std::fmt::Debug for ChannelSpec {
 
 #[async_trait]
 pub trait DispatchStore: Send + Sync + 'static {
-    /// Plans of every message that was accepted and is not finished, oldest first.
-    async fn unfinished_messages(&self) -> StoreResult<Vec<MessagePlan>>;
+    /// Plans of accepted, unfinished messages with an id above `after`, oldest first.
+    async fn unfinished_messages(&self, after: i64, limit: u32) -> StoreResult<Vec<MessagePlan>>;
 
     /// Whether the message's audience is fully sharded.
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool>;
@@ -66,17 +66,16 @@ pub trait DispatchStore: Send + Sync + 'static {
         max_shards: u32,
     ) -> StoreResult<PlannedPage>;
 
-    /// Resolve the shard's users to addresses, create their delivery records (once per
-    /// message, channel and address) and return those still queued, per channel.
-    async fn open_shard(&self, plan: &MessagePlan, shard: &Shard)
-    -> StoreResult<Vec<ChannelBatch>>;
+    /// For each shard, in one transaction: resolve its users to addresses, create their
+    /// delivery records (once per message, channel and address) and return those still
+    /// queued, per channel.
+    async fn open_shards(&self, shards: &[OpenShard]) -> StoreResult<Vec<Vec<ChannelBatch>>>;
 
     /// Record final outcomes, many deliveries per transaction.
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()>;
 
-    async fn finish_shard(&self, msgid: i64, seq: i32) -> StoreResult<()>;
-
-    async fn finish_message(&self, msgid: i64) -> StoreResult<()>;
+    /// Mark shards `(msgid, seq)` and messages done, in one transaction.
+    async fn finish(&self, shards: &[(i64, i32)], messages: &[i64]) -> StoreResult<()>;
 
     async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>>;
 }

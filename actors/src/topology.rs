@@ -14,24 +14,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::batcher::Batcher;
 use crate::channel::{ChannelTuning, ResultWriter};
-use crate::plan::{DeliveryResult, MessagePlan, Shard};
-use crate::planner::{DispatchMessage, Planner, ShardQueues};
+use crate::plan::{DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
+use crate::planner::{DispatchMessage, Planner, PlannerConfig, ShardQueues};
 use crate::registry::{ChannelRegistry, ProviderFactory};
-use crate::shard::ShardWorker;
-use crate::store::{DispatchStore, StoreError};
+use crate::shard::{DispatchWrites, Finished, ShardWorker};
+use crate::store::DispatchStore;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TopologyConfig {
-    pub shard_size: u32,
-    pub page_shards: u32,
-    pub realtime_shard_workers: usize,
-    pub bulk_shard_workers: usize,
+    pub planner: PlannerConfig,
+    /// Shards processed at once per lane.
+    pub realtime_shard_concurrency: usize,
+    pub bulk_shard_concurrency: usize,
     pub shard_queue_capacity: usize,
-    pub result_batch_max: usize,
+    /// Most items per group-commit transaction of the dispatch path.
+    pub write_batch_max: usize,
     pub channel: ChannelTuning,
 }
 
@@ -42,71 +43,95 @@ pub struct Dispatch {
     registry: Arc<ChannelRegistry>,
 }
 
+fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize) -> DispatchWrites {
+    let s = store.clone();
+    let open = Batcher::spawn("open_shards", 4096, max, move |items: Vec<OpenShard>| {
+        let store = s.clone();
+        async move { store.open_shards(&items).await.map_err(|e| e.to_string()) }
+    });
+    let s = store.clone();
+    let finish = Batcher::spawn("finish", 4096, max, move |items: Vec<Finished>| {
+        let store = s.clone();
+        async move {
+            let mut shards = Vec::new();
+            let mut messages = Vec::new();
+            for f in &items {
+                match *f {
+                    Finished::Shard { msgid, seq } => shards.push((msgid, seq)),
+                    Finished::Message(msgid) => messages.push(msgid),
+                }
+            }
+            store
+                .finish(&shards, &messages)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(vec![(); items.len()])
+        }
+    });
+    let s = store.clone();
+    let results: ResultWriter = Batcher::spawn(
+        "deliveries",
+        4096,
+        max,
+        move |batches: Vec<Vec<DeliveryResult>>| {
+            let store = s.clone();
+            async move {
+                let n = batches.len();
+                let all: Vec<DeliveryResult> = batches.into_iter().flatten().collect();
+                store.write_results(&all).await.map_err(|e| e.to_string())?;
+                Ok(vec![(); n])
+            }
+        },
+    );
+    DispatchWrites {
+        open,
+        finish,
+        results,
+    }
+}
+
 impl Dispatch {
-    /// Start every actor, then resume every unfinished message.
-    pub async fn start(
+    /// Start every actor. The planner's first sweep resumes every unfinished message.
+    pub fn start(
         store: Arc<dyn DispatchStore>,
         factory: Arc<dyn ProviderFactory>,
         config: TopologyConfig,
-    ) -> Result<Dispatch, StoreError> {
-        let writer_store = store.clone();
-        let writer: ResultWriter = Batcher::spawn(
-            "deliveries",
-            4096,
-            config.result_batch_max.max(1),
-            move |batches: Vec<Vec<DeliveryResult>>| {
-                let store = writer_store.clone();
-                async move {
-                    let n = batches.len();
-                    let all: Vec<DeliveryResult> = batches.into_iter().flatten().collect();
-                    store.write_results(&all).await.map_err(|e| e.to_string())?;
-                    Ok(vec![(); n])
-                }
-            },
-        );
+    ) -> Dispatch {
+        let writes = batched_writes(&store, config.write_batch_max.max(1));
         // Channel actors and shard workers share one arbiter: adapters are built on the runtime
         // that runs them (pooled SMTP connections are bound to it).
-        let worker_arbiter = Arbiter::new();
+        let arbiter = Arbiter::new();
         let registry = Arc::new(ChannelRegistry::new(
             store.clone(),
             factory,
             config.channel,
-            writer.clone(),
-            worker_arbiter.handle(),
+            writes.results.clone(),
+            arbiter.handle(),
         ));
         let (rt_tx, rt_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
         let (bulk_tx, bulk_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
-        let rt_rx = Arc::new(Mutex::new(rt_rx));
-        let bulk_rx = Arc::new(Mutex::new(bulk_rx));
-        for (name, queue, count) in [
-            ("realtime", rt_rx, config.realtime_shard_workers),
-            ("bulk", bulk_rx, config.bulk_shard_workers),
+        for (lane, rx, concurrency) in [
+            (Lane::Realtime, rt_rx, config.realtime_shard_concurrency),
+            (Lane::Bulk, bulk_rx, config.bulk_shard_concurrency),
         ] {
-            for _ in 0..count.max(1) {
-                let worker = ShardWorker {
-                    name,
-                    queue: queue.clone(),
-                    store: store.clone(),
-                    registry: registry.clone(),
-                    writer: writer.clone(),
-                    current: Arc::new(Mutex::new(None)),
-                    restarts: 0,
-                };
-                // The address is dropped on purpose: workers take work from their queue, not
-                // their mailbox, and are stopped with the arbiter.
-                let _ = Supervisor::start_in_arbiter(&worker_arbiter.handle(), move |_| worker);
-            }
+            let worker = ShardWorker {
+                lane,
+                queue: Arc::new(Mutex::new(rx)),
+                concurrency: Arc::new(Semaphore::new(concurrency.max(1))),
+                registry: registry.clone(),
+                writes: writes.clone(),
+            };
+            // Workers take work from their queue, not their mailbox; the address is only kept
+            // by the supervisor.
+            let _ = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| worker);
         }
-        let planner_store = store.clone();
         let queues = ShardQueues {
             realtime: rt_tx,
             bulk: bulk_tx,
         };
-        let planner = Supervisor::start_in_arbiter(&worker_arbiter.handle(), move |_| Planner {
-            store: planner_store,
-            queues,
-            shard_size: config.shard_size.max(1),
-            page_shards: config.page_shards.max(1),
+        let planner_config = config.planner;
+        let planner = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            Planner::new(store, queues, writes, planner_config)
         });
         let dispatch = Dispatch { planner, registry };
         let reporter = dispatch.registry.clone();
@@ -116,20 +141,20 @@ impl Dispatch {
                 reporter.report_depths().await;
             }
         });
-        // Arbiters live as long as the process; dropping the handles would not stop them.
-        std::mem::forget(worker_arbiter);
-        for plan in store.unfinished_messages().await? {
-            tracing::info!(msgid = plan.msgid, "resuming unfinished message");
-            dispatch.dispatch(plan, None).await;
-        }
-        Ok(dispatch)
+        // The arbiter lives as long as the process.
+        std::mem::forget(arbiter);
+        dispatch
     }
 
-    /// Hand an accepted (already durable) message to the planner.
-    pub async fn dispatch(&self, plan: MessagePlan, shards: Option<Vec<Shard>>) {
-        if let Err(e) = self.planner.send(DispatchMessage { plan, shards }).await {
-            // The message is stored; it is resumed at the next start.
-            tracing::error!(error = %e, "planner unavailable");
+    /// Offer an accepted (already durable) message to the planner without waiting. When the
+    /// planner is saturated the message is left to its sweep over stored messages.
+    pub fn dispatch(&self, plan: MessagePlan, shards: Option<Vec<Shard>>) {
+        if self
+            .planner
+            .try_send(DispatchMessage { plan, shards })
+            .is_err()
+        {
+            metrics::counter!("msghub_dispatch_deferred_total").increment(1);
         }
     }
 

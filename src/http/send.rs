@@ -88,7 +88,7 @@ async fn accept_inner(
         Accepted::Stored { plan, shards } => {
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
             let body = response.to_string();
-            state.dispatch.dispatch(plan, Some(shards)).await;
+            state.dispatch.dispatch(plan, Some(shards));
             Ok(HttpResponse::Ok()
                 .content_type(ContentType::json())
                 .body(body))

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use msghub_actors::plan::{Audience, ChannelBatch, DeliveryResult, MessagePlan, Shard, ShardSpec};
+use msghub_actors::plan::{
+    Audience, ChannelBatch, DeliveryResult, MessagePlan, OpenShard, Shard, ShardSpec,
+};
 use msghub_actors::provider::Target;
 use msghub_actors::store::{ChannelSpec, DispatchStore, PlannedPage, StoreError, StoreResult};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionTrait, Value};
@@ -115,6 +117,75 @@ impl Store {
             .collect()
     }
 
+    /// Insert one shard's deliveries (once per address) and read back those still queued.
+    async fn open_one<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        plan: &MessagePlan,
+        shard: &Shard,
+        resolved: &[Resolved],
+        now: i64,
+    ) -> Result<Vec<ChannelBatch>, DbErr> {
+        let channel_of: HashMap<&str, i64> = plan
+            .channels
+            .iter()
+            .map(|c| (c.channel_type.code(), c.channel_id))
+            .collect();
+        for chunk in resolved.chunks(1000) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
+            let mut rows = 0;
+            for r in chunk {
+                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
+                    continue;
+                };
+                rows += 1;
+                values.extend([
+                    plan.msgid.into(),
+                    shard.seq.into(),
+                    channel_id.into(),
+                    r.channel_type.clone().into(),
+                    r.userid.clone().into(),
+                    r.address.clone().into(),
+                    0i16.into(),
+                    0i16.into(),
+                    0i32.into(),
+                    now.into(),
+                ]);
+            }
+            if rows == 0 {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
+                 status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING",
+                value_rows(rows, 10)
+            );
+            txn.execute_raw(self.db.stmt(&sql, values)).await?;
+        }
+        let stmt = self.db.stmt(
+            "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
+             AND status = 0 ORDER BY id",
+            vec![plan.msgid.into(), shard.seq.into()],
+        );
+        let rows = txn.query_all_raw(stmt).await?;
+        let mut by_channel: BTreeMap<i64, Vec<Target>> = BTreeMap::new();
+        for r in rows {
+            let channel_id: i64 = r.try_get("", "channel_id")?;
+            by_channel.entry(channel_id).or_default().push(Target {
+                delivery_id: r.try_get("", "id")?,
+                address: r.try_get("", "address")?,
+                userid: r.try_get("", "userid")?,
+            });
+        }
+        Ok(by_channel
+            .into_iter()
+            .map(|(channel_id, targets)| ChannelBatch {
+                channel_id,
+                targets,
+            })
+            .collect())
+    }
+
     /// The userid `size` places after `after` in the audience, or the audience's last userid
     /// when fewer remain; `None` when nothing remains.
     async fn next_boundary<C: ConnectionTrait>(
@@ -154,12 +225,12 @@ impl Store {
 
 #[async_trait]
 impl DispatchStore for Store {
-    async fn unfinished_messages(&self) -> StoreResult<Vec<MessagePlan>> {
+    async fn unfinished_messages(&self, after: i64, limit: u32) -> StoreResult<Vec<MessagePlan>> {
         let rows = self
             .db
             .query_all(
-                "SELECT plan FROM messages WHERE state <> 'done' ORDER BY id",
-                vec![],
+                "SELECT plan FROM messages WHERE state <> 'done' AND id > ? ORDER BY id LIMIT ?",
+                vec![after.into(), i64::from(limit).into()],
             )
             .await
             .map_err(err)?;
@@ -285,75 +356,23 @@ impl DispatchStore for Store {
         Ok(PlannedPage { shards, complete })
     }
 
-    async fn open_shard(
-        &self,
-        plan: &MessagePlan,
-        shard: &Shard,
-    ) -> StoreResult<Vec<ChannelBatch>> {
-        let resolved = self.resolve(plan, shard).await.map_err(err)?;
-        let channel_of: HashMap<&str, i64> = plan
-            .channels
-            .iter()
-            .map(|c| (c.channel_type.code(), c.channel_id))
-            .collect();
+    async fn open_shards(&self, shards: &[OpenShard]) -> StoreResult<Vec<Vec<ChannelBatch>>> {
+        let mut resolved = Vec::with_capacity(shards.len());
+        for s in shards {
+            resolved.push(self.resolve(&s.plan, &s.shard).await.map_err(err)?);
+        }
         let now = now_ms();
         let txn = self.db.write().begin().await.map_err(err)?;
-        for chunk in resolved.chunks(1000) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-            let mut rows = 0;
-            for r in chunk {
-                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
-                    continue;
-                };
-                rows += 1;
-                values.extend([
-                    plan.msgid.into(),
-                    shard.seq.into(),
-                    channel_id.into(),
-                    r.channel_type.clone().into(),
-                    r.userid.clone().into(),
-                    r.address.clone().into(),
-                    0i16.into(),
-                    0i16.into(),
-                    0i32.into(),
-                    now.into(),
-                ]);
-            }
-            if rows == 0 {
-                continue;
-            }
-            let sql = format!(
-                "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
-                 status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING",
-                value_rows(rows, 10)
+        let mut out = Vec::with_capacity(shards.len());
+        for (s, resolved) in shards.iter().zip(resolved) {
+            out.push(
+                self.open_one(&txn, &s.plan, &s.shard, &resolved, now)
+                    .await
+                    .map_err(err)?,
             );
-            txn.execute_raw(self.db.stmt(&sql, values))
-                .await
-                .map_err(err)?;
         }
-        let stmt = self.db.stmt(
-            "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
-             AND status = 0 ORDER BY id",
-            vec![plan.msgid.into(), shard.seq.into()],
-        );
-        let rows = txn.query_all_raw(stmt).await.map_err(err)?;
         txn.commit().await.map_err(err)?;
-        let mut by_channel: BTreeMap<i64, Vec<Target>> = BTreeMap::new();
-        for r in rows {
-            let channel_id: i64 = r.try_get("", "channel_id").map_err(err)?;
-            by_channel.entry(channel_id).or_default().push(Target {
-                delivery_id: r.try_get("", "id").map_err(err)?,
-                address: r.try_get("", "address").map_err(err)?,
-                userid: r.try_get("", "userid").map_err(err)?,
-            });
-        }
-        Ok(by_channel
-            .into_iter()
-            .map(|(channel_id, targets)| ChannelBatch {
-                channel_id,
-                targets,
-            })
-            .collect())
+        Ok(out)
     }
 
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()> {
@@ -397,26 +416,28 @@ impl DispatchStore for Store {
         txn.commit().await.map_err(err)
     }
 
-    async fn finish_shard(&self, msgid: i64, seq: i32) -> StoreResult<()> {
-        self.db
-            .execute(
+    async fn finish(&self, shards: &[(i64, i32)], messages: &[i64]) -> StoreResult<()> {
+        let now = now_ms();
+        let txn = self.db.write().begin().await.map_err(err)?;
+        for (msgid, seq) in shards {
+            let stmt = self.db.stmt(
                 "UPDATE shards SET state = 'done', updated_at = ? WHERE message_id = ? AND seq = ?",
-                vec![now_ms().into(), msgid.into(), seq.into()],
-            )
-            .await
-            .map(|_| ())
-            .map_err(err)
-    }
-
-    async fn finish_message(&self, msgid: i64) -> StoreResult<()> {
-        self.db
-            .execute(
-                "UPDATE messages SET state = 'done', updated_at = ? WHERE id = ?",
-                vec![now_ms().into(), msgid.into()],
-            )
-            .await
-            .map(|_| ())
-            .map_err(err)
+                vec![now.into(), (*msgid).into(), (*seq).into()],
+            );
+            txn.execute_raw(stmt).await.map_err(err)?;
+        }
+        for chunk in messages.chunks(500) {
+            let mut values: Vec<Value> = vec![now.into()];
+            values.extend(chunk.iter().map(|m| Value::from(*m)));
+            let sql = format!(
+                "UPDATE messages SET state = 'done', updated_at = ? WHERE id IN ({})",
+                in_list(chunk.len())
+            );
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
+        }
+        txn.commit().await.map_err(err)
     }
 
     async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>> {

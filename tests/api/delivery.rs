@@ -122,3 +122,47 @@ async fn users_without_an_address_on_a_channel_get_no_delivery_on_it() {
     assert_eq!(totals(&s), (1, 1, 0), "{s}");
     assert_eq!(app.sim.state.total("sms"), 0);
 }
+
+#[actix_web::test]
+async fn messages_beyond_the_planner_capacity_wait_in_the_database_and_are_all_delivered() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.dispatch.max_active_realtime = 2;
+        s.dispatch.sweep_interval_ms = 50;
+    })
+    .await;
+    app.add_users(
+        (0..50).map(|i| json!({"userid": format!("p{i}"), "add": {"app": [format!("preg-{i}")]}})),
+    )
+    .await;
+    let mut sends = Vec::new();
+    for i in 0..50 {
+        let c = app.client.clone();
+        let url = format!("{}/v1/sent", app.address);
+        let (k, s) = (app.source_key.clone(), app.source_secret.clone());
+        let body = json!({"aud_userid": [format!("p{i}")], "msg_app": app_msg()});
+        sends.push(actix_web::rt::spawn(async move {
+            let r = c
+                .post(url)
+                .basic_auth(k, Some(s))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["msgid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }));
+    }
+    let mut ids = Vec::new();
+    for s in sends {
+        ids.push(s.await.unwrap());
+    }
+    for id in &ids {
+        let s = app.wait_done(id, Duration::from_secs(60)).await;
+        assert_eq!(totals(&s), (1, 1, 0), "{s}");
+    }
+    for i in 0..50 {
+        assert_eq!(app.sim.state.count("app", &format!("preg-{i}")), 1);
+    }
+}
