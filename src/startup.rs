@@ -65,7 +65,7 @@ impl Application {
                 max_active_realtime: d.max_active_realtime,
                 max_active_bulk: d.max_active_bulk,
                 sweep_interval: Duration::from_millis(d.sweep_interval_ms.max(10)),
-                sweep_batch: 256,
+                sweep_batch: 1000,
             },
             realtime_shard_concurrency: d.realtime_shard_concurrency,
             bulk_shard_concurrency: d.bulk_shard_concurrency,

@@ -162,8 +162,14 @@ impl Planner {
                 }
                 next_after = msgid;
             }
-            // At the end of the table, start over from the beginning next time.
-            act.sweep_after = if complete_page { next_after } else { 0 };
+            if complete_page {
+                // More stored work is waiting: keep sweeping while there is room.
+                act.sweep_after = next_after;
+                act.sweep(ctx);
+            } else {
+                // At the end of the table, start over from the beginning next time.
+                act.sweep_after = 0;
+            }
         }));
     }
 }

@@ -48,7 +48,9 @@ impl Db {
                 "off" => SqliteSynchronous::Off,
                 _ => SqliteSynchronous::Full,
             };
-            let sqlite = |max: u32| {
+            // The writer gets a larger page cache (it touches the hot indexes of every insert);
+            // readers keep SQLite's small default so memory stays flat as the pool grows.
+            let sqlite = |max: u32, cache_kib: i64| {
                 let mut opts = ConnectOptions::new(url.to_string());
                 opts.max_connections(max)
                     .min_connections(1)
@@ -57,13 +59,13 @@ impl Db {
                         o.journal_mode(SqliteJournalMode::Wal)
                             .synchronous(sync)
                             .busy_timeout(Duration::from_secs(30))
-                            .pragma("cache_size", "-65536")
+                            .pragma("cache_size", format!("-{cache_kib}"))
                             .pragma("temp_store", "memory")
                     });
                 opts
             };
-            let write = Database::connect(sqlite(1)).await?;
-            let read = Database::connect(sqlite(settings.max_connections.max(1))).await?;
+            let write = Database::connect(sqlite(1, 16 * 1024)).await?;
+            let read = Database::connect(sqlite(settings.max_connections.max(1), 2 * 1024)).await?;
             Db {
                 read,
                 write,
