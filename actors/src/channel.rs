@@ -14,6 +14,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 use crate::batcher::Batcher;
+use crate::mask::mask_address;
 use crate::plan::{DeliveryResult, DeliveryStatus, Lane, MessagePlan};
 use crate::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
 use crate::retry::RetryPolicy;
@@ -257,6 +258,10 @@ async fn deliver_chunk(
                 hint = hint.max(outcome.retry_after);
                 retry.push(target);
             } else {
+                if outcome.class == OutcomeClass::Gone {
+                    tracing::info!(channel_type, msgid = plan.msgid, address = %mask_address(&target.address),
+                        code = %outcome.code, "recipient is gone");
+                }
                 results.push(result_of(&target, &outcome, attempt));
             }
         }

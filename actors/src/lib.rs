@@ -5,6 +5,7 @@
 
 pub mod batcher;
 pub mod channel;
+pub mod mask;
 pub mod plan;
 pub mod planner;
 pub mod provider;

@@ -105,6 +105,9 @@ pub struct Shard {
 pub struct OpenShard {
     pub plan: std::sync::Arc<MessagePlan>,
     pub shard: Shard,
+    /// Never opened before: it has no delivery records yet, so the ones it inserts are all of
+    /// its work and need not be read back.
+    pub fresh: bool,
 }
 
 /// Deliveries of one shard on one channel that still have to be sent.

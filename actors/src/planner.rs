@@ -226,17 +226,22 @@ async fn drive(
 ) -> Result<(), String> {
     let tx = queues.for_lane(plan.lane);
     if !run.started() {
-        let shards = match known {
-            Some(shards) => shards,
-            None => store
-                .pending_shards(plan.msgid)
-                .await
-                .map_err(|e| e.to_string())?,
+        // Shards handed over by the accept path were created with the message a moment ago;
+        // pending shards loaded from storage may have been opened before a restart.
+        let (shards, fresh) = match known {
+            Some(shards) => (shards, true),
+            None => (
+                store
+                    .pending_shards(plan.msgid)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                false,
+            ),
         };
         // Marked before queueing: a retry after a later error must not queue these again.
         run.mark_started();
         for shard in shards {
-            enqueue(tx, plan, run, shard).await?;
+            enqueue(tx, plan, run, shard, fresh).await?;
         }
     }
     let mut planned = plan.is_single_shard()
@@ -250,7 +255,7 @@ async fn drive(
             .await
             .map_err(|e| e.to_string())?;
         for shard in page.shards {
-            enqueue(tx, plan, run, shard).await?;
+            enqueue(tx, plan, run, shard, true).await?;
         }
         planned = page.complete;
     }
@@ -263,12 +268,14 @@ async fn enqueue(
     plan: &Arc<MessagePlan>,
     run: &Arc<MessageRun>,
     shard: Shard,
+    fresh: bool,
 ) -> Result<(), String> {
     run.shard_added();
     tx.send(ShardTask {
         plan: plan.clone(),
         shard,
         run: run.clone(),
+        fresh,
     })
     .await
     .map_err(|_| "shard queue closed".to_string())

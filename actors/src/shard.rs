@@ -145,6 +145,8 @@ pub struct ShardTask {
     pub plan: Arc<MessagePlan>,
     pub shard: Shard,
     pub run: Arc<MessageRun>,
+    /// Created in this process and not opened yet (see [`OpenShard::fresh`]).
+    pub fresh: bool,
 }
 
 pub struct ShardWorker {
@@ -198,7 +200,10 @@ async fn run_shard(
     task: ShardTask,
 ) {
     let mut delay = Duration::from_millis(100);
-    while let Err(e) = process(registry, writes, &task).await {
+    let mut fresh = task.fresh;
+    while let Err(e) = process(registry, writes, &task, fresh).await {
+        // The failed attempt may have opened the shard: read its records back from now on.
+        fresh = false;
         metrics::counter!("msghub_shard_failures_total", "lane" => lane.as_str()).increment(1);
         tracing::warn!(msgid = task.plan.msgid, shard = task.shard.seq, error = %e, "shard failed; retrying");
         tokio::time::sleep(delay).await;
@@ -210,13 +215,17 @@ async fn process(
     registry: &ChannelRegistry,
     writes: &DispatchWrites,
     task: &ShardTask,
+    fresh: bool,
 ) -> Result<(), String> {
-    let ShardTask { plan, shard, run } = task;
+    let ShardTask {
+        plan, shard, run, ..
+    } = task;
     let batches = writes
         .open
         .submit(OpenShard {
             plan: plan.clone(),
             shard: shard.clone(),
+            fresh,
         })
         .await
         .map_err(|e| e.to_string())?;

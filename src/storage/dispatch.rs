@@ -1,6 +1,6 @@
 //! The dispatch topology's storage port ([`DispatchStore`]) on SQLite and Postgres.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use msghub_actors::plan::{
@@ -59,6 +59,74 @@ impl Store {
         (sql, values)
     }
 
+    /// Every binding of the given users, in as few queries as the parameter limits allow: a
+    /// burst of one-user messages is resolved with one query, not one per message.
+    async fn bindings_of(
+        &self,
+        userids: &BTreeSet<&str>,
+    ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let ids: Vec<&str> = userids.iter().copied().collect();
+        for chunk in ids.chunks(2000) {
+            let sql = format!(
+                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}) ORDER BY userid, channel_type, address",
+                in_list(chunk.len())
+            );
+            let values = chunk.iter().map(|u| Value::from(*u)).collect();
+            for r in self.db.query_all(&sql, values).await? {
+                out.entry(r.try_get("", "userid")?)
+                    .or_default()
+                    .push((r.try_get("", "channel_type")?, r.try_get("", "address")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The deliveries a shard needs, from its plan and the bindings fetched in bulk.
+    async fn resolve_all(&self, shards: &[OpenShard]) -> Result<Vec<Vec<Resolved>>, DbErr> {
+        let mut listed: BTreeSet<&str> = BTreeSet::new();
+        for s in shards {
+            if let (ShardSpec::Listed, Audience::Userids(ids)) = (&s.shard.spec, &s.plan.audience) {
+                listed.extend(ids.iter().map(String::as_str));
+            }
+        }
+        let bindings = if listed.is_empty() {
+            HashMap::new()
+        } else {
+            self.bindings_of(&listed).await?
+        };
+        let mut out = Vec::with_capacity(shards.len());
+        for s in shards {
+            let resolved = match (&s.shard.spec, &s.plan.audience) {
+                (ShardSpec::Listed, Audience::Userids(ids)) => {
+                    let types: Vec<&str> = s
+                        .plan
+                        .channels
+                        .iter()
+                        .map(|c| c.channel_type.code())
+                        .collect();
+                    ids.iter()
+                        .flat_map(|u| {
+                            bindings
+                                .get(u)
+                                .into_iter()
+                                .flatten()
+                                .filter(|(t, _)| types.contains(&t.as_str()))
+                                .map(move |(t, a)| Resolved {
+                                    userid: Some(u.clone()),
+                                    channel_type: t.clone(),
+                                    address: a.clone(),
+                                })
+                        })
+                        .collect()
+                }
+                _ => self.resolve(&s.plan, &s.shard).await?,
+            };
+            out.push(resolved);
+        }
+        Ok(out)
+    }
+
     async fn resolve(&self, plan: &MessagePlan, shard: &Shard) -> Result<Vec<Resolved>, DbErr> {
         let types: Vec<&'static str> = plan
             .channels
@@ -82,20 +150,11 @@ impl Store {
                     })
                     .collect());
             }
-            (ShardSpec::Listed, Audience::Userids(ids)) => {
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                (
-                    format!("b.userid IN ({})", in_list(ids.len())),
-                    ids.iter()
-                        .map(|u| Value::from(u.clone()))
-                        .collect::<Vec<_>>(),
-                )
-            }
             (ShardSpec::Range { after, last }, _) => Store::range_filter(plan, after, last),
             (ShardSpec::Listed, _) => {
-                return Err(DbErr::Custom("listed shard of a paged audience".into()));
+                return Err(DbErr::Custom(
+                    "listed shards of userids are resolved in bulk".into(),
+                ));
             }
         };
         let sql = format!(
@@ -117,15 +176,18 @@ impl Store {
             .collect()
     }
 
-    /// Insert one shard's deliveries (once per address) and read back those still queued.
+    /// Insert one shard's deliveries (once per address) and return those still queued: for a
+    /// fresh shard exactly the rows it inserted, otherwise read back (after a restart some may
+    /// have been sent already).
     async fn open_one<C: ConnectionTrait>(
         &self,
         txn: &C,
-        plan: &MessagePlan,
-        shard: &Shard,
+        open: &OpenShard,
         resolved: &[Resolved],
         now: i64,
     ) -> Result<Vec<ChannelBatch>, DbErr> {
+        let (plan, shard) = (&open.plan, &open.shard);
+        let mut rows = Vec::new();
         let channel_of: HashMap<&str, i64> = plan
             .channels
             .iter()
@@ -133,12 +195,12 @@ impl Store {
             .collect();
         for chunk in resolved.chunks(1000) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-            let mut rows = 0;
+            let mut n = 0;
             for r in chunk {
                 let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
                     continue;
                 };
-                rows += 1;
+                n += 1;
                 values.extend([
                     plan.msgid.into(),
                     shard.seq.into(),
@@ -152,22 +214,33 @@ impl Store {
                     now.into(),
                 ]);
             }
-            if rows == 0 {
+            if n == 0 {
                 continue;
             }
             let sql = format!(
                 "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
-                 status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING",
-                value_rows(rows, 10)
+                 status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
+                value_rows(n, 10),
+                if open.fresh {
+                    " RETURNING id, channel_id, userid, address"
+                } else {
+                    ""
+                }
             );
-            txn.execute_raw(self.db.stmt(&sql, values)).await?;
+            if open.fresh {
+                rows.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
+            } else {
+                txn.execute_raw(self.db.stmt(&sql, values)).await?;
+            }
         }
-        let stmt = self.db.stmt(
-            "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
-             AND status = 0 ORDER BY id",
-            vec![plan.msgid.into(), shard.seq.into()],
-        );
-        let rows = txn.query_all_raw(stmt).await?;
+        if !open.fresh {
+            let stmt = self.db.stmt(
+                "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
+                 AND status = 0 ORDER BY id",
+                vec![plan.msgid.into(), shard.seq.into()],
+            );
+            rows = txn.query_all_raw(stmt).await?;
+        }
         let mut by_channel: BTreeMap<i64, Vec<Target>> = BTreeMap::new();
         for r in rows {
             let channel_id: i64 = r.try_get("", "channel_id")?;
@@ -176,6 +249,11 @@ impl Store {
                 address: r.try_get("", "address")?,
                 userid: r.try_get("", "userid")?,
             });
+        }
+        // Ordered by id whichever way they were read, so a batch re-sent after a restart has
+        // the same members (and the same provider idempotency key) as the first time.
+        for targets in by_channel.values_mut() {
+            targets.sort_by_key(|t| t.delivery_id);
         }
         Ok(by_channel
             .into_iter()
@@ -357,61 +435,45 @@ impl DispatchStore for Store {
     }
 
     async fn open_shards(&self, shards: &[OpenShard]) -> StoreResult<Vec<Vec<ChannelBatch>>> {
-        let mut resolved = Vec::with_capacity(shards.len());
-        for s in shards {
-            resolved.push(self.resolve(&s.plan, &s.shard).await.map_err(err)?);
-        }
+        let resolved = self.resolve_all(shards).await.map_err(err)?;
         let now = now_ms();
         let txn = self.db.write().begin().await.map_err(err)?;
         let mut out = Vec::with_capacity(shards.len());
         for (s, resolved) in shards.iter().zip(resolved) {
-            out.push(
-                self.open_one(&txn, &s.plan, &s.shard, &resolved, now)
-                    .await
-                    .map_err(err)?,
-            );
+            out.push(self.open_one(&txn, s, &resolved, now).await.map_err(err)?);
         }
         txn.commit().await.map_err(err)?;
         Ok(out)
     }
 
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()> {
-        type Key<'a> = (i16, &'a str, &'a str, Option<&'a str>, Option<&'a str>, u32);
-        let mut groups: HashMap<Key<'_>, Vec<i64>> = HashMap::new();
-        for r in results {
-            let key = (
-                r.status as i16,
-                r.class.as_str(),
-                r.code.as_str(),
-                r.provider_id.as_deref(),
-                r.error.as_deref(),
-                r.attempts,
-            );
-            groups.entry(key).or_default().push(r.delivery_id);
-        }
         let now = now_ms();
         let txn = self.db.write().begin().await.map_err(err)?;
-        for ((status, class, code, provider_id, error, attempts), ids) in groups {
-            for chunk in ids.chunks(900) {
-                let mut values: Vec<Value> = vec![
-                    status.into(),
-                    class.into(),
-                    code.into(),
-                    provider_id.map(str::to_string).into(),
-                    error.map(str::to_string).into(),
-                    i32::try_from(attempts).unwrap_or(i32::MAX).into(),
-                    now.into(),
-                ];
-                values.extend(chunk.iter().map(|id| Value::from(*id)));
-                let sql = format!(
-                    "UPDATE deliveries SET status = ?, outcome = ?, code = ?, provider_id = ?, error = ?, attempts = ?, \
-                     updated_at = ? WHERE id IN ({})",
-                    in_list(chunk.len())
-                );
-                txn.execute_raw(self.db.stmt(&sql, values))
-                    .await
-                    .map_err(err)?;
+        // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
+        // Postgres alike, and VALUES columns are called column1… on both.
+        for chunk in results.chunks(500) {
+            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 7);
+            values.push(now.into());
+            for r in chunk {
+                values.extend([
+                    r.delivery_id.into(),
+                    (r.status as i16).into(),
+                    r.class.as_str().into(),
+                    r.code.clone().into(),
+                    r.provider_id.clone().into(),
+                    r.error.clone().into(),
+                    i32::try_from(r.attempts).unwrap_or(i32::MAX).into(),
+                ]);
             }
+            let sql = format!(
+                "UPDATE deliveries SET updated_at = ?, status = v.column2, outcome = v.column3, code = v.column4, \
+                 provider_id = v.column5, error = v.column6, attempts = v.column7 \
+                 FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
+                value_rows(chunk.len(), 7)
+            );
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
         }
         txn.commit().await.map_err(err)
     }
@@ -419,12 +481,20 @@ impl DispatchStore for Store {
     async fn finish(&self, shards: &[(i64, i32)], messages: &[i64]) -> StoreResult<()> {
         let now = now_ms();
         let txn = self.db.write().begin().await.map_err(err)?;
-        for (msgid, seq) in shards {
-            let stmt = self.db.stmt(
-                "UPDATE shards SET state = 'done', updated_at = ? WHERE message_id = ? AND seq = ?",
-                vec![now.into(), (*msgid).into(), (*seq).into()],
+        for chunk in shards.chunks(500) {
+            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 2);
+            values.push(now.into());
+            for (msgid, seq) in chunk {
+                values.extend([Value::from(*msgid), Value::from(*seq)]);
+            }
+            let sql = format!(
+                "UPDATE shards SET state = 'done', updated_at = ? FROM (VALUES {}) AS v \
+                 WHERE shards.message_id = v.column1 AND shards.seq = v.column2",
+                value_rows(chunk.len(), 2)
             );
-            txn.execute_raw(stmt).await.map_err(err)?;
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
         }
         for chunk in messages.chunks(500) {
             let mut values: Vec<Value> = vec![now.into()];

