@@ -141,17 +141,22 @@ impl ChannelActor {
     }
 
     fn start_pumps(&mut self, ctx: &mut Context<Self>) {
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(self.lanes.len()));
         for lane in &self.lanes {
+            let running = running.clone();
             let pump = pump(
                 self.ctx.clone(),
                 lane.lane,
                 lane.rx.clone(),
                 lane.in_flight.clone(),
             );
-            ctx.spawn(pump.into_actor(self).map(|_, _act, ctx| {
-                // The lane closed: the channel was removed or reconfigured. Stopping with no
-                // address left ends the actor for good instead of restarting it.
-                ctx.stop();
+            ctx.spawn(pump.into_actor(self).map(move |_, _act, ctx| {
+                // A lane closed and drained: the channel was removed or reconfigured. Once both
+                // lanes have drained, stopping with no address left ends the actor for good
+                // (stopping earlier would drop the other lane's queued jobs).
+                if running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                    ctx.stop();
+                }
             }));
         }
     }
@@ -295,18 +300,23 @@ async fn deliver_chunk(
     report
 }
 
+/// Record outcomes, waiting for the database as long as it takes: these deliveries were sent,
+/// and giving up would leave them queued to be sent again after a restart.
 async fn write_with_retry(
     writer: &ResultWriter,
     results: Vec<DeliveryResult>,
 ) -> Result<(), crate::batcher::BatchError> {
-    let mut attempt = 0;
+    let mut delay = std::time::Duration::from_millis(100);
     loop {
         match writer.submit(results.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e) if attempt >= 3 => return Err(e),
-            Err(_) => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            Err(crate::batcher::BatchError::Closed) => {
+                return Err(crate::batcher::BatchError::Closed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording outcomes failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
             }
         }
     }
@@ -322,11 +332,20 @@ fn result_of(target: &Target, outcome: &Outcome, attempts: u32) -> DeliveryResul
         delivery_id: target.delivery_id,
         status,
         class: outcome.class,
-        code: outcome.code.clone(),
-        provider_id: outcome.provider_id.clone(),
-        error: (!outcome.message.is_empty()).then(|| outcome.message.chars().take(500).collect()),
+        code: storable(&outcome.code, 64),
+        provider_id: outcome.provider_id.as_deref().map(|p| storable(p, 128)),
+        error: (!outcome.message.is_empty()).then(|| storable(&outcome.message, 500)),
         attempts,
     }
+}
+
+/// Provider-supplied text cut to its column's size and stripped of control characters (a NUL
+/// would make Postgres refuse the whole outcome batch).
+fn storable(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
 }
 
 /// Counts a job's finished targets and answers the job once all are accounted for.

@@ -153,22 +153,26 @@ impl Planner {
             };
             let complete_page = plans.len() as u32 == limit;
             let mut next_after = act.sweep_after;
+            // A message whose lane is full is skipped, not waited for, so a full bulk lane never
+            // holds back real-time messages behind it; the next pass starts again before the
+            // first one skipped.
+            let mut first_skipped = None;
             for plan in plans {
                 let msgid = plan.msgid;
-                if !act.start(plan, None, ctx) {
-                    // The lane is full: the next sweep starts again from this message.
-                    act.sweep_after = next_after;
-                    return;
+                if !act.start(plan, None, ctx) && first_skipped.is_none() {
+                    first_skipped = Some(next_after);
                 }
                 next_after = msgid;
             }
-            if complete_page {
-                // More stored work is waiting: keep sweeping while there is room.
-                act.sweep_after = next_after;
-                act.sweep(ctx);
-            } else {
+            match first_skipped {
+                Some(resume) => act.sweep_after = resume,
+                None if complete_page => {
+                    // More stored work is waiting: keep sweeping while there is room.
+                    act.sweep_after = next_after;
+                    act.sweep(ctx);
+                }
                 // At the end of the table, start over from the beginning next time.
-                act.sweep_after = 0;
+                None => act.sweep_after = 0,
             }
         }));
     }

@@ -19,7 +19,7 @@ use crate::plan::{
     ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
 };
 use crate::provider::OutcomeClass;
-use crate::registry::ChannelRegistry;
+use crate::registry::{ChannelRegistry, ChannelUnavailable};
 
 /// A shard or message whose work is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +236,11 @@ async fn process(
         }
         let lanes = match registry.lanes(batch.channel_id).await {
             Ok(lanes) => lanes,
+            // A storage hiccup is not the channel's fault: retry the shard later.
+            Err(ChannelUnavailable::Store(e)) => {
+                wait_all(waits).await;
+                return Err(format!("loading channel {}: {e}", batch.channel_id));
+            }
             Err(unavailable) => {
                 let results: Vec<DeliveryResult> = batch
                     .targets
@@ -250,11 +255,10 @@ async fn process(
                         attempts: 0,
                     })
                     .collect();
-                writes
-                    .results
-                    .submit(results)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if let Err(e) = writes.results.submit(results).await {
+                    wait_all(waits).await;
+                    return Err(e.to_string());
+                }
                 continue;
             }
         };
@@ -265,17 +269,16 @@ async fn process(
             done,
         };
         if lanes.enqueue(plan.lane, job).await.is_err() {
-            // The actor was replaced between lookup and enqueue; open the shard again.
+            // The actor was replaced between lookup and enqueue; open the shard again once the
+            // jobs already queued have finished, so nothing of theirs is sent twice.
+            wait_all(waits).await;
             return Err(format!("channel {} lanes closed", batch.channel_id));
         }
         waits.push(wait);
     }
-    let mut unrecorded = 0;
-    for wait in waits {
-        match wait.await {
-            Ok(report) => unrecorded += report.unrecorded,
-            Err(_) => return Err("channel actor dropped a job".to_string()),
-        }
+    let (unrecorded, dropped) = wait_all(waits).await;
+    if dropped {
+        return Err("channel actor dropped a job".to_string());
     }
     if unrecorded > 0 {
         // Outcomes of sent deliveries could not be stored. Sending them again now would
@@ -298,4 +301,17 @@ async fn process(
     .await;
     run.shard_finished().await;
     Ok(())
+}
+
+/// Wait for every job of a shard: (outcomes not recorded, whether a job was dropped).
+async fn wait_all(waits: Vec<oneshot::Receiver<crate::channel::JobReport>>) -> (u64, bool) {
+    let mut unrecorded = 0;
+    let mut dropped = false;
+    for wait in waits {
+        match wait.await {
+            Ok(report) => unrecorded += report.unrecorded,
+            Err(_) => dropped = true,
+        }
+    }
+    (unrecorded, dropped)
 }

@@ -53,7 +53,7 @@ impl MigrationTrait for Migration {
                 .to_string(),
             "CREATE UNIQUE INDEX messages_idempotency ON messages (source_id, idempotency_key)"
                 .to_string(),
-            "CREATE INDEX messages_state ON messages (state)".to_string(),
+            "CREATE INDEX messages_state ON messages (state, id)".to_string(),
             "CREATE TABLE shards (message_id BIGINT NOT NULL, seq INTEGER NOT NULL, \
              spec TEXT NOT NULL, state VARCHAR(16) NOT NULL, updated_at BIGINT NOT NULL, \
              PRIMARY KEY (message_id, seq))"

@@ -70,6 +70,9 @@ fn string_list(v: &Value, field: &str, max_len: usize) -> Result<Vec<String>, Ju
     arr.iter()
         .enumerate()
         .map(|(i, item)| match item.as_str() {
+            Some(s) if s.chars().any(char::is_control) => {
+                Err(invalid(format!("{field}[{i}] contains control characters")))
+            }
             Some(s) if !s.trim().is_empty() && s.len() <= max_len => Ok(s.to_string()),
             Some(s) if s.trim().is_empty() => Err(invalid(format!("{field}[{i}] is empty"))),
             Some(_) => Err(invalid(format!(
@@ -391,6 +394,9 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                 if s.len() > 128 {
                     return Err(invalid("option.sendno is longer than 128 bytes"));
                 }
+                if s.chars().any(char::is_control) {
+                    return Err(invalid("option.sendno contains control characters"));
+                }
                 req.sendno = Some(s);
             }
             "owner" => {
@@ -464,6 +470,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.lane(), Lane::Realtime);
+    }
+
+    #[test]
+    fn control_characters_in_audiences_and_sendno_are_refused() {
+        let e = parse(
+            &json!({"aud_userid": ["u\u{0}"], "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("control characters"), "{}", e.message);
+        let e = parse(
+            &json!({"aud_tag": ["t\u{7}"], "msg_app": app()}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("control characters"));
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"sendno": "a\u{0}"}}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("control characters"));
     }
 
     #[test]

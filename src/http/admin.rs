@@ -36,6 +36,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// What a secret credential field reads as.
+const MASK: &str = "******";
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("management API", &e)
 }
@@ -275,7 +278,7 @@ fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
     ) {
         for field in msghub_providers::secret_fields(t) {
             if let Some(v) = obj.get_mut(*field) {
-                *v = json!("******");
+                *v = json!(MASK);
             }
         }
     }
@@ -334,8 +337,23 @@ async fn update_channel(
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("channel"))?;
     let t = parse_type(&row.channel_type)?;
-    let body = body.into_inner();
-    if let Some(c) = &body.credentials {
+    let mut body = body.into_inner();
+    if let Some(c) = body.credentials.as_mut() {
+        // Secret fields sent back as read (masked) keep their stored value, so a client can
+        // PATCH what it GOT without overwriting the secret with the mask.
+        let current = state
+            .db
+            .open_credentials(&state.crypto, &row)
+            .map_err(internal)?;
+        if let Some(obj) = c.as_object_mut() {
+            for field in msghub_providers::secret_fields(t) {
+                if obj.get(*field).and_then(Value::as_str) == Some(MASK)
+                    && let Some(v) = current.get(*field)
+                {
+                    obj.insert((*field).to_string(), v.clone());
+                }
+            }
+        }
         check_credentials(t, c)?;
     }
     let patch = ChannelPatch {

@@ -307,7 +307,7 @@ impl DispatchStore for Store {
         let rows = self
             .db
             .query_all(
-                "SELECT plan FROM messages WHERE state <> 'done' AND id > ? ORDER BY id LIMIT ?",
+                "SELECT plan FROM messages WHERE state = 'accepted' AND id > ? ORDER BY id LIMIT ?",
                 vec![after.into(), i64::from(limit).into()],
             )
             .await
@@ -499,8 +499,11 @@ impl DispatchStore for Store {
         for chunk in messages.chunks(500) {
             let mut values: Vec<Value> = vec![now.into()];
             values.extend(chunk.iter().map(|m| Value::from(*m)));
+            // Never done while a shard is pending (a page of shards whose creation was
+            // committed but not reported stays visible to the next sweep).
             let sql = format!(
-                "UPDATE messages SET state = 'done', updated_at = ? WHERE id IN ({})",
+                "UPDATE messages SET state = 'done', updated_at = ? WHERE id IN ({}) AND NOT EXISTS \
+                 (SELECT 1 FROM shards s WHERE s.message_id = messages.id AND s.state = 'pending')",
                 in_list(chunk.len())
             );
             txn.execute_raw(self.db.stmt(&sql, values))

@@ -50,6 +50,12 @@ impl Db {
         let mut tag_rows: Vec<(String, String)> = Vec::new();
         let mut binding_rows: Vec<(String, &'static str, String, String)> = Vec::new();
         for op in ops {
+            if op.kind != OpKind::Add && (!tag_rows.is_empty() || !binding_rows.is_empty()) {
+                // Operations apply in request order: rows added by earlier operations are
+                // written before this one deletes anything.
+                self.insert_rows(&txn, &mut tag_rows, &mut binding_rows)
+                    .await?;
+            }
             match op.kind {
                 OpKind::Del => self.delete_named(&txn, op).await?,
                 OpKind::Set => {
@@ -84,6 +90,17 @@ impl Db {
                 }
             }
         }
+        self.insert_rows(&txn, &mut tag_rows, &mut binding_rows)
+            .await?;
+        txn.commit().await
+    }
+
+    async fn insert_rows(
+        &self,
+        txn: &DatabaseTransaction,
+        tag_rows: &mut Vec<(String, String)>,
+        binding_rows: &mut Vec<(String, &'static str, String, String)>,
+    ) -> Result<(), DbErr> {
         for chunk in tag_rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<Value> = chunk
                 .iter()
@@ -114,7 +131,9 @@ impl Db {
             );
             txn.execute_raw(self.stmt(&sql, values)).await?;
         }
-        txn.commit().await
+        tag_rows.clear();
+        binding_rows.clear();
+        Ok(())
     }
 
     async fn delete_named(&self, txn: &DatabaseTransaction, op: &UserOp) -> Result<(), DbErr> {

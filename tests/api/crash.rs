@@ -68,6 +68,7 @@ async fn wait_healthy(client: &reqwest::Client, port: u16) {
 
 #[actix_web::test]
 async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_after_restart() {
+    msghub::startup::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db_url = fresh_database_url(dir.path()).await;
     let sim = start_sim().await;

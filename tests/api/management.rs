@@ -161,3 +161,62 @@ async fn health_readiness_and_metrics_are_served() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[actix_web::test]
+async fn patching_a_channel_with_its_masked_credentials_keeps_the_secret() {
+    let app = spawn_app().await;
+    let path = format!("/api/channels/{}", app.channel("app"));
+    let ch: Value = app.admin_get(&path).await.json().await.unwrap();
+    app.admin_patch(
+        &path,
+        json!({"credentials": ch["credentials"], "name": "renamed"}),
+    )
+    .await;
+    app.add_users([json!({"userid": "u1", "add": {"app": ["reg-1"]}})].into_iter())
+        .await;
+    let m = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["u1"], "msg_app": app_msg()}),
+        )
+        .await;
+    let s = app.wait_done(&m, std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        crate::helpers::totals(&s),
+        (1, 1, 0),
+        "the secret survived the round trip: {s}"
+    );
+}
+
+#[actix_web::test]
+async fn user_operations_apply_in_request_order() {
+    let app = spawn_app().await;
+    app.add_users(
+        [
+            json!({"userid": "u1", "add": {"tag": ["a"], "app": ["reg-1"]}}),
+            json!({"userid": "u1", "del": {"tag": ["a"]}}),
+            json!({"userid": "u2", "add": {"tag": ["a"]}}),
+            json!({"userid": "u2", "set": {"tag": ["b"]}}),
+        ]
+        .into_iter(),
+    )
+    .await;
+    let tags = app
+        .db
+        .query_all(
+            "SELECT tag, userid FROM user_tags ORDER BY userid, tag",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r.try_get::<String>("", "userid").unwrap(),
+                r.try_get::<String>("", "tag").unwrap()
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(tags, vec!["u2:b".to_string()]);
+}
