@@ -39,6 +39,41 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// What a secret credential field reads as.
 const MASK: &str = "******";
 
+/// Credential fields holding URLs, whose query string and password may carry tokens.
+const URL_FIELDS: [&str; 2] = ["url", "base_url"];
+
+/// `https://user:pw@host/p?token=x` → `https://user:******@host/p?******`.
+fn mask_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, _)) => (b, true),
+        None => (url, false),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = base[scheme + 3..at].split(':').next().unwrap_or_default();
+            format!("{}{user}:{MASK}{}", &base[..scheme + 3], &base[at..])
+        }
+        _ => base.to_string(),
+    };
+    if query {
+        out.push('?');
+        out.push_str(MASK);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_url;
+
+    #[test]
+    fn url_tokens_and_passwords_are_masked() {
+        assert_eq!(mask_url("https://h/p?token=abc"), "https://h/p?******");
+        assert_eq!(mask_url("https://u:pw@h/p"), "https://u:******@h/p");
+        assert_eq!(mask_url("http://127.0.0.1:8090"), "http://127.0.0.1:8090");
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("management API", &e)
 }
@@ -281,6 +316,11 @@ fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
                 *v = json!(MASK);
             }
         }
+        for field in URL_FIELDS {
+            if let Some(Value::String(u)) = obj.get_mut(field) {
+                *u = mask_url(u);
+            }
+        }
     }
     Ok(
         json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
@@ -351,6 +391,15 @@ async fn update_channel(
                     && let Some(v) = current.get(*field)
                 {
                     obj.insert((*field).to_string(), v.clone());
+                }
+            }
+            for field in URL_FIELDS {
+                if let (Some(sent), Some(Value::String(stored))) =
+                    (obj.get(field).and_then(Value::as_str), current.get(field))
+                    && sent != stored
+                    && sent == mask_url(stored)
+                {
+                    obj.insert(field.to_string(), json!(stored));
                 }
             }
         }
