@@ -8,26 +8,38 @@ use msghub_actors::registry::ProviderFactory;
 use msghub_actors::store::ChannelSpec;
 use msghub_providers::AdapterOptions;
 
+use crate::http::receipts::receipt_url;
 use crate::settings::ProviderSettings;
+use crate::storage::crypto::Crypto;
 
 pub struct Adapters {
     options: AdapterOptions,
+    /// This server's public URL and key, for each channel's receipt URL.
+    public_url: String,
+    crypto: Crypto,
 }
 
 impl Adapters {
-    pub fn new(settings: &ProviderSettings) -> Adapters {
+    pub fn new(settings: &ProviderSettings, public_url: String, crypto: Crypto) -> Adapters {
         Adapters {
             options: AdapterOptions {
                 request_timeout: Duration::from_millis(settings.request_timeout_ms.max(1)),
                 pool_size: settings.pool_size.max(1),
+                receipt_url: None,
             },
+            public_url,
+            crypto,
         }
     }
 }
 
 impl ProviderFactory for Adapters {
     fn build(&self, spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
-        msghub_providers::build(spec.channel_type, &spec.credentials, &self.options)
+        let options = AdapterOptions {
+            receipt_url: Some(receipt_url(&self.public_url, &self.crypto, spec.id)),
+            ..self.options.clone()
+        };
+        msghub_providers::build(spec.channel_type, &spec.credentials, &options)
             .map_err(|e| e.to_string())
     }
 }

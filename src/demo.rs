@@ -82,7 +82,7 @@ pub async fn prepare(
     let source_secret = crate::startup::random_hex(24);
     let source = state
         .db
-        .create_source(&source_key, &source_secret, "demo")
+        .create_source(&state.crypto, &source_key, &source_secret, "demo")
         .await?;
     let mut channels = Vec::new();
     for t in DEMO_TYPES {

@@ -4,6 +4,7 @@
 //! calls [`startup::Application`] or the simulator.
 
 pub mod adapters;
+pub mod callbacks;
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -44,6 +44,7 @@ pub struct Settings {
     pub accept: AcceptSettings,
     pub dispatch: DispatchSettings,
     pub providers: ProviderSettings,
+    pub callbacks: CallbackSettings,
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
 }
@@ -57,6 +58,9 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How providers reach this server, for receipt callback URLs (`https://hub.example.com`);
+    /// empty means `http://<bind address>`.
+    pub public_url: String,
 }
 
 impl Default for ServerSettings {
@@ -65,6 +69,7 @@ impl Default for ServerSettings {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
             max_body_bytes: 4 * 1024 * 1024,
+            public_url: String::new(),
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct DispatchSettings {
     pub backoff_max_ms: u64,
     /// Most items per group-commit transaction of the dispatch path.
     pub write_batch_max: usize,
+    /// How often due fallback timers are looked for (bounds how late one fires).
+    pub timer_poll_ms: u64,
 }
 
 impl Default for DispatchSettings {
@@ -177,6 +184,7 @@ impl Default for DispatchSettings {
             backoff_base_ms: 200,
             backoff_max_ms: 30_000,
             write_batch_max: 512,
+            timer_poll_ms: 20,
         }
     }
 }
@@ -194,6 +202,36 @@ impl Default for ProviderSettings {
         ProviderSettings {
             request_timeout_ms: 10_000,
             pool_size: 32,
+        }
+    }
+}
+
+/// Status callbacks to business systems (JUMS format): batching, retries and memory bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackSettings {
+    /// Items per POST: a batch is sent as soon as it holds this many.
+    pub batch_max: usize,
+    /// A batch holding fewer items is sent this long after its first item.
+    pub flush_ms: u64,
+    /// Further attempts after a POST not answered with HTTP 200; then the batch is dropped.
+    pub retries: u32,
+    pub retry_delay_ms: u64,
+    /// Per request: the POST of a batch and the echostr check of a URL.
+    pub timeout_ms: u64,
+    /// Items held (queued, batched or being retried) before new items are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for CallbackSettings {
+    fn default() -> Self {
+        CallbackSettings {
+            batch_max: 100,
+            flush_ms: 10_000,
+            retries: 3,
+            retry_delay_ms: 50_000,
+            timeout_ms: 5_000,
+            queue_capacity: 100_000,
         }
     }
 }

@@ -10,9 +10,11 @@ use msghub_actors::batcher::Batcher;
 use msghub_actors::channel::ChannelTuning;
 use msghub_actors::planner::PlannerConfig;
 use msghub_actors::retry::RetryPolicy;
+use msghub_actors::timers::TimerConfig;
 use msghub_actors::{Dispatch, TopologyConfig};
 
 use crate::adapters::Adapters;
+use crate::callbacks::Callbacks;
 use crate::http::auth::SourceCache;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
@@ -38,6 +40,20 @@ pub struct Application {
     pub generated_admin_token: Option<String>,
 }
 
+/// The configured public URL, or `http://<bound address>` (loopback for a wildcard bind).
+fn public_url(configured: &str, local: std::net::SocketAddr) -> String {
+    if !configured.is_empty() {
+        return configured.trim_end_matches('/').to_string();
+    }
+    let host = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", local.port())
+}
+
 impl Application {
     /// Connect, migrate, resume unfinished work and bind the listener. Must run inside an
     /// actix `System` (`#[actix_web::main]`).
@@ -53,10 +69,20 @@ impl Application {
         )
         .context("loading the credential encryption key")?;
         let (admin_token_hash, generated_admin_token) = admin_token(&db, &settings).await?;
+        let callbacks = Callbacks::start(db.clone(), crypto.clone(), &settings.callbacks)
+            .context("starting the status callback service")?;
         let store = Arc::new(Store {
             db: db.clone(),
             crypto: crypto.clone(),
+            callbacks: callbacks.clone(),
         });
+        // Bound before the topology starts: adapters put this server's receipt URL in
+        // provider requests.
+        let listener = TcpListener::bind(&settings.server.bind)
+            .with_context(|| format!("binding {}", settings.server.bind))?;
+        let local = listener.local_addr()?;
+        let port = local.port();
+        let public_url = public_url(&settings.server.public_url, local);
         let d = &settings.dispatch;
         let topology = TopologyConfig {
             planner: PlannerConfig {
@@ -81,10 +107,18 @@ impl Application {
                     max_backoff: Duration::from_millis(d.backoff_max_ms.max(d.backoff_base_ms)),
                 },
             },
+            timers: TimerConfig {
+                poll_interval: Duration::from_millis(d.timer_poll_ms.max(1)),
+                batch: 256,
+            },
         };
         let dispatch = Dispatch::start(
             store,
-            Arc::new(Adapters::new(&settings.providers)),
+            Arc::new(Adapters::new(
+                &settings.providers,
+                public_url.clone(),
+                crypto.clone(),
+            )),
             topology,
         );
         let accept_db = db.clone();
@@ -98,8 +132,14 @@ impl Application {
             },
         );
         let ids = MessageIds::new(db.max_message_id().await?);
+        let receipts = crate::http::receipts::writer(db.clone(), callbacks.clone(), 4096, 64);
         let state = Arc::new(AppState {
             sources: SourceCache::new(db.clone()),
+            callbacks,
+            rules: crate::http::rules::RuleCache::new(db.clone()),
+            receipts,
+            receipt_channels: Default::default(),
+            public_url,
             db,
             crypto,
             dispatch,
@@ -116,9 +156,6 @@ impl Application {
                 }
             });
         }
-        let listener = TcpListener::bind(&settings.server.bind)
-            .with_context(|| format!("binding {}", settings.server.bind))?;
-        let port = listener.local_addr()?.port();
         let data = web::Data::new(state.clone());
         let max_body = settings.server.max_body_bytes;
         let mut server = HttpServer::new(move || {

@@ -91,6 +91,14 @@ fn describe_metrics() {
         "msghub_shards_stalled_total",
         "Shards left pending because outcomes could not be stored."
     );
+    describe_counter!(
+        "msghub_callback_posts_total",
+        "Status callback POSTs to business systems, by result (ok, refused, unreachable)."
+    );
+    describe_counter!(
+        "msghub_callback_items_dropped_total",
+        "Status callback items not reported, by reason (queue_full, undeliverable, unsigned, lookup_failed, unknown_channel)."
+    );
 }
 
 pub use msghub_actors::mask::{mask_address, mask_email, mask_phone};

@@ -235,6 +235,21 @@ async fn deliver_chunk(
     let mut pending = chunk;
     let mut attempt = 1u32;
     loop {
+        if plan.expired(crate::plan::now_ms()) {
+            // Past the message's offline validity: msghub stops trying.
+            let expired = Outcome::failed(
+                OutcomeClass::Perm,
+                "expired",
+                "ttl_seconds passed before the provider accepted it",
+            );
+            results.extend(
+                pending
+                    .iter()
+                    .map(|t| result_of(ctx.channel_type, t, &expired, attempt.saturating_sub(1)))
+                    .map(|r| r.of(plan.msgid, ctx.channel_id)),
+            );
+            break;
+        }
         let started = Instant::now();
         let outcomes = ctx
             .provider
@@ -267,7 +282,10 @@ async fn deliver_chunk(
                     tracing::info!(channel_type, msgid = plan.msgid, address = %mask_address(&target.address),
                         code = %outcome.code, "recipient is gone");
                 }
-                results.push(result_of(&target, &outcome, attempt));
+                results.push(
+                    result_of(ctx.channel_type, &target, &outcome, attempt)
+                        .of(plan.msgid, ctx.channel_id),
+                );
             }
         }
         if retry.is_empty() {
@@ -285,7 +303,7 @@ async fn deliver_chunk(
     let mut report = JobReport::default();
     for r in &results {
         match r.status {
-            DeliveryStatus::Submitted => report.submitted += 1,
+            DeliveryStatus::Submitted | DeliveryStatus::Delivered => report.submitted += 1,
             _ => report.failed += 1,
         }
     }
@@ -322,11 +340,17 @@ async fn write_with_retry(
     }
 }
 
-fn result_of(target: &Target, outcome: &Outcome, attempts: u32) -> DeliveryResult {
-    let status = if outcome.class == OutcomeClass::Ok {
-        DeliveryStatus::Submitted
-    } else {
-        DeliveryStatus::Failed
+fn result_of(
+    channel_type: ChannelType,
+    target: &Target,
+    outcome: &Outcome,
+    attempts: u32,
+) -> DeliveryResult {
+    let status = match outcome.class {
+        // A webhook's 2xx is the receiver's own answer: there is no later receipt.
+        OutcomeClass::Ok if channel_type == ChannelType::Webhook => DeliveryStatus::Delivered,
+        OutcomeClass::Ok => DeliveryStatus::Submitted,
+        _ => DeliveryStatus::Failed,
     };
     DeliveryResult {
         delivery_id: target.delivery_id,
@@ -336,6 +360,10 @@ fn result_of(target: &Target, outcome: &Outcome, attempts: u32) -> DeliveryResul
         provider_id: outcome.provider_id.as_deref().map(|p| storable(p, 128)),
         error: (!outcome.message.is_empty()).then(|| storable(&outcome.message, 500)),
         attempts,
+        msgid: 0,
+        channel_id: 0,
+        userid: target.userid.clone(),
+        address: target.address.clone(),
     }
 }
 

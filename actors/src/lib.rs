@@ -13,6 +13,7 @@ pub mod registry;
 pub mod retry;
 pub mod shard;
 pub mod store;
+pub mod timers;
 pub mod topology;
 
 pub use topology::{Dispatch, TopologyConfig};

@@ -64,11 +64,94 @@ pub struct MessagePlan {
     pub channels: Vec<PlannedChannel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u32>,
+    /// How the message uses its channels; concurrent unless a rule says otherwise.
+    #[serde(default, skip_serializing_if = "Strategy::is_concurrent")]
+    pub strategy: Strategy,
+    /// Where delivery status is reported to the business system (JUMS `callback`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackSpec>,
+}
+
+/// How a message uses its channels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Strategy {
+    /// Every channel at once (rule 0).
+    #[default]
+    Concurrent,
+    /// One step at a time; a user moves to the next step when the previous one did not meet
+    /// its condition within its wait, failed permanently, or had no address.
+    Fallback {
+        rule_id: i64,
+        steps: Vec<FallbackStep>,
+    },
+}
+
+impl Strategy {
+    pub fn is_concurrent(&self) -> bool {
+        matches!(self, Strategy::Concurrent)
+    }
+
+    /// The fallback steps, empty for concurrent sends.
+    pub fn steps(&self) -> &[FallbackStep] {
+        match self {
+            Strategy::Concurrent => &[],
+            Strategy::Fallback { steps, .. } => steps,
+        }
+    }
+}
+
+/// One step of a fallback chain. `wait_ms` and `condition` say when the user moves on; the
+/// last step's are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackStep {
+    pub channel_type: ChannelType,
+    pub wait_ms: u64,
+    pub condition: StepCondition,
+}
+
+/// What a step must achieve within its wait for the chain to end for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepCondition {
+    NotDelivered,
+    NotClicked,
+}
+
+impl StepCondition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepCondition::NotDelivered => "not_delivered",
+            StepCondition::NotClicked => "not_clicked",
+        }
+    }
+}
+
+/// A JUMS status callback target: a URL the source verified, and parameters echoed in every item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackSpec {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub params: serde_json::Value,
 }
 
 impl MessagePlan {
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl_seconds.map(|s| Duration::from_secs(u64::from(s)))
+    }
+
+    /// When the message was accepted: message ids are `unix_ms << 20 | sequence`.
+    pub fn accepted_at_ms(&self) -> i64 {
+        self.msgid >> 20
+    }
+
+    /// Whether the message's offline validity (`ttl_seconds`) has passed at `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        match self.ttl_seconds {
+            // 0 means "online only" to providers; msghub still makes the first attempt.
+            Some(ttl) if ttl > 0 => now_ms > self.accepted_at_ms() + i64::from(ttl) * 1000,
+            _ => false,
+        }
     }
 
     pub fn channel(&self, channel_id: i64) -> Option<&PlannedChannel> {
@@ -79,6 +162,14 @@ impl MessagePlan {
     pub fn is_single_shard(&self) -> bool {
         matches!(self.audience, Audience::Userids(_) | Audience::Raw(_))
     }
+}
+
+/// The wall clock in unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Which users a shard covers. Ranges are keyset bounds over userids, so a shard is resolved
@@ -98,6 +189,9 @@ pub struct Shard {
     pub msgid: i64,
     pub seq: i32,
     pub spec: ShardSpec,
+    /// The shard's generation when it was read; finishing it only succeeds if no fallback
+    /// timer queued more work on it since.
+    pub generation: i32,
 }
 
 /// A shard to open, with the plan it belongs to.
@@ -117,30 +211,47 @@ pub struct ChannelBatch {
     pub targets: Vec<crate::provider::Target>,
 }
 
-/// Delivery states as stored.
+/// Delivery states as stored. Receipts only move a delivery forward: `Clicked` implies
+/// delivered, and a late `Submitted` or `Undelivered` never overwrites a receipt's
+/// `Delivered` or `Clicked`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeliveryStatus {
     Queued = 0,
+    /// The provider accepted it.
     Submitted = 1,
+    /// The provider refused it, or msghub gave up.
     Failed = 2,
+    /// A receipt (or a synchronous provider such as a webhook's 2xx) said it arrived.
+    Delivered = 3,
+    /// The user clicked or read it.
+    Clicked = 4,
+    /// A receipt said it did not arrive.
+    Undelivered = 5,
 }
 
 impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 6] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Submitted,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Clicked,
+        DeliveryStatus::Undelivered,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeliveryStatus::Queued => "queued",
             DeliveryStatus::Submitted => "submitted",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Clicked => "clicked",
+            DeliveryStatus::Undelivered => "undelivered",
         }
     }
 
     pub fn from_i16(v: i16) -> Option<DeliveryStatus> {
-        match v {
-            0 => Some(DeliveryStatus::Queued),
-            1 => Some(DeliveryStatus::Submitted),
-            2 => Some(DeliveryStatus::Failed),
-            _ => None,
-        }
+        DeliveryStatus::ALL.into_iter().find(|s| *s as i16 == v)
     }
 }
 
@@ -154,4 +265,20 @@ pub struct DeliveryResult {
     pub provider_id: Option<String>,
     pub error: Option<String>,
     pub attempts: u32,
+    /// The message, channel and recipient, for status callbacks to the business system.
+    pub msgid: i64,
+    pub channel_id: i64,
+    pub userid: Option<String>,
+    pub address: String,
+}
+
+impl DeliveryResult {
+    /// The same result, attributed to a message and channel.
+    pub fn of(self, msgid: i64, channel_id: i64) -> DeliveryResult {
+        DeliveryResult {
+            msgid,
+            channel_id,
+            ..self
+        }
+    }
 }

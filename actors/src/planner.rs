@@ -7,7 +7,7 @@
 //! Tag and broadcast audiences are paged with keyset queries into persisted shards a page at a
 //! time, and the planner waits for queue space before creating more.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +59,9 @@ pub struct Planner {
     writes: DispatchWrites,
     config: PlannerConfig,
     active: HashSet<i64>,
+    /// Messages offered again while running (a fallback timer queued a next step): they are
+    /// started again as soon as the current run ends.
+    rerun: HashMap<i64, MessagePlan>,
     active_per_lane: [usize; 2],
     sweep_after: i64,
     sweeping: bool,
@@ -77,6 +80,7 @@ impl Planner {
             writes,
             config,
             active: HashSet::new(),
+            rerun: HashMap::new(),
             active_per_lane: [0, 0],
             sweep_after: 0,
             sweeping: false,
@@ -107,6 +111,9 @@ impl Planner {
         ctx: &mut Context<Self>,
     ) -> bool {
         if self.active.contains(&plan.msgid) {
+            if shards.is_none() {
+                self.rerun.insert(plan.msgid, plan);
+            }
             return true;
         }
         if !self.has_room(plan.lane) {
@@ -207,12 +214,16 @@ impl Handler<DispatchMessage> for Planner {
 impl Handler<MessageFinished> for Planner {
     type Result = ();
 
-    fn handle(&mut self, msg: MessageFinished, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: MessageFinished, ctx: &mut Self::Context) {
         if self.active.remove(&msg.msgid) {
             let i = Planner::lane_index(msg.lane);
             self.active_per_lane[i] = self.active_per_lane[i].saturating_sub(1);
             metrics::gauge!("msghub_messages_active", "lane" => msg.lane.as_str())
                 .set(self.active_per_lane[i] as f64);
+        }
+        if let Some(plan) = self.rerun.remove(&msg.msgid) {
+            // Shards reopened while it ran; if the lane is full the sweep takes it.
+            self.start(plan, None, ctx);
         }
     }
 }

@@ -24,7 +24,11 @@ use crate::registry::{ChannelRegistry, ChannelUnavailable};
 /// A shard or message whose work is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
-    Shard { msgid: i64, seq: i32 },
+    Shard {
+        msgid: i64,
+        seq: i32,
+        generation: i32,
+    },
     Message(i64),
 }
 
@@ -253,6 +257,10 @@ async fn process(
                         provider_id: None,
                         error: Some(unavailable.to_string()),
                         attempts: 0,
+                        msgid: plan.msgid,
+                        channel_id: batch.channel_id,
+                        userid: t.userid.clone(),
+                        address: t.address.clone(),
                     })
                     .collect();
                 if let Err(e) = writes.results.submit(results).await {
@@ -296,6 +304,7 @@ async fn process(
         writes.finish.submit(Finished::Shard {
             msgid: shard.msgid,
             seq: shard.seq,
+            generation: shard.generation,
         })
     })
     .await;

@@ -46,6 +46,28 @@ impl std::fmt::Debug for ChannelSpec {
     }
 }
 
+/// A fallback timer: one per shard and step, with its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerKey {
+    pub msgid: i64,
+    pub seq: i32,
+    pub step: i16,
+    pub due_at_ms: i64,
+}
+
+/// What firing a timer did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fired {
+    /// Users whose step did not meet its condition and who got a later step.
+    pub advanced: u64,
+    /// Users the step reached (the chain ends for them).
+    pub reached: u64,
+    /// Users with no later step they have an address for.
+    pub exhausted: u64,
+    /// Set when new deliveries were queued: the message must be dispatched again.
+    pub reopened: Option<MessagePlan>,
+}
+
 #[async_trait]
 pub trait DispatchStore: Send + Sync + 'static {
     /// Plans of accepted, unfinished messages with an id above `after`, oldest first.
@@ -74,8 +96,18 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// Record final outcomes, many deliveries per transaction.
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()>;
 
-    /// Mark shards `(msgid, seq)` and messages done, in one transaction.
-    async fn finish(&self, shards: &[(i64, i32)], messages: &[i64]) -> StoreResult<()>;
+    /// Mark shards `(msgid, seq, generation)` and messages done, in one transaction. A shard whose
+    /// generation moved on (a fallback timer queued a next step while it was being sent)
+    /// stays pending, and so does its message, which the planner then runs again.
+    async fn finish(&self, shards: &[(i64, i32, i32)], messages: &[i64]) -> StoreResult<()>;
 
     async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>>;
+
+    /// Fallback timers due at `now_ms`, earliest first.
+    async fn due_timers(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TimerKey>>;
+
+    /// Fire one timer in one transaction: decide every user of the shard whose step is due
+    /// (its wait passed, or all its deliveries failed), queue the next step for those it did
+    /// not reach, and move or delete the timer.
+    async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired>;
 }

@@ -34,6 +34,7 @@ pub struct TopologyConfig {
     /// Most items per group-commit transaction of the dispatch path.
     pub write_batch_max: usize,
     pub channel: ChannelTuning,
+    pub timers: crate::timers::TimerConfig,
 }
 
 /// The running topology, shared by the HTTP layer.
@@ -57,7 +58,11 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize) -> DispatchWrites 
             let mut messages = Vec::new();
             for f in &items {
                 match *f {
-                    Finished::Shard { msgid, seq } => shards.push((msgid, seq)),
+                    Finished::Shard {
+                        msgid,
+                        seq,
+                        generation,
+                    } => shards.push((msgid, seq, generation)),
                     Finished::Message(msgid) => messages.push(msgid),
                 }
             }
@@ -130,8 +135,14 @@ impl Dispatch {
             bulk: bulk_tx,
         };
         let planner_config = config.planner;
+        let planner_store = store.clone();
         let planner = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Planner::new(store, queues, writes, planner_config)
+            Planner::new(planner_store, queues, writes, planner_config)
+        });
+        let timer_config = config.timers;
+        let recipient = planner.clone().recipient();
+        let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            crate::timers::FallbackTimers::new(store, recipient, timer_config)
         });
         let dispatch = Dispatch { planner, registry };
         let reporter = dispatch.registry.clone();

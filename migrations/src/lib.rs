@@ -6,13 +6,19 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m0001_core;
+mod m0002_strategies;
+mod m0003_callbacks;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_core::Migration)]
+        vec![
+            Box::new(m0001_core::Migration),
+            Box::new(m0002_strategies::Migration),
+            Box::new(m0003_callbacks::Migration),
+        ]
     }
 }
 

@@ -16,14 +16,18 @@ mod jpush;
 mod smtp;
 mod webhook;
 
-/// Process-level knobs shared by every adapter built by [`build`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Knobs for the adapters built by [`build`]: process-wide ones plus the channel's receipt URL.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdapterOptions {
     /// Upper bound for one provider call (HTTP request or SMTP transaction), connect included.
     pub request_timeout: Duration,
     /// Connections kept per adapter (HTTP idle pool per host, SMTP pool size), and the number of
     /// concurrent calls a max-batch-1 adapter makes when handed several targets at once.
     pub pool_size: usize,
+    /// The channel's receipt endpoint (`http://HOST:PORT/receipts/{channel_id}/{token}`), for
+    /// providers that take a receipt address per request (JPush `callback.url`). `None` asks for
+    /// no receipts. It carries a token, so `Debug` redacts it.
+    pub receipt_url: Option<String>,
 }
 
 impl Default for AdapterOptions {
@@ -31,7 +35,21 @@ impl Default for AdapterOptions {
         AdapterOptions {
             request_timeout: Duration::from_secs(10),
             pool_size: 8,
+            receipt_url: None,
         }
+    }
+}
+
+impl std::fmt::Debug for AdapterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("pool_size", &self.pool_size)
+            .field(
+                "receipt_url",
+                &self.receipt_url.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
     }
 }
 
@@ -190,6 +208,21 @@ mod tests {
             assert!(!err.contains(secret), "{err}");
             assert!(!err.contains("12345"), "{err}");
         }
+    }
+
+    #[test]
+    fn debug_redacts_the_receipt_url_token() {
+        let options = AdapterOptions {
+            receipt_url: Some("http://127.0.0.1:8080/receipts/3/SECRET-TOKEN".into()),
+            ..AdapterOptions::default()
+        };
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("SECRET-TOKEN"), "{shown}");
+        assert!(
+            shown.contains("receipt_url: Some(\"<redacted>\")"),
+            "{shown}"
+        );
+        assert!(format!("{:?}", AdapterOptions::default()).contains("receipt_url: None"));
     }
 
     #[tokio::test]

@@ -89,6 +89,43 @@ async fn ok_sends_push_object_with_basic_auth() {
 }
 
 #[tokio::test]
+async fn a_channel_with_a_receipt_url_asks_for_receipts_in_every_push() {
+    install_crypto();
+    let server = MockServer::fixed(Canned::new(200, r#"{"sendno":"0","msg_id":"9"}"#)).await;
+    let receipt_url = "http://127.0.0.1:18080/receipts/5/tok-abc";
+    let provider = msghub_providers::build(
+        ChannelType::App,
+        &json!({"app_key": "appkey1", "master_secret": "mastersecret1", "base_url": server.base_url}),
+        &msghub_providers::AdapterOptions {
+            receipt_url: Some(receipt_url.into()),
+            ..options()
+        },
+    )
+    .unwrap();
+    let targets = targets(&["regid-a"]);
+    let content = content();
+    let outcomes = provider
+        .send(SendRequest {
+            msgid: 1_754_000_000_000_000_001,
+            content: &content,
+            targets: &targets,
+            ttl: None,
+        })
+        .await;
+    assert_eq!(outcomes[0].class, OutcomeClass::Ok);
+    let body = server.requests()[0].json();
+    assert_eq!(
+        body["callback"],
+        json!({
+            "url": receipt_url,
+            "params": {"msgid": "1754000000000000001"},
+            "type": 7
+        })
+    );
+    assert_eq!(body["audience"], json!({"registration_id": ["regid-a"]}));
+}
+
+#[tokio::test]
 async fn error_replies_are_classified() {
     let cases = [
         (

@@ -2,6 +2,8 @@
 //!
 //! Verifies the common parameters and Signature V1 (HMAC-SHA1) exactly as Aliyun computes it.
 //! Gateway errors use HTTP 4xx/5xx; business errors use HTTP 200 with a non-`OK` `Code`.
+//! Accepted numbers get SmsReport receipts when a `report_url` is configured
+//! (`crate::receipts`).
 
 use std::collections::BTreeMap;
 
@@ -246,13 +248,16 @@ fn check_sign_name(s: &str) -> Result<(), AliError> {
     Ok(())
 }
 
+/// A valid mainland number, returned as the caller wrote it (trimmed): reports echo it so.
 fn phone(raw: &str) -> Result<String, AliError> {
-    normalise_phone(raw).ok_or_else(|| {
-        business(
+    let raw = raw.trim();
+    match normalise_phone(raw) {
+        Some(_) => Ok(raw.to_string()),
+        None => Err(business(
             "isv.MOBILE_NUMBER_ILLEGAL",
             format!("illegal mobile number {raw}"),
-        )
-    })
+        )),
+    }
 }
 
 fn json_array(p: &BTreeMap<String, String>, name: &str) -> Result<Vec<Value>, AliError> {
@@ -366,10 +371,14 @@ pub(crate) async fn rpc(
             ),
         )),
     };
-    let numbers = match numbers {
+    let sent = match numbers {
         Ok(n) => n,
         Err(e) => return error_response(&state, e),
     };
+    let numbers: Vec<String> = sent
+        .iter()
+        .map(|n| normalise_phone(n).unwrap_or_else(|| n.clone()))
+        .collect();
     if let Some(f) = state.take_fault(c) {
         return error_response(&state, injected_error(f));
     }
@@ -380,6 +389,8 @@ pub(crate) async fn rpc(
         );
     }
     let biz_id = format!("{}^0", 900_619_746_936_000 + state.next_id());
+    let out_id = params.get("OutId").map(String::as_str).unwrap_or_default();
+    state.receipts.sms_accepted(&biz_id, out_id, &sent);
     state.record(c, numbers);
     HttpResponse::Ok().json(json!({
         "RequestId": request_id(&state), "Code": "OK", "Message": "OK", "BizId": biz_id

@@ -1,9 +1,11 @@
-//! Control and inspection API under `/sim/`: received addresses, reset, health, faults, events.
+//! Control and inspection API under `/sim/`: received addresses, reset, health, faults, events,
+//! receipts.
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::receipts::{parse_request, receipt_channel};
 use crate::state::{Channel, FaultPlan, SimState};
 
 /// Registers the `/sim/...` routes.
@@ -20,7 +22,12 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_faults))
                 .route(web::post().to(set_faults)),
         )
-        .service(web::resource("/sim/events").route(web::get().to(events)));
+        .service(web::resource("/sim/events").route(web::get().to(events)))
+        .service(
+            web::resource("/sim/receipts")
+                .route(web::get().to(get_receipts))
+                .route(web::post().to(set_receipts)),
+        );
 }
 
 #[derive(Deserialize)]
@@ -123,4 +130,47 @@ async fn events(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> Http
         })
         .collect();
     HttpResponse::Ok().json(json!({"count": list.len(), "events": out}))
+}
+
+/// `POST /sim/receipts`: `{"channel":"app"|"sms", ...ReceiptConfig fields}` replaces that
+/// channel's receipt configuration; absent fields take their defaults.
+async fn set_receipts(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
+    let (channel, config) = match parse_request(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e})),
+    };
+    if let Err(e) = state.receipts.configure(channel, config.clone()) {
+        return HttpResponse::BadRequest().json(json!({"error": e}));
+    }
+    HttpResponse::Ok().json(json!({"ok": true, "channel": channel.as_str(), "config": config}))
+}
+
+#[derive(Deserialize)]
+struct ReceiptQuery {
+    channel: Option<String>,
+    msgid: Option<String>,
+}
+
+/// `GET /sim/receipts?channel=app[&msgid=ID]` → one channel's report; without `channel` →
+/// `{"app": ..., "sms": ...}`.
+async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -> HttpResponse {
+    let msgid = q.msgid.as_deref();
+    match q.channel.as_deref() {
+        Some(name) => match receipt_channel(name) {
+            Ok(c) => HttpResponse::Ok().json(state.receipts.report(c, msgid)),
+            Err(e) => HttpResponse::BadRequest().json(json!({"error": e})),
+        },
+        None => {
+            let all: Map<String, Value> = [Channel::App, Channel::Sms]
+                .iter()
+                .map(|c| {
+                    (
+                        c.as_str().to_string(),
+                        json!(state.receipts.report(*c, msgid)),
+                    )
+                })
+                .collect();
+            HttpResponse::Ok().json(all)
+        }
+    }
 }

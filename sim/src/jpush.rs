@@ -2,7 +2,8 @@
 //!
 //! Basic auth, body validation (codes 1002/1003/1005/1009), rate-limit headers, idempotent `cid`,
 //! fault injection. A call whose registration ids are all in `perm_addresses` fails with 1011;
-//! a call with only some of them fails entirely with 1003.
+//! a call with only some of them fails entirely with 1003. An accepted push with a
+//! `callback.url` gets receipts per registration id (`crate::receipts`).
 
 use std::sync::atomic::Ordering;
 
@@ -11,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
+use crate::receipts::{PushCallback, TYPE_RECEIVED};
 use crate::state::{Channel, Injected, RateInfo, SimState, lock};
 
 /// First `msg_id` value (JPush ids are large numeric strings).
@@ -127,9 +129,12 @@ fn authorized(req: &HttpRequest, state: &SimState) -> bool {
 struct Push {
     /// Recorded addresses: registration ids, then `alias:<name>` entries.
     addresses: Vec<String>,
+    /// How many leading `addresses` are registration ids (the ones that get receipts).
+    regids: usize,
     broadcast: bool,
     sendno: String,
     cid: Option<String>,
+    callback: Option<PushCallback>,
 }
 
 fn id_list(v: &Value, key: &str, max: usize) -> Result<Vec<String>, PushError> {
@@ -170,10 +175,12 @@ fn validate_platform(v: Option<&Value>) -> Result<(), PushError> {
     }
 }
 
-fn validate_audience(v: Option<&Value>) -> Result<(Vec<String>, bool), PushError> {
+/// The audience's recorded addresses (registration ids first, then `alias:` entries), how many
+/// of them are registration ids, and whether it is a broadcast.
+fn validate_audience(v: Option<&Value>) -> Result<(Vec<String>, usize, bool), PushError> {
     let aud = match v {
         None | Some(Value::Null) => return Err(err(1002, "missing audience")),
-        Some(Value::String(s)) if s == "all" => return Ok((Vec::new(), true)),
+        Some(Value::String(s)) if s == "all" => return Ok((Vec::new(), 0, true)),
         Some(Value::Object(o)) => o,
         _ => return Err(err(1003, "invalid audience")),
     };
@@ -181,10 +188,11 @@ fn validate_audience(v: Option<&Value>) -> Result<(Vec<String>, bool), PushError
         return Err(err(1003, "audience has no target"));
     }
     let mut out = Vec::new();
+    let mut aliases = Vec::new();
     for (k, val) in aud {
         match k.as_str() {
             "registration_id" => out.extend(id_list(val, k, 1000)?),
-            "alias" => out.extend(
+            "alias" => aliases.extend(
                 id_list(val, k, 1000)?
                     .into_iter()
                     .map(|a| format!("alias:{a}")),
@@ -196,7 +204,42 @@ fn validate_audience(v: Option<&Value>) -> Result<(Vec<String>, bool), PushError
             other => return Err(err(1003, format!("unsupported audience key {other}"))),
         }
     }
-    Ok((out, false))
+    let regids = out.len();
+    out.append(&mut aliases);
+    Ok((out, regids, false))
+}
+
+/// `callback: {url?, params?, type?}`. Without `type` only "received" receipts are sent.
+fn parse_callback(v: Option<&Value>) -> Result<Option<PushCallback>, PushError> {
+    let cb = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(cb)) => cb,
+        Some(_) => return Err(err(1003, "callback must be an object")),
+    };
+    let url = match cb.get("url") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(_) => return Err(err(1003, "callback.url must be a non-empty string")),
+    };
+    let params = match cb.get("params") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => return Err(err(1003, "callback.params must be an object")),
+    };
+    let types = match cb.get("type") {
+        None | Some(Value::Null) => TYPE_RECEIVED,
+        Some(Value::Number(n)) => match n.as_u64().and_then(|t| u8::try_from(t).ok()) {
+            Some(t @ 1..=15) => t,
+            _ => {
+                return Err(err(
+                    1003,
+                    "callback.type must be a bitmask between 1 and 15",
+                ));
+            }
+        },
+        Some(_) => return Err(err(1003, "callback.type must be an integer")),
+    };
+    Ok(Some(PushCallback { url, params, types }))
 }
 
 fn validate_content(o: &Map<String, Value>) -> Result<(), PushError> {
@@ -250,7 +293,7 @@ fn parse_push(body: &[u8]) -> Result<Push, PushError> {
         return Err(err(1009, format!("unsupported key in push object: {k}")));
     }
     validate_platform(o.get("platform"))?;
-    let (addresses, broadcast) = validate_audience(o.get("audience"))?;
+    let (addresses, regids, broadcast) = validate_audience(o.get("audience"))?;
     validate_content(o)?;
     let sendno = match o.get("options") {
         None | Some(Value::Null) => "0".to_string(),
@@ -266,11 +309,14 @@ fn parse_push(body: &[u8]) -> Result<Push, PushError> {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(_) => return Err(err(1003, "cid must be a non-empty string")),
     };
+    let callback = parse_callback(o.get("callback"))?;
     Ok(Push {
         addresses,
+        regids,
         broadcast,
         sendno,
         cid,
+        callback,
     })
 }
 
@@ -385,9 +431,14 @@ async fn handle(req: &HttpRequest, body: &[u8], state: &SimState, live: bool) ->
         }
         cids.insert(cid.clone(), msg_id.to_string());
     }
+    let msg_id = msg_id.to_string();
+    if let Some(callback) = &push.callback {
+        state
+            .receipts
+            .push_accepted(&msg_id, &push.addresses[..push.regids], callback);
+    }
     state.record(c, push.addresses);
-    with_rate(HttpResponse::Ok(), rate)
-        .json(json!({"sendno": push.sendno, "msg_id": msg_id.to_string()}))
+    with_rate(HttpResponse::Ok(), rate).json(json!({"sendno": push.sendno, "msg_id": msg_id}))
 }
 
 #[cfg(test)]
@@ -445,5 +496,59 @@ mod tests {
         assert_eq!(code(&body), 1005);
         assert_eq!(status_for_code(2002), 429);
         assert_eq!(status_for_code(1011), 400);
+    }
+
+    fn push(extra: &str) -> Result<Push, PushError> {
+        let body = format!(
+            r#"{{"platform":"all","audience":{{"alias":["al"],"registration_id":["r1","r2"]}},"message":{{"msg_content":"x"}}{extra}}}"#
+        );
+        parse_push(body.as_bytes())
+    }
+
+    #[test]
+    fn registration_ids_come_first_and_only_they_are_counted_for_receipts() {
+        let p = push("").ok().unwrap();
+        assert_eq!(p.addresses, vec!["r1", "r2", "alias:al"]);
+        assert_eq!(p.regids, 2);
+        assert!(p.callback.is_none());
+    }
+
+    #[test]
+    fn the_callback_is_read_with_defaults_and_checked() {
+        let p =
+            push(r#","callback":{"url":"http://127.0.0.1:1/r","params":{"msgid":"9"},"type":7}"#)
+                .ok()
+                .unwrap();
+        assert_eq!(
+            p.callback,
+            Some(PushCallback {
+                url: Some("http://127.0.0.1:1/r".into()),
+                params: json!({"msgid": "9"}),
+                types: 7,
+            })
+        );
+        let p = push(r#","callback":{}"#).ok().unwrap();
+        assert_eq!(
+            p.callback,
+            Some(PushCallback {
+                url: None,
+                params: json!({}),
+                types: TYPE_RECEIVED,
+            })
+        );
+        for bad in [
+            r#","callback":[]"#,
+            r#","callback":{"url":7}"#,
+            r#","callback":{"url":" "}"#,
+            r#","callback":{"url":"u","params":"x"}"#,
+            r#","callback":{"url":"u","type":0}"#,
+            r#","callback":{"url":"u","type":16}"#,
+            r#","callback":{"url":"u","type":"7"}"#,
+        ] {
+            assert!(
+                matches!(push(bad), Err(PushError(1003, _))),
+                "{bad} must be refused with 1003"
+            );
+        }
     }
 }

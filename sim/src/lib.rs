@@ -1,6 +1,9 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), a signed webhook
 //! sink and an SMTP sink, with recording, an event log, failure injection and a control API.
 //!
+//! The JPush and Aliyun endpoints also push delivery receipts back (JPush `callback`, Aliyun
+//! SmsReport) as configured through `POST /sim/receipts`; see `docs/specs/receipts.md`.
+//!
 //! Start it with [`start`]; inspect [`SimHandle::state`] in-process or `GET /sim/received` over HTTP.
 
 pub mod aliyun;
@@ -8,6 +11,7 @@ mod aliyun_sign;
 mod channel;
 mod control;
 mod jpush;
+mod receipts;
 mod smtp;
 mod state;
 pub mod webhook;
@@ -21,6 +25,7 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use receipts::{ReceiptConfig, ReceiptReport};
 pub use state::{
     Channel, DEFAULT_EVENT_CAPACITY, FaultPlan, SimEvent, SimState, UNLIMITED_RATE, normalise_phone,
 };
@@ -50,6 +55,8 @@ pub struct SimConfig {
     pub webhook_secret: String,
     /// Latency added to every provider call (a channel's `FaultPlan::latency_ms` overrides it).
     pub latency: Duration,
+    /// Seed of the receipt draw, for reproducible runs; `None` = a random seed.
+    pub receipt_seed: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -66,6 +73,7 @@ impl Default for SimConfig {
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
             latency: Duration::ZERO,
+            receipt_seed: None,
         }
     }
 }
@@ -95,8 +103,10 @@ impl SimHandle {
         format!("http://{}/webhook/{name}", self.http_addr)
     }
 
-    /// Stops the HTTP server and the SMTP listener (open SMTP sessions are closed).
+    /// Stops the HTTP server, the SMTP listener (open SMTP sessions are closed) and the
+    /// receipt senders (receipts not yet acknowledged are abandoned).
     pub async fn stop(mut self) {
+        self.state.receipts.close();
         let _ = self.smtp_shutdown.send(true);
         self.server.stop(false).await;
         if let Some(t) = self.server_task.take() {
@@ -112,6 +122,7 @@ impl Drop for SimHandle {
     fn drop(&mut self) {
         // Best effort when dropped without `stop`: the stop command is sent eagerly.
         if self.server_task.is_some() {
+            self.state.receipts.close();
             let _ = self.smtp_shutdown.send(true);
             drop(self.server.stop(false));
         }
@@ -133,6 +144,9 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
     let smtp_addr = smtp_listener.local_addr()?;
 
     let state = Arc::new(SimState::new(config));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        state.receipts.bind(runtime);
+    }
     let data = web::Data::from(state.clone());
     let server = HttpServer::new(move || {
         App::new()

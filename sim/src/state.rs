@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SimConfig;
 pub use crate::channel::{Channel, normalise_phone};
+use crate::receipts::{ReceiptConfig, ReceiptReport};
 
 /// Default number of events kept per channel (oldest are dropped first).
 pub const DEFAULT_EVENT_CAPACITY: usize = 500_000;
@@ -154,12 +155,14 @@ pub struct SimState {
     pub(crate) nonces: crate::aliyun_sign::NonceStore,
     pub(crate) jpush_cids: Mutex<HashMap<String, String>>,
     pub(crate) broadcasts: AtomicU64,
+    pub(crate) receipts: crate::receipts::Receipts,
 }
 
 impl SimState {
     /// Creates an empty state for `config`.
     pub fn new(config: SimConfig) -> Self {
         SimState {
+            receipts: crate::receipts::Receipts::new(&config),
             config,
             channels: [
                 ChannelState::new(),
@@ -266,7 +269,21 @@ impl SimState {
             .store(capacity.max(1), Ordering::Relaxed);
     }
 
-    /// Clears recorded deliveries, counters, events, fault plans, rate windows and JPush cids.
+    /// Replaces the receipt configuration of `channel` (`app` or `sms`); the error says why not.
+    pub fn set_receipts(&self, channel: &str, config: ReceiptConfig) -> Result<(), String> {
+        let c = crate::receipts::receipt_channel(channel)?;
+        self.receipts.configure(c, config)
+    }
+
+    /// Receipt counters and acknowledged addresses of `channel` (`app` or `sms`), for every
+    /// msgid or only for msghub msgid `msgid`. `None` for channels without receipts.
+    pub fn receipts(&self, channel: &str, msgid: Option<&str>) -> Option<ReceiptReport> {
+        let c = crate::receipts::receipt_channel(channel).ok()?;
+        self.receipts.report(c, msgid)
+    }
+
+    /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids,
+    /// and receipt records, counters and configuration (back to the defaults).
     pub fn reset(&self) {
         for c in &self.channels {
             lock(&c.received).clear();
@@ -282,6 +299,7 @@ impl SimState {
         }
         lock(&self.jpush_cids).clear();
         self.broadcasts.store(0, Ordering::Relaxed);
+        self.receipts.reset();
     }
 
     // ----- crate-internal hooks used by the endpoints -----

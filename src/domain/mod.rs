@@ -1,6 +1,8 @@
 //! Types parsed at the edge: every request body is turned into one of these or refused with
 //! a precise message, before anything is stored.
 
+pub mod callback;
+pub mod rules;
 pub mod send;
 pub mod user_opt;
 

@@ -11,6 +11,7 @@ pub const MAX_USERIDS: usize = 1000;
 pub const MAX_TAGS: usize = 20;
 pub const MAX_RAW_PER_TYPE: usize = 1000;
 pub const MAX_TTL_SECONDS: u64 = 10 * 24 * 3600;
+pub const MAX_PARAMS_BYTES: usize = 4096;
 
 /// Which endpoint the request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,12 @@ pub struct SendRequest {
     pub sendno: Option<String>,
     pub priority: Option<u8>,
     pub ttl_seconds: Option<u32>,
+    /// A stored rule (`rule_id` above 0); 0 or absent is the concurrent default.
+    pub rule_id: Option<i64>,
+    /// Message parameters that routing conditions read (`option.params`, a msghub extension).
+    pub params: Map<String, Value>,
+    /// The `callback` field: status callback URL and echoed parameters.
+    pub callback: Option<super::callback::CallbackRequest>,
 }
 
 impl SendRequest {
@@ -105,6 +112,8 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
     let mut raw: Vec<RawAddresses> = Vec::new();
     let mut contents: Vec<(ChannelType, Value)> = Vec::new();
     let mut option = None;
+    let mut rule_id = None;
+    let mut callback = None;
     for (key, value) in obj {
         match key.as_str() {
             "aud_userid" => userids = Some(parse_userids(value)?),
@@ -114,13 +123,9 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
                     "aud_segment: segments are not available on this server",
                 ));
             }
-            "rule_id" => parse_rule(value)?,
+            "rule_id" => rule_id = parse_rule(value)?,
             "option" => option = Some(value),
-            "callback" => {
-                return Err(invalid(
-                    "callback: status callbacks are not available on this server yet; remove the field",
-                ));
-            }
+            "callback" => callback = super::callback::parse(value)?,
             k if k.starts_with("aud_") => {
                 let t = channel_type(&k[4..], k)?;
                 raw.push(RawAddresses {
@@ -187,6 +192,9 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
         sendno: None,
         priority: None,
         ttl_seconds: None,
+        rule_id,
+        params: Map::new(),
+        callback,
     };
     if let Some(option) = option {
         parse_option(option, &mut req)?;
@@ -274,14 +282,15 @@ fn parse_raw(v: &Value, field: &str) -> Result<Vec<String>, JumsError> {
     Ok(out)
 }
 
-fn parse_rule(v: &Value) -> Result<(), JumsError> {
+fn parse_rule(v: &Value) -> Result<Option<i64>, JumsError> {
     match v.as_i64() {
-        Some(0) => Ok(()),
+        Some(0) => Ok(None),
+        Some(id) if id > 0 => Ok(Some(id)),
         Some(id) => Err(JumsError::new(
             jums::INVALID_RULE,
             format!("rule_id {id} does not exist"),
         )),
-        None if v.is_null() => Ok(()),
+        None if v.is_null() => Ok(None),
         None => Err(invalid(format!(
             "rule_id must be an integer, got {}",
             kind_of(v)
@@ -420,6 +429,20 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                     )));
                 }
             },
+            "params" => {
+                let params = value.as_object().ok_or_else(|| {
+                    invalid(format!(
+                        "option.params must be an object, got {}",
+                        kind_of(value)
+                    ))
+                })?;
+                if value.to_string().len() > MAX_PARAMS_BYTES {
+                    return Err(invalid(format!(
+                        "option.params is larger than {MAX_PARAMS_BYTES} bytes"
+                    )));
+                }
+                req.params = params.clone();
+            }
             "black_id" | "white_id" | "send_at" | "spread_seconds" => {
                 return Err(invalid(format!(
                     "option.{k} is not available on this server yet"
@@ -564,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn broadcasts_take_no_audience_and_rules_other_than_zero_are_refused() {
+    fn broadcasts_take_no_audience_and_rule_ids_must_be_positive() {
         assert!(
             parse(
                 &json!({"aud_userid": ["u"], "msg_app": app()}),
@@ -579,10 +602,23 @@ mod tests {
             Audience::All
         );
         let e = parse(
-            &json!({"msg_app": app(), "rule_id": 9}),
+            &json!({"msg_app": app(), "rule_id": -9}),
             SendKind::Broadcast,
         )
         .unwrap_err();
         assert_eq!(e.code, jums::INVALID_RULE);
+        let ok = parse(
+            &json!({"msg_app": app(), "rule_id": 9, "option": {"params": {"amount": 3}}}),
+            SendKind::Broadcast,
+        )
+        .unwrap();
+        assert_eq!(ok.rule_id, Some(9));
+        assert_eq!(ok.params["amount"], json!(3));
+        let e = parse(
+            &json!({"msg_app": app(), "option": {"params": [1]}}),
+            SendKind::Broadcast,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("option.params"), "{}", e.message);
     }
 }

@@ -22,6 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/sources", web::post().to(create_source))
             .route("/sources/{id}", web::get().to(get_source))
             .route("/sources/{id}", web::patch().to(update_source))
+            .route("/sources/{id}/secret", web::post().to(rotate_secret))
             .route("/sources/{id}/grants", web::get().to(list_grants))
             .route("/sources/{id}/grants/{channel_id}", web::put().to(grant))
             .route(
@@ -32,7 +33,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/channels", web::post().to(create_channel))
             .route("/channels/{id}", web::get().to(get_channel))
             .route("/channels/{id}", web::patch().to(update_channel))
-            .configure(super::messages::api_routes),
+            .configure(super::messages::api_routes)
+            .configure(super::callback_urls::api_routes)
+            .configure(super::rules::api_routes),
     );
 }
 
@@ -104,7 +107,7 @@ async fn create_source(
     let secret = random_token(32);
     let row = state
         .db
-        .create_source(&key, &secret, name)
+        .create_source(&state.crypto, &key, &secret, name)
         .await
         .map_err(internal)?;
     state.sources.invalidate();
@@ -112,6 +115,27 @@ async fn create_source(
     out["secret"] = json!(secret);
     out["secret_notice"] = json!("store the secret now; it is not shown again");
     Ok(HttpResponse::Created().json(out))
+}
+
+/// A new secret for the source, shown once; the old one stops working at once.
+async fn rotate_secret(
+    state: State,
+    req: HttpRequest,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state.admin_token_hash)?;
+    let secret = random_token(32);
+    if !state
+        .db
+        .rotate_source_secret(&state.crypto, *id, &secret)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ApiError::not_found("source"));
+    }
+    state.sources.invalidate();
+    Ok(HttpResponse::Ok().json(json!({"id": *id, "secret": secret,
+        "secret_notice": "store the secret now; it is not shown again"})))
 }
 
 fn source_json(row: &SourceRow) -> Value {
@@ -322,11 +346,19 @@ fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
             }
         }
     }
-    Ok(
-        json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
-              "rate_per_second": row.rate_per_second, "enabled": row.enabled,
-              "created_at": row.created_at, "updated_at": row.updated_at}),
-    )
+    let mut out = json!({"id": row.id, "type": row.channel_type, "name": row.name, "credentials": credentials,
+          "rate_per_second": row.rate_per_second, "enabled": row.enabled,
+          "created_at": row.created_at, "updated_at": row.updated_at});
+    // Where the provider posts receipts (configure it in the provider's console where the
+    // provider asks for one, e.g. Aliyun SmsReport; JPush gets it with every push).
+    if matches!(row.channel_type.as_str(), "app" | "sms") {
+        out["receipt_url"] = json!(super::receipts::receipt_url(
+            &state.public_url,
+            &state.crypto,
+            row.id
+        ));
+    }
+    Ok(out)
 }
 
 async fn list_channels(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {

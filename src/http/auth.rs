@@ -26,6 +26,8 @@ pub struct CachedSource {
     secret_hash: String,
     /// Granted channels: (id, type, enabled), lowest id first.
     pub channels: Vec<(i64, ChannelType, bool)>,
+    /// Verified status callback URLs, the default first.
+    pub callback_urls: Vec<String>,
 }
 
 pub struct SourceCache {
@@ -71,11 +73,20 @@ impl SourceCache {
             .into_iter()
             .filter_map(|(id, t, enabled)| ChannelType::from_code(&t).map(|t| (id, t, enabled)))
             .collect();
+        let callback_urls = self
+            .db
+            .callback_urls(row.id)
+            .await
+            .map_err(|e| JumsError::internal("loading callback URLs", &e))?
+            .into_iter()
+            .map(|u| u.url)
+            .collect();
         let source = Arc::new(CachedSource {
             id: row.id,
             enabled: row.enabled,
             secret_hash: row.secret_hash,
             channels,
+            callback_urls,
         });
         if let Ok(mut e) = self.entries.write() {
             if e.len() > 10_000 {

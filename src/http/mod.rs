@@ -4,8 +4,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod callback_urls;
 pub mod messages;
 pub mod ops;
+pub mod receipts;
+pub mod rules;
 pub mod send;
 pub mod users;
 
@@ -31,6 +34,12 @@ pub struct AppState {
     pub accept: Batcher<NewMessage, Accepted>,
     pub ids: MessageIds,
     pub sources: auth::SourceCache,
+    pub callbacks: crate::callbacks::Callbacks,
+    pub rules: rules::RuleCache,
+    pub receipts: receipts::ReceiptWriter,
+    pub receipt_channels: receipts::ReceiptChannels,
+    /// How providers reach this server (`http://host:port`), for receipt URLs.
+    pub public_url: String,
     pub admin_token_hash: String,
     pub metrics: Option<PrometheusHandle>,
 }
@@ -56,6 +65,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         )
         .configure(ops::routes)
         .configure(send::routes)
+        .configure(receipts::routes)
         .configure(users::routes)
         .configure(admin::routes)
         .default_service(web::to(not_found));

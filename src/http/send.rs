@@ -6,14 +6,16 @@ use std::time::Instant;
 use actix_web::http::header::ContentType;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use msghub_actors::plan::{MessagePlan, PlannedChannel};
+use msghub_actors::plan::{CallbackSpec, MessagePlan, PlannedChannel, Strategy};
 use serde_json::json;
 
 use super::State;
 use super::auth::CachedSource;
+use crate::domain::callback::CallbackRequest;
 use crate::domain::parse_json;
+use crate::domain::rules;
 use crate::domain::send::{SendKind, SendRequest, parse};
-use crate::error::{JumsError, channel_unavailable_code};
+use crate::error::{JumsError, channel_unavailable_code, jums};
 use crate::storage::messages::{Accepted, NewMessage};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -54,8 +56,24 @@ async fn accept_inner(
 ) -> Result<HttpResponse, JumsError> {
     let source = state.sources.authenticate(req).await?;
     let value = parse_json(body).map_err(JumsError::invalid)?;
-    let send = parse(&value, kind)?;
+    let mut send = parse(&value, kind)?;
+    let strategy = match send.rule_id {
+        None => Strategy::Concurrent,
+        Some(id) => {
+            let def = state
+                .rules
+                .get(id)
+                .await
+                .map_err(|e| JumsError::internal("loading rule", &e))?
+                .ok_or_else(|| {
+                    JumsError::new(jums::INVALID_RULE, format!("rule_id {id} does not exist"))
+                })?;
+            rules::apply(id, &def, &mut send.contents, &send.audience, &send.params)
+                .map_err(|reason| JumsError::new(jums::INVALID_RULE, reason))?
+        }
+    };
     let channels = choose_channels(&source, &send)?;
+    let callback = callback_of(&source, send.callback.as_ref())?;
     let idempotency_key = idempotency_key(req)?;
     let msgid = state.ids.next();
     let mut response = json!({"code": 0, "message": "success", "msgid": msgid.to_string()});
@@ -70,6 +88,8 @@ async fn accept_inner(
         audience: send.audience.clone(),
         channels,
         ttl_seconds: send.ttl_seconds,
+        strategy,
+        callback,
     };
     let new = NewMessage {
         plan,
@@ -88,6 +108,7 @@ async fn accept_inner(
         Accepted::Stored { plan, shards } => {
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
             let body = response.to_string();
+            state.callbacks.remember(&plan);
             state.dispatch.dispatch(plan, Some(shards));
             Ok(HttpResponse::Ok()
                 .content_type(ContentType::json())
@@ -130,6 +151,38 @@ fn choose_channels(
             }
         })
         .collect()
+}
+
+/// The message's status callback: the URL the request names, which must be one the source
+/// verified (JUMS 4004 otherwise), else the source's default URL; `params` are echoed.
+fn callback_of(
+    source: &CachedSource,
+    req: Option<&CallbackRequest>,
+) -> Result<Option<CallbackSpec>, JumsError> {
+    let params = req
+        .and_then(|r| r.params.clone())
+        .unwrap_or(serde_json::Value::Null);
+    let url = match req.and_then(|r| r.url.as_ref()) {
+        Some(url) if source.callback_urls.contains(url) => url.clone(),
+        Some(url) => {
+            return Err(JumsError::invalid(format!(
+                "callback.url {url:?} is not a verified callback URL of this source; \
+                 register it first (POST /api/sources/{}/callback_urls)",
+                source.id
+            )));
+        }
+        None => match source.callback_urls.first() {
+            Some(default) => default.clone(),
+            None if !params.is_null() => {
+                return Err(JumsError::invalid(
+                    "callback.params given, but there is no callback.url and this source has no \
+                     default callback URL",
+                ));
+            }
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(CallbackSpec { url, params }))
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, JumsError> {

@@ -13,6 +13,16 @@ use rand::RngCore;
 
 const AAD: &[u8] = b"msghub/channel-credentials/v1";
 
+fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac};
+    // HMAC takes keys of any length, so this never fails.
+    let Ok(mut m) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(key) else {
+        return [0u8; 32];
+    };
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
     #[error("encryption key must be base64 of exactly 32 bytes")]
@@ -28,6 +38,9 @@ pub enum CryptoError {
 #[derive(Clone)]
 pub struct Crypto {
     cipher: Aes256Gcm,
+    /// A key derived from the master key for URL tokens (receipt endpoints); never the
+    /// encryption key itself.
+    token_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Crypto {
@@ -40,7 +53,25 @@ impl Crypto {
     pub fn from_base64(key: &str) -> Result<Crypto, CryptoError> {
         let bytes = B64.decode(key.trim()).map_err(|_| CryptoError::BadKey)?;
         let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| CryptoError::BadKey)?;
-        Ok(Crypto { cipher })
+        let token_key = mac(&bytes, b"msghub/url-tokens/v1");
+        Ok(Crypto { cipher, token_key })
+    }
+
+    /// An unguessable, stable token naming `purpose` (e.g. a channel's receipt endpoint), so
+    /// a provider that cannot sign its callbacks still proves it was given the URL.
+    pub fn url_token(&self, purpose: &str) -> String {
+        hex::encode(&mac(&self.token_key, purpose.as_bytes())[..16])
+    }
+
+    /// Constant-time check of a token made by [`Crypto::url_token`].
+    pub fn check_url_token(&self, purpose: &str, token: &str) -> bool {
+        let expected = self.url_token(purpose);
+        expected.len() == token.len()
+            && expected
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// The configured key, or the key file in `data_dir`, created on first use.

@@ -4,10 +4,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use msghub_actors::plan::{
-    Audience, ChannelBatch, DeliveryResult, MessagePlan, OpenShard, Shard, ShardSpec,
+    Audience, ChannelBatch, DeliveryResult, DeliveryStatus, MessagePlan, OpenShard, Shard,
+    ShardSpec, StepCondition,
 };
 use msghub_actors::provider::Target;
-use msghub_actors::store::{ChannelSpec, DispatchStore, PlannedPage, StoreError, StoreResult};
+use msghub_actors::store::{
+    ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, TimerKey,
+};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
@@ -18,6 +21,8 @@ use super::{Db, in_list, now_ms, value_rows};
 pub struct Store {
     pub db: Db,
     pub crypto: Crypto,
+    /// Told about every stored outcome (status callbacks 2 and 3); never blocks.
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 fn err(e: DbErr) -> StoreError {
@@ -33,11 +38,46 @@ fn parse_spec(text: &str) -> Result<ShardSpec, DbErr> {
     serde_json::from_str(text).map_err(|e| DbErr::Custom(format!("stored shard: {e}")))
 }
 
+/// Statuses only receipts set; the outcome writer never overwrites them (a receipt can arrive
+/// before the provider call's outcome is recorded).
+pub const STICKY_STATUSES: &str = "3, 4, 5";
+
 /// One resolved (user, channel type, address) of a shard.
 struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
+}
+
+/// The deliveries that open a shard: everything for a concurrent message; for a fallback
+/// chain, each user's addresses on the first step they have an address for (a user without
+/// one on step 0 starts at once on the next step).
+fn first_steps<'a>(plan: &MessagePlan, resolved: &'a [Resolved]) -> Vec<(&'a Resolved, i16)> {
+    let steps = plan.strategy.steps();
+    if steps.is_empty() {
+        return resolved.iter().map(|r| (r, 0)).collect();
+    }
+    let step_of = |r: &Resolved| {
+        steps
+            .iter()
+            .position(|s| s.channel_type.code() == r.channel_type)
+            .and_then(|p| i16::try_from(p).ok())
+    };
+    let mut first: HashMap<&str, i16> = HashMap::new();
+    for r in resolved {
+        if let (Some(u), Some(step)) = (r.userid.as_deref(), step_of(r)) {
+            let e = first.entry(u).or_insert(step);
+            *e = (*e).min(step);
+        }
+    }
+    resolved
+        .iter()
+        .filter_map(|r| {
+            let step = step_of(r)?;
+            let u = r.userid.as_deref()?;
+            (first.get(u) == Some(&step)).then_some((r, step))
+        })
+        .collect()
 }
 
 impl Store {
@@ -187,51 +227,26 @@ impl Store {
         now: i64,
     ) -> Result<Vec<ChannelBatch>, DbErr> {
         let (plan, shard) = (&open.plan, &open.shard);
+        let steps = plan.strategy.steps();
+        // A fallback shard is opened once: later steps are queued by its timers, and a
+        // re-open (restart, reopened by a timer) must not start the chain again.
+        let opened_before = !open.fresh
+            && !steps.is_empty()
+            && txn
+                .query_one_raw(self.db.stmt(
+                    "SELECT id FROM deliveries WHERE message_id = ? AND shard_seq = ? LIMIT 1",
+                    vec![plan.msgid.into(), shard.seq.into()],
+                ))
+                .await?
+                .is_some();
         let mut rows = Vec::new();
-        let channel_of: HashMap<&str, i64> = plan
-            .channels
-            .iter()
-            .map(|c| (c.channel_type.code(), c.channel_id))
-            .collect();
-        for chunk in resolved.chunks(1000) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-            let mut n = 0;
-            for r in chunk {
-                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
-                    continue;
-                };
-                n += 1;
-                values.extend([
-                    plan.msgid.into(),
-                    shard.seq.into(),
-                    channel_id.into(),
-                    r.channel_type.clone().into(),
-                    r.userid.clone().into(),
-                    r.address.clone().into(),
-                    0i16.into(),
-                    0i16.into(),
-                    0i32.into(),
-                    now.into(),
-                ]);
-            }
-            if n == 0 {
-                continue;
-            }
-            let sql = format!(
-                "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
-                 status, attempts, updated_at) VALUES {} ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
-                value_rows(n, 10),
-                if open.fresh {
-                    " RETURNING id, channel_id, userid, address"
-                } else {
-                    ""
-                }
-            );
-            if open.fresh {
-                rows.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
-            } else {
-                txn.execute_raw(self.db.stmt(&sql, values)).await?;
-            }
+        if !opened_before {
+            let stepped = first_steps(plan, resolved);
+            let returning = open.fresh;
+            rows = self
+                .insert_deliveries(txn, plan, shard.seq, &stepped, now, returning)
+                .await?;
+            self.arm_timers(txn, plan, shard.seq, &stepped, now).await?;
         }
         if !open.fresh {
             let stmt = self.db.stmt(
@@ -262,6 +277,302 @@ impl Store {
                 targets,
             })
             .collect())
+    }
+
+    /// Insert deliveries `(resolved, step)` once per address; with `returning`, the inserted
+    /// rows (id, channel_id, userid, address).
+    async fn insert_deliveries<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        plan: &MessagePlan,
+        seq: i32,
+        stepped: &[(&Resolved, i16)],
+        now: i64,
+        returning: bool,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let channel_of: HashMap<&str, i64> = plan
+            .channels
+            .iter()
+            .map(|c| (c.channel_type.code(), c.channel_id))
+            .collect();
+        let mut rows = Vec::new();
+        for chunk in stepped.chunks(1000) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
+            let mut n = 0;
+            for (r, step) in chunk {
+                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
+                    continue;
+                };
+                n += 1;
+                values.extend([
+                    plan.msgid.into(),
+                    seq.into(),
+                    channel_id.into(),
+                    r.channel_type.clone().into(),
+                    r.userid.clone().into(),
+                    r.address.clone().into(),
+                    (*step).into(),
+                    0i16.into(),
+                    0i32.into(),
+                    now.into(),
+                    now.into(),
+                ]);
+            }
+            if n == 0 {
+                continue;
+            }
+            let sql = format!(
+                "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
+                 status, attempts, updated_at, created_at) VALUES {} \
+                 ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
+                value_rows(n, 11),
+                if returning {
+                    " RETURNING id, channel_id, userid, address"
+                } else {
+                    ""
+                }
+            );
+            if returning {
+                rows.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
+            } else {
+                txn.execute_raw(self.db.stmt(&sql, values)).await?;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Start (or bring forward) the timer of every step that got deliveries and has a later
+    /// step.
+    async fn arm_timers<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        plan: &MessagePlan,
+        seq: i32,
+        stepped: &[(&Resolved, i16)],
+        now: i64,
+    ) -> Result<(), DbErr> {
+        let steps = plan.strategy.steps();
+        let used: BTreeSet<i16> = stepped.iter().map(|(_, s)| *s).collect();
+        for step in used {
+            let Some(def) = steps.get(step as usize) else {
+                continue;
+            };
+            if step as usize + 1 >= steps.len() {
+                continue;
+            }
+            let due = now + i64::try_from(def.wait_ms).unwrap_or(i64::MAX / 2);
+            txn.execute_raw(self.db.stmt(
+                "INSERT INTO fallback_timers (message_id, shard_seq, step, due_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (message_id, shard_seq, step) DO UPDATE SET due_at = \
+                 CASE WHEN excluded.due_at < fallback_timers.due_at THEN excluded.due_at ELSE fallback_timers.due_at END",
+                vec![plan.msgid.into(), seq.into(), step.into(), due.into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Fire one fallback timer (see [`DispatchStore::fire_timer`]).
+    async fn fire<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        key: TimerKey,
+        now: i64,
+    ) -> Result<Fired, DbErr> {
+        let mut fired = Fired::default();
+        let delete_timer = self.db.stmt(
+            "DELETE FROM fallback_timers WHERE message_id = ? AND shard_seq = ? AND step = ?",
+            vec![key.msgid.into(), key.seq.into(), key.step.into()],
+        );
+        let plan_row = txn
+            .query_one_raw(self.db.stmt(
+                "SELECT plan, state FROM messages WHERE id = ?",
+                vec![key.msgid.into()],
+            ))
+            .await?;
+        let plan = match plan_row {
+            Some(r) => {
+                let state: String = r.try_get("", "state")?;
+                if state == "retracted" {
+                    txn.execute_raw(delete_timer).await?;
+                    return Ok(fired);
+                }
+                parse_plan(&r)?
+            }
+            None => {
+                txn.execute_raw(delete_timer).await?;
+                return Ok(fired);
+            }
+        };
+        let steps = plan.strategy.steps();
+        let k = key.step as usize;
+        let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
+            txn.execute_raw(delete_timer).await?;
+            return Ok(fired);
+        };
+        let wait = i64::try_from(step.wait_ms).unwrap_or(i64::MAX / 2);
+        // Every undecided user of this step: when the step was last sent to them, whether
+        // some of it is still being sent (the wait has not started), and whether all their
+        // deliveries on it failed (then they move on without waiting).
+        let failed = format!(
+            "{}, {}",
+            DeliveryStatus::Failed as i16,
+            DeliveryStatus::Undelivered as i16
+        );
+        let candidates = txn
+            .query_all_raw(self.db.stmt(
+                &format!(
+                    "SELECT userid, MAX(COALESCE(sent_at, created_at)) AS sent, \
+                     MAX(CASE WHEN status = {queued} THEN 1 ELSE 0 END) AS sending, \
+                     MIN(CASE WHEN status IN ({failed}) THEN 1 ELSE 0 END) AS all_failed \
+                     FROM deliveries WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 \
+                     AND userid IS NOT NULL GROUP BY userid",
+                    queued = DeliveryStatus::Queued as i16,
+                ),
+                vec![key.msgid.into(), key.seq.into(), key.step.into()],
+            ))
+            .await?;
+        let mut due: Vec<String> = Vec::new();
+        let mut next_due: Option<i64> = None;
+        for r in &candidates {
+            let userid: String = r.try_get("", "userid")?;
+            let sent: i64 = r.try_get("", "sent")?;
+            let sending: i32 = r.try_get("", "sending")?;
+            let all_failed: i32 = r.try_get("", "all_failed")?;
+            if all_failed == 1 || (sending == 0 && sent + wait <= now) {
+                due.push(userid);
+            } else {
+                // Still being sent (a paced or throttled step): look again shortly; its wait
+                // starts when its outcome is recorded.
+                let d = if sending == 1 {
+                    now + wait.min(1000)
+                } else {
+                    sent + wait
+                };
+                next_due = Some(next_due.map_or(d, |n: i64| n.min(d)));
+            }
+        }
+        if !due.is_empty() {
+            // Reached on any channel so far (the chain ends for them).
+            let reached_statuses = match step.condition {
+                StepCondition::NotDelivered => format!(
+                    "{}, {}",
+                    DeliveryStatus::Delivered as i16,
+                    DeliveryStatus::Clicked as i16
+                ),
+                StepCondition::NotClicked => format!("{}", DeliveryStatus::Clicked as i16),
+            };
+            let mut reached: BTreeSet<String> = BTreeSet::new();
+            for chunk in due.chunks(500) {
+                let mut values: Vec<Value> = vec![key.msgid.into(), key.seq.into()];
+                values.extend(chunk.iter().map(|u| Value::from(u.clone())));
+                let rows = txn
+                    .query_all_raw(self.db.stmt(
+                        &format!(
+                            "SELECT DISTINCT userid FROM deliveries WHERE message_id = ? AND shard_seq = ? \
+                             AND userid IN ({}) AND status IN ({reached_statuses})",
+                            in_list(chunk.len())
+                        ),
+                        values,
+                    ))
+                    .await?;
+                for r in rows {
+                    reached.insert(r.try_get("", "userid")?);
+                }
+                let mut values: Vec<Value> =
+                    vec![key.msgid.into(), key.seq.into(), key.step.into()];
+                values.extend(chunk.iter().map(|u| Value::from(u.clone())));
+                txn.execute_raw(self.db.stmt(
+                    &format!(
+                        "UPDATE deliveries SET judged = 1 WHERE message_id = ? AND shard_seq = ? AND step = ? \
+                         AND judged = 0 AND userid IN ({})",
+                        in_list(chunk.len())
+                    ),
+                    values,
+                ))
+                .await?;
+            }
+            let advancing: BTreeSet<&str> = due
+                .iter()
+                .filter(|u| !reached.contains(*u))
+                .map(String::as_str)
+                .collect();
+            fired.reached = reached.len() as u64;
+            if !advancing.is_empty() {
+                let bindings = self.bindings_of(&advancing).await?;
+                let mut resolved: Vec<(Resolved, i16)> = Vec::new();
+                for user in &advancing {
+                    let found = steps.iter().enumerate().skip(k + 1).find_map(|(j, s)| {
+                        let addresses: Vec<&String> = bindings
+                            .get(*user)
+                            .into_iter()
+                            .flatten()
+                            .filter(|(t, _)| t == s.channel_type.code())
+                            .map(|(_, a)| a)
+                            .collect();
+                        (!addresses.is_empty()).then_some((j, s.channel_type, addresses))
+                    });
+                    match found {
+                        Some((j, t, addresses)) => {
+                            fired.advanced += 1;
+                            let j = i16::try_from(j).unwrap_or(i16::MAX);
+                            resolved.extend(addresses.into_iter().map(|a| {
+                                (
+                                    Resolved {
+                                        userid: Some((*user).to_string()),
+                                        channel_type: t.code().to_string(),
+                                        address: a.clone(),
+                                    },
+                                    j,
+                                )
+                            }));
+                        }
+                        None => fired.exhausted += 1,
+                    }
+                }
+                let stepped: Vec<(&Resolved, i16)> =
+                    resolved.iter().map(|(r, j)| (r, *j)).collect();
+                self.insert_deliveries(txn, &plan, key.seq, &stepped, now, false)
+                    .await?;
+                self.arm_timers(txn, &plan, key.seq, &stepped, now).await?;
+                if !stepped.is_empty() {
+                    txn.execute_raw(self.db.stmt(
+                        "UPDATE shards SET state = 'pending', generation = generation + 1, updated_at = ? WHERE message_id = ? AND seq = ?",
+                        vec![now.into(), key.msgid.into(), key.seq.into()],
+                    ))
+                    .await?;
+                    txn.execute_raw(self.db.stmt(
+                        "UPDATE messages SET state = 'accepted', updated_at = ? WHERE id = ? AND state IN ('waiting', 'done')",
+                        vec![now.into(), key.msgid.into()],
+                    ))
+                    .await?;
+                    fired.reopened = Some(plan.clone());
+                }
+            }
+        }
+        match next_due {
+            Some(d) => {
+                txn.execute_raw(self.db.stmt(
+                    "UPDATE fallback_timers SET due_at = ? WHERE message_id = ? AND shard_seq = ? AND step = ?",
+                    vec![d.into(), key.msgid.into(), key.seq.into(), key.step.into()],
+                ))
+                .await?;
+            }
+            None => {
+                txn.execute_raw(delete_timer).await?;
+            }
+        }
+        if fired.reopened.is_none() {
+            // The last timer of a message waiting for nothing else ends it.
+            txn.execute_raw(self.db.stmt(
+                "UPDATE messages SET state = 'done', updated_at = ? WHERE id = ? AND state = 'waiting' \
+                 AND NOT EXISTS (SELECT 1 FROM fallback_timers t WHERE t.message_id = messages.id) \
+                 AND NOT EXISTS (SELECT 1 FROM shards s WHERE s.message_id = messages.id AND s.state = 'pending')",
+                vec![now.into(), key.msgid.into()],
+            ))
+            .await?;
+        }
+        Ok(fired)
     }
 
     /// The userid `size` places after `after` in the audience, or the audience's last userid
@@ -334,7 +645,7 @@ impl DispatchStore for Store {
         let rows = self
             .db
             .query_all(
-                "SELECT seq, spec FROM shards WHERE message_id = ? AND state = 'pending' ORDER BY seq",
+                "SELECT seq, spec, generation FROM shards WHERE message_id = ? AND state = 'pending' ORDER BY seq",
                 vec![msgid.into()],
             )
             .await
@@ -346,6 +657,7 @@ impl DispatchStore for Store {
                     msgid,
                     seq: r.try_get("", "seq")?,
                     spec: parse_spec(&spec)?,
+                    generation: r.try_get("", "generation")?,
                 })
             })
             .collect::<Result<_, DbErr>>()
@@ -394,6 +706,7 @@ impl DispatchStore for Store {
                             after: cursor.clone(),
                             last: last.clone(),
                         },
+                        generation: 0,
                     });
                     seq += 1;
                     cursor = Some(last);
@@ -452,7 +765,8 @@ impl DispatchStore for Store {
         // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
         // Postgres alike, and VALUES columns are called column1… on both.
         for chunk in results.chunks(500) {
-            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 7);
+            let mut values: Vec<Value> = Vec::with_capacity(2 + chunk.len() * 7);
+            values.push(now.into());
             values.push(now.into());
             for r in chunk {
                 values.extend([
@@ -466,31 +780,60 @@ impl DispatchStore for Store {
                 ]);
             }
             let sql = format!(
-                "UPDATE deliveries SET updated_at = ?, status = v.column2, outcome = v.column3, code = v.column4, \
+                "UPDATE deliveries SET updated_at = ?, sent_at = ?, \
+                 status = CASE WHEN deliveries.status IN ({sticky}) THEN deliveries.status ELSE v.column2 END, \
+                 outcome = v.column3, code = v.column4, \
                  provider_id = v.column5, error = v.column6, attempts = v.column7 \
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-                value_rows(chunk.len(), 7)
+                value_rows(chunk.len(), 7),
+                sticky = STICKY_STATUSES,
             );
             txn.execute_raw(self.db.stmt(&sql, values))
                 .await
                 .map_err(err)?;
         }
-        txn.commit().await.map_err(err)
+        let failed: Vec<i64> = results
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Failed)
+            .map(|r| r.delivery_id)
+            .collect();
+        for chunk in failed.chunks(500) {
+            // A permanent failure moves a fallback user on at once: bring the step's timer
+            // forward, persisted, so it holds across a restart too.
+            let mut values: Vec<Value> = vec![now.into(), now.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            let sql = format!(
+                "UPDATE fallback_timers SET due_at = ? WHERE due_at > ? AND EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.id IN ({}) AND d.message_id = fallback_timers.message_id \
+                 AND d.shard_seq = fallback_timers.shard_seq AND d.step = fallback_timers.step)",
+                in_list(chunk.len())
+            );
+            txn.execute_raw(self.db.stmt(&sql, values))
+                .await
+                .map_err(err)?;
+        }
+        txn.commit().await.map_err(err)?;
+        self.callbacks.emit_results(results);
+        Ok(())
     }
 
-    async fn finish(&self, shards: &[(i64, i32)], messages: &[i64]) -> StoreResult<()> {
+    async fn finish(&self, shards: &[(i64, i32, i32)], messages: &[i64]) -> StoreResult<()> {
         let now = now_ms();
         let txn = self.db.write().begin().await.map_err(err)?;
         for chunk in shards.chunks(500) {
-            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 2);
+            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
             values.push(now.into());
-            for (msgid, seq) in chunk {
-                values.extend([Value::from(*msgid), Value::from(*seq)]);
+            for (msgid, seq, generation) in chunk {
+                values.extend([
+                    Value::from(*msgid),
+                    Value::from(*seq),
+                    Value::from(*generation),
+                ]);
             }
             let sql = format!(
                 "UPDATE shards SET state = 'done', updated_at = ? FROM (VALUES {}) AS v \
-                 WHERE shards.message_id = v.column1 AND shards.seq = v.column2",
-                value_rows(chunk.len(), 2)
+                 WHERE shards.message_id = v.column1 AND shards.seq = v.column2 AND shards.generation = v.column3",
+                value_rows(chunk.len(), 3)
             );
             txn.execute_raw(self.db.stmt(&sql, values))
                 .await
@@ -502,7 +845,9 @@ impl DispatchStore for Store {
             // Never done while a shard is pending (a page of shards whose creation was
             // committed but not reported stays visible to the next sweep).
             let sql = format!(
-                "UPDATE messages SET state = 'done', updated_at = ? WHERE id IN ({}) AND NOT EXISTS \
+                "UPDATE messages SET updated_at = ?, state = CASE WHEN EXISTS \
+                 (SELECT 1 FROM fallback_timers t WHERE t.message_id = messages.id) THEN 'waiting' ELSE 'done' END \
+                 WHERE id IN ({}) AND state = 'accepted' AND NOT EXISTS \
                  (SELECT 1 FROM shards s WHERE s.message_id = messages.id AND s.state = 'pending')",
                 in_list(chunk.len())
             );
@@ -518,5 +863,35 @@ impl DispatchStore for Store {
             .channel_spec(&self.crypto, channel_id)
             .await
             .map_err(err)
+    }
+
+    async fn due_timers(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TimerKey>> {
+        let rows = self
+            .db
+            .query_all(
+                "SELECT message_id, shard_seq, step, due_at FROM fallback_timers WHERE due_at <= ? \
+                 ORDER BY due_at LIMIT ?",
+                vec![now_ms.into(), i64::from(limit).into()],
+            )
+            .await
+            .map_err(err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimerKey {
+                    msgid: r.try_get("", "message_id")?,
+                    seq: r.try_get("", "shard_seq")?,
+                    step: r.try_get("", "step")?,
+                    due_at_ms: r.try_get("", "due_at")?,
+                })
+            })
+            .collect::<Result<_, DbErr>>()
+            .map_err(err)
+    }
+
+    async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired> {
+        let txn = self.db.write().begin().await.map_err(err)?;
+        let fired = self.fire(&txn, key, now_ms).await.map_err(err)?;
+        txn.commit().await.map_err(err)?;
+        Ok(fired)
     }
 }

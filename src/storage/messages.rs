@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use msghub_actors::plan::DeliveryStatus;
 use msghub_actors::plan::{MessagePlan, Shard, ShardSpec};
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
@@ -162,6 +163,7 @@ impl Db {
                     msgid: plan.msgid,
                     seq: 0,
                     spec: ShardSpec::Listed,
+                    generation: 0,
                 }]
             } else {
                 Vec::new()
@@ -197,11 +199,12 @@ impl Db {
             created_at: r.try_get("", "created_at")?,
             updated_at: r.try_get("", "updated_at")?,
             channels: Vec::new(),
+            steps: Vec::new(),
         };
         let rows = self
             .query_all(
-                "SELECT channel_id, channel_type, status, COUNT(*) AS n FROM deliveries WHERE message_id = ? \
-                 GROUP BY channel_id, channel_type, status ORDER BY channel_id",
+                "SELECT channel_id, channel_type, step, status, COUNT(*) AS n FROM deliveries WHERE message_id = ? \
+                 GROUP BY channel_id, channel_type, step, status ORDER BY channel_id, step",
                 vec![msgid.into()],
             )
             .await?;
@@ -209,6 +212,7 @@ impl Db {
             let channel_id: i64 = row.try_get("", "channel_id")?;
             let channel_type: String = row.try_get("", "channel_type")?;
             let st: i16 = row.try_get("", "status")?;
+            let step: i16 = row.try_get("", "step")?;
             let n: i64 = row.try_get("", "n")?;
             let entry = match status
                 .channels
@@ -219,19 +223,35 @@ impl Db {
                 None => {
                     status.channels.push(ChannelCounts {
                         channel_id,
-                        channel_type,
+                        channel_type: channel_type.clone(),
                         ..ChannelCounts::default()
                     });
                     let last = status.channels.len() - 1;
                     &mut status.channels[last]
                 }
             };
-            entry.target += n;
-            match st {
-                0 => entry.queued += n,
-                2 => entry.failed += n,
-                _ => entry.sent += n,
-            }
+            entry.add(st, n);
+            let step_entry = match status.steps.iter_mut().position(|c| c.step == step) {
+                Some(i) => &mut status.steps[i],
+                None => {
+                    status.steps.push(StepCounts {
+                        step,
+                        counts: ChannelCounts {
+                            channel_id,
+                            channel_type,
+                            ..ChannelCounts::default()
+                        },
+                    });
+                    let last = status.steps.len() - 1;
+                    &mut status.steps[last]
+                }
+            };
+            step_entry.counts.add(st, n);
+        }
+        status.steps.sort_by_key(|s| s.step);
+        if status.steps.len() <= 1 && status.steps.iter().all(|s| s.step == 0) {
+            // Concurrent messages have one step; the channel counts say it all.
+            status.steps.clear();
         }
         Ok(Some(status))
     }
@@ -305,6 +325,16 @@ pub struct MessageStatus {
     pub created_at: i64,
     pub updated_at: i64,
     pub channels: Vec<ChannelCounts>,
+    /// Fallback chains: the counts of each step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepCounts>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepCounts {
+    pub step: i16,
+    #[serde(flatten)]
+    pub counts: ChannelCounts,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -313,8 +343,39 @@ pub struct ChannelCounts {
     pub channel_type: String,
     pub target: i64,
     pub queued: i64,
+    /// Accepted by the provider (receipts may have followed).
     pub sent: i64,
+    /// Refused by the provider, or given up.
     pub failed: i64,
+    /// Receipts said it arrived (clicked ones included).
+    pub delivered: i64,
+    pub clicked: i64,
+    /// Receipts said it did not arrive.
+    pub undelivered: i64,
+}
+
+impl ChannelCounts {
+    fn add(&mut self, status: i16, n: i64) {
+        self.target += n;
+        match DeliveryStatus::from_i16(status) {
+            Some(DeliveryStatus::Queued) | None => self.queued += n,
+            Some(DeliveryStatus::Failed) => self.failed += n,
+            Some(DeliveryStatus::Submitted) => self.sent += n,
+            Some(DeliveryStatus::Delivered) => {
+                self.sent += n;
+                self.delivered += n;
+            }
+            Some(DeliveryStatus::Clicked) => {
+                self.sent += n;
+                self.delivered += n;
+                self.clicked += n;
+            }
+            Some(DeliveryStatus::Undelivered) => {
+                self.sent += n;
+                self.undelivered += n;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,10 +5,13 @@
 //! the engine's own rule (one writer at a time) made explicit so writers queue instead of
 //! failing with `SQLITE_BUSY`; reads use a separate pool and WAL snapshots.
 
+pub mod callbacks;
 pub mod channels;
 pub mod crypto;
 pub mod dispatch;
 pub mod messages;
+pub mod receipts;
+pub mod rules;
 pub mod sources;
 pub mod users;
 
@@ -142,6 +145,15 @@ impl Db {
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
         self.read.query_one_raw(self.stmt(sql, values)).await
+    }
+
+    /// A statement that writes and returns a row (`INSERT/UPDATE … RETURNING`).
+    pub async fn query_one_rw(
+        &self,
+        sql: &str,
+        values: Vec<Value>,
+    ) -> Result<Option<QueryResult>, DbErr> {
+        self.write.query_one_raw(self.stmt(sql, values)).await
     }
 
     pub async fn execute(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {

@@ -4,6 +4,7 @@ use sea_orm::{DbErr, QueryResult};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::crypto::Crypto;
 use super::{Db, now_ms};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -16,6 +17,12 @@ pub struct SourceRow {
     pub updated_at: i64,
     #[serde(skip)]
     pub secret_hash: String,
+}
+
+fn seal(crypto: &Crypto, secret: &str) -> Result<String, DbErr> {
+    crypto
+        .encrypt(secret.as_bytes())
+        .map_err(|e| DbErr::Custom(format!("encrypting source secret: {e}")))
 }
 
 /// Source secrets are 32 random bytes, so a plain SHA-256 is enough to make the stored value
@@ -40,19 +47,24 @@ fn row(r: &QueryResult) -> Result<SourceRow, DbErr> {
 const COLUMNS: &str = "id, source_key, name, enabled, created_at, updated_at, secret_hash";
 
 impl Db {
+    /// Store a new source. The secret is kept as a hash (to authenticate) and encrypted (to sign
+    /// status callbacks with it).
     pub async fn create_source(
         &self,
+        crypto: &Crypto,
         key: &str,
         secret: &str,
         name: &str,
     ) -> Result<SourceRow, DbErr> {
         let now = now_ms();
+        let sealed = seal(crypto, secret)?;
         self.execute(
-            "INSERT INTO sources (source_key, secret_hash, name, enabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sources (source_key, secret_hash, secret_enc, name, enabled, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
             vec![
                 key.into(),
                 hash_secret(secret).into(),
+                sealed.into(),
                 name.into(),
                 true.into(),
                 now.into(),
@@ -123,6 +135,60 @@ impl Db {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    /// Replace a source's secret (hash and encrypted copy). False when there is no such source.
+    pub async fn rotate_source_secret(
+        &self,
+        crypto: &Crypto,
+        id: i64,
+        secret: &str,
+    ) -> Result<bool, DbErr> {
+        let n = self
+            .execute(
+                "UPDATE sources SET secret_hash = ?, secret_enc = ?, updated_at = ? WHERE id = ?",
+                vec![
+                    hash_secret(secret).into(),
+                    seal(crypto, secret)?.into(),
+                    now_ms().into(),
+                    id.into(),
+                ],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// The source's key and, when it has one, its secret in clear, for signing status
+    /// callbacks (`Basic base64(key:secret)`). `None` when there is no such source.
+    pub async fn source_signing_secret(
+        &self,
+        crypto: &Crypto,
+        id: i64,
+    ) -> Result<Option<(String, Option<String>)>, DbErr> {
+        let Some(r) = self
+            .query_one(
+                "SELECT source_key, secret_enc FROM sources WHERE id = ?",
+                vec![id.into()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key: String = r.try_get("", "source_key")?;
+        let sealed: Option<String> = r.try_get("", "secret_enc")?;
+        let secret = match sealed {
+            Some(s) => {
+                let bytes = crypto
+                    .decrypt(&s)
+                    .map_err(|e| DbErr::Custom(format!("source {id} secret: {e}")))?;
+                Some(
+                    String::from_utf8(bytes)
+                        .map_err(|_| DbErr::Custom(format!("source {id} secret is not UTF-8")))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Some((key, secret)))
     }
 
     pub async fn grant(&self, source_id: i64, channel_id: i64) -> Result<(), DbErr> {

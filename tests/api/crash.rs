@@ -130,3 +130,98 @@ async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_afte
         twice.len()
     );
 }
+
+/// Fallback timers pending while the server is down fire once after it restarts: no step is
+/// skipped or repeated. The server is killed twice: while step 1's timers wait, and while
+/// step 2's do.
+#[actix_web::test]
+async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
+    msghub::startup::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = fresh_database_url(dir.path()).await;
+    let sim = start_sim().await;
+    let port = free_port();
+    let mut server = start_server(port, &db_url, dir.path());
+    let client = reqwest::Client::new();
+    wait_healthy(&client, port).await;
+    let settings = test_settings(dir.path(), db_url.clone());
+    let db = Db::connect(&settings.database).await.unwrap();
+    let data_dir = dir.path().to_path_buf();
+    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
+    const USERS: usize = 3_000;
+    app.add_users((0..USERS).map(|i| {
+        json!({"userid": format!("f{i:05}"), "add": {"tag": ["f"], "app": [format!("freg-{i:05}")],
+               "webhook": format!("fwh-{i:05}"), "phone": format!("1350{i:07}")}})
+    }))
+    .await;
+    // No app receipts: every user moves on from each step.
+    let r = client
+        .post(format!("{}/sim/receipts", app.sim.http_url()))
+        .json(&json!({"channel": "app", "enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let rule = app
+        .admin_post(
+            "/api/rules",
+            json!({"name": "restart", "rule": {"type": "fallback", "steps": [
+                {"channel": "app", "wait_seconds": 2, "condition": "not_delivered"},
+                {"channel": "webhook", "wait_seconds": 2, "condition": "not_clicked"},
+                {"channel": "sms"}]}}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["f"], "rule_id": rule, "msg_app": app_msg(),
+                   "msg_webhook": [{"event": "x"}], "msg_sms": [{"temp_id": "SMS_1", "temp_para": {}}]}),
+        )
+        .await;
+    let wait_for = |channel: &'static str| {
+        let state = app.sim.state.clone();
+        async move {
+            let started = Instant::now();
+            while state.received(channel).len() < USERS {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{channel} step incomplete"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for("app").await;
+    server.kill();
+    let pending = app.count_rows("fallback_timers").await;
+    assert!(pending > 0, "the kill came after the step-1 timers fired");
+    assert!(app.sim.state.received("webhook").is_empty());
+    // Down for longer than the wait: the timers are overdue when the server returns.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut server = start_server(port, &db_url, &data_dir);
+    wait_healthy(&client, port).await;
+    wait_for("webhook").await;
+    server.kill();
+    assert!(app.count_rows("fallback_timers").await > 0);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut server = start_server(port, &db_url, &data_dir);
+    wait_healthy(&client, port).await;
+    let status = app.wait_done(&msgid, Duration::from_secs(60)).await;
+    server.kill();
+    for channel in ["app", "webhook", "sms"] {
+        let received = app.sim.state.received(channel);
+        assert_eq!(received.len(), USERS, "{channel}: every user");
+        assert!(
+            received.values().all(|n| *n == 1),
+            "{channel}: someone got a step twice"
+        );
+    }
+    assert_eq!(
+        status["steps"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(app.count_rows("fallback_timers").await, 0);
+}

@@ -1,7 +1,8 @@
 //! `app` channel adapter: JPush push API v3 (`POST {base_url}/v3/push`, HTTP Basic auth).
 //!
 //! The `msg_app` content is a JPush push object without `audience` (JUMS shape); the adapter
-//! adds `audience.registration_id` from the targets, so up to 1000 devices share one call.
+//! adds `audience.registration_id` from the targets, so up to 1000 devices share one call, and,
+//! when the channel has a receipt URL, a `callback` asking JPush to report every device back.
 
 pub(crate) mod classify;
 pub(crate) mod config;
@@ -23,6 +24,9 @@ pub(crate) const MAX_BATCH: usize = 1000;
 /// Outcome code for content rejected before calling JPush.
 const INVALID_CONTENT: &str = "invalid_content";
 
+/// `callback.type` bitmask msghub asks for: 1 received + 2 clicked + 4 not received.
+pub(crate) const CALLBACK_TYPES: u8 = 1 | 2 | 4;
+
 pub(crate) fn build(
     credentials: &Value,
     options: &AdapterOptions,
@@ -34,6 +38,7 @@ pub(crate) fn build(
         client,
         config,
         endpoint,
+        receipt_url: options.receipt_url.clone(),
     }))
 }
 
@@ -41,6 +46,8 @@ struct JpushProvider {
     client: reqwest::Client,
     config: JpushConfig,
     endpoint: String,
+    /// Where JPush should POST receipts for this channel; `None` = ask for none.
+    receipt_url: Option<String>,
 }
 
 impl JpushProvider {
@@ -55,6 +62,9 @@ impl JpushProvider {
             Err(rejected) => rejected,
             Ok(mut body) => {
                 body["cid"] = json!(idempotency_cid(&self.config.app_key, msgid, targets));
+                if let Some(callback) = receipt_callback(self.receipt_url.as_deref(), msgid) {
+                    body["callback"] = callback;
+                }
                 let request = self
                     .client
                     .post(&self.endpoint)
@@ -107,6 +117,19 @@ pub(crate) fn idempotency_cid(app_key: &str, msgid: i64, targets: &[Target]) -> 
     format!("{app_key}-{}", uuid::Uuid::from_bytes(bytes))
 }
 
+/// The push's `callback` object: receipts for every device go to the channel's receipt URL and
+/// carry `params.msgid` (decimal string) back, so the hub can match them without a lookup of
+/// JPush's `msg_id`. `None` when the channel has no receipt URL.
+pub(crate) fn receipt_callback(receipt_url: Option<&str>, msgid: i64) -> Option<Value> {
+    receipt_url.map(|url| {
+        json!({
+            "url": url,
+            "params": {"msgid": msgid.to_string()},
+            "type": CALLBACK_TYPES,
+        })
+    })
+}
+
 fn rejected(message: impl Into<String>) -> Outcome {
     Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
 }
@@ -127,7 +150,7 @@ pub(crate) fn push_body(
     for key in ["audience", "callback"] {
         if object.contains_key(key) {
             return Err(rejected(format!(
-                "msg_app must not contain {key:?}: msghub sets the audience from the targets"
+                "msg_app must not contain {key:?}: msghub sets audience and callback itself"
             )));
         }
     }
@@ -192,6 +215,24 @@ mod tests {
         assert_ne!(a, idempotency_cid("key", 8, &targets(&["r1", "r2"])));
         assert_ne!(a, idempotency_cid("key", 7, &targets(&["r1"])));
         assert!(a.starts_with("key-") && a.len() == 4 + 36, "{a}");
+    }
+
+    #[test]
+    fn a_receipt_url_becomes_a_callback_with_the_msgid_and_all_receipt_types() {
+        let url = "http://127.0.0.1:8080/receipts/3/tok";
+        assert_eq!(
+            receipt_callback(Some(url), 1_234_567_890_123),
+            Some(json!({
+                "url": url,
+                "params": {"msgid": "1234567890123"},
+                "type": 7
+            }))
+        );
+    }
+
+    #[test]
+    fn no_receipt_url_means_no_callback() {
+        assert_eq!(receipt_callback(None, 42), None);
     }
 
     #[test]

@@ -201,5 +201,6 @@ pub fn options() -> msghub_providers::AdapterOptions {
     msghub_providers::AdapterOptions {
         request_timeout: Duration::from_secs(5),
         pool_size: 4,
+        receipt_url: None,
     }
 }

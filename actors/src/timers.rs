@@ -1,0 +1,120 @@
+//! `FallbackTimers`: fires the persisted fallback timers (one per shard and step).
+//!
+//! Deadlines live in the database, not in memory, so a million users waiting in fallback
+//! chains cost no memory here, and a restart loses no timer: the first poll after start fires
+//! every timer that fell due while the process was down. The actor polls for due timers at a
+//! short interval and fires each in its own transaction; a timer that queues a next step
+//! hands the message back to the planner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::plan::now_ms;
+use crate::planner::DispatchMessage;
+use crate::store::DispatchStore;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimerConfig {
+    /// How often due timers are looked for; bounds how late a timer fires.
+    pub poll_interval: Duration,
+    /// Timers fired per poll at most (the next poll continues at once when there were more).
+    pub batch: u32,
+}
+
+pub struct FallbackTimers {
+    store: Arc<dyn DispatchStore>,
+    planner: Recipient<DispatchMessage>,
+    config: TimerConfig,
+    busy: bool,
+}
+
+impl FallbackTimers {
+    pub fn new(
+        store: Arc<dyn DispatchStore>,
+        planner: Recipient<DispatchMessage>,
+        config: TimerConfig,
+    ) -> FallbackTimers {
+        FallbackTimers {
+            store,
+            planner,
+            config,
+            busy: false,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        self.busy = true;
+        let store = self.store.clone();
+        let planner = self.planner.clone();
+        let limit = self.config.batch.max(1);
+        let work = async move { fire_due(&*store, &planner, limit).await };
+        ctx.spawn(work.into_actor(self).map(move |more, act, ctx| {
+            act.busy = false;
+            if more {
+                act.poll(ctx);
+            }
+        }));
+    }
+}
+
+/// Fire every due timer of one page; true when the page was full (more may be due).
+async fn fire_due(
+    store: &dyn DispatchStore,
+    planner: &Recipient<DispatchMessage>,
+    limit: u32,
+) -> bool {
+    let due = match store.due_timers(now_ms(), limit).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "loading due fallback timers failed");
+            return false;
+        }
+    };
+    let full = due.len() as u32 == limit;
+    for key in due {
+        let now = now_ms();
+        match store.fire_timer(key, now).await {
+            Ok(fired) => {
+                metrics::histogram!("msghub_fallback_timer_lateness_seconds")
+                    .record((now - key.due_at_ms).max(0) as f64 / 1000.0);
+                metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
+                    .increment(fired.advanced);
+                metrics::counter!("msghub_fallback_users_total", "result" => "reached")
+                    .increment(fired.reached);
+                metrics::counter!("msghub_fallback_users_total", "result" => "exhausted")
+                    .increment(fired.exhausted);
+                if let Some(plan) = fired.reopened {
+                    planner.do_send(DispatchMessage { plan, shards: None });
+                }
+            }
+            Err(e) => {
+                // The timer stays in the table and is fired again by a later poll.
+                tracing::warn!(msgid = key.msgid, seq = key.seq, step = key.step, error = %e,
+                    "firing a fallback timer failed; retrying");
+                return false;
+            }
+        }
+    }
+    full
+}
+
+impl Actor for FallbackTimers {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.poll(ctx);
+        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll(ctx));
+    }
+}
+
+impl Supervised for FallbackTimers {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.busy = false;
+        metrics::counter!("msghub_actor_restarts_total", "actor" => "fallback_timers").increment(1);
+    }
+}

@@ -1,0 +1,356 @@
+//! Delivery receipts pushed back by the simulated providers: JPush `callback` receipts and
+//! Aliyun SmsReport, drawn per target from each channel's [`ReceiptConfig`].
+//!
+//! Formats are in `docs/specs/receipts.md`. The handlers call [`Receipts::push_accepted`] or
+//! [`Receipts::sms_accepted`] after recording a call; everything after that (delays, batching,
+//! retries) runs in the background on the runtime the simulator was started on.
+
+mod config;
+mod courier;
+mod draw;
+mod outbox;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::runtime::Handle;
+
+pub use config::ReceiptConfig;
+pub(crate) use config::{parse_request, receipt_channel};
+use courier::Courier;
+use draw::{Dice, Fate};
+pub use outbox::ReceiptReport;
+use outbox::{Event, Item, Outbox};
+
+use crate::SimConfig;
+use crate::channel::Channel;
+use crate::state::lock;
+
+/// JPush `callback.type` bits.
+pub(crate) const TYPE_RECEIVED: u8 = 1;
+pub(crate) const TYPE_CLICKED: u8 = 2;
+pub(crate) const TYPE_NOT_RECEIVED: u8 = 4;
+
+/// SmsReport times: `yyyy-MM-dd HH:mm:ss`, China Standard Time as Aliyun reports them.
+const SMS_TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+const CHINA_OFFSET_SECS: i32 = 8 * 3600;
+
+/// A push's `callback` object, as the simulator reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PushCallback {
+    /// Where receipts go; without one there is no receipt (the console default URL is not
+    /// simulated).
+    pub url: Option<String>,
+    /// Echoed verbatim in every receipt (`{}` when the push had none).
+    pub params: Value,
+    /// Receipt types asked for (bitmask of `TYPE_*`).
+    pub types: u8,
+}
+
+/// Receipt state of one simulator: an outbox per receipt channel and the dice.
+pub(crate) struct Receipts {
+    app: Mutex<Arc<Outbox>>,
+    sms: Mutex<Arc<Outbox>>,
+    dice: Mutex<Dice>,
+    courier: Arc<Courier>,
+    /// `Authorization` of JPush receipts: Basic base64(app_key:master_secret).
+    jpush_auth: String,
+}
+
+impl Receipts {
+    pub(crate) fn new(config: &SimConfig) -> Receipts {
+        let credentials = format!("{}:{}", config.jpush_app_key, config.jpush_master_secret);
+        let jpush_auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        );
+        let courier = Arc::new(Courier::default());
+        Receipts {
+            app: Mutex::new(Arc::new(Outbox::new(
+                Some(jpush_auth.clone()),
+                courier.clone(),
+            ))),
+            sms: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
+            dice: Mutex::new(Dice::new(config.receipt_seed)),
+            courier,
+            jpush_auth,
+        }
+    }
+
+    /// Runs receipt tasks on `runtime`.
+    pub(crate) fn bind(&self, runtime: Handle) {
+        self.courier.bind(runtime);
+    }
+
+    fn slot(&self, channel: Channel) -> Option<&Mutex<Arc<Outbox>>> {
+        match channel {
+            Channel::App => Some(&self.app),
+            Channel::Sms => Some(&self.sms),
+            Channel::Email | Channel::Webhook => None,
+        }
+    }
+
+    fn outbox(&self, channel: Channel) -> Option<Arc<Outbox>> {
+        self.slot(channel).map(|s| lock(s).clone())
+    }
+
+    /// Replaces the receipt configuration of `channel` after validating it.
+    pub(crate) fn configure(&self, channel: Channel, config: ReceiptConfig) -> Result<(), String> {
+        config.validate(channel)?;
+        let outbox = self
+            .outbox(channel)
+            .ok_or_else(|| format!("channel {channel} has no receipts; use app or sms"))?;
+        outbox.set_config(config);
+        Ok(())
+    }
+
+    pub(crate) fn report(&self, channel: Channel, msgid: Option<&str>) -> Option<ReceiptReport> {
+        self.outbox(channel).map(|o| o.report(msgid))
+    }
+
+    /// Forgets records, counters and configuration; receipts still waiting are abandoned.
+    pub(crate) fn reset(&self) {
+        for (slot, auth) in [
+            (&self.app, Some(self.jpush_auth.clone())),
+            (&self.sms, None),
+        ] {
+            let fresh = Arc::new(Outbox::new(auth, self.courier.clone()));
+            let old = std::mem::replace(&mut *lock(slot), fresh);
+            old.close();
+        }
+    }
+
+    /// Stops every receipt task (the simulator is stopping).
+    pub(crate) fn close(&self) {
+        lock(&self.app).close();
+        lock(&self.sms).close();
+    }
+
+    /// An accepted push: draws a receipt per registration id and schedules them.
+    pub(crate) fn push_accepted(&self, msg_id: &str, regids: &[String], callback: &PushCallback) {
+        let Some(url) = callback.url.as_deref() else {
+            return;
+        };
+        let outbox = lock(&self.app).clone();
+        let config = outbox.config();
+        if !config.enabled || regids.is_empty() {
+            return;
+        }
+        let key: Arc<str> = msgid_param(&callback.params).into();
+        let now = Utc::now();
+        let (delay, click_delay) = (millis(config.delay_ms), millis(config.click_delay_ms));
+        let at = unix_after(now, delay);
+        let click_at = unix_after(now, delay + click_delay);
+        let push = PushReceipt {
+            msg_id,
+            registration_id: "",
+            platform: "android",
+            kind: 0,
+            time: 0,
+            params: &callback.params,
+        };
+        let wants = |bit: u8| callback.types & bit != 0;
+        let (mut first, mut clicks) = (Vec::new(), Vec::new());
+        {
+            let mut dice = lock(&self.dice);
+            for regid in regids {
+                let (fate, click) = dice.roll(&config);
+                let receipt = |kind, time| PushReceipt {
+                    registration_id: regid,
+                    kind,
+                    time,
+                    ..push
+                };
+                match fate {
+                    Fate::Delivered if wants(TYPE_RECEIVED) => {
+                        first.extend(item(
+                            &key,
+                            regid,
+                            Event::Delivered,
+                            &receipt(TYPE_RECEIVED, at),
+                        ));
+                    }
+                    Fate::Failed if wants(TYPE_NOT_RECEIVED) => {
+                        first.extend(item(
+                            &key,
+                            regid,
+                            Event::Failed,
+                            &receipt(TYPE_NOT_RECEIVED, at),
+                        ));
+                    }
+                    _ => {}
+                }
+                if click && wants(TYPE_CLICKED) {
+                    clicks.extend(item(
+                        &key,
+                        regid,
+                        Event::Clicked,
+                        &receipt(TYPE_CLICKED, click_at),
+                    ));
+                }
+            }
+        }
+        outbox.schedule(url, vec![(delay, first), (click_delay, clicks)]);
+    }
+
+    /// An accepted SendSms/SendBatchSms: draws a report per number and schedules them to the
+    /// configured `report_url`.
+    pub(crate) fn sms_accepted(&self, biz_id: &str, out_id: &str, phones: &[String]) {
+        let outbox = lock(&self.sms).clone();
+        let config = outbox.config();
+        let Some(url) = config.report_url.as_deref().filter(|_| config.enabled) else {
+            return;
+        };
+        let key: Arc<str> = out_id.into();
+        let now = Utc::now();
+        let delay = millis(config.delay_ms);
+        let send_time = china_time(now);
+        let report_time = china_time(now + TimeDelta::from_std(delay).unwrap_or_default());
+        let mut items = Vec::new();
+        {
+            let mut dice = lock(&self.dice);
+            for phone in phones {
+                let (success, event, err_code, err_msg) = match dice.roll(&config).0 {
+                    Fate::Delivered => (true, Event::Delivered, "DELIVERED", "用户接收成功"),
+                    Fate::Failed => (false, Event::Failed, "UNDELIV", "用户接收失败"),
+                    Fate::Silent => continue,
+                };
+                let report = SmsReport {
+                    phone_number: phone,
+                    send_time: &send_time,
+                    report_time: &report_time,
+                    success,
+                    err_code,
+                    err_msg,
+                    sms_size: "1",
+                    biz_id,
+                    out_id,
+                };
+                items.extend(item(&key, phone, event, &report));
+            }
+        }
+        outbox.schedule(url, vec![(delay, items)]);
+    }
+}
+
+/// One JPush receipt, fields in wire order.
+#[derive(Clone, Copy, Serialize)]
+struct PushReceipt<'a> {
+    msg_id: &'a str,
+    registration_id: &'a str,
+    platform: &'static str,
+    #[serde(rename = "type")]
+    kind: u8,
+    time: i64,
+    params: &'a Value,
+}
+
+/// One Aliyun SmsReport item, fields in wire order.
+#[derive(Serialize)]
+struct SmsReport<'a> {
+    phone_number: &'a str,
+    send_time: &'a str,
+    report_time: &'a str,
+    success: bool,
+    err_code: &'static str,
+    err_msg: &'static str,
+    sms_size: &'static str,
+    biz_id: &'a str,
+    out_id: &'a str,
+}
+
+/// Serialises one receipt. Serialising these plain structs cannot fail; if it ever did, the
+/// receipt is left out rather than corrupting the batch.
+fn item(key: &Arc<str>, address: &str, event: Event, receipt: &impl Serialize) -> Option<Item> {
+    let json = serde_json::to_string(receipt).ok()?;
+    Some(Item {
+        key: key.clone(),
+        address: address.to_string(),
+        event,
+        json,
+    })
+}
+
+/// msghub's msgid from `callback.params.msgid` (string or number); empty when absent.
+fn msgid_param(params: &Value) -> String {
+    match params.get("msgid") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn unix_after(now: DateTime<Utc>, delay: Duration) -> i64 {
+    let delta = TimeDelta::from_std(delay).unwrap_or_default();
+    now.checked_add_signed(delta).unwrap_or(now).timestamp()
+}
+
+fn china_time(t: DateTime<Utc>) -> String {
+    match FixedOffset::east_opt(CHINA_OFFSET_SECS) {
+        Some(tz) => t.with_timezone(&tz).format(SMS_TIME_FORMAT).to_string(),
+        None => t.format(SMS_TIME_FORMAT).to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn receipts_serialise_in_the_documented_shape() {
+        let params = json!({"msgid": "77"});
+        let push = PushReceipt {
+            msg_id: "540",
+            registration_id: "r1",
+            platform: "android",
+            kind: TYPE_CLICKED,
+            time: 1_700_000_000,
+            params: &params,
+        };
+        assert_eq!(
+            serde_json::to_string(&push).unwrap(),
+            r#"{"msg_id":"540","registration_id":"r1","platform":"android","type":2,"time":1700000000,"params":{"msgid":"77"}}"#
+        );
+        let sms = SmsReport {
+            phone_number: "13800138000",
+            send_time: "2026-01-02 03:04:05",
+            report_time: "2026-01-02 03:04:06",
+            success: false,
+            err_code: "UNDELIV",
+            err_msg: "用户接收失败",
+            sms_size: "1",
+            biz_id: "9^0",
+            out_id: "77",
+        };
+        assert_eq!(
+            serde_json::to_string(&sms).unwrap(),
+            r#"{"phone_number":"13800138000","send_time":"2026-01-02 03:04:05","report_time":"2026-01-02 03:04:06","success":false,"err_code":"UNDELIV","err_msg":"用户接收失败","sms_size":"1","biz_id":"9^0","out_id":"77"}"#
+        );
+    }
+
+    #[test]
+    fn sms_times_are_china_standard_time() {
+        let t = DateTime::parse_from_rfc3339("2026-01-01T20:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(china_time(t), "2026-01-02 04:30:00");
+    }
+
+    #[test]
+    fn the_msgid_param_may_be_a_string_or_a_number() {
+        assert_eq!(msgid_param(&json!({"msgid": "12"})), "12");
+        assert_eq!(msgid_param(&json!({"msgid": 12})), "12");
+        assert_eq!(msgid_param(&json!({})), "");
+        assert_eq!(msgid_param(&json!(null)), "");
+    }
+}

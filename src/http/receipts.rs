@@ -1,0 +1,489 @@
+//! Receipts in: provider callbacks on `/receipts/{channel_id}/{token}` and client events on
+//! `POST /v1/events`.
+//!
+//! Each channel has its own receipt URL (`GET /api/channels/{id}` shows it), carrying a token
+//! derived from the master key, because some providers (Aliyun SmsReport) cannot sign their
+//! callbacks; JPush callbacks must also carry the app's Basic credentials. The body is read in
+//! the provider's own format and applied through the receipts writer, many requests per
+//! transaction. The provider gets its success answer only after the commit, so a failure makes
+//! it retry. Receipts naming no delivery of this channel are counted as unknown, never applied.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use msghub_actors::batcher::Batcher;
+use msghub_actors::plan::DeliveryStatus;
+use msghub_actors::provider::ChannelType;
+use serde_json::{Value, json};
+
+use super::State;
+use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
+use crate::domain::{kind_of, parse_json};
+use crate::error::{ApiError, JumsError};
+use crate::storage::crypto::Crypto;
+use crate::storage::receipts::{Changed, Receipt, ReceiptCounts, ReceiptKind};
+
+pub type ReceiptWriter = Batcher<Vec<Receipt>, ReceiptCounts>;
+
+/// Most receipts or events in one request.
+pub const MAX_ITEMS: usize = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/receipts/{channel_id}/{token}",
+        web::post().to(provider_receipts),
+    )
+    .route("/receipts/{channel_id}/{token}", web::get().to(probe))
+    .route("/v1/events", web::post().to(client_events));
+}
+
+fn token_purpose(channel_id: i64) -> String {
+    format!("receipts/{channel_id}")
+}
+
+/// The receipt URL of a channel under `base` (`http://host:port`).
+pub fn receipt_url(base: &str, crypto: &Crypto, channel_id: i64) -> String {
+    format!(
+        "{}/receipts/{channel_id}/{}",
+        base.trim_end_matches('/'),
+        crypto.url_token(&token_purpose(channel_id))
+    )
+}
+
+/// What the endpoint needs to know about a channel, cached for a few seconds.
+#[derive(Clone)]
+struct ChannelAuth {
+    channel_type: ChannelType,
+    /// The exact `Authorization` header the provider must send, when it signs.
+    basic: Option<String>,
+}
+
+pub struct ReceiptChannels {
+    cache: RwLock<HashMap<i64, (Instant, Option<ChannelAuth>)>>,
+}
+
+impl Default for ReceiptChannels {
+    fn default() -> Self {
+        ReceiptChannels {
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+impl ReceiptChannels {
+    async fn get(&self, state: &State, channel_id: i64) -> Result<Option<ChannelAuth>, ApiError> {
+        if let Ok(cache) = self.cache.read()
+            && let Some((at, hit)) = cache.get(&channel_id)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(hit.clone());
+        }
+        let spec = state
+            .db
+            .channel_spec(&state.crypto, channel_id)
+            .await
+            .map_err(|e| ApiError::internal("receipt channel", &e))?;
+        let auth = spec.map(|spec| {
+            let basic = match spec.channel_type {
+                ChannelType::App => {
+                    let field = |k: &str| {
+                        spec.credentials
+                            .get(k)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    Some(format!(
+                        "Basic {}",
+                        B64.encode(format!("{}:{}", field("app_key"), field("master_secret")))
+                    ))
+                }
+                _ => None,
+            };
+            ChannelAuth {
+                channel_type: spec.channel_type,
+                basic,
+            }
+        });
+        if let Ok(mut cache) = self.cache.write() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(channel_id, (Instant::now(), auth.clone()));
+        }
+        Ok(auth)
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The channel behind a receipt URL, or 404 for a wrong token or an unknown channel (the
+/// answer does not tell which).
+async fn channel_for(
+    state: &State,
+    path: &(String, String),
+) -> Result<(i64, ChannelAuth), ApiError> {
+    let not_found = || ApiError::not_found("receipt endpoint");
+    let channel_id: i64 = path.0.parse().map_err(|_| not_found())?;
+    if !state
+        .crypto
+        .check_url_token(&token_purpose(channel_id), &path.1)
+    {
+        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "token")
+            .increment(1);
+        return Err(not_found());
+    }
+    let auth = state
+        .receipt_channels
+        .get(state, channel_id)
+        .await?
+        .ok_or_else(not_found)?;
+    Ok((channel_id, auth))
+}
+
+/// `GET` on a receipt URL: Aliyun's console probes it and expects this answer.
+async fn probe(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    channel_for(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(json!({"code": 0, "msg": "成功"})))
+}
+
+async fn provider_receipts(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (channel_id, auth) = channel_for(&state, &path).await?;
+    if let Some(expected) = &auth.basic {
+        let given = req
+            .headers()
+            .get("Authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !constant_eq(given, expected.as_bytes()) {
+            metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "auth")
+                .increment(1);
+            return Err(ApiError::new(
+                401,
+                "unauthorized",
+                "receipt callbacks must carry the channel's Basic credentials",
+            ));
+        }
+    }
+    let value = parse_json(&body).map_err(ApiError::invalid)?;
+    let items = value.as_array().ok_or_else(|| {
+        ApiError::invalid(format!(
+            "receipts must be a JSON array, got {}",
+            kind_of(&value)
+        ))
+    })?;
+    if items.len() > MAX_ITEMS {
+        return Err(ApiError::invalid(format!(
+            "{} receipts in one request; at most {MAX_ITEMS}",
+            items.len()
+        )));
+    }
+    let t = auth.channel_type;
+    let (receipts, invalid) = match t {
+        ChannelType::App => parse_jpush(items, channel_id),
+        ChannelType::Sms => parse_sms_report(items, channel_id),
+        other => {
+            return Err(ApiError::invalid(format!(
+                "{other} channels have no provider receipts"
+            )));
+        }
+    };
+    let counts = apply(&state, t, receipts, invalid).await?;
+    Ok(match t {
+        // Aliyun checks only the numeric code.
+        ChannelType::Sms => HttpResponse::Ok().json(json!({"code": 0, "msg": "接收成功"})),
+        _ => HttpResponse::Ok().json(counts_json(&counts, invalid)),
+    })
+}
+
+fn counts_json(c: &ReceiptCounts, invalid: u64) -> Value {
+    json!({"applied": c.applied, "duplicate": c.duplicate, "unknown": c.unknown, "invalid": invalid})
+}
+
+async fn apply(
+    state: &State,
+    t: ChannelType,
+    receipts: Vec<Receipt>,
+    invalid: u64,
+) -> Result<ReceiptCounts, ApiError> {
+    let counts = if receipts.is_empty() {
+        ReceiptCounts::default()
+    } else {
+        state
+            .receipts
+            .submit(receipts)
+            .await
+            .map_err(|e| ApiError::internal("applying receipts", &e))?
+    };
+    let code = t.code();
+    for (result, n) in [
+        ("applied", counts.applied),
+        ("duplicate", counts.duplicate),
+        ("unknown", counts.unknown),
+        ("invalid", invalid),
+    ] {
+        if n > 0 {
+            metrics::counter!("msghub_receipts_total", "channel_type" => code, "result" => result)
+                .increment(n);
+        }
+    }
+    Ok(counts)
+}
+
+fn unix_ms(seconds: Option<i64>) -> i64 {
+    seconds
+        .filter(|s| *s > 0 && *s < 100_000_000_000)
+        .map(|s| s * 1000)
+        .unwrap_or_else(msghub_actors::plan::now_ms)
+}
+
+/// JPush push callbacks: `[{msg_id, registration_id, platform, type, time, params: {msgid}}]`,
+/// type 1 received, 2 clicked, 4 not received (`docs/specs/receipts.md`).
+fn parse_jpush(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
+    let mut out = Vec::with_capacity(items.len());
+    let mut invalid = 0;
+    for item in items {
+        let msgid = item.pointer("/params/msgid").and_then(|v| match v {
+            Value::String(s) => s.parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        });
+        let address = item.get("registration_id").and_then(Value::as_str);
+        let kind = match item.get("type").and_then(Value::as_i64) {
+            Some(1) => Some(ReceiptKind::Delivered),
+            Some(2) => Some(ReceiptKind::Clicked),
+            Some(4) => Some(ReceiptKind::Undelivered),
+            _ => None,
+        };
+        match (msgid, address, kind) {
+            (Some(msgid), Some(address), Some(kind))
+                if !address.is_empty() && address.len() <= 256 =>
+            {
+                out.push(Receipt {
+                    msgid,
+                    channel_id,
+                    address: address.to_string(),
+                    kind,
+                    at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
+                    code: None,
+                })
+            }
+            _ => invalid += 1,
+        }
+    }
+    (out, invalid)
+}
+
+/// Aliyun SmsReport: `[{phone_number, success, err_code, out_id, biz_id, report_time, ...}]`;
+/// `out_id` is the msghub msgid the adapter sent as `OutId`.
+fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
+    let mut out = Vec::with_capacity(items.len());
+    let mut invalid = 0;
+    for item in items {
+        let msgid = item
+            .get("out_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<i64>().ok());
+        let phone = item.get("phone_number").and_then(Value::as_str);
+        let success = item.get("success").and_then(Value::as_bool);
+        match (msgid, phone, success) {
+            (Some(msgid), Some(phone), Some(success))
+                if !phone.is_empty() && phone.len() <= 256 =>
+            {
+                out.push(Receipt {
+                    msgid,
+                    channel_id,
+                    address: phone.to_string(),
+                    kind: if success {
+                        ReceiptKind::Delivered
+                    } else {
+                        ReceiptKind::Undelivered
+                    },
+                    at_ms: msghub_actors::plan::now_ms(),
+                    code: item
+                        .get("err_code")
+                        .and_then(Value::as_str)
+                        .filter(|c| !success && c.len() <= 64)
+                        .map(str::to_string),
+                })
+            }
+            _ => invalid += 1,
+        }
+    }
+    (out, invalid)
+}
+
+/// `POST /v1/events`: clicks, reads and deliveries reported by the business's own app,
+/// `{"events": [{"msgid", "userid", "type": "clicked"|"read"|"delivered", "channel": "app"}]}`.
+/// A read counts as a click. Only the source's own messages are affected.
+async fn client_events(
+    state: State,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, JumsError> {
+    let source = state.sources.authenticate(&req).await?;
+    let value = parse_json(&body).map_err(JumsError::invalid)?;
+    let events = value
+        .get("events")
+        .and_then(Value::as_array)
+        .ok_or_else(|| JumsError::invalid("body must be {\"events\": [...]}"))?;
+    if events.is_empty() || events.len() > MAX_ITEMS {
+        return Err(JumsError::invalid(format!(
+            "events must hold 1 to {MAX_ITEMS} items"
+        )));
+    }
+    if let Some(k) = value
+        .as_object()
+        .and_then(|o| o.keys().find(|k| *k != "events"))
+    {
+        return Err(JumsError::invalid(format!("unknown field {k:?}")));
+    }
+    // Validate everything before applying anything.
+    let mut parsed = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let field = |k: &str| e.get(k).and_then(Value::as_str);
+        let msgid = field("msgid")
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| {
+                JumsError::invalid(format!("events[{i}].msgid must be a msgid string"))
+            })?;
+        let userid = field("userid")
+            .filter(|u| !u.is_empty() && u.len() <= 64)
+            .ok_or_else(|| JumsError::invalid(format!("events[{i}].userid is required")))?;
+        let kind = match field("type") {
+            Some("clicked" | "read") => ReceiptKind::Clicked,
+            Some("delivered") => ReceiptKind::Delivered,
+            _ => {
+                return Err(JumsError::invalid(format!(
+                    "events[{i}].type must be \"clicked\", \"read\" or \"delivered\""
+                )));
+            }
+        };
+        let channel = match e.get("channel") {
+            None => ChannelType::App,
+            Some(v) => v.as_str().and_then(ChannelType::from_code).ok_or_else(|| {
+                JumsError::invalid(format!("events[{i}].channel is not a channel type"))
+            })?,
+        };
+        if let Some(k) = e.as_object().and_then(|o| {
+            o.keys()
+                .find(|k| !["msgid", "userid", "type", "channel", "time"].contains(&k.as_str()))
+        }) {
+            return Err(JumsError::invalid(format!(
+                "events[{i}]: unknown field {k:?}"
+            )));
+        }
+        let at = unix_ms(e.get("time").and_then(Value::as_i64));
+        parsed.push((msgid, userid.to_string(), kind, channel, at));
+    }
+    let mut receipts = Vec::new();
+    let mut unknown = 0u64;
+    for (msgid, userid, kind, channel, at) in parsed {
+        let targets = state
+            .db
+            .client_event_targets(source.id, msgid, &userid, channel.code())
+            .await
+            .map_err(|e| JumsError::internal("client events", &e))?;
+        if targets.is_empty() {
+            unknown += 1;
+        }
+        receipts.extend(targets.into_iter().map(|(channel_id, address)| Receipt {
+            msgid,
+            channel_id,
+            address,
+            kind,
+            at_ms: at,
+            code: None,
+        }));
+    }
+    let counts = if receipts.is_empty() {
+        ReceiptCounts::default()
+    } else {
+        state
+            .receipts
+            .submit(receipts)
+            .await
+            .map_err(|e| JumsError::internal("applying client events", &e))?
+    };
+    let unknown = unknown + counts.unknown;
+    metrics::counter!("msghub_client_events_total", "result" => "applied")
+        .increment(counts.applied);
+    metrics::counter!("msghub_client_events_total", "result" => "unknown").increment(unknown);
+    Ok(
+        HttpResponse::Ok().json(json!({"code": 0, "message": "success",
+        "applied": counts.applied, "duplicate": counts.duplicate, "unknown": unknown})),
+    )
+}
+
+/// The receipts writer: one transaction for many requests' receipts. Each change is then
+/// reported to the business system when the message asked for status callbacks.
+pub fn writer(
+    db: crate::storage::Db,
+    callbacks: Callbacks,
+    capacity: usize,
+    max_batch: usize,
+) -> ReceiptWriter {
+    Batcher::spawn(
+        "receipts",
+        capacity,
+        max_batch,
+        move |batches: Vec<Vec<Receipt>>| {
+            let db = db.clone();
+            let callbacks = callbacks.clone();
+            async move {
+                let (counts, changed) = db
+                    .apply_receipts(&batches)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for c in changed {
+                    if let Some(event) = callback_event(c) {
+                        callbacks.emit(event.0, event.1);
+                    }
+                }
+                Ok(counts)
+            }
+        },
+    )
+}
+
+/// The JUMS callback item for a receipt: 4 delivered, 5 delivery failed, 6 clicked.
+fn callback_event(c: Changed) -> Option<(i64, CallbackEvent)> {
+    let channel_type = ChannelType::from_code(&c.channel_type)?;
+    let (kind, error) = match c.status {
+        DeliveryStatus::Delivered => (CallbackKind::Delivered, None),
+        DeliveryStatus::Clicked => (CallbackKind::Clicked, None),
+        DeliveryStatus::Undelivered => (
+            CallbackKind::DeliveryFailed,
+            Some((
+                c.code.unwrap_or_else(|| "undelivered".into()),
+                "the provider reported it was not delivered".to_string(),
+            )),
+        ),
+        _ => return None,
+    };
+    Some((
+        c.msgid,
+        CallbackEvent {
+            kind,
+            userid: c.userid,
+            channel_type,
+            address: c.address,
+            error,
+            at_ms: c.at_ms,
+        },
+    ))
+}

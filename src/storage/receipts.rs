@@ -1,0 +1,246 @@
+//! Receipts applied to deliveries: provider callbacks (JPush, Aliyun SmsReport) and client
+//! events, many requests per transaction.
+//!
+//! A receipt names its delivery by (message, channel, address), the delivery's unique key.
+//! Receipts that match no delivery, such as another channel's message or an unknown id, are
+//! counted and never applied. States only move forward: `clicked` implies delivered, and a
+//! `delivered` after a click, or a duplicate, changes nothing.
+
+use std::collections::HashMap;
+
+use msghub_actors::plan::DeliveryStatus;
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
+
+use super::{Db, in_list, now_ms, value_rows};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReceiptKind {
+    Delivered,
+    Undelivered,
+    Clicked,
+}
+
+impl ReceiptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptKind::Delivered => "delivered",
+            ReceiptKind::Undelivered => "undelivered",
+            ReceiptKind::Clicked => "clicked",
+        }
+    }
+
+    /// The delivery status after this receipt, or `None` when it changes nothing.
+    fn next(self, current: DeliveryStatus) -> Option<DeliveryStatus> {
+        use DeliveryStatus::*;
+        let next = match (self, current) {
+            (ReceiptKind::Clicked, Clicked) => return None,
+            (ReceiptKind::Clicked, _) => Clicked,
+            (ReceiptKind::Delivered, Delivered | Clicked) => return None,
+            (ReceiptKind::Delivered, _) => Delivered,
+            // A late "not delivered" never undoes a delivery or a click.
+            (ReceiptKind::Undelivered, Delivered | Clicked | Undelivered) => return None,
+            (ReceiptKind::Undelivered, _) => Undelivered,
+        };
+        Some(next)
+    }
+}
+
+/// One receipt, naming its delivery by (message, channel, address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub msgid: i64,
+    pub channel_id: i64,
+    pub address: String,
+    pub kind: ReceiptKind,
+    /// When it happened, as the provider says (unix ms).
+    pub at_ms: i64,
+    /// The provider's code for a failure (`UNDELIV`, ...).
+    pub code: Option<String>,
+}
+
+/// What happened to one request's receipts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiptCounts {
+    pub applied: u64,
+    /// Matched a delivery but changed nothing (a repeat, or older than its state).
+    pub duplicate: u64,
+    /// Matched no delivery of this channel: rejected.
+    pub unknown: u64,
+}
+
+/// A delivery a receipt changed, for status callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub msgid: i64,
+    pub userid: Option<String>,
+    pub channel_type: String,
+    pub address: String,
+    pub status: DeliveryStatus,
+    pub code: Option<String>,
+    pub at_ms: i64,
+}
+
+struct Matched {
+    id: i64,
+    status: DeliveryStatus,
+    userid: Option<String>,
+    channel_type: String,
+}
+
+impl Db {
+    /// Apply the receipts of several requests in one transaction; per request, the counts.
+    pub async fn apply_receipts(
+        &self,
+        batches: &[Vec<Receipt>],
+    ) -> Result<(Vec<ReceiptCounts>, Vec<Changed>), DbErr> {
+        let txn = self.write().begin().await?;
+        let all: Vec<&Receipt> = batches.iter().flatten().collect();
+        // Current state of every named delivery.
+        let mut found: HashMap<(i64, i64, &str), Matched> = HashMap::new();
+        for chunk in all.chunks(300) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
+            for r in chunk {
+                values.extend([
+                    r.msgid.into(),
+                    r.channel_id.into(),
+                    r.address.clone().into(),
+                ]);
+            }
+            let sql = format!(
+                "SELECT d.id, d.message_id, d.channel_id, d.address, d.status, d.userid, d.channel_type \
+                 FROM deliveries d JOIN (VALUES {}) AS v ON d.message_id = v.column1 \
+                 AND d.channel_id = v.column2 AND d.address = v.column3",
+                value_rows(chunk.len(), 3)
+            );
+            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
+                let msgid: i64 = row.try_get("", "message_id")?;
+                let channel_id: i64 = row.try_get("", "channel_id")?;
+                let address: String = row.try_get("", "address")?;
+                let status: i16 = row.try_get("", "status")?;
+                let Some(r) = chunk.iter().find(|r| {
+                    r.msgid == msgid && r.channel_id == channel_id && r.address == address
+                }) else {
+                    continue;
+                };
+                found.insert(
+                    (msgid, channel_id, r.address.as_str()),
+                    Matched {
+                        id: row.try_get("", "id")?,
+                        status: DeliveryStatus::from_i16(status).unwrap_or(DeliveryStatus::Queued),
+                        userid: row.try_get("", "userid")?,
+                        channel_type: row.try_get("", "channel_type")?,
+                    },
+                );
+            }
+        }
+        // Receipts apply in request order, so a click after a delivery in the same batch counts.
+        let mut counts = Vec::with_capacity(batches.len());
+        let mut updates: HashMap<i64, (DeliveryStatus, i64)> = HashMap::new();
+        let mut changed = Vec::new();
+        let mut failed_ids = Vec::new();
+        for batch in batches {
+            let mut c = ReceiptCounts::default();
+            for r in batch {
+                let Some(m) = found.get_mut(&(r.msgid, r.channel_id, r.address.as_str())) else {
+                    c.unknown += 1;
+                    continue;
+                };
+                match r.kind.next(m.status) {
+                    Some(next) => {
+                        c.applied += 1;
+                        m.status = next;
+                        updates.insert(m.id, (next, r.at_ms));
+                        if next == DeliveryStatus::Undelivered {
+                            failed_ids.push(m.id);
+                        }
+                        changed.push(Changed {
+                            msgid: r.msgid,
+                            userid: m.userid.clone(),
+                            channel_type: m.channel_type.clone(),
+                            address: r.address.clone(),
+                            status: next,
+                            code: r.code.clone(),
+                            at_ms: r.at_ms,
+                        });
+                    }
+                    None => c.duplicate += 1,
+                }
+            }
+            counts.push(c);
+        }
+        let now = now_ms();
+        let updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
+        for chunk in updates.chunks(500) {
+            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
+            values.push(now.into());
+            for (id, (status, at)) in chunk {
+                values.extend([(*id).into(), (*status as i16).into(), (*at).into()]);
+            }
+            let sql = format!(
+                "UPDATE deliveries SET updated_at = ?, status = v.column2, receipt_at = v.column3 \
+                 FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
+                value_rows(chunk.len(), 3)
+            );
+            txn.execute_raw(self.stmt(&sql, values)).await?;
+        }
+        for chunk in failed_ids.chunks(500) {
+            // "Not delivered" moves a fallback user on at once, like a permanent failure.
+            let mut values: Vec<Value> = vec![now.into(), now.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            let sql = format!(
+                "UPDATE fallback_timers SET due_at = ? WHERE due_at > ? AND EXISTS (SELECT 1 FROM deliveries d \
+                 WHERE d.id IN ({}) AND d.message_id = fallback_timers.message_id \
+                 AND d.shard_seq = fallback_timers.shard_seq AND d.step = fallback_timers.step)",
+                in_list(chunk.len())
+            );
+            txn.execute_raw(self.stmt(&sql, values)).await?;
+        }
+        txn.commit().await?;
+        Ok((counts, changed))
+    }
+
+    /// The (channel, address) pairs of a user's deliveries of a message on one channel type,
+    /// for client events, restricted to messages of `source_id`.
+    pub async fn client_event_targets(
+        &self,
+        source_id: i64,
+        msgid: i64,
+        userid: &str,
+        channel_type: &str,
+    ) -> Result<Vec<(i64, String)>, DbErr> {
+        let rows = self
+            .query_all(
+                "SELECT d.channel_id, d.address FROM deliveries d JOIN messages m ON m.id = d.message_id \
+                 WHERE d.message_id = ? AND d.userid = ? AND d.channel_type = ? AND m.source_id = ?",
+                vec![
+                    msgid.into(),
+                    userid.into(),
+                    channel_type.into(),
+                    source_id.into(),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("", "channel_id")?, r.try_get("", "address")?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_only_move_a_delivery_forward() {
+        use DeliveryStatus::*;
+        assert_eq!(ReceiptKind::Delivered.next(Submitted), Some(Delivered));
+        assert_eq!(ReceiptKind::Delivered.next(Queued), Some(Delivered));
+        assert_eq!(ReceiptKind::Delivered.next(Delivered), None);
+        assert_eq!(ReceiptKind::Delivered.next(Clicked), None);
+        assert_eq!(ReceiptKind::Clicked.next(Submitted), Some(Clicked));
+        assert_eq!(ReceiptKind::Clicked.next(Clicked), None);
+        assert_eq!(ReceiptKind::Undelivered.next(Submitted), Some(Undelivered));
+        assert_eq!(ReceiptKind::Undelivered.next(Delivered), None);
+        assert_eq!(ReceiptKind::Undelivered.next(Undelivered), None);
+    }
+}

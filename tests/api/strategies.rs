@@ -1,0 +1,441 @@
+//! Fallback chains, routing rules and receipts, end to end against the simulator.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, app_msg, spawn_app, spawn_app_with};
+
+fn sms_msg() -> Value {
+    json!([{"temp_id": "SMS_1", "temp_para": {"code": "42"}}])
+}
+
+fn webhook_msg() -> Value {
+    json!([{"event": "notice"}])
+}
+
+impl TestApp {
+    async fn sim_post(&self, path: &str, body: Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.sim.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("sim control");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+
+    async fn sim_receipts(&self, channel: &str, msgid: &str) -> Value {
+        self.client
+            .get(format!(
+                "{}/sim/receipts?channel={channel}&msgid={msgid}",
+                self.sim.http_url()
+            ))
+            .send()
+            .await
+            .expect("sim receipts")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn create_rule(&self, rule: Value) -> i64 {
+        let r = self
+            .admin_post("/api/rules", json!({"name": "chain", "rule": rule}))
+            .await;
+        r["id"].as_i64().expect("rule id")
+    }
+
+    /// Addresses the simulator received on a channel.
+    fn received(&self, channel: &str) -> BTreeSet<String> {
+        self.sim.state.received(channel).into_keys().collect()
+    }
+
+    async fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < limit, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
+    items.into_iter().collect()
+}
+
+fn addresses(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+/// 10k users on a three-step chain app → webhook → sms. Users whose app receipt arrives get
+/// nothing more; the others get the webhook; only those who did not click it get the SMS.
+#[actix_web::test]
+async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
+    let app = spawn_app().await;
+    const N: usize = 10_000;
+    // Some users have no app registration (they start on the webhook at once), some no webhook
+    // (they skip to SMS), some no phone (the chain ends without reaching them).
+    let has_app = |i: usize| !i.is_multiple_of(10);
+    let has_webhook = |i: usize| !i.is_multiple_of(7);
+    let has_phone = |i: usize| !i.is_multiple_of(11);
+    app.add_users((0..N).map(|i| {
+        let mut add = json!({"tag": ["chain"]});
+        if has_app(i) {
+            add["app"] = json!({"all": [format!("reg-{i:05}")]});
+        }
+        if has_webhook(i) {
+            add["webhook"] = json!(format!("wh-{i:05}"));
+        }
+        if has_phone(i) {
+            add["phone"] = json!(format!("1390{i:07}"));
+        }
+        json!({"userid": format!("u{i:05}"), "add": add})
+    }))
+    .await;
+    // JPush receipts: about half delivered, a tenth reported not delivered, the rest silent.
+    app.sim_post(
+        "/sim/receipts",
+        json!({"channel": "app", "delivered_ratio": 0.5, "failed_ratio": 0.1, "clicked_ratio": 0.2,
+               "delay_ms": 20, "batch_max": 200, "batch_ms": 50}),
+    )
+    .await;
+    // The waits are long enough for receipts and clicks to land inside them on a loaded
+    // machine; what is checked are user sets, never times.
+    let rule = app
+        .create_rule(json!({"type": "fallback", "steps": [
+            {"channel": "app", "wait_seconds": 4, "condition": "not_delivered"},
+            {"channel": "webhook", "wait_seconds": 12, "condition": "not_clicked"},
+            {"channel": "sms"}]}))
+        .await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["chain"], "rule_id": rule, "msg_app": app_msg(),
+                   "msg_webhook": webhook_msg(), "msg_sms": sms_msg()}),
+        )
+        .await;
+
+    // Step 1: every registration id once.
+    let app_users: BTreeSet<String> = set((0..N)
+        .filter(|i| has_app(*i))
+        .map(|i| format!("reg-{i:05}")));
+    app.wait_until("the app step", Duration::from_secs(60), || {
+        app.received("app") == app_users
+    })
+    .await;
+
+    // Step 2 reaches those without an app receipt saying delivered. Click a third of them as
+    // their webhooks arrive (through the client-event API), before the step's wait ends.
+    let idx = |a: &str| -> usize { a[a.len() - 5..].parse().expect("index") };
+    let mut clicked: BTreeSet<usize> = BTreeSet::new();
+    let started = Instant::now();
+    let delivered_app: BTreeSet<usize> = loop {
+        let r = app.sim_receipts("app", &msgid).await;
+        let delivered_app: BTreeSet<usize> =
+            addresses(&r["delivered"]).iter().map(|a| idx(a)).collect();
+        let expected_webhook: BTreeSet<usize> = (0..N)
+            .filter(|i| has_webhook(*i) && !delivered_app.contains(i))
+            .collect();
+        let got: BTreeSet<usize> = app.received("webhook").iter().map(|a| idx(a)).collect();
+        let to_click: Vec<usize> = got
+            .iter()
+            .copied()
+            .filter(|i| i % 3 == 0 && !clicked.contains(i))
+            .collect();
+        for chunk in to_click.chunks(1000) {
+            let events: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"msgid": msgid, "userid": format!("u{i:05}"), "type": "clicked", "channel": "webhook"}))
+                .collect();
+            let (status, body) = app.v1("/v1/events", &json!({"events": events})).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["applied"], json!(chunk.len()), "{body}");
+            clicked.extend(chunk);
+        }
+        if got == expected_webhook && r["pending"] == json!(0) {
+            break delivered_app;
+        }
+        assert!(
+            got.is_subset(&expected_webhook),
+            "webhook went to users whose app receipt said delivered"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "step 2 incomplete"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Step 3: those still not reached and not clicked, with a phone.
+    let s = app.wait_done(&msgid, Duration::from_secs(90)).await;
+    let expected_sms: BTreeSet<String> = (0..N)
+        .filter(|i| !delivered_app.contains(i) && !clicked.contains(i) && has_phone(*i))
+        .map(|i| format!("1390{i:07}"))
+        .collect();
+    let got_sms = app.received("sms");
+    let extra: Vec<_> = got_sms.difference(&expected_sms).take(10).collect();
+    let missing: Vec<_> = expected_sms.difference(&got_sms).take(10).collect();
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "sms: {} unexpected (e.g. {extra:?}), {} missing (e.g. {missing:?})",
+        got_sms.difference(&expected_sms).count(),
+        expected_sms.difference(&got_sms).count()
+    );
+    for channel in ["app", "webhook", "sms"] {
+        assert!(
+            app.sim.state.received(channel).values().all(|n| *n == 1),
+            "{channel}: an address got the message twice"
+        );
+    }
+    let steps = s["steps"].as_array().expect("per-step counts");
+    assert_eq!(steps.len(), 3, "{s}");
+    assert_eq!(steps[0]["target"], json!(app_users.len()));
+    assert_eq!(steps[0]["delivered"], json!(delivered_app.len()), "{s}");
+    assert_eq!(steps[2]["target"], json!(expected_sms.len()), "{s}");
+    assert_eq!(steps[1]["clicked"], json!(clicked.len()), "{s}");
+    assert_eq!(app.count_rows("fallback_timers").await, 0);
+}
+
+/// A permanent provider failure on a step moves the user on without waiting for the timer.
+/// The webhook is called once per user, so its failures are per user.
+#[actix_web::test]
+async fn a_permanent_failure_advances_the_user_at_once() {
+    let app = spawn_app().await;
+    app.add_users((0..20).map(|i| {
+        json!({"userid": format!("p{i:02}"), "add": {"webhook": format!("pwh-{i:02}"),
+               "phone": format!("1380000{i:04}")}})
+    }))
+    .await;
+    let failing: Vec<String> = (0..5).map(|i| format!("pwh-{i:02}")).collect();
+    app.sim_post(
+        "/sim/faults",
+        json!({"channel": "webhook", "perm_addresses": failing}),
+    )
+    .await;
+    let rule = app
+        .create_rule(json!({"type": "fallback", "steps": [
+            {"channel": "webhook", "wait_seconds": 3600, "condition": "not_clicked"},
+            {"channel": "sms"}]}))
+        .await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": (0..20).map(|i| format!("p{i:02}")).collect::<Vec<_>>(),
+                   "rule_id": rule, "msg_webhook": webhook_msg(), "msg_sms": sms_msg()}),
+        )
+        .await;
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("1380000{i:04}")).collect();
+    app.wait_until("the failed users' SMS", Duration::from_secs(30), || {
+        app.received("sms").len() >= expected.len()
+    })
+    .await;
+    // The others were delivered but not clicked: they wait for their (hour-long) timer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.received("sms"), expected);
+    let s = app.status(&msgid).await;
+    assert_eq!(
+        s["state"], "waiting",
+        "the others still wait for their timer: {s}"
+    );
+    assert_eq!(app.count_rows("fallback_timers").await, 1);
+    assert_eq!(s["steps"][0]["failed"], json!(5), "{s}");
+    assert_eq!(s["steps"][1]["target"], json!(5), "{s}");
+}
+
+/// Routing sends `amount < 200` to one channel and the rest to another.
+#[actix_web::test]
+async fn routing_chooses_the_channel_from_the_message_parameters() {
+    let app = spawn_app().await;
+    app.add_users(
+        [json!({"userid": "r1", "add": {"app": {"all": ["rreg-1"]}, "phone": "13700000001"}})]
+            .into_iter(),
+    )
+    .await;
+    let rule = app
+        .create_rule(json!({"type": "routing",
+            "routes": [{"when": [{"param": "amount", "op": "lt", "value": 200}], "channels": ["app"]}],
+            "default": ["sms"]}))
+        .await;
+    for (amount, channel) in [(150, "app"), (200, "sms"), (5000, "sms"), (3, "app")] {
+        let msgid = app
+            .send_ok(
+                "/v1/sent",
+                json!({"aud_userid": ["r1"], "rule_id": rule, "msg_app": app_msg(), "msg_sms": sms_msg(),
+                       "option": {"params": {"amount": amount}}}),
+            )
+            .await;
+        let s = app.wait_done(&msgid, Duration::from_secs(30)).await;
+        let channels: Vec<&str> = s["channels"]
+            .as_array()
+            .expect("channels")
+            .iter()
+            .filter_map(|c| c["channel_type"].as_str())
+            .collect();
+        assert_eq!(channels, [channel], "amount {amount}: {s}");
+    }
+    assert_eq!(app.sim.state.count("app", "rreg-1"), 2);
+    assert_eq!(app.sim.state.count("sms", "13700000001"), 2);
+
+    // Invalid uses of rules are refused with 1015026 and a reason.
+    for (body, reason) in [
+        (
+            json!({"aud_userid": ["r1"], "rule_id": 999, "msg_app": app_msg()}),
+            "does not exist",
+        ),
+        (
+            json!({"aud_userid": ["r1"], "rule_id": rule, "msg_app": app_msg(), "option": {"params": {"amount": 900}}}),
+            "no msg_sms",
+        ),
+    ] {
+        let (status, r) = app.v1("/v1/sent", &body).await;
+        assert_eq!(status, 400, "{r}");
+        assert_eq!(r["code"], 1015026, "{r}");
+        assert!(
+            r["message"].as_str().unwrap_or_default().contains(reason),
+            "{r}"
+        );
+    }
+    // Rules themselves are validated on save.
+    let resp = app
+        .client
+        .post(format!("{}/api/rules", app.address))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"name": "bad", "rule": {"type": "fallback", "steps": [{"channel": "app"}]}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("steps"),
+        "{body}"
+    );
+}
+
+/// Provider receipts: JPush callbacks need the app's credentials and the URL token; receipts
+/// naming no delivery of that channel are counted, never applied.
+#[actix_web::test]
+async fn receipts_are_verified_and_foreign_ones_rejected() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_users(
+        [json!({"userid": "k1", "add": {"app": {"all": ["kreg-1"]}, "phone": "13600000001"}})]
+            .into_iter(),
+    )
+    .await;
+    app.sim_post("/sim/receipts", json!({"channel": "app", "enabled": false}))
+        .await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["k1"], "msg_app": app_msg(), "msg_sms": sms_msg()}),
+        )
+        .await;
+    app.wait_done(&msgid, Duration::from_secs(30)).await;
+    let ch: Value = app
+        .admin_get(&format!("/api/channels/{}", app.channel("app")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let url = ch["receipt_url"].as_str().expect("receipt url").to_string();
+    let sim = msghub_sim::SimConfig::default();
+    let item = |addr: &str, t: i64| json!({"msg_id": "1", "registration_id": addr, "platform": "android", "type": t, "time": 1, "params": {"msgid": msgid}});
+    let post = |url: String, auth: Option<(String, String)>, body: Value| {
+        let client = app.client.clone();
+        async move {
+            let mut r = client.post(url).json(&body);
+            if let Some((u, p)) = auth {
+                r = r.basic_auth(u, Some(p));
+            }
+            let resp = r.send().await.expect("post");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let creds = Some((sim.jpush_app_key.clone(), sim.jpush_master_secret.clone()));
+    // Wrong credentials, wrong token: refused, nothing applied.
+    let (st, _) = post(
+        url.clone(),
+        Some(("x".into(), "y".into())),
+        json!([item("kreg-1", 2)]),
+    )
+    .await;
+    assert_eq!(st, 401);
+    let flipped = if url.ends_with('0') { '1' } else { '0' };
+    let bad_token = format!("{}{flipped}", &url[..url.len() - 1]);
+    let (st, _) = post(bad_token, creds.clone(), json!([item("kreg-1", 2)])).await;
+    assert_eq!(st, 404);
+    // A foreign address, an unknown message and a malformed item are counted.
+    let foreign = json!({"msg_id": "1", "registration_id": "kreg-1", "type": 1, "params": {"msgid": "12345"}});
+    let (st, r) = post(
+        url.clone(),
+        creds.clone(),
+        json!([item("someone-else", 1), foreign, {"type": 1}, item("kreg-1", 1), item("kreg-1", 2), item("kreg-1", 1)]),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(
+        r,
+        json!({"applied": 2, "duplicate": 1, "unknown": 2, "invalid": 1})
+    );
+    let s = app.status(&msgid).await;
+    let app_counts = s["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["channel_type"] == "app")
+        .cloned()
+        .expect("app counts");
+    assert_eq!(
+        (
+            app_counts["delivered"].clone(),
+            app_counts["clicked"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    // The sms channel's URL does not accept the app's receipts (no match: unknown).
+    let sms: Value = app
+        .admin_get(&format!("/api/channels/{}", app.channel("sms")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let sms_url = sms["receipt_url"]
+        .as_str()
+        .expect("sms receipt url")
+        .to_string();
+    let report = json!([{"phone_number": "13600000001", "success": true, "err_code": "DELIVERED", "out_id": msgid, "biz_id": "b"},
+                        {"phone_number": "13600000009", "success": true, "err_code": "DELIVERED", "out_id": msgid, "biz_id": "b"}]);
+    let (st, r) = post(sms_url.clone(), None, report).await;
+    assert_eq!((st, r["code"].clone()), (200, json!(0)), "{r}");
+    let s = app.status(&msgid).await;
+    let sms_counts = s["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["channel_type"] == "sms")
+        .cloned()
+        .expect("sms counts");
+    assert_eq!(sms_counts["delivered"], json!(1), "{s}");
+    // Aliyun's console probe.
+    let probe: Value = app
+        .client
+        .get(&sms_url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(probe["code"], json!(0));
+}
