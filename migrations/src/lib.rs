@@ -8,6 +8,8 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_core;
 mod m0002_strategies;
 mod m0003_callbacks;
+mod m0004_schedule;
+mod m0005_audience_filters;
 
 pub struct Migrator;
 
@@ -18,6 +20,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_core::Migration),
             Box::new(m0002_strategies::Migration),
             Box::new(m0003_callbacks::Migration),
+            Box::new(m0004_schedule::Migration),
+            Box::new(m0005_audience_filters::Migration),
         ]
     }
 }
