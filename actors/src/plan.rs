@@ -64,6 +64,9 @@ pub struct MessagePlan {
     pub channels: Vec<PlannedChannel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u32>,
+    /// Pace the deliveries evenly over this many seconds (`option.spread_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_seconds: Option<u32>,
     /// How the message uses its channels; concurrent unless a rule says otherwise.
     #[serde(default, skip_serializing_if = "Strategy::is_concurrent")]
     pub strategy: Strategy,
@@ -161,6 +164,7 @@ impl MessagePlan {
     /// Whether the audience is planned in one shard at acceptance (no paging needed).
     pub fn is_single_shard(&self) -> bool {
         matches!(self.audience, Audience::Userids(_) | Audience::Raw(_))
+            && self.spread_seconds.is_none()
     }
 }
 
@@ -180,7 +184,27 @@ pub enum ShardSpec {
     /// The message's own userid or raw-address list.
     Listed,
     /// Users with `after < userid <= last` (after = None means from the start).
-    Range { after: Option<String>, last: String },
+    Range {
+        after: Option<String>,
+        last: String,
+        /// Paced sends: not sent before this time (unix ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<i64>,
+    },
+    /// Paced sends of a listed audience: entries `from..to` of the message's userid list (or
+    /// of its raw addresses, in order), not sent before `not_before` (unix ms).
+    Slice { from: u32, to: u32, not_before: i64 },
+}
+
+impl ShardSpec {
+    /// When a paced shard may be sent.
+    pub fn not_before(&self) -> Option<i64> {
+        match self {
+            ShardSpec::Range { not_before, .. } => *not_before,
+            ShardSpec::Slice { not_before, .. } => Some(*not_before),
+            ShardSpec::Listed => None,
+        }
+    }
 }
 
 /// A persisted unit of work of a message.

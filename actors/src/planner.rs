@@ -285,6 +285,13 @@ async fn enqueue(
     shard: Shard,
     fresh: bool,
 ) -> Result<(), String> {
+    if let Some(at) = shard.spec.not_before() {
+        // A paced shard waits for its slot of the spread.
+        let wait = at - crate::plan::now_ms();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+        }
+    }
     run.shard_added();
     tx.send(ShardTask {
         plan: plan.clone(),

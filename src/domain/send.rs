@@ -12,6 +12,8 @@ pub const MAX_TAGS: usize = 20;
 pub const MAX_RAW_PER_TYPE: usize = 1000;
 pub const MAX_TTL_SECONDS: u64 = 10 * 24 * 3600;
 pub const MAX_PARAMS_BYTES: usize = 4096;
+/// Pacing over at most a day.
+pub const MAX_SPREAD_SECONDS: u64 = 24 * 3600;
 
 /// Which endpoint the request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub struct SendRequest {
     pub sendno: Option<String>,
     pub priority: Option<u8>,
     pub ttl_seconds: Option<u32>,
+    /// Pace the deliveries evenly over this many seconds (`option.spread_seconds`).
+    pub spread_seconds: Option<u32>,
     /// A stored rule (`rule_id` above 0); 0 or absent is the concurrent default.
     pub rule_id: Option<i64>,
     /// Message parameters that routing conditions read (`option.params`, a msghub extension).
@@ -192,6 +196,7 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
         sendno: None,
         priority: None,
         ttl_seconds: None,
+        spread_seconds: None,
         rule_id,
         params: Map::new(),
         callback,
@@ -421,6 +426,16 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                     ));
                 }
             },
+            "spread_seconds" => match value.as_u64() {
+                Some(t) if (1..=MAX_SPREAD_SECONDS).contains(&t) => {
+                    req.spread_seconds = u32::try_from(t).ok();
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "option.spread_seconds must be an integer from 1 to {MAX_SPREAD_SECONDS}"
+                    )));
+                }
+            },
             "ttl_seconds" => match value.as_u64() {
                 Some(t) if t <= MAX_TTL_SECONDS => req.ttl_seconds = u32::try_from(t).ok(),
                 _ => {
@@ -443,7 +458,7 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                 }
                 req.params = params.clone();
             }
-            "black_id" | "white_id" | "send_at" | "spread_seconds" => {
+            "black_id" | "white_id" | "send_at" => {
                 return Err(invalid(format!(
                     "option.{k} is not available on this server yet"
                 )));

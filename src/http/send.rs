@@ -88,6 +88,7 @@ async fn accept_inner(
         audience: send.audience.clone(),
         channels,
         ttl_seconds: send.ttl_seconds,
+        spread_seconds: send.spread_seconds,
         strategy,
         callback,
     };

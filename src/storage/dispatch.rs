@@ -38,6 +38,11 @@ fn parse_spec(text: &str) -> Result<ShardSpec, DbErr> {
     serde_json::from_str(text).map_err(|e| DbErr::Custom(format!("stored shard: {e}")))
 }
 
+/// A paced message is cut into at most this many shards ...
+pub const MAX_PACED_SHARDS: u64 = 10_000;
+/// ... and at most this many per second of its spread.
+pub const PACED_SHARDS_PER_SECOND: u64 = 10;
+
 /// Statuses only receipts set; the outcome writer never overwrites them (a receipt can arrive
 /// before the provider call's outcome is recorded).
 pub const STICKY_STATUSES: &str = "3, 4, 5";
@@ -47,6 +52,21 @@ struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
+}
+
+/// The userids a shard of a listed audience covers (all of them, or a paced slice).
+fn listed_users(s: &OpenShard) -> Option<&[String]> {
+    let Audience::Userids(ids) = &s.plan.audience else {
+        return None;
+    };
+    match s.shard.spec {
+        ShardSpec::Listed => Some(ids),
+        ShardSpec::Slice { from, to, .. } => {
+            let to = (to as usize).min(ids.len());
+            Some(&ids[(from as usize).min(to)..to])
+        }
+        ShardSpec::Range { .. } => None,
+    }
 }
 
 /// The deliveries that open a shard: everything for a concurrent message; for a fallback
@@ -126,7 +146,7 @@ impl Store {
     async fn resolve_all(&self, shards: &[OpenShard]) -> Result<Vec<Vec<Resolved>>, DbErr> {
         let mut listed: BTreeSet<&str> = BTreeSet::new();
         for s in shards {
-            if let (ShardSpec::Listed, Audience::Userids(ids)) = (&s.shard.spec, &s.plan.audience) {
+            if let (Some(ids), Audience::Userids(_)) = (listed_users(s), &s.plan.audience) {
                 listed.extend(ids.iter().map(String::as_str));
             }
         }
@@ -137,8 +157,8 @@ impl Store {
         };
         let mut out = Vec::with_capacity(shards.len());
         for s in shards {
-            let resolved = match (&s.shard.spec, &s.plan.audience) {
-                (ShardSpec::Listed, Audience::Userids(ids)) => {
+            let resolved = match (listed_users(s), &s.plan.audience) {
+                (Some(ids), Audience::Userids(_)) => {
                     let types: Vec<&str> = s
                         .plan
                         .channels
@@ -177,21 +197,25 @@ impl Store {
             return Ok(Vec::new());
         }
         let (filter, mut values) = match (&shard.spec, &plan.audience) {
-            (ShardSpec::Listed, Audience::Raw(raw)) => {
+            (ShardSpec::Listed | ShardSpec::Slice { .. }, Audience::Raw(raw)) => {
+                let (from, to) = match shard.spec {
+                    ShardSpec::Slice { from, to, .. } => (from as usize, to as usize),
+                    _ => (0, usize::MAX),
+                };
                 return Ok(raw
                     .iter()
-                    .filter(|r| types.contains(&r.channel_type.code()))
-                    .flat_map(|r| {
-                        r.addresses.iter().map(|a| Resolved {
-                            userid: None,
-                            channel_type: r.channel_type.code().to_string(),
-                            address: a.clone(),
-                        })
+                    .flat_map(|r| r.addresses.iter().map(move |a| (r.channel_type, a)))
+                    .enumerate()
+                    .filter(|(i, (t, _))| *i >= from && *i < to && types.contains(&t.code()))
+                    .map(|(_, (t, a))| Resolved {
+                        userid: None,
+                        channel_type: t.code().to_string(),
+                        address: a.clone(),
                     })
                     .collect());
             }
-            (ShardSpec::Range { after, last }, _) => Store::range_filter(plan, after, last),
-            (ShardSpec::Listed, _) => {
+            (ShardSpec::Range { after, last, .. }, _) => Store::range_filter(plan, after, last),
+            (ShardSpec::Listed | ShardSpec::Slice { .. }, _) => {
                 return Err(DbErr::Custom(
                     "listed shards of userids are resolved in bulk".into(),
                 ));
@@ -575,6 +599,95 @@ impl Store {
         Ok(fired)
     }
 
+    /// A paced message's shards: the audience cut into at most [`MAX_PACED_SHARDS`] parts
+    /// (and at most ten per second of the spread), each with its send time, evenly spaced.
+    async fn plan_paced<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        plan: &MessagePlan,
+        spread_seconds: u32,
+        max_size: u32,
+    ) -> Result<Vec<Shard>, DbErr> {
+        let n: u64 = match &plan.audience {
+            Audience::Userids(ids) => ids.len() as u64,
+            Audience::Raw(raw) => raw.iter().map(|r| r.addresses.len() as u64).sum(),
+            Audience::Tags(tags) => {
+                let sql = format!(
+                    "SELECT COUNT(DISTINCT userid) AS n FROM user_tags WHERE tag IN ({})",
+                    in_list(tags.len())
+                );
+                let values = tags.iter().map(|t| Value::from(t.clone())).collect();
+                let r = conn.query_one_raw(self.db.stmt(&sql, values)).await?;
+                r.map(|r| r.try_get::<i64>("", "n"))
+                    .transpose()?
+                    .unwrap_or(0)
+                    .max(0) as u64
+            }
+            Audience::All => {
+                let r = conn
+                    .query_one_raw(self.db.stmt("SELECT COUNT(*) AS n FROM users", vec![]))
+                    .await?;
+                r.map(|r| r.try_get::<i64>("", "n"))
+                    .transpose()?
+                    .unwrap_or(0)
+                    .max(0) as u64
+            }
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let parts = n
+            .min(u64::from(spread_seconds) * PACED_SHARDS_PER_SECOND)
+            .min(MAX_PACED_SHARDS)
+            .max(n.div_ceil(u64::from(max_size.max(1))))
+            .max(1);
+        let size = n.div_ceil(parts);
+        let parts = n.div_ceil(size);
+        let start = now_ms();
+        let interval = i64::from(spread_seconds) * 1000 / i64::try_from(parts).unwrap_or(1);
+        let at = |k: u64| start + i64::try_from(k).unwrap_or(0) * interval;
+        let mut shards = Vec::with_capacity(parts as usize);
+        match &plan.audience {
+            Audience::Userids(_) | Audience::Raw(_) => {
+                for k in 0..parts {
+                    shards.push(Shard {
+                        msgid: plan.msgid,
+                        seq: i32::try_from(k).unwrap_or(i32::MAX),
+                        spec: ShardSpec::Slice {
+                            from: u32::try_from(k * size).unwrap_or(u32::MAX),
+                            to: u32::try_from(((k + 1) * size).min(n)).unwrap_or(u32::MAX),
+                            not_before: at(k),
+                        },
+                        generation: 0,
+                    });
+                }
+            }
+            Audience::Tags(_) | Audience::All => {
+                let mut after: Option<String> = None;
+                let size = u32::try_from(size).unwrap_or(u32::MAX);
+                let mut k = 0u64;
+                while let Some(last) = self
+                    .next_boundary(conn, plan, after.as_deref().unwrap_or_default(), size)
+                    .await?
+                {
+                    shards.push(Shard {
+                        msgid: plan.msgid,
+                        seq: i32::try_from(k).unwrap_or(i32::MAX),
+                        spec: ShardSpec::Range {
+                            after: after.clone(),
+                            last: last.clone(),
+                            not_before: Some(at(k.min(parts - 1))),
+                        },
+                        generation: 0,
+                    });
+                    k += 1;
+                    after = Some(last);
+                }
+            }
+        }
+        Ok(shards)
+    }
+
     /// The userid `size` places after `after` in the audience, or the audience's last userid
     /// when fewer remain; `None` when nothing remains.
     async fn next_boundary<C: ConnectionTrait>(
@@ -691,7 +804,16 @@ impl DispatchStore for Store {
         let mut seq: i32 = row.try_get("", "shard_count").map_err(err)?;
         let mut shards = Vec::new();
         let mut complete = false;
-        for _ in 0..max_shards.max(1) {
+        if let Some(spread) = plan.spread_seconds {
+            // Paced: the whole audience is cut at once into shards with their send times.
+            shards = self
+                .plan_paced(&txn, plan, spread, shard_size)
+                .await
+                .map_err(err)?;
+            seq = i32::try_from(shards.len()).unwrap_or(i32::MAX);
+            complete = true;
+        }
+        for _ in 0..if complete { 0 } else { max_shards.max(1) } {
             let after = cursor.clone().unwrap_or_default();
             match self
                 .next_boundary(&txn, plan, &after, shard_size)
@@ -705,6 +827,7 @@ impl DispatchStore for Store {
                         spec: ShardSpec::Range {
                             after: cursor.clone(),
                             last: last.clone(),
+                            not_before: None,
                         },
                         generation: 0,
                     });

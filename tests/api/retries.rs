@@ -125,3 +125,44 @@ async fn a_provider_that_keeps_failing_is_given_up_after_the_attempt_limit() {
 async fn spawn_app_with_attempts(n: u32) -> crate::helpers::TestApp {
     crate::helpers::spawn_app_with(|s| s.dispatch.max_attempts = n).await
 }
+
+/// `option.ttl_seconds` is also msghub's deadline: past it, a failing delivery is not retried
+/// any more, however many attempts are left.
+#[actix_web::test]
+async fn retries_stop_when_the_ttl_has_passed() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.dispatch.max_attempts = 1000;
+        s.dispatch.backoff_base_ms = 50;
+        s.dispatch.backoff_max_ms = 200;
+    })
+    .await;
+    app.add_users([json!({"userid": "t0", "add": {"app": ["treg-0"]}})].into_iter())
+        .await;
+    app.sim.state.set_faults(
+        "app",
+        FaultPlan {
+            fail_next: 1_000_000,
+            fail_status: 503,
+            ..FaultPlan::default()
+        },
+    );
+    let m = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["t0"], "msg_app": app_msg(), "option": {"ttl_seconds": 1}}),
+        )
+        .await;
+    let s = app.wait_done(&m, Duration::from_secs(60)).await;
+    assert_eq!(totals(&s), (1, 0, 1), "{s}");
+    let body: serde_json::Value = app
+        .admin_get(&format!("/api/messages/{m}/deliveries"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let row = &body["deliveries"][0];
+    assert_eq!(row["code"], "expired", "{row}");
+    let attempts = row["attempts"].as_i64().unwrap_or(0);
+    assert!((1..1000).contains(&attempts), "{row}");
+    assert_eq!(app.sim.state.count("app", "treg-0"), 0);
+}

@@ -439,3 +439,74 @@ async fn receipts_are_verified_and_foreign_ones_rejected() {
         .expect("json");
     assert_eq!(probe["code"], json!(0));
 }
+
+/// A paced send (`option.spread_seconds`) spreads its deliveries evenly over the duration:
+/// counted in equal time buckets, each holds about its share.
+#[actix_web::test]
+async fn a_paced_send_spreads_evenly_over_its_duration() {
+    let app = spawn_app().await;
+    const N: usize = 10_000;
+    const SPREAD: u64 = 8;
+    app.add_users((0..N).map(|i| {
+        json!({"userid": format!("s{i:05}"), "add": {"tag": ["paced"], "app": {"all": [format!("sreg-{i:05}")]}}})
+    }))
+    .await;
+    app.sim_post("/sim/receipts", json!({"channel": "app", "enabled": false}))
+        .await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["paced"], "msg_app": app_msg(), "option": {"spread_seconds": SPREAD}}),
+        )
+        .await;
+    let s = app.wait_done(&msgid, Duration::from_secs(SPREAD * 6)).await;
+    assert_eq!(crate::helpers::totals(&s), (N as i64, N as i64, 0), "{s}");
+    let received = app.sim.state.received("app");
+    assert_eq!(received.len(), N);
+    assert!(received.values().all(|n| *n == 1));
+    // Every address with the time its call was recorded.
+    let events = app.sim.state.events("app");
+    let first = events.iter().map(|e| e.received_at).min().expect("events");
+    let times: Vec<f64> = events
+        .iter()
+        .flat_map(|e| {
+            let t = e.received_at.duration_since(first).as_secs_f64();
+            std::iter::repeat_n(t, e.addresses_count())
+        })
+        .collect();
+    assert_eq!(times.len(), N);
+    let span = times.iter().copied().fold(0.0, f64::max);
+    assert!(
+        span >= SPREAD as f64 * 0.8,
+        "deliveries took {span:.2} s of a {SPREAD} s spread"
+    );
+    // Eight equal buckets over the spread: each holds its share within a wide tolerance.
+    let buckets = SPREAD as usize;
+    let width = SPREAD as f64 / buckets as f64;
+    let mut counts = vec![0usize; buckets];
+    for t in &times {
+        counts[((t / width) as usize).min(buckets - 1)] += 1;
+    }
+    let share = N / buckets;
+    for (i, c) in counts.iter().enumerate() {
+        assert!(
+            *c >= share * 4 / 10 && *c <= share * 16 / 10,
+            "bucket {i} holds {c} of {N} (share {share}): {counts:?}"
+        );
+    }
+    // A paced userid list is cut into slices of the list: each user still gets it once.
+    let userids: Vec<String> = (0..300).map(|i| format!("s{i:05}")).collect();
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": userids, "msg_app": app_msg(), "option": {"spread_seconds": 2}}),
+        )
+        .await;
+    let s = app.wait_done(&msgid, Duration::from_secs(30)).await;
+    assert_eq!(crate::helpers::totals(&s), (300, 300, 0), "{s}");
+    assert!(s["shards"].as_i64().unwrap_or(0) > 1, "{s}");
+    for i in 0..N {
+        let expect = if i < 300 { 2 } else { 1 };
+        assert_eq!(app.sim.state.count("app", &format!("sreg-{i:05}")), expect);
+    }
+}
