@@ -21,6 +21,10 @@ pub mod jums {
     pub const RATE_LIMITED: i64 = 1015030;
     pub const APP_PLATFORM_MISSING: i64 = 1015084;
     pub const APP_PLATFORM_INVALID: i64 = 1015085;
+    /// `POST /v1/retract/{msgid}` for a message already retracted.
+    pub const ALREADY_RETRACTED: i64 = 1015055;
+    /// `option.black_id` and `option.white_id` in one request.
+    pub const BLACK_AND_WHITE_LIST: i64 = 1015097;
     /// msghub extension: a channel type JUMS has no code for (webhook, wechatwk, feishu).
     pub const OTHER_CHANNEL_UNAVAILABLE: i64 = 1015013;
 }

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod retract;
 pub mod settings;
 pub mod startup;
 pub mod storage;

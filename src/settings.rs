@@ -45,6 +45,7 @@ pub struct Settings {
     pub dispatch: DispatchSettings,
     pub providers: ProviderSettings,
     pub callbacks: CallbackSettings,
+    pub strategies: StrategySettings,
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
 }
@@ -80,6 +81,8 @@ pub struct DatabaseSettings {
     /// `sqlite://path?mode=rwc` (embedded default) or `postgres://user@host/db`.
     pub url: String,
     pub max_connections: u32,
+    /// Postgres: pooled connections idle this long are closed.
+    pub idle_timeout_ms: u64,
     /// SQLite `synchronous` pragma: `full` survives power loss, `normal` only process crashes.
     pub sqlite_synchronous: String,
 }
@@ -89,6 +92,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: "sqlite://msghub-data/msghub.db?mode=rwc".into(),
             max_connections: 8,
+            idle_timeout_ms: 600_000,
             sqlite_synchronous: "full".into(),
         }
     }
@@ -162,6 +166,9 @@ pub struct DispatchSettings {
     pub backoff_max_ms: u64,
     /// Most items per group-commit transaction of the dispatch path.
     pub write_batch_max: usize,
+    /// Most rows (deliveries opened, outcomes written) per such transaction: keeps each one
+    /// short, so a send's acceptance never waits long behind bulk work on SQLite.
+    pub write_batch_rows: usize,
     /// How often due fallback timers are looked for (bounds how late one fires).
     pub timer_poll_ms: u64,
 }
@@ -184,6 +191,7 @@ impl Default for DispatchSettings {
             backoff_base_ms: 200,
             backoff_max_ms: 30_000,
             write_batch_max: 512,
+            write_batch_rows: 2000,
             timer_poll_ms: 20,
         }
     }
@@ -232,6 +240,26 @@ impl Default for CallbackSettings {
             retry_delay_ms: 50_000,
             timeout_ms: 5_000,
             queue_capacity: 100_000,
+        }
+    }
+}
+
+/// Strategies configured for the whole server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StrategySettings {
+    /// Priority-3 (marketing) messages are not sent inside this daily window of local time,
+    /// `HH:MM-HH:MM` (seconds allowed); they wait for its end. Empty: no quiet hours.
+    pub quiet_hours: String,
+    /// The UTC offset of the quiet hours' local time.
+    pub quiet_hours_utc_offset: String,
+}
+
+impl Default for StrategySettings {
+    fn default() -> Self {
+        StrategySettings {
+            quiet_hours: String::new(),
+            quiet_hours_utc_offset: "+08:00".into(),
         }
     }
 }

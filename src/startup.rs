@@ -8,6 +8,7 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use msghub_actors::batcher::Batcher;
 use msghub_actors::channel::ChannelTuning;
+use msghub_actors::local_time::QuietHours;
 use msghub_actors::planner::PlannerConfig;
 use msghub_actors::retry::RetryPolicy;
 use msghub_actors::timers::TimerConfig;
@@ -92,11 +93,17 @@ impl Application {
                 max_active_bulk: d.max_active_bulk,
                 sweep_interval: Duration::from_millis(d.sweep_interval_ms.max(10)),
                 sweep_batch: 1000,
+                quiet_hours: QuietHours::parse(
+                    &settings.strategies.quiet_hours,
+                    &settings.strategies.quiet_hours_utc_offset,
+                )
+                .map_err(|e| anyhow::anyhow!("strategies.quiet_hours: {e}"))?,
             },
             realtime_shard_concurrency: d.realtime_shard_concurrency,
             bulk_shard_concurrency: d.bulk_shard_concurrency,
             shard_queue_capacity: d.shard_queue_capacity,
             write_batch_max: d.write_batch_max,
+            write_batch_rows: d.write_batch_rows,
             channel: ChannelTuning {
                 lane_capacity: d.lane_capacity,
                 realtime_in_flight: d.realtime_in_flight,

@@ -96,6 +96,18 @@ fn describe_metrics() {
         "Status callback POSTs to business systems, by result (ok, refused, unreachable)."
     );
     describe_counter!(
+        "msghub_scheduled_released_total",
+        "Scheduled messages released for sending when their send time came."
+    );
+    describe_counter!(
+        "msghub_messages_retracted_total",
+        "Messages retracted through POST /v1/retract."
+    );
+    describe_counter!(
+        "msghub_recalls_total",
+        "Provider withdrawals of retracted sends, by outcome class (ok, perm, ...)."
+    );
+    describe_counter!(
         "msghub_callback_items_dropped_total",
         "Status callback items not reported, by reason (queue_full, undeliverable, unsigned, lookup_failed, unknown_channel)."
     );

@@ -42,12 +42,53 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, String>> + Send,
     {
+        Batcher::spawn_weighted(name, capacity, max_batch, max_batch, |_| 1, handler)
+    }
+
+    /// Like [`Batcher::spawn`], but a batch also stops growing at `max_weight` (an item alone
+    /// may exceed it): items that stand for many rows (a job's outcomes, a shard's users) keep
+    /// each transaction short, so a writer waiting behind one does not wait long.
+    pub fn spawn_weighted<F, Fut, W>(
+        name: &'static str,
+        capacity: usize,
+        max_batch: usize,
+        max_weight: usize,
+        weight: W,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, String>> + Send,
+        W: Fn(&T) -> usize + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::channel::<Envelope<T, R>>(capacity.max(1));
         let max_batch = max_batch.max(1);
+        let max_weight = max_weight.max(1);
         tokio::spawn(async move {
-            let mut buf: Vec<Envelope<T, R>> = Vec::with_capacity(max_batch);
-            while rx.recv_many(&mut buf, max_batch).await > 0 {
-                let (items, replies): (Vec<T>, Vec<_>) = buf.drain(..).unzip();
+            let mut carry: Option<Envelope<T, R>> = None;
+            loop {
+                let first = match carry.take() {
+                    Some(e) => e,
+                    None => match rx.recv().await {
+                        Some(e) => e,
+                        None => break,
+                    },
+                };
+                let mut total = weight(&first.0);
+                let mut buf: Vec<Envelope<T, R>> = vec![first];
+                while buf.len() < max_batch && total < max_weight {
+                    let Ok(next) = rx.try_recv() else {
+                        break;
+                    };
+                    let w = weight(&next.0);
+                    if total + w > max_weight {
+                        carry = Some(next);
+                        break;
+                    }
+                    total += w;
+                    buf.push(next);
+                }
+                let (items, replies): (Vec<T>, Vec<_>) = buf.into_iter().unzip();
                 let n = items.len();
                 metrics::histogram!("msghub_batch_size_items", "writer" => name).record(n as f64);
                 match handler(items).await {
@@ -122,6 +163,42 @@ mod tests {
             assert_eq!(r, i * 2);
         }
         assert!(calls.load(Ordering::SeqCst) < 500, "items were not grouped");
+    }
+
+    #[tokio::test]
+    async fn weighted_batches_stop_at_their_weight_and_carry_the_rest_over() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let b: Batcher<usize, ()> = Batcher::spawn_weighted(
+            "test",
+            1024,
+            64,
+            1000,
+            |w: &usize| *w,
+            move |items: Vec<usize>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push(items.iter().sum::<usize>());
+                    tokio::task::yield_now().await;
+                    Ok(vec![(); items.len()])
+                }
+            },
+        );
+        // 40 items of 400: at most two fit in a batch; a lone 1500 still goes through.
+        let mut handles: Vec<_> = (0..40)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.submit(400).await.unwrap() })
+            })
+            .collect();
+        let big = b.clone();
+        handles.push(tokio::spawn(async move { big.submit(1500).await.unwrap() }));
+        for h in handles {
+            h.await.unwrap();
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40 * 400 + 1500);
+        assert!(sizes.iter().all(|w| *w <= 1000 || *w == 1500), "{sizes:?}");
     }
 
     #[tokio::test]

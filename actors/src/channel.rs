@@ -17,6 +17,7 @@ use crate::batcher::Batcher;
 use crate::mask::mask_address;
 use crate::plan::{DeliveryResult, DeliveryStatus, Lane, MessagePlan};
 use crate::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
+use crate::retract::Retractions;
 use crate::retry::RetryPolicy;
 
 /// Work for a channel: one shard's targets on this channel.
@@ -33,6 +34,8 @@ pub struct JobReport {
     pub failed: u64,
     /// Outcomes could not be stored; the shard must stay pending so it is resumed.
     pub unrecorded: u64,
+    /// Not sent because the message was retracted (storage already marked them).
+    pub stopped: u64,
 }
 
 /// The senders of a channel's lanes, handed to shard workers.
@@ -88,6 +91,7 @@ struct CallContext {
     limiter: Option<DefaultDirectRateLimiter>,
     retry: RetryPolicy,
     writer: ResultWriter,
+    retractions: Arc<Retractions>,
 }
 
 pub struct ChannelActor {
@@ -104,6 +108,7 @@ impl ChannelActor {
         rate_per_second: u32,
         tuning: ChannelTuning,
         writer: ResultWriter,
+        retractions: Arc<Retractions>,
     ) -> (ChannelActor, ChannelLanes) {
         let (rt_tx, rt_rx) = mpsc::channel(tuning.lane_capacity.max(1));
         let (bulk_tx, bulk_rx) = mpsc::channel(tuning.lane_capacity.max(1));
@@ -117,6 +122,7 @@ impl ChannelActor {
                 limiter,
                 retry: tuning.retry,
                 writer,
+                retractions,
             }),
             lanes: vec![
                 LaneState {
@@ -198,6 +204,14 @@ async fn pump(
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max_batch));
             let chunk = std::mem::replace(&mut rest, tail);
+            if ctx.retractions.is_retracted(plan.msgid) {
+                // Dropped without spending rate budget; storage marked them retracted.
+                tracker.add(JobReport {
+                    stopped: chunk.len() as u64,
+                    ..JobReport::default()
+                });
+                continue;
+            }
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
@@ -231,10 +245,22 @@ async fn deliver_chunk(
         .channel(ctx.channel_id)
         .map(|c| c.content.clone())
         .unwrap_or(serde_json::Value::Null);
+    let Some(_call) = ctx.retractions.begin_call(plan.msgid) else {
+        return JobReport {
+            stopped: chunk.len() as u64,
+            ..JobReport::default()
+        };
+    };
     let mut results = Vec::with_capacity(chunk.len());
     let mut pending = chunk;
     let mut attempt = 1u32;
+    let mut stopped = 0;
     loop {
+        if attempt > 1 && ctx.retractions.is_retracted(plan.msgid) {
+            // Retracted between retries: what is still pending is not sent again.
+            stopped = pending.len() as u64;
+            break;
+        }
         if plan.expired(crate::plan::now_ms()) {
             // Past the message's offline validity: msghub stops trying.
             let expired = Outcome::failed(
@@ -300,7 +326,10 @@ async fn deliver_chunk(
         attempt += 1;
         pending = retry;
     }
-    let mut report = JobReport::default();
+    let mut report = JobReport {
+        stopped,
+        ..JobReport::default()
+    };
     for r in &results {
         match r.status {
             DeliveryStatus::Submitted | DeliveryStatus::Delivered => report.submitted += 1,
@@ -312,6 +341,7 @@ async fn deliver_chunk(
         tracing::error!(channel_id = ctx.channel_id, error = %e, "delivery outcomes not recorded; shard stays pending");
         report = JobReport {
             unrecorded: n,
+            stopped,
             ..JobReport::default()
         };
     }
@@ -397,11 +427,12 @@ impl JobTracker {
             return;
         };
         let (remaining, report, done) = &mut *guard;
-        let n = (part.submitted + part.failed + part.unrecorded) as usize;
+        let n = (part.submitted + part.failed + part.unrecorded + part.stopped) as usize;
         *remaining = remaining.saturating_sub(n);
         report.submitted += part.submitted;
         report.failed += part.failed;
         report.unrecorded += part.unrecorded;
+        report.stopped += part.stopped;
         if *remaining == 0
             && let Some(done) = done.take()
         {

@@ -5,12 +5,16 @@
 
 pub mod batcher;
 pub mod channel;
+pub mod filters;
+pub mod local_time;
 pub mod mask;
 pub mod plan;
 pub mod planner;
 pub mod provider;
 pub mod registry;
+pub mod retract;
 pub mod retry;
+pub mod schedule;
 pub mod shard;
 pub mod store;
 pub mod timers;

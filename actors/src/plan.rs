@@ -73,6 +73,12 @@ pub struct MessagePlan {
     /// Where delivery status is reported to the business system (JUMS `callback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackSpec>,
+    /// `option.priority` as given (1 high, 2 medium, 3 low: quiet hours hold it back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Black/whitelists, dedup and frequency caps; `None` when nothing filters the audience.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Box<crate::filters::AudienceFilters>>,
 }
 
 /// How a message uses its channels.
@@ -228,6 +234,22 @@ pub struct OpenShard {
     pub fresh: bool,
 }
 
+impl OpenShard {
+    /// About how many delivery rows opening this shard writes, for batching.
+    pub fn weight(&self) -> usize {
+        let listed = |n: usize| n.max(1);
+        match (&self.shard.spec, &self.plan.audience) {
+            (ShardSpec::Slice { from, to, .. }, _) => listed(to.saturating_sub(*from) as usize),
+            (ShardSpec::Listed, Audience::Userids(ids)) => listed(ids.len()),
+            (ShardSpec::Listed, Audience::Raw(raw)) => {
+                listed(raw.iter().map(|r| r.addresses.len()).sum())
+            }
+            // A page of the audience: a full shard.
+            _ => 1000,
+        }
+    }
+}
+
 /// Deliveries of one shard on one channel that still have to be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelBatch {
@@ -251,16 +273,23 @@ pub enum DeliveryStatus {
     Clicked = 4,
     /// A receipt said it did not arrive.
     Undelivered = 5,
+    /// The message was retracted: never sent, or recalled from the provider.
+    Retracted = 6,
+    /// Never sent: an audience filter (black/whitelist, dedup, frequency cap) left the target
+    /// out; the reason is the delivery's `code`.
+    Skipped = 7,
 }
 
 impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 6] = [
+    pub const ALL: [DeliveryStatus; 8] = [
         DeliveryStatus::Queued,
         DeliveryStatus::Submitted,
         DeliveryStatus::Failed,
         DeliveryStatus::Delivered,
         DeliveryStatus::Clicked,
         DeliveryStatus::Undelivered,
+        DeliveryStatus::Retracted,
+        DeliveryStatus::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -271,6 +300,8 @@ impl DeliveryStatus {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Clicked => "clicked",
             DeliveryStatus::Undelivered => "undelivered",
+            DeliveryStatus::Retracted => "retracted",
+            DeliveryStatus::Skipped => "skipped",
         }
     }
 
@@ -304,5 +335,26 @@ impl DeliveryResult {
             channel_id,
             ..self
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryStatus;
+
+    #[test]
+    fn every_delivery_status_round_trips_through_its_stored_number() {
+        for (i, s) in DeliveryStatus::ALL.into_iter().enumerate() {
+            assert_eq!(s as i16, i as i16, "ALL is in stored order");
+            assert_eq!(DeliveryStatus::from_i16(s as i16), Some(s));
+        }
+        assert_eq!(
+            DeliveryStatus::from_i16(6).map(|s| s.as_str()),
+            Some("retracted")
+        );
+        assert_eq!(
+            DeliveryStatus::from_i16(DeliveryStatus::ALL.len() as i16),
+            None
+        );
     }
 }

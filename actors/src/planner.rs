@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::local_time::QuietHours;
 use crate::plan::{Lane, MessagePlan, Shard};
 use crate::shard::{DispatchWrites, MessageFinished, MessageRun, ShardTask};
 use crate::store::DispatchStore;
@@ -51,6 +52,8 @@ pub struct PlannerConfig {
     pub max_active_bulk: usize,
     pub sweep_interval: Duration,
     pub sweep_batch: u32,
+    /// Priority-3 messages are not dispatched inside this window; they wait for its end.
+    pub quiet_hours: Option<QuietHours>,
 }
 
 pub struct Planner {
@@ -116,6 +119,17 @@ impl Planner {
             }
             return true;
         }
+        if let Some(until) = quiet_until(&plan, &self.config) {
+            // Taken care of without a slot: stored with its not-before, the sweep takes it
+            // again when the window ends (a failed write only means it is looked at again).
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.defer_message(plan.msgid, until).await {
+                    tracing::warn!(msgid = plan.msgid, error = %e, "deferring a message failed");
+                }
+            });
+            return true;
+        }
         if !self.has_room(plan.lane) {
             return false;
         }
@@ -131,10 +145,24 @@ impl Planner {
             let plan = Arc::new(plan);
             let mut known = shards;
             let mut delay = Duration::from_millis(100);
-            while let Err(e) = drive(&*store, &queues, &plan, &run, known.take(), config).await {
-                tracing::warn!(msgid = plan.msgid, error = %e, "planning failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+            let deferred = loop {
+                match drive(&*store, &queues, &plan, &run, known.take(), config).await {
+                    Ok(deferred) => break deferred,
+                    Err(e) => {
+                        tracing::warn!(msgid = plan.msgid, error = %e, "planning failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                }
+            };
+            if let Some(until) = deferred {
+                // Quiet hours began: the shards not queued yet wait in storage for the sweep.
+                while let Err(e) = store.defer_message(plan.msgid, until).await {
+                    tracing::warn!(msgid = plan.msgid, error = %e, "deferring failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                run.defer().await;
             }
         });
         true
@@ -228,9 +256,18 @@ impl Handler<MessageFinished> for Planner {
     }
 }
 
+/// When a message must wait for the end of quiet hours: priority 3 inside the window.
+fn quiet_until(plan: &MessagePlan, config: &PlannerConfig) -> Option<i64> {
+    match (plan.priority, config.quiet_hours) {
+        (Some(3), Some(quiet)) => quiet.end_of_window(crate::plan::now_ms()),
+        _ => None,
+    }
+}
+
 /// Queue the known or pending shards, then keep planning until the audience is covered.
 /// Safe to call again after an error: queued shards are counted once, and planning continues
-/// from the persisted cursor.
+/// from the persisted cursor. Stops early with the window's end when quiet hours begin
+/// (priority 3): what was not queued yet stays pending in storage.
 async fn drive(
     store: &dyn DispatchStore,
     queues: &ShardQueues,
@@ -238,7 +275,7 @@ async fn drive(
     run: &Arc<MessageRun>,
     known: Option<Vec<Shard>>,
     config: PlannerConfig,
-) -> Result<(), String> {
+) -> Result<Option<i64>, String> {
     let tx = queues.for_lane(plan.lane);
     if !run.started() {
         // Shards handed over by the accept path were created with the message a moment ago;
@@ -256,6 +293,9 @@ async fn drive(
         // Marked before queueing: a retry after a later error must not queue these again.
         run.mark_started();
         for shard in shards {
+            if let Some(until) = quiet_until(plan, &config) {
+                return Ok(Some(until));
+            }
             enqueue(tx, plan, run, shard, fresh).await?;
         }
     }
@@ -265,17 +305,23 @@ async fn drive(
             .await
             .map_err(|e| e.to_string())?;
     while !planned {
+        if let Some(until) = quiet_until(plan, &config) {
+            return Ok(Some(until));
+        }
         let page = store
             .plan_shards(plan, config.shard_size.max(1), config.page_shards.max(1))
             .await
             .map_err(|e| e.to_string())?;
         for shard in page.shards {
+            if let Some(until) = quiet_until(plan, &config) {
+                return Ok(Some(until));
+            }
             enqueue(tx, plan, run, shard, true).await?;
         }
         planned = page.complete;
     }
     run.planning_complete().await;
-    Ok(())
+    Ok(None)
 }
 
 async fn enqueue(

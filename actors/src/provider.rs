@@ -188,4 +188,28 @@ pub trait Provider: Send + Sync + 'static {
     /// Deliver `req.content` to every target of `req`. The returned vector has exactly
     /// `req.targets.len()` entries.
     async fn send(&self, req: SendRequest<'_>) -> Vec<Outcome>;
+
+    /// Withdraw accepted sends, named by the `provider_id` their `send` returned (JPush
+    /// `msg_id`). One outcome per id, in order: `Ok` when the provider withdrew it. Providers
+    /// that cannot withdraw keep this default, which makes no call.
+    async fn recall(&self, provider_ids: &[String]) -> Vec<Outcome> {
+        provider_ids
+            .iter()
+            .map(|_| Outcome::unsupported_recall())
+            .collect()
+    }
+}
+
+/// The outcome code of a recall the provider does not support.
+pub const RECALL_UNSUPPORTED: &str = "recall_unsupported";
+
+impl Outcome {
+    /// What [`Provider::recall`] answers by default.
+    pub fn unsupported_recall() -> Outcome {
+        Outcome::failed(
+            OutcomeClass::Perm,
+            RECALL_UNSUPPORTED,
+            "this provider cannot withdraw a message it accepted",
+        )
+    }
 }

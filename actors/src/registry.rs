@@ -9,6 +9,7 @@ use tokio::sync::Mutex;
 use crate::channel::{ChannelActor, ChannelLanes, ChannelTuning, ResultWriter};
 use crate::plan::Lane;
 use crate::provider::Provider;
+use crate::retract::Retractions;
 use crate::store::{ChannelSpec, DispatchStore};
 
 /// Builds an adapter for a channel's decrypted settings.
@@ -42,6 +43,8 @@ impl ChannelUnavailable {
 
 struct Entry {
     lanes: ChannelLanes,
+    /// The actor's adapter, also used for recalls.
+    provider: Arc<dyn Provider>,
     // Held so the supervisor keeps the actor alive; dropping it lets the actor end.
     _addr: Addr<ChannelActor>,
 }
@@ -52,6 +55,7 @@ pub struct ChannelRegistry {
     tuning: ChannelTuning,
     writer: ResultWriter,
     arbiter: ArbiterHandle,
+    retractions: Arc<Retractions>,
     live: Mutex<HashMap<i64, Entry>>,
 }
 
@@ -62,6 +66,7 @@ impl ChannelRegistry {
         tuning: ChannelTuning,
         writer: ResultWriter,
         arbiter: ArbiterHandle,
+        retractions: Arc<Retractions>,
     ) -> ChannelRegistry {
         ChannelRegistry {
             store,
@@ -69,15 +74,28 @@ impl ChannelRegistry {
             tuning,
             writer,
             arbiter,
+            retractions,
             live: Mutex::new(HashMap::new()),
         }
     }
 
     /// The lanes of a channel, starting its actor if it is not running.
     pub async fn lanes(&self, channel_id: i64) -> Result<ChannelLanes, ChannelUnavailable> {
+        self.entry(channel_id).await.map(|(lanes, _)| lanes)
+    }
+
+    /// The adapter of a channel (the one its actor uses), starting the actor if needed.
+    pub async fn provider(&self, channel_id: i64) -> Result<Arc<dyn Provider>, ChannelUnavailable> {
+        self.entry(channel_id).await.map(|(_, provider)| provider)
+    }
+
+    async fn entry(
+        &self,
+        channel_id: i64,
+    ) -> Result<(ChannelLanes, Arc<dyn Provider>), ChannelUnavailable> {
         let mut live = self.live.lock().await;
         if let Some(entry) = live.get(&channel_id) {
-            return Ok(entry.lanes.clone());
+            return Ok((entry.lanes.clone(), entry.provider.clone()));
         }
         let spec = self
             .store
@@ -95,21 +113,31 @@ impl ChannelRegistry {
         let (actor, lanes) = ChannelActor::new(
             spec.id,
             spec.channel_type,
-            provider,
+            provider.clone(),
             spec.rate_per_second,
             self.tuning,
             self.writer.clone(),
+            self.retractions.clone(),
         );
         let addr = Supervisor::start_in_arbiter(&self.arbiter, move |_| actor);
         live.insert(
             channel_id,
             Entry {
                 lanes: lanes.clone(),
+                provider: provider.clone(),
                 _addr: addr,
             },
         );
         tracing::info!(channel_id, channel_type = %spec.channel_type, "channel actor started");
-        Ok(lanes)
+        Ok((lanes, provider))
+    }
+
+    /// Run a task on the runtime the adapters were built on (their connections are bound to it).
+    pub fn spawn<F>(&self, task: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.arbiter.spawn(task)
     }
 
     /// Forget a channel's actor after an edit; queued work drains, new work gets a fresh actor

@@ -56,6 +56,9 @@ pub struct MessageRun {
     planned: AtomicBool,
     finished: AtomicBool,
     started: AtomicBool,
+    /// The rest of the message waits for later (quiet hours): when the queued shards end, the
+    /// planner gets its slot back but the message is not finished.
+    deferred: AtomicBool,
     writes: DispatchWrites,
     planner: Recipient<MessageFinished>,
 }
@@ -73,6 +76,7 @@ impl MessageRun {
             planned: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             started: AtomicBool::new(false),
+            deferred: AtomicBool::new(false),
             writes,
             planner,
         })
@@ -102,18 +106,29 @@ impl MessageRun {
         self.maybe_finish().await;
     }
 
+    /// Stop here: the shards not queued stay pending in storage for a later run.
+    pub async fn defer(&self) {
+        self.deferred.store(true, Ordering::SeqCst);
+        self.maybe_finish().await;
+    }
+
     async fn maybe_finish(&self) {
-        if !self.planned.load(Ordering::SeqCst) || self.outstanding.load(Ordering::SeqCst) != 0 {
+        let planned = self.planned.load(Ordering::SeqCst);
+        if !(planned || self.deferred.load(Ordering::SeqCst))
+            || self.outstanding.load(Ordering::SeqCst) != 0
+        {
             return;
         }
         if self.finished.swap(true, Ordering::SeqCst) {
             return;
         }
-        retry_forever("finish message", || {
-            self.writes.finish.submit(Finished::Message(self.msgid))
-        })
-        .await;
-        metrics::counter!("msghub_messages_finished_total").increment(1);
+        if planned {
+            retry_forever("finish message", || {
+                self.writes.finish.submit(Finished::Message(self.msgid))
+            })
+            .await;
+            metrics::counter!("msghub_messages_finished_total").increment(1);
+        }
         let _ = self
             .planner
             .send(MessageFinished {

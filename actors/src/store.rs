@@ -70,7 +70,8 @@ pub struct Fired {
 
 #[async_trait]
 pub trait DispatchStore: Send + Sync + 'static {
-    /// Plans of accepted, unfinished messages with an id above `after`, oldest first.
+    /// Plans of accepted, unfinished messages with an id above `after`, oldest first; not
+    /// those deferred until later (quiet hours).
     async fn unfinished_messages(&self, after: i64, limit: u32) -> StoreResult<Vec<MessagePlan>>;
 
     /// Whether the message's audience is fully sharded.
@@ -110,4 +111,13 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// (its wait passed, or all its deliveries failed), queue the next step for those it did
     /// not reach, and move or delete the timer.
     async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired>;
+
+    /// Keep an accepted message out of [`Self::unfinished_messages`] until `until_ms` (quiet
+    /// hours); its pending shards stay as they are.
+    async fn defer_message(&self, msgid: i64, until_ms: i64) -> StoreResult<()>;
+
+    /// Scheduled messages due at `now_ms` (at most `limit`, earliest first), moved from
+    /// `scheduled` to `accepted` in one transaction; their plans, to be dispatched. A message
+    /// cancelled, rescheduled or retracted concurrently is not among them.
+    async fn release_scheduled(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<MessagePlan>>;
 }

@@ -20,7 +20,9 @@ use crate::batcher::Batcher;
 use crate::channel::{ChannelTuning, ResultWriter};
 use crate::plan::{DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
 use crate::planner::{DispatchMessage, Planner, PlannerConfig, ShardQueues};
-use crate::registry::{ChannelRegistry, ProviderFactory};
+use crate::provider::Outcome;
+use crate::registry::{ChannelRegistry, ChannelUnavailable, ProviderFactory};
+use crate::retract::Retractions;
 use crate::shard::{DispatchWrites, Finished, ShardWorker};
 use crate::store::DispatchStore;
 
@@ -33,6 +35,8 @@ pub struct TopologyConfig {
     pub shard_queue_capacity: usize,
     /// Most items per group-commit transaction of the dispatch path.
     pub write_batch_max: usize,
+    /// Most rows (deliveries opened or outcomes written) per transaction of those writers.
+    pub write_batch_rows: usize,
     pub channel: ChannelTuning,
     pub timers: crate::timers::TimerConfig,
 }
@@ -42,14 +46,26 @@ pub struct TopologyConfig {
 pub struct Dispatch {
     planner: Addr<Planner>,
     registry: Arc<ChannelRegistry>,
+    retractions: Arc<Retractions>,
+    arbiter: actix::dev::ArbiterHandle,
 }
 
-fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize) -> DispatchWrites {
+fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -> DispatchWrites {
     let s = store.clone();
-    let open = Batcher::spawn("open_shards", 4096, max, move |items: Vec<OpenShard>| {
-        let store = s.clone();
-        async move { store.open_shards(&items).await.map_err(|e| e.to_string()) }
-    });
+    // Shard opens and outcomes are weighed in rows, so one transaction stays short (a send's
+    // acceptance waits behind at most one of them on SQLite) while one-user work still shares
+    // transactions by the hundred.
+    let open = Batcher::spawn_weighted(
+        "open_shards",
+        4096,
+        max,
+        max_rows,
+        OpenShard::weight,
+        move |items: Vec<OpenShard>| {
+            let store = s.clone();
+            async move { store.open_shards(&items).await.map_err(|e| e.to_string()) }
+        },
+    );
     let s = store.clone();
     let finish = Batcher::spawn("finish", 4096, max, move |items: Vec<Finished>| {
         let store = s.clone();
@@ -74,10 +90,12 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize) -> DispatchWrites 
         }
     });
     let s = store.clone();
-    let results: ResultWriter = Batcher::spawn(
+    let results: ResultWriter = Batcher::spawn_weighted(
         "deliveries",
         4096,
         max,
+        max_rows,
+        |r: &Vec<DeliveryResult>| r.len(),
         move |batches: Vec<Vec<DeliveryResult>>| {
             let store = s.clone();
             async move {
@@ -102,16 +120,22 @@ impl Dispatch {
         factory: Arc<dyn ProviderFactory>,
         config: TopologyConfig,
     ) -> Dispatch {
-        let writes = batched_writes(&store, config.write_batch_max.max(1));
+        let writes = batched_writes(
+            &store,
+            config.write_batch_max.max(1),
+            config.write_batch_rows.max(1),
+        );
         // Channel actors and shard workers share one arbiter: adapters are built on the runtime
         // that runs them (pooled SMTP connections are bound to it).
         let arbiter = Arbiter::new();
+        let retractions = Arc::new(Retractions::default());
         let registry = Arc::new(ChannelRegistry::new(
             store.clone(),
             factory,
             config.channel,
             writes.results.clone(),
             arbiter.handle(),
+            retractions.clone(),
         ));
         let (rt_tx, rt_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
         let (bulk_tx, bulk_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
@@ -141,10 +165,20 @@ impl Dispatch {
         });
         let timer_config = config.timers;
         let recipient = planner.clone().recipient();
+        let timer_store = store.clone();
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            crate::timers::FallbackTimers::new(store, recipient, timer_config)
+            crate::timers::FallbackTimers::new(timer_store, recipient, timer_config)
         });
-        let dispatch = Dispatch { planner, registry };
+        let recipient = planner.clone().recipient();
+        let _scheduler = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            crate::schedule::SendScheduler::new(store, recipient, timer_config)
+        });
+        let dispatch = Dispatch {
+            planner,
+            registry,
+            retractions,
+            arbiter: arbiter.handle(),
+        };
         let reporter = dispatch.registry.clone();
         tokio::spawn(async move {
             loop {
@@ -152,9 +186,15 @@ impl Dispatch {
                 reporter.report_depths().await;
             }
         });
-        // The arbiter lives as long as the process.
+        // The arbiter lives until `stop` or the end of the process.
         std::mem::forget(arbiter);
         dispatch
+    }
+
+    /// Stop every actor of the topology (and with them their adapters and storage handles).
+    /// Work they held stays stored and resumes at the next start.
+    pub fn stop(&self) {
+        self.arbiter.stop();
     }
 
     /// Offer an accepted (already durable) message to the planner without waiting. When the
@@ -172,5 +212,43 @@ impl Dispatch {
     /// Make the next job of this channel use freshly loaded settings.
     pub async fn channel_changed(&self, channel_id: i64) {
         self.registry.invalidate(channel_id).await;
+    }
+
+    /// Stop the in-memory work of a message storage has just retracted: no provider call of it
+    /// starts from now on.
+    pub fn retract(&self, msgid: i64) {
+        self.retractions.retract(msgid);
+    }
+
+    /// Wait until the provider calls of `msgid` under way have recorded their outcomes (at most
+    /// `limit`); true when none is left.
+    pub async fn wait_calls_done(&self, msgid: i64, limit: Duration) -> bool {
+        self.retractions.wait_idle(msgid, limit).await
+    }
+
+    /// Ask a channel's provider to withdraw accepted sends (one outcome per id).
+    pub async fn recall(
+        &self,
+        channel_id: i64,
+        provider_ids: &[String],
+    ) -> Result<Vec<Outcome>, ChannelUnavailable> {
+        let provider = self.registry.provider(channel_id).await?;
+        let ids = provider_ids.to_vec();
+        let n = ids.len();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // On the adapters' runtime, like their sends.
+        self.registry.spawn(async move {
+            let _ = tx.send(provider.recall(&ids).await);
+        });
+        Ok(rx.await.unwrap_or_else(|_| {
+            vec![
+                Outcome::failed(
+                    crate::provider::OutcomeClass::Retry,
+                    "internal",
+                    "the recall was interrupted",
+                );
+                n
+            ]
+        }))
     }
 }

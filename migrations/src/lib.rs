@@ -26,6 +26,18 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// Run statements in order (migrations are plain portable SQL).
+pub(crate) async fn run<S: AsRef<str>>(
+    manager: &SchemaManager<'_>,
+    statements: &[S],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for sql in statements {
+        db.execute_unprepared(sql.as_ref()).await?;
+    }
+    Ok(())
+}
+
 /// The auto-increment 64-bit primary key column, spelled for the connected backend.
 pub(crate) fn id_column(backend: sea_orm_migration::sea_orm::DatabaseBackend) -> &'static str {
     match backend {

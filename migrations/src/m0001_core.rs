@@ -71,11 +71,7 @@ impl MigrationTrait for Migration {
             "CREATE INDEX deliveries_shard ON deliveries (message_id, shard_seq, status)".to_string(),
             "CREATE INDEX deliveries_user ON deliveries (message_id, userid)".to_string(),
         ];
-        let db = manager.get_connection();
-        for sql in statements {
-            db.execute_unprepared(&sql).await?;
-        }
-        Ok(())
+        crate::run(manager, &statements).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -39,27 +39,23 @@ impl MigrationTrait for Migration {
             "CREATE INDEX deliveries_step ON deliveries (message_id, shard_seq, step, judged)"
                 .to_string(),
         ];
-        let db = manager.get_connection();
-        for sql in statements {
-            db.execute_unprepared(&sql).await?;
-        }
-        Ok(())
+        crate::run(manager, &statements).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in [
-            "DROP INDEX IF EXISTS deliveries_step",
-            "ALTER TABLE shards DROP COLUMN generation",
-            "ALTER TABLE deliveries DROP COLUMN receipt_at",
-            "ALTER TABLE deliveries DROP COLUMN judged",
-            "ALTER TABLE deliveries DROP COLUMN sent_at",
-            "ALTER TABLE deliveries DROP COLUMN created_at",
-            "DROP TABLE IF EXISTS fallback_timers",
-            "DROP TABLE IF EXISTS rules",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::run(
+            manager,
+            &[
+                "DROP INDEX IF EXISTS deliveries_step",
+                "ALTER TABLE shards DROP COLUMN generation",
+                "ALTER TABLE deliveries DROP COLUMN receipt_at",
+                "ALTER TABLE deliveries DROP COLUMN judged",
+                "ALTER TABLE deliveries DROP COLUMN sent_at",
+                "ALTER TABLE deliveries DROP COLUMN created_at",
+                "DROP TABLE IF EXISTS fallback_timers",
+                "DROP TABLE IF EXISTS rules",
+            ],
+        )
+        .await
     }
 }

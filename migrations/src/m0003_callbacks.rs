@@ -28,22 +28,18 @@ impl MigrationTrait for Migration {
             // cannot sign callbacks until their secret is rotated.
             "ALTER TABLE sources ADD COLUMN secret_enc TEXT".to_string(),
         ];
-        let db = manager.get_connection();
-        for sql in statements {
-            db.execute_unprepared(&sql).await?;
-        }
-        Ok(())
+        crate::run(manager, &statements).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        for sql in [
-            "ALTER TABLE sources DROP COLUMN secret_enc",
-            "DROP INDEX IF EXISTS source_callback_urls_once",
-            "DROP TABLE IF EXISTS source_callback_urls",
-        ] {
-            db.execute_unprepared(sql).await?;
-        }
-        Ok(())
+        crate::run(
+            manager,
+            &[
+                "ALTER TABLE sources DROP COLUMN secret_enc",
+                "DROP INDEX IF EXISTS source_callback_urls_once",
+                "DROP TABLE IF EXISTS source_callback_urls",
+            ],
+        )
+        .await
     }
 }

@@ -274,3 +274,69 @@ async fn empty_target_list_makes_no_call() {
     assert!(out.is_empty());
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn recall_deletes_each_push_with_basic_auth_and_classifies_the_replies() {
+    let server = MockServer::start(|req| {
+        if req.path.ends_with("/222") {
+            Canned::new(
+                400,
+                r#"{"error":{"code":1003,"message":"msg_id is invalid"}}"#,
+            )
+        } else {
+            Canned::new(200, "")
+        }
+    })
+    .await;
+    let provider = adapter(&server.base_url);
+    let ids = ["111".to_string(), "222".to_string(), "../etc".to_string()];
+    let out = provider.recall(&ids).await;
+
+    assert_eq!(out.len(), 3, "one outcome per id, in order");
+    assert_eq!(out[0].class, OutcomeClass::Ok);
+    assert_eq!(
+        (out[1].class, out[1].code.as_str()),
+        (OutcomeClass::Perm, "1003")
+    );
+    assert_eq!(
+        (out[2].class, out[2].code.as_str()),
+        (OutcomeClass::Perm, "invalid_msg_id")
+    );
+    let mut requests = server.requests();
+    requests.sort_by(|a, b| a.path.cmp(&b.path));
+    let seen: Vec<(&str, &str)> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("DELETE", "/v3/push/111"), ("DELETE", "/v3/push/222")],
+        "no call for an id that is not a JPush msg_id"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode("appkey1:mastersecret1");
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some(format!("Basic {basic}").as_str()))
+    );
+}
+
+#[tokio::test]
+async fn providers_without_withdrawal_answer_every_recall_as_unsupported() {
+    install_crypto();
+    let sms = msghub_providers::build(
+        ChannelType::Sms,
+        &json!({"access_key_id": "i", "access_key_secret": "s", "sign_name": "n",
+                "base_url": closed_port_url().await}),
+        &options(),
+    )
+    .unwrap();
+    let out = sms
+        .recall(&["biz-1".to_string(), "biz-2".to_string()])
+        .await;
+    assert_eq!(out.len(), 2);
+    assert!(
+        out.iter().all(|o| o.class == OutcomeClass::Perm
+            && o.code == msghub_actors::provider::RECALL_UNSUPPORTED)
+    );
+}

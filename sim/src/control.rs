@@ -1,5 +1,5 @@
 //! Control and inspection API under `/sim/`: received addresses, reset, health, faults, events,
-//! receipts.
+//! receipts, JPush withdrawals.
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -27,7 +27,15 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
             web::resource("/sim/receipts")
                 .route(web::get().to(get_receipts))
                 .route(web::post().to(set_receipts)),
-        );
+        )
+        .service(web::resource("/sim/recalls").route(web::get().to(recalls)));
+}
+
+/// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}}`: JPush pushes withdrawn
+/// (`DELETE /v3/push/{msg_id}`), each once, in the order of their first withdrawal.
+async fn recalls(state: web::Data<SimState>) -> HttpResponse {
+    let ids = state.recalled();
+    HttpResponse::Ok().json(json!({"app": {"count": ids.len(), "msg_ids": ids}}))
 }
 
 #[derive(Deserialize)]

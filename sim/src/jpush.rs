@@ -1,10 +1,12 @@
-//! JPush Push API v3 simulator: `POST /v3/push` and `POST /v3/push/validate`.
+//! JPush Push API v3 simulator: `POST /v3/push`, `POST /v3/push/validate` and
+//! `DELETE /v3/push/{msg_id}` (withdrawal).
 //!
 //! Basic auth, body validation (codes 1002/1003/1005/1009), rate-limit headers, idempotent `cid`,
 //! fault injection. A call whose registration ids are all in `perm_addresses` fails with 1011;
 //! a call with only some of them fails entirely with 1003. An accepted push with a
 //! `callback.url` gets receipts per registration id (`crate::receipts`).
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
@@ -45,6 +47,43 @@ const AUDIENCE_KEYS: &[&str] = &[
 const MAX_PAYLOAD: usize = 4000;
 const MAX_IOS: usize = 2000;
 const BROADCASTS_PER_DAY: u64 = 10;
+
+/// Pushes issued, at most this many remembered (oldest forgotten first).
+const MAX_ISSUED: usize = 1_000_000;
+
+/// Which pushes exist and which were withdrawn.
+#[derive(Default)]
+pub(crate) struct Recalls {
+    issued: HashSet<String>,
+    issued_order: std::collections::VecDeque<String>,
+    withdrawn: HashSet<String>,
+    /// Withdrawn `msg_id`s in the order of their first withdrawal.
+    pub(crate) recalled: Vec<String>,
+}
+
+impl Recalls {
+    fn issue(&mut self, msg_id: &str) {
+        if self.issued.insert(msg_id.to_string()) {
+            self.issued_order.push_back(msg_id.to_string());
+        }
+        while self.issued_order.len() > MAX_ISSUED {
+            if let Some(old) = self.issued_order.pop_front() {
+                self.issued.remove(&old);
+            }
+        }
+    }
+
+    /// Withdraw a push; false when no push has this id. A second withdrawal succeeds again.
+    fn withdraw(&mut self, msg_id: &str) -> bool {
+        if !self.issued.contains(msg_id) {
+            return false;
+        }
+        if self.withdrawn.insert(msg_id.to_string()) {
+            self.recalled.push(msg_id.to_string());
+        }
+        true
+    }
+}
 
 /// A JPush error: (JPush code, message).
 struct PushError(u32, String);
@@ -432,6 +471,7 @@ async fn handle(req: &HttpRequest, body: &[u8], state: &SimState, live: bool) ->
         cids.insert(cid.clone(), msg_id.to_string());
     }
     let msg_id = msg_id.to_string();
+    lock(&state.jpush_recalls).issue(&msg_id);
     if let Some(callback) = &push.callback {
         state
             .receipts
@@ -441,10 +481,53 @@ async fn handle(req: &HttpRequest, body: &[u8], state: &SimState, live: bool) ->
     with_rate(HttpResponse::Ok(), rate).json(json!({"sendno": push.sendno, "msg_id": msg_id}))
 }
 
+/// `DELETE /v3/push/{msg_id}`: withdraw a push this simulator accepted. 200 with an empty
+/// body on success; an unknown id is error 1003. Recorded in [`SimState::recalled`].
+pub(crate) async fn recall(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<SimState>,
+) -> HttpResponse {
+    let c = Channel::App;
+    SimState::delay(state.latency(c)).await;
+    let msg_id = path.into_inner();
+    let peek = state.rate(c, false);
+    let id_number = msg_id.parse::<u64>().unwrap_or(0);
+    if !authorized(&req, &state) {
+        return error_response(401, 1004, "Authen failed", id_number, peek);
+    }
+    let rate = state.rate(c, true);
+    if rate.exceeded {
+        return error_response(
+            429,
+            2002,
+            "Request times of this AppKey exceeds the limit of current time window",
+            id_number,
+            rate,
+        );
+    }
+    if !lock(&state.jpush_recalls).withdraw(&msg_id) {
+        return error_response(400, 1003, "msg_id is invalid", id_number, rate);
+    }
+    with_rate(HttpResponse::Ok(), rate).finish()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_issued_pushes_can_be_withdrawn_and_each_is_recorded_once() {
+        let mut r = Recalls::default();
+        r.issue("10");
+        r.issue("11");
+        assert!(!r.withdraw("12"));
+        assert!(r.withdraw("11"));
+        assert!(r.withdraw("11"), "a repeat succeeds");
+        assert!(r.withdraw("10"));
+        assert_eq!(r.recalled, vec!["11", "10"]);
+    }
 
     fn code(body: &str) -> u32 {
         match parse_push(body.as_bytes()) {

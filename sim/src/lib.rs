@@ -203,6 +203,11 @@ fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::route().to(jpush::method_not_allowed)),
     )
     .service(
+        web::resource("/v3/push/{msg_id}")
+            .route(web::delete().to(jpush::recall))
+            .route(web::route().to(jpush::method_not_allowed)),
+    )
+    .service(
         web::resource("/")
             .route(web::get().to(aliyun::rpc))
             .route(web::post().to(aliyun::rpc)),

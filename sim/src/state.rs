@@ -154,6 +154,11 @@ pub struct SimState {
     pub(crate) started: Instant,
     pub(crate) nonces: crate::aliyun_sign::NonceStore,
     pub(crate) jpush_cids: Mutex<HashMap<String, String>>,
+    /// `X-Msghub-Delivery` ids the webhook sink already accepted: a repeat is answered 200 and
+    /// not recorded again, as an idempotent receiver does.
+    pub(crate) webhook_deliveries: Mutex<std::collections::HashSet<String>>,
+    /// JPush pushes: `msg_id`s issued by accepted pushes, and those withdrawn since, in order.
+    pub(crate) jpush_recalls: Mutex<crate::jpush::Recalls>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
 }
@@ -176,6 +181,8 @@ impl SimState {
             started: Instant::now(),
             nonces: crate::aliyun_sign::NonceStore::default(),
             jpush_cids: Mutex::new(HashMap::new()),
+            webhook_deliveries: Mutex::new(std::collections::HashSet::new()),
+            jpush_recalls: Mutex::new(crate::jpush::Recalls::default()),
             broadcasts: AtomicU64::new(0),
         }
     }
@@ -282,8 +289,14 @@ impl SimState {
         self.receipts.report(c, msgid)
     }
 
-    /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids,
-    /// and receipt records, counters and configuration (back to the defaults).
+    /// JPush `msg_id`s withdrawn with `DELETE /v3/push/{msg_id}`, in the order of their first
+    /// withdrawal.
+    pub fn recalled(&self) -> Vec<String> {
+        lock(&self.jpush_recalls).recalled.clone()
+    }
+
+    /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids and
+    /// recalls, and receipt records, counters and configuration (back to the defaults).
     pub fn reset(&self) {
         for c in &self.channels {
             lock(&c.received).clear();
@@ -298,6 +311,8 @@ impl SimState {
             c.failed.store(0, Ordering::Relaxed);
         }
         lock(&self.jpush_cids).clear();
+        lock(&self.webhook_deliveries).clear();
+        *lock(&self.jpush_recalls) = crate::jpush::Recalls::default();
         self.broadcasts.store(0, Ordering::Relaxed);
         self.receipts.reset();
     }

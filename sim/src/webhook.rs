@@ -1,7 +1,9 @@
 //! Signed webhook sink: `POST /webhook/{name}` verifying `X-Msghub-Signature`.
 //!
 //! Signature: `sha256=<hex(HMAC-SHA256(webhook_secret, timestamp + "." + raw_body))>` with the
-//! timestamp (unix seconds) from `X-Msghub-Timestamp`. No clock-skew check is applied.
+//! timestamp (unix seconds) from `X-Msghub-Timestamp`. No clock-skew check is applied. A
+//! repeated `X-Msghub-Delivery` id is acknowledged and not recorded twice (idempotent
+//! receiver).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -97,6 +99,12 @@ pub(crate) async fn receive(
     if state.is_perm(c, &target) {
         state.fail(c);
         return plain(410, "target gone");
+    }
+    if let Some(id) = header(&req, "x-msghub-delivery")
+        && !crate::state::lock(&state.webhook_deliveries).insert(id.to_string())
+    {
+        // Already accepted: an idempotent receiver answers OK and does nothing.
+        return HttpResponse::Ok().json(json!({"ok": true, "duplicate": true}));
     }
     state.record(c, vec![c.normalise(&target)]);
     HttpResponse::Ok().json(json!({"ok": true}))

@@ -252,3 +252,52 @@ async fn latency_override() {
     assert!(t.elapsed() >= std::time::Duration::from_millis(150));
     sim.stop().await;
 }
+
+#[actix_web::test]
+async fn accepted_pushes_can_be_withdrawn_and_the_withdrawals_are_listed() {
+    let sim = common::sim(|_| {}).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let (s, _, v) = post(&c, &base, AUTH, &body(&["r1"])).await;
+    assert_eq!(s, 200);
+    let msg_id = v["msg_id"].as_str().unwrap().to_string();
+    let delete = |cred: &'static str, id: String| {
+        let c = c.clone();
+        let url = format!("{base}/v3/push/{id}");
+        async move {
+            let r = c
+                .delete(url)
+                .header("Authorization", basic(cred))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    let (s, v) = delete("sim-app-key:wrong", msg_id.clone()).await;
+    assert_eq!((s, v["error"]["code"].as_i64()), (401, Some(1004)));
+    let (s, v) = delete(AUTH, "999".into()).await;
+    assert_eq!((s, v["error"]["code"].as_i64()), (400, Some(1003)));
+    assert!(sim.state.recalled().is_empty());
+    assert_eq!(delete(AUTH, msg_id.clone()).await.0, 200);
+    assert_eq!(
+        delete(AUTH, msg_id.clone()).await.0,
+        200,
+        "a repeat succeeds"
+    );
+    assert_eq!(sim.state.recalled(), vec![msg_id.clone()]);
+
+    let listed: Value = c
+        .get(format!("{base}/sim/recalls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!({"app": {"count": 1, "msg_ids": [msg_id]}}));
+    sim.state.reset();
+    assert!(sim.state.recalled().is_empty());
+}

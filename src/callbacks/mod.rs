@@ -213,6 +213,23 @@ impl Callbacks {
         });
     }
 
+    /// Report several events of message `msgid` at once; like [`Callbacks::emit`].
+    pub fn emit_all(&self, msgid: i64, events: Vec<CallbackEvent>) {
+        if events.is_empty() || self.shared.known_silent(msgid) {
+            return;
+        }
+        self.enqueue(Envelope {
+            msgid,
+            items: events
+                .into_iter()
+                .map(|event| Pending {
+                    event,
+                    channel_id: None,
+                })
+                .collect(),
+        });
+    }
+
     /// Report the outcomes the dispatch path just stored: type 2 (submitted; plus 4 when the
     /// provider's answer is itself the delivery, as for webhooks) or 3 (submit failed).
     pub fn emit_results(&self, results: &[DeliveryResult]) {

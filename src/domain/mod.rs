@@ -2,7 +2,9 @@
 //! a precise message, before anything is stored.
 
 pub mod callback;
+pub mod filters;
 pub mod rules;
+pub mod schedule;
 pub mod send;
 pub mod user_opt;
 

@@ -1,6 +1,6 @@
 //! The JUMS send request (`/v1/sent`, `/v1/broadcast`), validated.
 
-use msghub_actors::plan::{Audience, Lane, RawAddresses};
+use msghub_actors::plan::{Audience, Lane, RawAddresses, now_ms};
 use msghub_actors::provider::ChannelType;
 use serde_json::{Map, Value};
 
@@ -47,6 +47,11 @@ pub struct SendRequest {
     pub params: Map<String, Value>,
     /// The `callback` field: status callback URL and echoed parameters.
     pub callback: Option<super::callback::CallbackRequest>,
+    /// `option.send_at` when in the future (unix ms): the message waits until then.
+    pub send_at: Option<i64>,
+    /// `option.black_id` / `option.white_id`: a list to filter the audience with.
+    pub black_id: Option<i64>,
+    pub white_id: Option<i64>,
 }
 
 impl SendRequest {
@@ -200,6 +205,9 @@ pub fn parse(body: &Value, kind: SendKind) -> Result<SendRequest, JumsError> {
         rule_id,
         params: Map::new(),
         callback,
+        send_at: None,
+        black_id: None,
+        white_id: None,
     };
     if let Some(option) = option {
         parse_option(option, &mut req)?;
@@ -458,15 +466,29 @@ fn parse_option(v: &Value, req: &mut SendRequest) -> Result<(), JumsError> {
                 }
                 req.params = params.clone();
             }
-            "black_id" | "white_id" | "send_at" => {
-                return Err(invalid(format!(
-                    "option.{k} is not available on this server yet"
-                )));
+            "black_id" => req.black_id = Some(list_id(value, k)?),
+            "white_id" => req.white_id = Some(list_id(value, k)?),
+            "send_at" => {
+                req.send_at = super::schedule::parse_send_at(value, "option.send_at", now_ms())
+                    .map_err(invalid)?;
             }
             other => return Err(invalid(format!("option: unknown field {other:?}"))),
         }
     }
-    Ok(())
+    super::filters::check_one_list(req.black_id, req.white_id)
+}
+
+/// A list id: a positive integer (a numeric string is taken too).
+fn list_id(v: &Value, field: &str) -> Result<i64, JumsError> {
+    let id = match v {
+        Value::String(s) => s.trim().parse().ok(),
+        other => other.as_i64(),
+    };
+    id.filter(|id| *id > 0).ok_or_else(|| {
+        invalid(format!(
+            "option.{field} must be a list id (a positive integer)"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -635,5 +657,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("option.params"), "{}", e.message);
+    }
+
+    #[test]
+    fn send_at_schedules_future_times_and_sends_past_ones_at_once() {
+        let at = |ms: i64| crate::domain::schedule::rfc3339(now_ms() + ms);
+        let r = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"send_at": at(3_600_000)}}),
+            SendKind::Targeted,
+        )
+        .unwrap();
+        assert!(r.send_at.is_some_and(|t| t > now_ms()));
+        let r = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"send_at": at(-60_000)}}),
+            SendKind::Targeted,
+        )
+        .unwrap();
+        assert_eq!(r.send_at, None);
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"send_at": "soon"}}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, jums::INVALID_PARAMETER);
+        assert!(e.message.contains("option.send_at"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_send_names_one_list_at_most() {
+        let ok = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"black_id": 3}}),
+            SendKind::Targeted,
+        )
+        .unwrap();
+        assert_eq!((ok.black_id, ok.white_id), (Some(3), None));
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"black_id": 3, "white_id": 4}}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, jums::BLACK_AND_WHITE_LIST);
+        let e = parse(
+            &json!({"aud_userid": ["u"], "msg_app": app(), "option": {"white_id": -1}}),
+            SendKind::Targeted,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("option.white_id"), "{}", e.message);
     }
 }

@@ -35,7 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/channels/{id}", web::patch().to(update_channel))
             .configure(super::messages::api_routes)
             .configure(super::callback_urls::api_routes)
-            .configure(super::rules::api_routes),
+            .configure(super::rules::api_routes)
+            .configure(super::lists::api_routes),
     );
 }
 
@@ -139,8 +140,15 @@ async fn rotate_secret(
 }
 
 fn source_json(row: &SourceRow) -> Value {
-    json!({"id": row.id, "key": row.key, "name": row.name, "enabled": row.enabled,
-           "created_at": row.created_at, "updated_at": row.updated_at})
+    let mut out = json!({"id": row.id, "key": row.key, "name": row.name, "enabled": row.enabled,
+           "created_at": row.created_at, "updated_at": row.updated_at});
+    if let (Some(out), Value::Object(filters)) = (
+        out.as_object_mut(),
+        super::lists::source_filters_json(&row.filters),
+    ) {
+        out.extend(filters);
+    }
+    out
 }
 
 async fn list_sources(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -170,6 +178,10 @@ async fn get_source(
 struct UpdateSource {
     name: Option<String>,
     enabled: Option<bool>,
+    /// Audience filter settings (see `super::lists::FilterPatch`).
+    dedup_window_seconds: Option<u32>,
+    caps: Option<std::collections::BTreeMap<String, u32>>,
+    day_utc_offset: Option<String>,
 }
 
 async fn update_source(
@@ -183,6 +195,26 @@ async fn update_source(
         && (name.trim().is_empty() || name.len() > 200)
     {
         return Err(ApiError::invalid("name must be 1 to 200 characters"));
+    }
+    let body = body.into_inner();
+    let patch = super::lists::FilterPatch {
+        dedup_window_seconds: body.dedup_window_seconds,
+        caps: body.caps,
+        day_utc_offset: body.day_utc_offset,
+    };
+    if !patch.is_empty() {
+        let row = state
+            .db
+            .source(*id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::not_found("source"))?;
+        let filters = patch.apply(&row.filters)?;
+        state
+            .db
+            .set_source_filters(*id, &filters)
+            .await
+            .map_err(internal)?;
     }
     let found = state
         .db

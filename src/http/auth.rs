@@ -28,6 +28,10 @@ pub struct CachedSource {
     pub channels: Vec<(i64, ChannelType, bool)>,
     /// Verified status callback URLs, the default first.
     pub callback_urls: Vec<String>,
+    /// Dedup window and frequency caps.
+    pub filters: crate::domain::filters::SourceFilters,
+    /// Black- and whitelists the source may use (global ones and its own).
+    pub lists: Vec<crate::domain::filters::ListRef>,
 }
 
 pub struct SourceCache {
@@ -43,7 +47,7 @@ impl SourceCache {
         }
     }
 
-    /// Forget everything; called after any change to sources, channels or grants.
+    /// Forget everything; called after any change to sources, channels, grants or lists.
     pub fn invalidate(&self) {
         if let Ok(mut e) = self.entries.write() {
             e.clear();
@@ -81,12 +85,19 @@ impl SourceCache {
             .into_iter()
             .map(|u| u.url)
             .collect();
+        let lists = self
+            .db
+            .lists_for_source(row.id)
+            .await
+            .map_err(|e| JumsError::internal("loading lists", &e))?;
         let source = Arc::new(CachedSource {
             id: row.id,
             enabled: row.enabled,
             secret_hash: row.secret_hash,
             channels,
             callback_urls,
+            filters: row.filters,
+            lists,
         });
         if let Ok(mut e) = self.entries.write() {
             if e.len() > 10_000 {

@@ -5,9 +5,11 @@
 pub mod admin;
 pub mod auth;
 pub mod callback_urls;
+pub mod lists;
 pub mod messages;
 pub mod ops;
 pub mod receipts;
+pub mod retract;
 pub mod rules;
 pub mod send;
 pub mod users;
@@ -65,6 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         )
         .configure(ops::routes)
         .configure(send::routes)
+        .configure(retract::routes)
         .configure(receipts::routes)
         .configure(users::routes)
         .configure(admin::routes)

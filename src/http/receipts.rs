@@ -214,21 +214,26 @@ fn counts_json(c: &ReceiptCounts, invalid: u64) -> Value {
     json!({"applied": c.applied, "duplicate": c.duplicate, "unknown": c.unknown, "invalid": invalid})
 }
 
+/// Hand receipts to the writer and wait for their commit.
+async fn submit(
+    state: &State,
+    receipts: Vec<Receipt>,
+) -> Result<ReceiptCounts, msghub_actors::batcher::BatchError> {
+    if receipts.is_empty() {
+        return Ok(ReceiptCounts::default());
+    }
+    state.receipts.submit(receipts).await
+}
+
 async fn apply(
     state: &State,
     t: ChannelType,
     receipts: Vec<Receipt>,
     invalid: u64,
 ) -> Result<ReceiptCounts, ApiError> {
-    let counts = if receipts.is_empty() {
-        ReceiptCounts::default()
-    } else {
-        state
-            .receipts
-            .submit(receipts)
-            .await
-            .map_err(|e| ApiError::internal("applying receipts", &e))?
-    };
+    let counts = submit(state, receipts)
+        .await
+        .map_err(|e| ApiError::internal("applying receipts", &e))?;
     let code = t.code();
     for (result, n) in [
         ("applied", counts.applied),
@@ -410,15 +415,9 @@ async fn client_events(
             code: None,
         }));
     }
-    let counts = if receipts.is_empty() {
-        ReceiptCounts::default()
-    } else {
-        state
-            .receipts
-            .submit(receipts)
-            .await
-            .map_err(|e| JumsError::internal("applying client events", &e))?
-    };
+    let counts = submit(&state, receipts)
+        .await
+        .map_err(|e| JumsError::internal("applying client events", &e))?;
     let unknown = unknown + counts.unknown;
     metrics::counter!("msghub_client_events_total", "result" => "applied")
         .increment(counts.applied);

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::State;
 use super::auth::CachedSource;
 use crate::domain::callback::CallbackRequest;
+use crate::domain::filters::message_filters;
 use crate::domain::parse_json;
 use crate::domain::rules;
 use crate::domain::send::{SendKind, SendRequest, parse};
@@ -74,6 +75,14 @@ async fn accept_inner(
     };
     let channels = choose_channels(&source, &send)?;
     let callback = callback_of(&source, send.callback.as_ref())?;
+    let types: Vec<_> = channels.iter().map(|c| c.channel_type).collect();
+    let filters = message_filters(
+        &source.filters,
+        &source.lists,
+        send.black_id,
+        send.white_id,
+        &types,
+    )?;
     let idempotency_key = idempotency_key(req)?;
     let msgid = state.ids.next();
     let mut response = json!({"code": 0, "message": "success", "msgid": msgid.to_string()});
@@ -91,6 +100,8 @@ async fn accept_inner(
         spread_seconds: send.spread_seconds,
         strategy,
         callback,
+        priority: send.priority,
+        filters,
     };
     let new = NewMessage {
         plan,
@@ -99,6 +110,7 @@ async fn accept_inner(
         sendno: send.sendno.clone(),
         idempotency_key,
         response: response.to_string(),
+        not_before: send.send_at,
     };
     let accepted = state
         .accept
@@ -110,7 +122,10 @@ async fn accept_inner(
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
             let body = response.to_string();
             state.callbacks.remember(&plan);
-            state.dispatch.dispatch(plan, Some(shards));
+            if send.send_at.is_none() {
+                // A scheduled message is released by the scheduler when it falls due.
+                state.dispatch.dispatch(plan, Some(shards));
+            }
             Ok(HttpResponse::Ok()
                 .content_type(ContentType::json())
                 .body(body))

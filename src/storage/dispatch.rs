@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use msghub_actors::plan::{
-    Audience, ChannelBatch, DeliveryResult, DeliveryStatus, MessagePlan, OpenShard, Shard,
+    Audience, ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
     ShardSpec, StepCondition,
 };
 use msghub_actors::provider::Target;
@@ -47,11 +47,37 @@ pub const PACED_SHARDS_PER_SECOND: u64 = 10;
 /// before the provider call's outcome is recorded).
 pub const STICKY_STATUSES: &str = "3, 4, 5";
 
+mod filters;
+
 /// One resolved (user, channel type, address) of a shard.
+#[derive(Clone)]
 struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
+}
+
+/// Make the fallback timers of these deliveries' steps due now (a permanent failure, or a
+/// receipt saying "not delivered", moves the user on without waiting). Persisted, so it holds
+/// across a restart.
+pub async fn bring_timers_forward<C: ConnectionTrait>(
+    db: &super::Db,
+    txn: &C,
+    delivery_ids: &[i64],
+    now: i64,
+) -> Result<(), DbErr> {
+    for chunk in delivery_ids.chunks(500) {
+        let mut values: Vec<Value> = vec![now.into(), now.into()];
+        values.extend(chunk.iter().map(|id| Value::from(*id)));
+        let sql = format!(
+            "UPDATE fallback_timers SET due_at = ? WHERE due_at > ? AND EXISTS (SELECT 1 FROM deliveries d \
+             WHERE d.id IN ({}) AND d.message_id = fallback_timers.message_id \
+             AND d.shard_seq = fallback_timers.shard_seq AND d.step = fallback_timers.step)",
+            in_list(chunk.len())
+        );
+        txn.execute_raw(db.stmt(&sql, values)).await?;
+    }
+    Ok(())
 }
 
 /// The userids a shard of a listed audience covers (all of them, or a paced slice).
@@ -253,9 +279,10 @@ impl Store {
         let (plan, shard) = (&open.plan, &open.shard);
         let steps = plan.strategy.steps();
         // A fallback shard is opened once: later steps are queued by its timers, and a
-        // re-open (restart, reopened by a timer) must not start the chain again.
+        // re-open (restart, reopened by a timer) must not start the chain again. Nor must a
+        // filtered one count its targets against dedup and caps again.
         let opened_before = !open.fresh
-            && !steps.is_empty()
+            && (!steps.is_empty() || plan.filters.is_some())
             && txn
                 .query_one_raw(self.db.stmt(
                     "SELECT id FROM deliveries WHERE message_id = ? AND shard_seq = ? LIMIT 1",
@@ -265,17 +292,23 @@ impl Store {
                 .is_some();
         let mut rows = Vec::new();
         if !opened_before {
-            let stepped = first_steps(plan, resolved);
+            let (stepped, skipped) = self.first_steps_filtered(txn, plan, resolved, now).await?;
             let returning = open.fresh;
             rows = self
                 .insert_deliveries(txn, plan, shard.seq, &stepped, now, returning)
                 .await?;
+            self.insert_skipped(txn, plan, shard.seq, &skipped, now)
+                .await?;
             self.arm_timers(txn, plan, shard.seq, &stepped, now).await?;
         }
         if !open.fresh {
+            // Everything whose provider call has no recorded outcome: still queued, or given a
+            // receipt before the crash took its outcome (attempts = 0). The re-sent batch then
+            // has the same members, so the provider's idempotency key (JPush cid) matches and
+            // the receipted ones are not delivered twice.
             let stmt = self.db.stmt(
                 "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
-                 AND status = 0 ORDER BY id",
+                 AND (status = 0 OR (status IN (3, 4, 5) AND attempts = 0)) ORDER BY id",
                 vec![plan.msgid.into(), shard.seq.into()],
             );
             rows = txn.query_all_raw(stmt).await?;
@@ -525,7 +558,21 @@ impl Store {
             if !advancing.is_empty() {
                 let bindings = self.bindings_of(&advancing).await?;
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
-                for user in &advancing {
+                if let Some(f) = &plan.filters {
+                    // The filters pick each user's step among all later ones.
+                    let later = filters::later_rows(&plan, k + 1, &bindings, &advancing);
+                    let chosen = self.choose(txn, &plan, f, &later, k + 1, now).await?;
+                    self.insert_skipped(txn, &plan, key.seq, &chosen.skipped, now)
+                        .await?;
+                    fired.advanced += chosen.reached;
+                    fired.exhausted += (advancing.len() as u64).saturating_sub(chosen.reached);
+                    resolved = chosen
+                        .live
+                        .iter()
+                        .map(|(r, j)| ((*r).clone(), *j))
+                        .collect();
+                }
+                for user in advancing.iter().filter(|_| plan.filters.is_none()) {
                     let found = steps.iter().enumerate().skip(k + 1).find_map(|(j, s)| {
                         let addresses: Vec<&String> = bindings
                             .get(*user)
@@ -731,8 +778,9 @@ impl DispatchStore for Store {
         let rows = self
             .db
             .query_all(
-                "SELECT plan FROM messages WHERE state = 'accepted' AND id > ? ORDER BY id LIMIT ?",
-                vec![after.into(), i64::from(limit).into()],
+                "SELECT plan FROM messages WHERE state = 'accepted' AND id > ? \
+                 AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
+                vec![after.into(), now_ms().into(), i64::from(limit).into()],
             )
             .await
             .map_err(err)?;
@@ -783,9 +831,10 @@ impl DispatchStore for Store {
         shard_size: u32,
         max_shards: u32,
     ) -> StoreResult<PlannedPage> {
+        let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         let stmt = self.db.stmt(
-            "SELECT planned, plan_cursor, shard_count FROM messages WHERE id = ?",
+            "SELECT planned, plan_cursor, shard_count, state FROM messages WHERE id = ?",
             vec![plan.msgid.into()],
         );
         let row = txn
@@ -794,7 +843,9 @@ impl DispatchStore for Store {
             .map_err(err)?
             .ok_or_else(|| StoreError(format!("message {} not found", plan.msgid)))?;
         let planned: bool = row.try_get("", "planned").map_err(err)?;
-        if planned {
+        // A retracted message gets no further shards.
+        let retracted = row.try_get::<String>("", "state").map_err(err)? == "retracted";
+        if planned || retracted {
             return Ok(PlannedPage {
                 shards: Vec::new(),
                 complete: true,
@@ -873,17 +924,38 @@ impl DispatchStore for Store {
     async fn open_shards(&self, shards: &[OpenShard]) -> StoreResult<Vec<Vec<ChannelBatch>>> {
         let resolved = self.resolve_all(shards).await.map_err(err)?;
         let now = now_ms();
+        // Real-time shards (a transactional send's deliveries) go before bulk writes.
+        let realtime = shards.iter().any(|s| s.plan.lane == Lane::Realtime);
+        let _urgent = realtime.then(|| self.db.urgent_write());
+        let _bulk = if realtime {
+            None
+        } else {
+            Some(self.db.bulk_write().await)
+        };
         let txn = self.db.write().begin().await.map_err(err)?;
+        // Retracted (or cancelled) messages: their shards open to no deliveries.
+        let stopped = self
+            .stopped_messages(&txn, shards, false)
+            .await
+            .map_err(err)?;
         let mut out = Vec::with_capacity(shards.len());
         for (s, resolved) in shards.iter().zip(resolved) {
+            if stopped.contains(&s.plan.msgid) {
+                out.push(Vec::new());
+                continue;
+            }
             out.push(self.open_one(&txn, s, &resolved, now).await.map_err(err)?);
         }
+        self.recheck_stopped(&txn, shards, &stopped, &mut out)
+            .await
+            .map_err(err)?;
         txn.commit().await.map_err(err)?;
         Ok(out)
     }
 
     async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()> {
         let now = now_ms();
+        let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
         // Postgres alike, and VALUES columns are called column1… on both.
@@ -920,21 +992,10 @@ impl DispatchStore for Store {
             .filter(|r| r.status == DeliveryStatus::Failed)
             .map(|r| r.delivery_id)
             .collect();
-        for chunk in failed.chunks(500) {
-            // A permanent failure moves a fallback user on at once: bring the step's timer
-            // forward, persisted, so it holds across a restart too.
-            let mut values: Vec<Value> = vec![now.into(), now.into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            let sql = format!(
-                "UPDATE fallback_timers SET due_at = ? WHERE due_at > ? AND EXISTS (SELECT 1 FROM deliveries d \
-                 WHERE d.id IN ({}) AND d.message_id = fallback_timers.message_id \
-                 AND d.shard_seq = fallback_timers.shard_seq AND d.step = fallback_timers.step)",
-                in_list(chunk.len())
-            );
-            txn.execute_raw(self.db.stmt(&sql, values))
-                .await
-                .map_err(err)?;
-        }
+        // A permanent failure moves a fallback user on at once.
+        bring_timers_forward(&self.db, &txn, &failed, now)
+            .await
+            .map_err(err)?;
         txn.commit().await.map_err(err)?;
         self.callbacks.emit_results(results);
         Ok(())
@@ -942,6 +1003,7 @@ impl DispatchStore for Store {
 
     async fn finish(&self, shards: &[(i64, i32, i32)], messages: &[i64]) -> StoreResult<()> {
         let now = now_ms();
+        let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         for chunk in shards.chunks(500) {
             let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
@@ -1012,9 +1074,25 @@ impl DispatchStore for Store {
     }
 
     async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired> {
+        let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         let fired = self.fire(&txn, key, now_ms).await.map_err(err)?;
         txn.commit().await.map_err(err)?;
         Ok(fired)
+    }
+
+    async fn defer_message(&self, msgid: i64, until_ms: i64) -> StoreResult<()> {
+        self.db
+            .execute(
+                "UPDATE messages SET not_before = ?, updated_at = ? WHERE id = ? AND state = 'accepted'",
+                vec![until_ms.into(), now_ms().into(), msgid.into()],
+            )
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn release_scheduled(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<MessagePlan>> {
+        self.db.release_scheduled(now_ms, limit).await.map_err(err)
     }
 }

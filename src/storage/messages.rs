@@ -20,6 +20,9 @@ pub struct NewMessage {
     pub idempotency_key: Option<String>,
     /// The JSON body answered for this message, replayed for a repeated idempotency key.
     pub response: String,
+    /// A scheduled send (`option.send_at`, unix ms): stored as `scheduled`, not dispatched
+    /// before then.
+    pub not_before: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +66,7 @@ impl MessageIds {
     }
 }
 
-const MESSAGE_COLUMNS: usize = 15;
+const MESSAGE_COLUMNS: usize = 16;
 
 impl Db {
     pub async fn max_message_id(&self) -> Result<i64, DbErr> {
@@ -78,6 +81,8 @@ impl Db {
 
     /// Store a batch of accepted messages in one transaction.
     pub async fn accept_messages(&self, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
+        // A caller waits for this commit: bulk writers let it go first.
+        let _urgent = self.urgent_write();
         let txn = self.write().begin().await?;
         let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
         let mut first_of_key: HashMap<(i64, String), usize> = HashMap::new();
@@ -120,7 +125,12 @@ impl Db {
                     m.kind.into(),
                     m.priority.into(),
                     m.plan.lane.as_str().into(),
-                    "accepted".into(),
+                    if m.not_before.is_some() {
+                        "scheduled"
+                    } else {
+                        "accepted"
+                    }
+                    .into(),
                     plan_json.into(),
                     m.sendno.clone().into(),
                     m.idempotency_key.clone().into(),
@@ -130,6 +140,7 @@ impl Db {
                     i32::from(single).into(),
                     now.into(),
                     now.into(),
+                    m.not_before.into(),
                 ]);
                 if single {
                     shard_rows.extend([
@@ -143,7 +154,7 @@ impl Db {
             }
             let sql = format!(
                 "INSERT INTO messages (id, source_id, kind, priority, lane, state, plan, sendno, idempotency_key, \
-                 response, planned, plan_cursor, shard_count, created_at, updated_at) VALUES {}",
+                 response, planned, plan_cursor, shard_count, created_at, updated_at, not_before) VALUES {}",
                 value_rows(chunk.len(), MESSAGE_COLUMNS)
             );
             txn.execute_raw(self.stmt(&sql, values)).await?;
@@ -178,8 +189,8 @@ impl Db {
     pub async fn message_status(&self, msgid: i64) -> Result<Option<MessageStatus>, DbErr> {
         let Some(r) = self
             .query_one(
-                "SELECT id, source_id, kind, priority, lane, state, sendno, planned, shard_count, created_at, updated_at \
-                 FROM messages WHERE id = ?",
+                "SELECT id, source_id, kind, priority, lane, state, sendno, planned, shard_count, created_at, updated_at, \
+                 not_before FROM messages WHERE id = ?",
                 vec![msgid.into()],
             )
             .await?
@@ -198,6 +209,7 @@ impl Db {
             shards: r.try_get("", "shard_count")?,
             created_at: r.try_get("", "created_at")?,
             updated_at: r.try_get("", "updated_at")?,
+            not_before: r.try_get("", "not_before")?,
             channels: Vec::new(),
             steps: Vec::new(),
         };
@@ -324,6 +336,10 @@ pub struct MessageStatus {
     pub shards: i32,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Not sent before this time (unix ms): the send time of a scheduled message, or the end of
+    /// the quiet hours a low-priority one waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
     pub channels: Vec<ChannelCounts>,
     /// Fallback chains: the counts of each step.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -352,6 +368,10 @@ pub struct ChannelCounts {
     pub clicked: i64,
     /// Receipts said it did not arrive.
     pub undelivered: i64,
+    /// Stopped by a retract before it was sent, or recalled from the provider after.
+    pub retracted: i64,
+    /// Left out by an audience filter (blacklist, whitelist, dedup, frequency cap): never sent.
+    pub skipped: i64,
 }
 
 impl ChannelCounts {
@@ -374,6 +394,8 @@ impl ChannelCounts {
                 self.sent += n;
                 self.undelivered += n;
             }
+            Some(DeliveryStatus::Skipped) => self.skipped += n,
+            Some(DeliveryStatus::Retracted) => self.retracted += n,
         }
     }
 }

@@ -9,13 +9,20 @@ pub mod callbacks;
 pub mod channels;
 pub mod crypto;
 pub mod dispatch;
+pub mod lists;
 pub mod messages;
 pub mod receipts;
+pub mod retract;
 pub mod rules;
+pub mod schedule;
 pub mod sources;
 pub mod users;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use msghub_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -33,6 +40,43 @@ pub struct Db {
     read: DatabaseConnection,
     write: DatabaseConnection,
     backend: DatabaseBackend,
+    gate: Arc<WriteGate>,
+}
+
+/// Who goes first on SQLite's single writer connection. Acceptance of a send is the latency
+/// path: while one waits, bulk writers (shard opens, outcomes, receipts, timers) do not start a
+/// transaction, and they queue one at a time, so an accept waits for at most one bulk
+/// transaction. On Postgres, writers do not serialise and the gate does nothing.
+#[derive(Default)]
+pub struct WriteGate {
+    /// Accept transactions waiting for or holding the writer.
+    urgent: AtomicUsize,
+    urgent_done: Notify,
+    /// Held by the one bulk writer allowed to queue for the connection.
+    bulk: tokio::sync::Mutex<()>,
+}
+
+/// The longest a bulk writer yields to urgent ones before it takes its turn anyway.
+const MAX_BULK_YIELD: Duration = Duration::from_millis(20);
+
+/// Held by an urgent writer until its transaction ends.
+pub struct UrgentWrite {
+    gate: Option<Arc<WriteGate>>,
+}
+
+impl Drop for UrgentWrite {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate
+            && gate.urgent.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            gate.urgent_done.notify_waiters();
+        }
+    }
+}
+
+/// Held by a bulk writer until its transaction ends.
+pub struct BulkWrite<'a> {
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 /// Unix time in milliseconds, the unit of every stored timestamp.
@@ -73,10 +117,13 @@ impl Db {
                 read,
                 write,
                 backend: DatabaseBackend::Sqlite,
+                gate: Arc::default(),
             }
         } else {
             let mut opts = ConnectOptions::new(url.to_string());
             opts.max_connections(settings.max_connections.max(2))
+                .min_connections(0)
+                .idle_timeout(Duration::from_millis(settings.idle_timeout_ms.max(100)))
                 .sqlx_logging(false)
                 .acquire_timeout(Duration::from_secs(30));
             let conn = Database::connect(opts).await?;
@@ -84,6 +131,7 @@ impl Db {
                 read: conn.clone(),
                 write: conn,
                 backend: DatabaseBackend::Postgres,
+                gate: Arc::default(),
             }
         };
         Migrator::up(&db.write, None).await?;
@@ -92,6 +140,39 @@ impl Db {
 
     pub fn backend(&self) -> DatabaseBackend {
         self.backend
+    }
+
+    /// Mark the caller's coming write as urgent (see [`WriteGate`]) until the guard drops.
+    pub fn urgent_write(&self) -> UrgentWrite {
+        if self.backend != DatabaseBackend::Sqlite {
+            return UrgentWrite { gate: None };
+        }
+        self.gate.urgent.fetch_add(1, Ordering::AcqRel);
+        UrgentWrite {
+            gate: Some(self.gate.clone()),
+        }
+    }
+
+    /// Wait until no urgent write is pending and no other bulk writer is queued, then hold
+    /// the bulk slot until the guard drops (see [`WriteGate`]).
+    pub async fn bulk_write(&self) -> BulkWrite<'_> {
+        if self.backend != DatabaseBackend::Sqlite {
+            return BulkWrite { _guard: None };
+        }
+        let guard = self.gate.bulk.lock().await;
+        // Yield to urgent writes, but never for long: under a sustained stream of accepts the
+        // bulk work (outcomes, shard opens) must still move.
+        let deadline = tokio::time::Instant::now() + MAX_BULK_YIELD;
+        loop {
+            let done = self.gate.urgent_done.notified();
+            if self.gate.urgent.load(Ordering::Acquire) == 0
+                || tokio::time::timeout_at(deadline, done).await.is_err()
+            {
+                return BulkWrite {
+                    _guard: Some(guard),
+                };
+            }
+        }
     }
 
     /// The pool for reads that need no transaction.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use msghub_actors::plan::DeliveryStatus;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 
-use super::{Db, in_list, now_ms, value_rows};
+use super::{Db, now_ms, value_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReceiptKind {
@@ -33,6 +33,8 @@ impl ReceiptKind {
     fn next(self, current: DeliveryStatus) -> Option<DeliveryStatus> {
         use DeliveryStatus::*;
         let next = match (self, current) {
+            // Stopped before it was sent, or withdrawn: a late receipt changes nothing.
+            (_, Retracted) => return None,
             (ReceiptKind::Clicked, Clicked) => return None,
             (ReceiptKind::Clicked, _) => Clicked,
             (ReceiptKind::Delivered, Delivered | Clicked) => return None,
@@ -93,6 +95,7 @@ impl Db {
         &self,
         batches: &[Vec<Receipt>],
     ) -> Result<(Vec<ReceiptCounts>, Vec<Changed>), DbErr> {
+        let _bulk = self.bulk_write().await;
         let txn = self.write().begin().await?;
         let all: Vec<&Receipt> = batches.iter().flatten().collect();
         // Current state of every named delivery.
@@ -117,6 +120,10 @@ impl Db {
                 let channel_id: i64 = row.try_get("", "channel_id")?;
                 let address: String = row.try_get("", "address")?;
                 let status: i16 = row.try_get("", "status")?;
+                if status == DeliveryStatus::Skipped as i16 {
+                    // Never sent: a receipt naming it is someone else's.
+                    continue;
+                }
                 let Some(r) = chunk.iter().find(|r| {
                     r.msgid == msgid && r.channel_id == channel_id && r.address == address
                 }) else {
@@ -183,18 +190,8 @@ impl Db {
             );
             txn.execute_raw(self.stmt(&sql, values)).await?;
         }
-        for chunk in failed_ids.chunks(500) {
-            // "Not delivered" moves a fallback user on at once, like a permanent failure.
-            let mut values: Vec<Value> = vec![now.into(), now.into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            let sql = format!(
-                "UPDATE fallback_timers SET due_at = ? WHERE due_at > ? AND EXISTS (SELECT 1 FROM deliveries d \
-                 WHERE d.id IN ({}) AND d.message_id = fallback_timers.message_id \
-                 AND d.shard_seq = fallback_timers.shard_seq AND d.step = fallback_timers.step)",
-                in_list(chunk.len())
-            );
-            txn.execute_raw(self.stmt(&sql, values)).await?;
-        }
+        // "Not delivered" moves a fallback user on at once, like a permanent failure.
+        super::dispatch::bring_timers_forward(self, &txn, &failed_ids, now).await?;
         txn.commit().await?;
         Ok((counts, changed))
     }

@@ -17,6 +17,8 @@ pub struct SourceRow {
     pub updated_at: i64,
     #[serde(skip)]
     pub secret_hash: String,
+    /// Dedup window and frequency caps.
+    pub filters: crate::domain::filters::SourceFilters,
 }
 
 fn seal(crypto: &Crypto, secret: &str) -> Result<String, DbErr> {
@@ -41,10 +43,11 @@ fn row(r: &QueryResult) -> Result<SourceRow, DbErr> {
         created_at: r.try_get("", "created_at")?,
         updated_at: r.try_get("", "updated_at")?,
         secret_hash: r.try_get("", "secret_hash")?,
+        filters: super::lists::parse_source_filters(r.try_get("", "filters")?)?,
     })
 }
 
-const COLUMNS: &str = "id, source_key, name, enabled, created_at, updated_at, secret_hash";
+const COLUMNS: &str = "id, source_key, name, enabled, created_at, updated_at, secret_hash, filters";
 
 impl Db {
     /// Store a new source. The secret is kept as a hash (to authenticate) and encrypted (to sign

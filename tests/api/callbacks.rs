@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, app_msg, spawn_app_with};
 
-const FLUSH_MS: u64 = 300;
+pub(crate) const FLUSH_MS: u64 = 300;
 
 /// One POST the receiver got.
 #[derive(Clone, Debug)]
@@ -37,8 +37,8 @@ struct ReceiverState {
 
 /// A business system on 127.0.0.1: `/cb` answers the echostr check and records POSTs, `/mute`
 /// answers 200 without echoing.
-struct Receiver {
-    base: String,
+pub(crate) struct Receiver {
+    pub(crate) base: String,
     state: Arc<ReceiverState>,
 }
 
@@ -90,7 +90,7 @@ async fn mute() -> HttpResponse {
     HttpResponse::Ok().body("hello")
 }
 
-async fn start_receiver() -> Receiver {
+pub(crate) async fn start_receiver() -> Receiver {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let state = Arc::new(ReceiverState::default());
@@ -112,7 +112,7 @@ async fn start_receiver() -> Receiver {
 }
 
 impl Receiver {
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/cb", self.base)
     }
 
@@ -129,7 +129,7 @@ impl Receiver {
     }
 
     /// Accepted items of the given types (receipts may add 4s and 6s beside the outcomes).
-    fn accepted_of(&self, types: &[i64]) -> Vec<Value> {
+    pub(crate) fn accepted_of(&self, types: &[i64]) -> Vec<Value> {
         self.accepted_items()
             .into_iter()
             .filter(|i| i["type"].as_i64().is_some_and(|t| types.contains(&t)))
@@ -138,7 +138,7 @@ impl Receiver {
 
     /// Wait until `n` items of these types were accepted, then long enough for any extra batch
     /// to show, and return every accepted item of these types.
-    async fn wait_items(&self, n: usize, types: &[i64]) -> Vec<Value> {
+    pub(crate) async fn wait_items(&self, n: usize, types: &[i64]) -> Vec<Value> {
         let started = Instant::now();
         while self.accepted_of(types).len() < n {
             assert!(
@@ -172,7 +172,7 @@ fn basic(key: &str, secret: &str) -> String {
 
 impl TestApp {
     /// POST a callback URL for a source: (HTTP status, body).
-    async fn add_callback_url(&self, source_id: i64, url: &str) -> (u16, Value) {
+    pub(crate) async fn add_callback_url(&self, source_id: i64, url: &str) -> (u16, Value) {
         let resp = self
             .client
             .post(format!(

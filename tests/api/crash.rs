@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::helpers::{ADMIN_TOKEN, TestApp, app_msg, fresh_database_url, start_sim, test_settings};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,10 +18,10 @@ fn free_port() -> u16 {
 }
 
 /// The server process, killed when dropped so a failing test never leaves it running.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Server {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -33,7 +33,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Server {
+pub(crate) fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_msghub"))
         .arg("serve")
         .env("MSGHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -47,7 +47,7 @@ fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Server {
     Server(child)
 }
 
-async fn wait_healthy(client: &reqwest::Client, port: u16) {
+pub(crate) async fn wait_healthy(client: &reqwest::Client, port: u16) {
     let started = Instant::now();
     loop {
         if let Ok(r) = client

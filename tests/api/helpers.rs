@@ -23,7 +23,18 @@ pub struct TestApp {
     /// Channel ids by type code.
     pub channels: Vec<(String, i64)>,
     pub settings: Settings,
+    /// The in-process server's dispatch topology, stopped when the test ends so its database
+    /// connections are released (Postgres allows only so many).
+    pub dispatch: Option<msghub_actors::Dispatch>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dispatch {
+            d.stop();
+        }
+    }
 }
 
 /// A database URL for one test: a new SQLite file, or a new Postgres database.
@@ -60,6 +71,9 @@ pub fn test_settings(dir: &std::path::Path, db_url: String) -> Settings {
     s.server.workers = 2;
     s.database.url = db_url;
     s.database.sqlite_synchronous = "normal".into();
+    // Many servers share one Postgres in this suite: few connections each, closed when idle.
+    s.database.max_connections = 4;
+    s.database.idle_timeout_ms = 1000;
     s.security.data_dir = PathBuf::from(dir);
     s.security.admin_token = Secret(ADMIN_TOKEN.into());
     s.dispatch.backoff_base_ms = 20;
@@ -92,8 +106,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("app builds");
     let port = app.port();
     let db = app.state().db.clone();
+    let dispatch = app.state().dispatch.clone();
     actix_web::rt::spawn(app.into_server());
-    TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await
+    let mut t = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
+    t.dispatch = Some(dispatch);
+    t
 }
 
 impl TestApp {
@@ -119,6 +136,7 @@ impl TestApp {
             source_id: 0,
             channels: Vec::new(),
             settings,
+            dispatch: None,
             _dir: dir,
         };
         let source = t

@@ -4,9 +4,11 @@
 mod callbacks;
 mod crash;
 mod delivery;
+mod filters;
 mod helpers;
 mod management;
 mod priority;
 mod refusals;
 mod retries;
+mod schedule;
 mod strategies;

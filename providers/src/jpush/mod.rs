@@ -3,6 +3,8 @@
 //! The `msg_app` content is a JPush push object without `audience` (JUMS shape); the adapter
 //! adds `audience.registration_id` from the targets, so up to 1000 devices share one call, and,
 //! when the channel has a receipt URL, a `callback` asking JPush to report every device back.
+//! Accepted pushes can be withdrawn (`DELETE {base_url}/v3/push/{msg_id}`) when a message is
+//! retracted.
 
 pub(crate) mod classify;
 pub(crate) mod config;
@@ -39,6 +41,7 @@ pub(crate) fn build(
         config,
         endpoint,
         receipt_url: options.receipt_url.clone(),
+        recall_concurrency: options.pool_size.max(1),
     }))
 }
 
@@ -46,6 +49,8 @@ struct JpushProvider {
     client: reqwest::Client,
     config: JpushConfig,
     endpoint: String,
+    /// Withdrawals in flight at once (one call per `msg_id`).
+    recall_concurrency: usize,
     /// Where JPush should POST receipts for this channel; `None` = ask for none.
     receipt_url: Option<String>,
 }
@@ -78,6 +83,32 @@ impl JpushProvider {
         };
         vec![outcome; targets.len()]
     }
+
+    /// Withdraw one push. A `msg_id` that is not a JPush id is refused without a call.
+    async fn recall_one(&self, msg_id: &str) -> Outcome {
+        let Some(url) = recall_url(&self.endpoint, msg_id) else {
+            return Outcome::failed(
+                OutcomeClass::Perm,
+                "invalid_msg_id",
+                "not a JPush msg_id (digits expected)",
+            );
+        };
+        let request = self
+            .client
+            .delete(url)
+            .basic_auth(&self.config.app_key, Some(&self.config.master_secret));
+        match http::execute(request).await {
+            Ok(reply) => classify::classify(&reply),
+            Err(transport) => transport,
+        }
+    }
+}
+
+/// `{base_url}/v3/push/{msg_id}`, the withdrawal endpoint of one push; `None` unless `msg_id`
+/// is a JPush id (decimal digits), so nothing else ever reaches the URL path.
+pub(crate) fn recall_url(push_endpoint: &str, msg_id: &str) -> Option<String> {
+    (!msg_id.is_empty() && msg_id.len() <= 32 && msg_id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{push_endpoint}/{msg_id}"))
 }
 
 #[async_trait]
@@ -95,6 +126,16 @@ impl Provider for JpushProvider {
             tracing::debug!(channel = "app", msgid = req.msgid, targets = outcomes.len(), class = first.class.as_str(), code = %first.code, "jpush push");
         }
         outcomes
+    }
+
+    async fn recall(&self, provider_ids: &[String]) -> Vec<Outcome> {
+        use futures::StreamExt;
+        let calls: Vec<_> = provider_ids.iter().map(|id| self.recall_one(id)).collect();
+        // `buffered` keeps the input order.
+        futures::stream::iter(calls)
+            .buffered(self.recall_concurrency)
+            .collect()
+            .await
     }
 }
 
@@ -228,6 +269,18 @@ mod tests {
                 "type": 7
             }))
         );
+    }
+
+    #[test]
+    fn the_recall_url_takes_only_jpush_ids() {
+        let push = "https://api.jpush.cn/v3/push";
+        assert_eq!(
+            recall_url(push, "54043195528459532").as_deref(),
+            Some("https://api.jpush.cn/v3/push/54043195528459532")
+        );
+        for bad in ["", "12a", "../x", "1/2", &"9".repeat(33)] {
+            assert_eq!(recall_url(push, bad), None, "{bad}");
+        }
     }
 
     #[test]
