@@ -174,7 +174,7 @@ async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
     };
 
     // Step 3: those still not reached and not clicked, with a phone.
-    let s = app.wait_done(&msgid, Duration::from_secs(90)).await;
+    let s = app.wait_done(&msgid, Duration::from_secs(240)).await;
     let expected_sms: BTreeSet<String> = (0..N)
         .filter(|i| !delivered_app.contains(i) && !clicked.contains(i) && has_phone(*i))
         .map(|i| format!("1390{i:07}"))
