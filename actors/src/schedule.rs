@@ -7,51 +7,30 @@
 //! message already released. Released plans are offered to the planner; when its mailbox is
 //! full, its sweep over accepted messages takes them a moment later.
 
-use std::sync::Arc;
-
 use actix::prelude::*;
 
 use crate::plan::now_ms;
 use crate::planner::DispatchMessage;
 use crate::store::DispatchStore;
-use crate::timers::TimerConfig;
+use crate::timers::{DueWork, Poller};
 
-pub struct SendScheduler {
-    store: Arc<dyn DispatchStore>,
-    planner: Recipient<DispatchMessage>,
-    config: TimerConfig,
-    busy: bool,
-}
+/// Releases due scheduled messages.
+pub type SendScheduler = Poller<ReleaseScheduled>;
 
-impl SendScheduler {
-    pub fn new(
-        store: Arc<dyn DispatchStore>,
-        planner: Recipient<DispatchMessage>,
-        config: TimerConfig,
-    ) -> SendScheduler {
-        SendScheduler {
-            store,
-            planner,
-            config,
-            busy: false,
-        }
-    }
+/// The scheduler's work: release a page of due messages.
+pub struct ReleaseScheduled;
 
-    fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.busy {
-            return;
-        }
-        self.busy = true;
-        let store = self.store.clone();
-        let planner = self.planner.clone();
-        let limit = self.config.batch.max(1);
-        let work = async move { release_due(&*store, &planner, limit).await };
-        ctx.spawn(work.into_actor(self).map(move |more, act, ctx| {
-            act.busy = false;
-            if more {
-                act.poll(ctx);
-            }
-        }));
+#[async_trait::async_trait]
+impl DueWork for ReleaseScheduled {
+    const NAME: &'static str = "send_scheduler";
+
+    async fn run(
+        &self,
+        store: &dyn DispatchStore,
+        planner: &Recipient<DispatchMessage>,
+        limit: u32,
+    ) -> bool {
+        release_due(store, planner, limit).await
     }
 }
 
@@ -81,20 +60,4 @@ async fn release_due(
         }
     }
     full
-}
-
-impl Actor for SendScheduler {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.poll(ctx);
-        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll(ctx));
-    }
-}
-
-impl Supervised for SendScheduler {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.busy = false;
-        metrics::counter!("msghub_actor_restarts_total", "actor" => "send_scheduler").increment(1);
-    }
 }

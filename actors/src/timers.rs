@@ -23,20 +23,43 @@ pub struct TimerConfig {
     pub batch: u32,
 }
 
-pub struct FallbackTimers {
+/// What a [`Poller`] does on each tick: one page of due work, offering messages that became
+/// ready to the planner. Returns true when the page was full (more may be due at once).
+#[async_trait::async_trait]
+pub trait DueWork: Send + Sync + 'static {
+    /// The actor's name in `msghub_actor_restarts_total`.
+    const NAME: &'static str;
+
+    async fn run(
+        &self,
+        store: &dyn DispatchStore,
+        planner: &Recipient<DispatchMessage>,
+        limit: u32,
+    ) -> bool;
+}
+
+/// A supervised actor that polls storage for due work at a short interval: deadlines live in
+/// the database, so nothing is lost across restarts and nothing waits in memory.
+pub struct Poller<W: DueWork> {
+    work: Arc<W>,
     store: Arc<dyn DispatchStore>,
     planner: Recipient<DispatchMessage>,
     config: TimerConfig,
     busy: bool,
 }
 
-impl FallbackTimers {
+/// Fires due fallback timers.
+pub type FallbackTimers = Poller<FireTimers>;
+
+impl<W: DueWork> Poller<W> {
     pub fn new(
+        work: W,
         store: Arc<dyn DispatchStore>,
         planner: Recipient<DispatchMessage>,
         config: TimerConfig,
-    ) -> FallbackTimers {
-        FallbackTimers {
+    ) -> Poller<W> {
+        Poller {
+            work: Arc::new(work),
             store,
             planner,
             config,
@@ -49,16 +72,50 @@ impl FallbackTimers {
             return;
         }
         self.busy = true;
+        let work = self.work.clone();
         let store = self.store.clone();
         let planner = self.planner.clone();
         let limit = self.config.batch.max(1);
-        let work = async move { fire_due(&*store, &planner, limit).await };
-        ctx.spawn(work.into_actor(self).map(move |more, act, ctx| {
+        let run = async move { work.run(&*store, &planner, limit).await };
+        ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
             act.busy = false;
             if more {
                 act.poll(ctx);
             }
         }));
+    }
+}
+
+impl<W: DueWork> Actor for Poller<W> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.poll(ctx);
+        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll(ctx));
+    }
+}
+
+impl<W: DueWork> Supervised for Poller<W> {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.busy = false;
+        metrics::counter!("msghub_actor_restarts_total", "actor" => W::NAME).increment(1);
+    }
+}
+
+/// The fallback timers' work: fire every due timer of a page.
+pub struct FireTimers;
+
+#[async_trait::async_trait]
+impl DueWork for FireTimers {
+    const NAME: &'static str = "fallback_timers";
+
+    async fn run(
+        &self,
+        store: &dyn DispatchStore,
+        planner: &Recipient<DispatchMessage>,
+        limit: u32,
+    ) -> bool {
+        fire_due(store, planner, limit).await
     }
 }
 
@@ -101,20 +158,4 @@ async fn fire_due(
         }
     }
     full
-}
-
-impl Actor for FallbackTimers {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.poll(ctx);
-        ctx.run_interval(self.config.poll_interval, |act, ctx| act.poll(ctx));
-    }
-}
-
-impl Supervised for FallbackTimers {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.busy = false;
-        metrics::counter!("msghub_actor_restarts_total", "actor" => "fallback_timers").increment(1);
-    }
 }

@@ -167,11 +167,21 @@ impl Dispatch {
         let recipient = planner.clone().recipient();
         let timer_store = store.clone();
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            crate::timers::FallbackTimers::new(timer_store, recipient, timer_config)
+            crate::timers::FallbackTimers::new(
+                crate::timers::FireTimers,
+                timer_store,
+                recipient,
+                timer_config,
+            )
         });
         let recipient = planner.clone().recipient();
         let _scheduler = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            crate::schedule::SendScheduler::new(store, recipient, timer_config)
+            crate::schedule::SendScheduler::new(
+                crate::schedule::ReleaseScheduled,
+                store,
+                recipient,
+                timer_config,
+            )
         });
         let dispatch = Dispatch {
             planner,
