@@ -84,6 +84,20 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             webhook_secret: cfg.webhook_secret,
         };
         let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
+        // The simulated Aliyun account reports SMS delivery to the demo SMS channel's receipt
+        // URL, as an operator would set it in the Aliyun console (JPush gets its URL with
+        // every push).
+        if let Some((_, sms)) = setup.channels.iter().find(|(t, _)| t == "sms") {
+            let state = app.state();
+            let url = msghub::http::receipts::receipt_url(&state.public_url, &state.crypto, *sms);
+            let config = msghub_sim::ReceiptConfig {
+                report_url: Some(url),
+                ..msghub_sim::ReceiptConfig::default()
+            };
+            if let Err(e) = sim.state.set_receipts("sms", config) {
+                tracing::warn!(error = %e, "the simulator refused the SMS report URL");
+            }
+        }
         let api = format!("http://127.0.0.1:{}", app.port());
         println!(
             "{}",
