@@ -66,20 +66,47 @@ pub(crate) async fn wait_healthy(client: &reqwest::Client, port: u16) {
     }
 }
 
-#[actix_web::test]
-async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_after_restart() {
+/// How to start the real server binary again on the same port, database and key.
+pub struct ServerProcess {
+    port: u16,
+    db_url: String,
+    data_dir: std::path::PathBuf,
+    client: reqwest::Client,
+}
+
+impl ServerProcess {
+    /// Start it and wait until it is ready.
+    pub async fn start(&self) -> Server {
+        let server = start_server(self.port, &self.db_url, &self.data_dir);
+        wait_healthy(&self.client, self.port).await;
+        server
+    }
+}
+
+/// The simulator, a fresh database and the server as a separate process (so a test can kill
+/// it), with the test's source and channels set up.
+pub async fn spawn_process_app() -> (TestApp, ServerProcess, Server) {
     msghub::startup::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let db_url = fresh_database_url(dir.path()).await;
     let sim = start_sim().await;
-    let port = free_port();
-    let mut server = start_server(port, &db_url, dir.path());
-    let client = reqwest::Client::new();
-    wait_healthy(&client, port).await;
-    let settings = test_settings(dir.path(), db_url.clone());
+    let process = ServerProcess {
+        port: free_port(),
+        db_url: db_url.clone(),
+        data_dir: dir.path().to_path_buf(),
+        client: reqwest::Client::new(),
+    };
+    let server = process.start().await;
+    let settings = test_settings(dir.path(), db_url);
     let db = Db::connect(&settings.database).await.unwrap();
-    let data_dir = dir.path().to_path_buf();
-    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
+    let address = format!("http://127.0.0.1:{}", process.port);
+    let app = TestApp::attach(address, sim, db, settings, dir).await;
+    (app, process, server)
+}
+
+#[actix_web::test]
+async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_after_restart() {
+    let (app, process, mut server) = spawn_process_app().await;
     app.admin_patch(
         &format!("/api/channels/{}", app.channel("app")),
         json!({"rate_per_second": 8}),
@@ -111,8 +138,7 @@ async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_afte
         "the crash came too late to interrupt anything"
     );
 
-    let mut server = start_server(port, &db_url, &data_dir);
-    wait_healthy(&client, port).await;
+    let mut server = process.start().await;
     let status = app.wait_done(&msgid, Duration::from_secs(120)).await;
     server.kill();
 
@@ -136,18 +162,7 @@ async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_afte
 /// step 2's do.
 #[actix_web::test]
 async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
-    msghub::startup::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = fresh_database_url(dir.path()).await;
-    let sim = start_sim().await;
-    let port = free_port();
-    let mut server = start_server(port, &db_url, dir.path());
-    let client = reqwest::Client::new();
-    wait_healthy(&client, port).await;
-    let settings = test_settings(dir.path(), db_url.clone());
-    let db = Db::connect(&settings.database).await.unwrap();
-    let data_dir = dir.path().to_path_buf();
-    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
+    let (app, process, mut server) = spawn_process_app().await;
     const USERS: usize = 3_000;
     app.add_users((0..USERS).map(|i| {
         json!({"userid": format!("f{i:05}"), "add": {"tag": ["f"], "app": [format!("freg-{i:05}")],
@@ -155,7 +170,8 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     }))
     .await;
     // No app receipts: every user moves on from each step.
-    let r = client
+    let r = app
+        .client
         .post(format!("{}/sim/receipts", app.sim.http_url()))
         .json(&json!({"channel": "app", "enabled": false}))
         .send()
@@ -200,14 +216,12 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     assert!(app.sim.state.received("webhook").is_empty());
     // Down for longer than the wait: the timers are overdue when the server returns.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut server = start_server(port, &db_url, &data_dir);
-    wait_healthy(&client, port).await;
+    let mut server = process.start().await;
     wait_for("webhook").await;
     server.kill();
     assert!(app.count_rows("fallback_timers").await > 0);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let mut server = start_server(port, &db_url, &data_dir);
-    wait_healthy(&client, port).await;
+    let mut server = process.start().await;
     let status = app.wait_done(&msgid, Duration::from_secs(60)).await;
     server.kill();
     for channel in ["app", "webhook", "sms"] {

@@ -4,15 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use msghub::storage::Db;
 use serde_json::{Value, json};
 
 use crate::callbacks::{FLUSH_MS, start_receiver};
-use crate::crash::{free_port, start_server, wait_healthy};
-use crate::helpers::{
-    ADMIN_TOKEN, TestApp, app_msg, fresh_database_url, spawn_app, spawn_app_with, start_sim,
-    test_settings,
-};
+use crate::crash::spawn_process_app;
+use crate::helpers::{ADMIN_TOKEN, TestApp, app_msg, spawn_app, spawn_app_with};
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -138,18 +134,7 @@ impl TestApp {
 
 #[actix_web::test]
 async fn a_scheduled_message_due_while_the_server_is_down_is_sent_once_after_restart() {
-    msghub::startup::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = fresh_database_url(dir.path()).await;
-    let sim = start_sim().await;
-    let port = free_port();
-    let mut server = start_server(port, &db_url, dir.path());
-    let client = reqwest::Client::new();
-    wait_healthy(&client, port).await;
-    let settings = test_settings(dir.path(), db_url.clone());
-    let db = Db::connect(&settings.database).await.unwrap();
-    let data_dir = dir.path().to_path_buf();
-    let app = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
+    let (app, process, mut server) = spawn_process_app().await;
     let regid = add_app_user(&app, "sleeper").await;
 
     let (send_at, due) = at(3_000);
@@ -171,8 +156,7 @@ async fn a_scheduled_message_due_while_the_server_is_down_is_sent_once_after_res
 
     // Down past the send time: it is due when the server returns.
     sleep_past(due + 1_000).await;
-    let mut server = start_server(port, &db_url, &data_dir);
-    wait_healthy(&client, port).await;
+    let mut server = process.start().await;
     let status = app.wait_done(&msgid, Duration::from_secs(30)).await;
     // Long enough for a second release or sweep to show.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
