@@ -152,14 +152,31 @@ def blast(hub, key, secret, tag, channel, sim_url, extra=None):
             "per_second": target / total, "cpu_s_per_1k": 1000 * (cpu_seconds(hub.proc.pid) - cpu0) / max(target, 1)}
 
 
-def metric_p99(hub, name):
-    """Upper bound of the histogram bucket holding the 99th percentile, from /metrics."""
+def drain(sim_url):
+    """Seconds until the simulator's app count stops moving (3 s without change)."""
+    started = time.time()
+    last, still = -1, 0
+    while still < 3 and time.time() - started < 600:
+        total = http("GET", f"{sim_url}/sim/received?channel=app")["total"]
+        still = still + 1 if total == last else 0
+        last = total
+        time.sleep(1)
+    return time.time() - started - 3
+
+
+def metric_buckets(hub, name):
+    """Cumulative histogram buckets [(upper bound, count)] from /metrics."""
     text = urllib.request.urlopen(hub.url + "/metrics", timeout=30).read().decode()
     buckets = []
     for line in text.splitlines():
         m = re.match(name + r'_bucket\{le="([^"]+)"\} (\d+)', line)
         if m:
             buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), int(m.group(2))))
+    return buckets
+
+
+def metric_p99(buckets):
+    """Upper bound of the histogram bucket holding the 99th percentile, and the count."""
     if not buckets or buckets[-1][1] == 0:
         return None, 0
     total = buckets[-1][1]
@@ -187,6 +204,9 @@ def fallback(hub, key, secret, tag, sim_url, users, wait_s):
         time.sleep(0.1)
 
 
+SCENARIOS = ("send", "blast", "isolation", "burst", "receipts", "fallback")
+
+
 def median_range(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -201,7 +221,11 @@ def main():
     ap.add_argument("--postgres", help="also accepts a Postgres server URL; a fresh database is created on it")
     ap.add_argument("--out", default=os.path.join(ROOT, "loadtest/results"))
     ap.add_argument("--s10m", action="store_true", help="also run S-10M, a 10M-user app broadcast (opt-in, minutes)")
+    ap.add_argument("--only", help="comma-separated scenarios to run (default all): " + ",".join(SCENARIOS))
     args = ap.parse_args()
+    only = set(SCENARIOS) if not args.only else set(args.only.split(","))
+    if only - set(SCENARIOS):
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(only - set(SCENARIOS)))}")
     users, secs, repeats = (2000, 2, 1) if args.quick else (args.users, 10, args.repeats)
     for tool in ("wrk", "k6"):
         if not shutil.which(tool):
@@ -235,10 +259,12 @@ def main():
         http("POST", hub.url + "/v1/user/opt", [{"userid": "bench-user", "add": {"app": ["bench-reg"]}}],
              {"Authorization": "Basic " + basic})
         send_lua = os.path.join(ROOT, "loadtest/send/send.lua")
-        runs = {"healthz": [], "sim": [], "send": [], "send_p50_ms": [], "send_p99_ms": []}
+        runs = {"healthz": [], "sim": [], "send": [], "send_p50_ms": [], "send_p99_ms": [], "drain_s": []}
         for _ in range(repeats):
             runs["healthz"].append(wrk(hub.url + "/healthz", secs))
             runs["sim"].append(wrk(sim_url + "/sim/healthz", secs))
+            if "send" not in only:
+                continue
             runs["send"].append(wrk(hub.url, secs, send_lua, {"MSGHUB_BASIC": basic, "MSGHUB_USERID": "bench-user"}))
             half = max(10, int(runs["send"][-1] / 2))
             m = k6(os.path.join(ROOT, "loadtest/send/send.js"),
@@ -246,71 +272,91 @@ def main():
                     "RATE": str(half), "DURATION": f"{secs}s", "P99_MS": "1000000"}, os.path.join(work, "k6.json"))
             runs["send_p50_ms"].append(m["http_req_duration"]["med"])
             runs["send_p99_ms"].append(m["http_req_duration"]["p(99)"])
+            # The hub acknowledges faster than it delivers: let the backlog drain (the
+            # simulator's app count stops moving) before the ceiling is measured again and the
+            # next scenarios start, so they start from an idle hub.
+            runs["drain_s"].append(drain(sim_url))
             runs["healthz"].append(wrk(hub.url + "/healthz", secs))
-        # The hub acknowledges faster than it delivers: let the S-send backlog drain (the
-        # simulator's app count stops moving) so the next scenarios start from an idle hub.
-        drained = time.time()
-        last, still = -1, 0
-        while still < 3 and time.time() - drained < 600:
-            total = http("GET", f"{sim_url}/sim/received?channel=app")["total"]
-            still = still + 1 if total == last else 0
-            last = total
-            time.sleep(1)
-        results["s_send_drain_s"] = time.time() - drained - 3
         results["calibration"] = {"healthz_rps": median_range(runs["healthz"]), "sim_rps": median_range(runs["sim"])}
         ceiling = statistics.median(runs["healthz"])
-        results["s_send"] = {"max_rps": median_range(runs["send"]), "ratio_to_healthz": statistics.median(runs["send"]) / ceiling,
-                             "p50_ms_at_half": median_range(runs["send_p50_ms"]), "p99_ms_at_half": median_range(runs["send_p99_ms"])}
-        results["seed"] = {"users": users, "seconds": seed(hub, key, secret, users, "blast")}
-        for channel in ("app", "webhook"):
-            b = [blast(hub, key, secret, "blast", channel, sim_url) for _ in range(repeats)]
-            results[f"s_blast_{channel}"] = {k: median_range([x[k] for x in b]) for k in b[0]}
+        if "send" in only:
+            results["s_send_drain_s"] = statistics.median(runs["drain_s"])
+            results["s_send"] = {"max_rps": median_range(runs["send"]), "ratio_to_healthz": statistics.median(runs["send"]) / ceiling,
+                                 "p50_ms_at_half": median_range(runs["send_p50_ms"]), "p99_ms_at_half": median_range(runs["send_p99_ms"])}
+        if only & {"blast", "isolation", "burst", "receipts", "fallback"}:
+            results["seed"] = {"users": users, "seconds": seed(hub, key, secret, users, "blast")}
+        if "blast" in only:
+            for channel in ("app", "webhook"):
+                b = [blast(hub, key, secret, "blast", channel, sim_url) for _ in range(repeats)]
+                results[f"s_blast_{channel}"] = {k: median_range([x[k] for x in b]) for k in b[0]}
         results["footprint"]["peak_rss_mib"] = rss_kib(hub.proc.pid, "VmHWM") / 1024
         # S-isolation: transactional p99 at a fixed modest rate, alone (send.js) and during an
         # app blast (mixed.js, which triggers the blast and polls it until done).
         iso_env = {"MSGHUB_URL": hub.url, "MSGHUB_KEY": key, "MSGHUB_SECRET": secret, "MSGHUB_USERID": "bench-user",
                    "RATE": "200", "DURATION": f"{secs}s", "P99_MS": "1000000", "MSGHUB_ADMIN_TOKEN": ADMIN, "TAG": "blast"}
-        alone = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso1.json"))["http_req_duration"]["p(99)"]
-        mixed = k6(os.path.join(ROOT, "loadtest/mixed/mixed.js"), iso_env, os.path.join(work, "iso2.json"))
-        during = mixed["transactional_duration"]["p(99)"]
-        results["s_isolation"] = {"p99_alone_ms": alone, "p99_during_blast_ms": during, "ratio": during / max(alone, 1e-6),
-                                  "blast_s": mixed["blast_seconds"]["max"]}
-        # Burst: from a twentieth of the max accepted rate to all of it for a few seconds.
-        peak = max(20, int(statistics.median(runs["send"])))
-        b = k6(os.path.join(ROOT, "loadtest/burst/burst.js"),
-               {**iso_env, "PEAK": str(peak), "HOLD": f"{max(2, secs // 2)}s", "CALM": "2s", "P99_MS": "1000000"},
-               os.path.join(work, "burst.json"))
-        results["s_burst"] = {"peak_rps": peak, "p99_ms": b["http_req_duration"]["p(99)"],
-                              "failed_rate": b["http_req_failed"]["value"],
-                              "dropped": b.get("dropped_iterations", {}).get("count", 0)}
-        # S-receipts: JPush callbacks for the app blast's deliveries, posted to the channel's
-        # receipt URL; receipts per second beside the /healthz ceiling.
-        app_blast = blast(hub, key, secret, "blast", "app", sim_url)
-        receipt_url = hub.admin("GET", f"/api/channels/{channels['app']['id']}")["receipt_url"]
-        rm = k6(os.path.join(ROOT, "loadtest/receipts/receipts.js"),
-                {"RECEIPT_URL": receipt_url, "APP_KEY": SIM["app_key"], "MASTER_SECRET": SIM["master_secret"],
-                 "MSGID": app_blast["msgid"], "USERS": str(users), "PREFIX": "rblast", "DURATION": f"{secs}s",
-                 "VUS": "32"}, os.path.join(work, "receipts.json"))
-        posted, applied = rm["receipts_posted"]["count"], rm["receipts_applied"]["count"]
-        if applied != posted:
-            raise SystemExit(f"S-receipts: {posted - applied} of {posted} receipts named no delivery")
-        results["s_receipts"] = {"per_second": rm["receipts_posted"]["rate"],
-                                 "ratio_to_healthz": rm["receipts_posted"]["rate"] / ceiling,
-                                 "p99_ms": rm["http_req_duration"]["p(99)"]}
-        # S-fallback: every seeded user pending in a fallback timer (memory per pending user),
-        # then a short chain whose timers fire while its first step is still being sent
-        # (lateness of timers against their deadline).
-        rss0 = rss_kib(hub.proc.pid)
-        _, step1_s, _ = fallback(hub, key, secret, "blast", sim_url, users, 3600)
-        rss1 = rss_kib(hub.proc.pid)
-        _, chain_s, chain = fallback(hub, key, secret, "blast", sim_url, users, 2)
-        late_p99, fired = metric_p99(hub, "msghub_fallback_timer_lateness_seconds")
-        sms = sum(c["target"] for c in chain["channels"] if c["channel_type"] == "sms")
-        if sms != users:
-            raise SystemExit(f"S-fallback: {sms} of {users} users reached the SMS step")
-        results["s_fallback"] = {"pending_users": users, "step1_s": step1_s,
-                                 "rss_growth_bytes_per_pending_user": max(0, rss1 - rss0) * 1024 / users,
-                                 "chain_s": chain_s, "timers_fired": fired, "lateness_p99_s_at_most": late_p99}
+        if "isolation" in only:
+            alone = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso1.json"))["http_req_duration"]["p(99)"]
+            mixed = k6(os.path.join(ROOT, "loadtest/mixed/mixed.js"), iso_env, os.path.join(work, "iso2.json"))
+            during = mixed["transactional_duration"]["p(99)"]
+            results["s_isolation"] = {"p99_alone_ms": alone, "p99_during_blast_ms": during, "ratio": during / max(alone, 1e-6),
+                                      "blast_s": mixed["blast_seconds"]["max"]}
+        if "burst" in only:
+            # Burst: from a twentieth of the max accepted rate (or of the /healthz ceiling when
+            # S-send did not run) to all of it for a few seconds.
+            peak = max(20, int(statistics.median(runs["send"]) if runs["send"] else ceiling * 0.2))
+            b = k6(os.path.join(ROOT, "loadtest/burst/burst.js"),
+                   {**iso_env, "PEAK": str(peak), "HOLD": f"{max(2, secs // 2)}s", "CALM": "2s", "P99_MS": "1000000"},
+                   os.path.join(work, "burst.json"))
+            results["s_burst"] = {"peak_rps": peak, "p99_ms": b["http_req_duration"]["p(99)"],
+                                  "failed_rate": b["http_req_failed"]["value"],
+                                  "dropped": b.get("dropped_iterations", {}).get("count", 0)}
+        if "receipts" in only:
+            # S-receipts: JPush callbacks for the app blast's deliveries, posted to the channel's
+            # receipt URL; receipts per second beside the /healthz ceiling.
+            app_blast = blast(hub, key, secret, "blast", "app", sim_url)
+            receipt_url = hub.admin("GET", f"/api/channels/{channels['app']['id']}")["receipt_url"]
+            rm = k6(os.path.join(ROOT, "loadtest/receipts/receipts.js"),
+                    {"RECEIPT_URL": receipt_url, "APP_KEY": SIM["app_key"], "MASTER_SECRET": SIM["master_secret"],
+                     "MSGID": app_blast["msgid"], "USERS": str(users), "PREFIX": "rblast", "DURATION": f"{secs}s",
+                     "VUS": "32"}, os.path.join(work, "receipts.json"))
+            posted, applied = rm["receipts_posted"]["count"], rm["receipts_applied"]["count"]
+            if applied != posted:
+                raise SystemExit(f"S-receipts: {posted - applied} of {posted} receipts named no delivery")
+            results["s_receipts"] = {"per_second": rm["receipts_posted"]["rate"],
+                                     "ratio_to_healthz": rm["receipts_posted"]["rate"] / ceiling,
+                                     "p99_ms": rm["http_req_duration"]["p(99)"]}
+        if "fallback" in only:
+            # S-fallback: every seeded user pending in a fallback timer (memory per pending user),
+            # then a short chain whose timers fire while its first step is still being sent
+            # (lateness of timers against their deadline).
+            if "blast" not in only and "receipts" not in only:
+                # Warm-up: the dispatch path's buffers are allocated by a blast of the same
+                # size first, so the growth below is what the pending users cost.
+                blast(hub, key, secret, "blast", "app", sim_url)
+            # Lateness with room to spare: a chain for a tenth of the audience on an idle hub.
+            small = max(100, users // 10)
+            seed(hub, key, secret, small, "chain")
+            before = metric_buckets(hub, "msghub_fallback_timer_lateness_seconds")
+            _, small_s, _ = fallback(hub, key, secret, "chain", sim_url, small, 2)
+            after = metric_buckets(hub, "msghub_fallback_timer_lateness_seconds")
+            small_buckets = [(le, n - dict(before).get(le, 0)) for le, n in after]
+            small_p99, small_fired = metric_p99(small_buckets)
+            rss0 = rss_kib(hub.proc.pid)
+            _, step1_s, _ = fallback(hub, key, secret, "blast", sim_url, users, 3600)
+            rss1 = rss_kib(hub.proc.pid)
+            _, chain_s, chain = fallback(hub, key, secret, "blast", sim_url, users, 2)
+            lateness = metric_buckets(hub, "msghub_fallback_timer_lateness_seconds")
+            lateness = [(le, n - dict(after).get(le, 0)) for le, n in lateness]
+            late_p99, fired = metric_p99(lateness)
+            sms = sum(c["target"] for c in chain["channels"] if c["channel_type"] == "sms")
+            if sms != users:
+                raise SystemExit(f"S-fallback: {sms} of {users} users reached the SMS step")
+            results["s_fallback"] = {"pending_users": users, "step1_s": step1_s,
+                                     "rss_growth_bytes_per_pending_user": max(0, rss1 - rss0) * 1024 / users,
+                                     "chain_s": chain_s, "timers_fired": fired, "lateness_p99_s_at_most": late_p99,
+                                     "lateness_buckets": [[str(le), n] for le, n in lateness],
+                                     "small_users": small, "small_chain_s": small_s, "small_timers_fired": small_fired,
+                                     "small_lateness_p99_s_at_most": small_p99}
         if args.s10m:
             ten = 10_000_000
             results["s_10m"] = {"seed_s": seed(hub, key, secret, ten, "ten")}
@@ -320,10 +366,12 @@ def main():
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=30)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "latest.json"), "w") as f:
+    name = "latest" if only == set(SCENARIOS) else "partial"
+    results["scenarios"] = sorted(only)
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=2)
     md = render(results)
-    with open(os.path.join(args.out, "latest.md"), "w") as f:
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write(md)
     print(md)
 
@@ -334,28 +382,41 @@ def render(r):
     rows = [
         ("/healthz ceiling", fmt(r["calibration"]["healthz_rps"], "/s"), "1", ""),
         ("simulator ceiling", fmt(r["calibration"]["sim_rps"], "/s"), f"{r['calibration']['sim_rps']['median'] / c:.2f}", ""),
-        ("S-send max accepted", fmt(r["s_send"]["max_rps"], "/s"), f"{r['s_send']['ratio_to_healthz']:.3f}", "≥ 0.4"),
-        ("S-send p50 at half rate", fmt(r["s_send"]["p50_ms_at_half"], " ms"), "", ""),
-        ("S-send p99 at half rate", fmt(r["s_send"]["p99_ms_at_half"], " ms"), "", "≤ 20 ms"),
-        ("S-send backlog drained after the runs", f"{r.get('s_send_drain_s', 0):.1f} s", "", ""),
-        (f"seed {r['seed']['users']} users", f"{r['seed']['seconds']:.1f} s", "", "1M < 60 s"),
     ]
+    if "s_send" in r:
+        rows += [
+            ("S-send max accepted", fmt(r["s_send"]["max_rps"], "/s"), f"{r['s_send']['ratio_to_healthz']:.3f}", "≥ 0.4"),
+            ("S-send p50 at half rate", fmt(r["s_send"]["p50_ms_at_half"], " ms"), "", ""),
+            ("S-send p99 at half rate", fmt(r["s_send"]["p99_ms_at_half"], " ms"), "", "≤ 20 ms"),
+            ("S-send backlog drained after the runs", f"{r.get('s_send_drain_s', 0):.1f} s", "", ""),
+        ]
+    if "seed" in r:
+        rows += [(f"seed {r['seed']['users']} users", f"{r['seed']['seconds']:.1f} s", "", "1M < 60 s")]
     for ch, target in (("app", "≥ 50k/s"), ("webhook", "≥ 15k/s")):
+        if f"s_blast_{ch}" not in r:
+            continue
         b = r[f"s_blast_{ch}"]
         rows += [(f"S-blast {ch}: deliveries/s", fmt(b["per_second"], "/s"), f"{b['per_second']['median'] / c:.3f}", target),
                  (f"S-blast {ch}: total / first delivery", f"{b['seconds']['median']:.2f} s / {b['first_delivery_s']['median']:.2f} s", "", ""),
                  (f"S-blast {ch}: CPU-s per 1k", f"{b['cpu_s_per_1k']['median']:.3f}", "", "")]
-    iso = r["s_isolation"]
-    rows += [("S-isolation p99 during blast ÷ alone", f"{iso['p99_during_blast_ms']:.1f} / {iso['p99_alone_ms']:.1f} ms", f"{iso['ratio']:.2f}", "≤ 2")]
-    bu = r["s_burst"]
-    rows += [(f"S-burst to {bu['peak_rps']}/s: p99 / failed", f"{bu['p99_ms']:.1f} ms / {bu['failed_rate']:.4f}", "", "no failures")]
-    rc = r["s_receipts"]
-    rows += [("S-receipts ingested", f"{rc['per_second']:.0f}/s (p99 {rc['p99_ms']:.1f} ms per 100)", f"{rc['ratio_to_healthz']:.3f}", "≥ 0.5")]
-    fb = r["s_fallback"]
-    late = fb["lateness_p99_s_at_most"]
-    rows += [(f"S-fallback: memory per pending user ({fb['pending_users']})", f"{fb['rss_growth_bytes_per_pending_user']:.1f} B", "", "≤ 200 B"),
-             (f"S-fallback: timer lateness p99 ({fb['timers_fired']} fired)", "n/a" if late is None else f"≤ {late * 1000:.0f} ms", "", "≤ 100 ms"),
-             ("S-fallback: 2-step chain app → sms, 2 s wait", f"{fb['chain_s']:.1f} s", "", "")]
+    if "s_isolation" in r:
+        iso = r["s_isolation"]
+        rows += [("S-isolation p99 during blast ÷ alone", f"{iso['p99_during_blast_ms']:.1f} / {iso['p99_alone_ms']:.1f} ms", f"{iso['ratio']:.2f}", "≤ 2")]
+    if "s_burst" in r:
+        bu = r["s_burst"]
+        rows += [(f"S-burst to {bu['peak_rps']}/s: p99 / failed", f"{bu['p99_ms']:.1f} ms / {bu['failed_rate']:.4f}", "", "no failures")]
+    if "s_receipts" in r:
+        rc = r["s_receipts"]
+        rows += [("S-receipts ingested", f"{rc['per_second']:.0f}/s (p99 {rc['p99_ms']:.1f} ms per 100)", f"{rc['ratio_to_healthz']:.3f}", "≥ 0.5")]
+    if "s_fallback" in r:
+        fb = r["s_fallback"]
+        late = fb["lateness_p99_s_at_most"]
+        small = fb.get("small_lateness_p99_s_at_most")
+        rows += [(f"S-fallback: timer lateness p99, {fb['small_users']}-user chain on an idle hub ({fb['small_timers_fired']} fired)",
+                  "n/a" if small is None else f"≤ {small * 1000:.0f} ms", "", "≤ 100 ms"),
+                 (f"S-fallback: memory per pending user ({fb['pending_users']})", f"{fb['rss_growth_bytes_per_pending_user']:.1f} B", "", "≤ 200 B"),
+                 (f"S-fallback: timer lateness p99, {fb['pending_users']}-user chain while its first step is sent ({fb['timers_fired']} fired)", "n/a" if late is None else f"≤ {late * 1000:.0f} ms", "", "≤ 100 ms"),
+                 ("S-fallback: 2-step chain app → sms, 2 s wait", f"{fb['chain_s']:.1f} s", "", "")]
     if "s_10m" in r:
         t = r["s_10m"]
         rows += [("S-10M: seed / broadcast through app", f"{t['seed_s']:.0f} s / {t['seconds']:.0f} s ({t['per_second']:.0f}/s)", "", "≤ 240 s")]

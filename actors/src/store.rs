@@ -66,6 +66,8 @@ pub struct Fired {
     pub exhausted: u64,
     /// Set when new deliveries were queued: the message must be dispatched again.
     pub reopened: Option<MessagePlan>,
+    /// Users looked at, decided or not (the work the firing cost).
+    pub examined: u64,
 }
 
 #[async_trait]
@@ -107,10 +109,12 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// Fallback timers due at `now_ms`, earliest first.
     async fn due_timers(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<TimerKey>>;
 
-    /// Fire one timer in one transaction: decide every user of the shard whose step is due
-    /// (its wait passed, or all its deliveries failed), queue the next step for those it did
-    /// not reach, and move or delete the timer.
-    async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired>;
+    /// Fire due timers in order, in one transaction, until about `max_users` users were
+    /// looked at (at least one timer). For each: decide every user of the shard whose step is
+    /// due (its wait passed, or all its deliveries failed), queue the next step for those it
+    /// did not reach, and move or delete the timer. Returns what each fired timer did, for
+    /// the prefix of `keys` it fired; the rest stay due.
+    async fn fire_timers(&self, keys: &[TimerKey], max_users: u64) -> StoreResult<Vec<Fired>>;
 
     /// Keep an accepted message out of [`Self::unfinished_messages`] until `until_ms` (quiet
     /// hours); its pending shards stay as they are.

@@ -21,6 +21,8 @@ pub struct TimerConfig {
     pub poll_interval: Duration,
     /// Timers fired per poll at most (the next poll continues at once when there were more).
     pub batch: u32,
+    /// Users looked at per firing transaction, about (several timers share one transaction).
+    pub max_users: u64,
 }
 
 /// What a [`Poller`] does on each tick: one page of due work, offering messages that became
@@ -35,6 +37,7 @@ pub trait DueWork: Send + Sync + 'static {
         store: &dyn DispatchStore,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
+        max_users: u64,
     ) -> bool;
 }
 
@@ -76,7 +79,8 @@ impl<W: DueWork> Poller<W> {
         let store = self.store.clone();
         let planner = self.planner.clone();
         let limit = self.config.batch.max(1);
-        let run = async move { work.run(&*store, &planner, limit).await };
+        let max_users = self.config.max_users.max(1);
+        let run = async move { work.run(&*store, &planner, limit, max_users).await };
         ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
             act.busy = false;
             if more {
@@ -114,16 +118,19 @@ impl DueWork for FireTimers {
         store: &dyn DispatchStore,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
+        max_users: u64,
     ) -> bool {
-        fire_due(store, planner, limit).await
+        fire_due(store, planner, limit, max_users).await
     }
 }
 
-/// Fire every due timer of one page; true when the page was full (more may be due).
+/// Fire every due timer of one page, many per transaction; true when the page was full (more
+/// may be due).
 async fn fire_due(
     store: &dyn DispatchStore,
     planner: &Recipient<DispatchMessage>,
     limit: u32,
+    max_users: u64,
 ) -> bool {
     let due = match store.due_timers(now_ms(), limit).await {
         Ok(due) => due,
@@ -133,29 +140,39 @@ async fn fire_due(
         }
     };
     let full = due.len() as u32 == limit;
-    for key in due {
-        let now = now_ms();
-        match store.fire_timer(key, now).await {
-            Ok(fired) => {
-                metrics::histogram!("msghub_fallback_timer_lateness_seconds")
-                    .record((now - key.due_at_ms).max(0) as f64 / 1000.0);
-                metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
-                    .increment(fired.advanced);
-                metrics::counter!("msghub_fallback_users_total", "result" => "reached")
-                    .increment(fired.reached);
-                metrics::counter!("msghub_fallback_users_total", "result" => "exhausted")
-                    .increment(fired.exhausted);
-                if let Some(plan) = fired.reopened {
-                    planner.do_send(DispatchMessage { plan, shards: None });
-                }
-            }
+    let mut rest = &due[..];
+    while !rest.is_empty() {
+        let fired = match store.fire_timers(rest, max_users).await {
+            Ok(fired) => fired,
             Err(e) => {
-                // The timer stays in the table and is fired again by a later poll.
-                tracing::warn!(msgid = key.msgid, seq = key.seq, step = key.step, error = %e,
-                    "firing a fallback timer failed; retrying");
+                // The timers stay in the table and are fired again by a later poll.
+                tracing::warn!(msgid = rest[0].msgid, seq = rest[0].seq, step = rest[0].step, error = %e,
+                    "firing fallback timers failed; retrying");
                 return false;
             }
+        };
+        // Late by the time its users were moved on: the commit, not the start.
+        let committed = now_ms();
+        for (key, fired) in rest.iter().zip(&fired) {
+            metrics::histogram!("msghub_fallback_timer_lateness_seconds")
+                .record((committed - key.due_at_ms).max(0) as f64 / 1000.0);
+            metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
+                .increment(fired.advanced);
+            metrics::counter!("msghub_fallback_users_total", "result" => "reached")
+                .increment(fired.reached);
+            metrics::counter!("msghub_fallback_users_total", "result" => "exhausted")
+                .increment(fired.exhausted);
+            if let Some(plan) = &fired.reopened {
+                planner.do_send(DispatchMessage {
+                    plan: plan.clone(),
+                    shards: None,
+                });
+            }
         }
+        if fired.is_empty() {
+            return false;
+        }
+        rest = &rest[fired.len().min(rest.len())..];
     }
     full
 }

@@ -147,18 +147,26 @@ impl Store {
 
     /// Every binding of the given users, in as few queries as the parameter limits allow: a
     /// burst of one-user messages is resolved with one query, not one per message.
+    /// `types`, when given, limits the result to those channel types.
     async fn bindings_of(
         &self,
         userids: &BTreeSet<&str>,
+        types: Option<&BTreeSet<&str>>,
     ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let ids: Vec<&str> = userids.iter().copied().collect();
+        let type_filter = match types {
+            Some(t) => format!(" AND channel_type IN ({})", in_list(t.len())),
+            None => String::new(),
+        };
         for chunk in ids.chunks(2000) {
             let sql = format!(
-                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}) ORDER BY userid, channel_type, address",
+                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter} \
+                 ORDER BY userid, channel_type, address",
                 in_list(chunk.len())
             );
-            let values = chunk.iter().map(|u| Value::from(*u)).collect();
+            let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
+            values.extend(types.into_iter().flatten().map(|t| Value::from(*t)));
             for r in self.db.query_all(&sql, values).await? {
                 out.entry(r.try_get("", "userid")?)
                     .or_default()
@@ -179,7 +187,7 @@ impl Store {
         let bindings = if listed.is_empty() {
             HashMap::new()
         } else {
-            self.bindings_of(&listed).await?
+            self.bindings_of(&listed, None).await?
         };
         let mut out = Vec::with_capacity(shards.len());
         for s in shards {
@@ -429,7 +437,7 @@ impl Store {
         Ok(())
     }
 
-    /// Fire one fallback timer (see [`DispatchStore::fire_timer`]).
+    /// Fire one fallback timer (see [`DispatchStore::fire_timers`]).
     async fn fire<C: ConnectionTrait>(
         &self,
         txn: &C,
@@ -471,37 +479,42 @@ impl Store {
         // Every undecided user of this step: when the step was last sent to them, whether
         // some of it is still being sent (the wait has not started), and whether all their
         // deliveries on it failed (then they move on without waiting).
-        let failed = format!(
-            "{}, {}",
-            DeliveryStatus::Failed as i16,
-            DeliveryStatus::Undelivered as i16
-        );
-        let candidates = txn
+        // Read through the step index and grouped here: a GROUP BY userid makes SQLite walk
+        // every delivery of the message in userid order instead (one table seek per row).
+        let rows = txn
             .query_all_raw(self.db.stmt(
-                &format!(
-                    "SELECT userid, MAX(COALESCE(sent_at, created_at)) AS sent, \
-                     MAX(CASE WHEN status = {queued} THEN 1 ELSE 0 END) AS sending, \
-                     MIN(CASE WHEN status IN ({failed}) THEN 1 ELSE 0 END) AS all_failed \
-                     FROM deliveries WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 \
-                     AND userid IS NOT NULL GROUP BY userid",
-                    queued = DeliveryStatus::Queued as i16,
-                ),
+                "SELECT userid, sent_at, created_at, status FROM deliveries \
+                 WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL",
                 vec![key.msgid.into(), key.seq.into(), key.step.into()],
             ))
             .await?;
+        // Per user: last sent, whether some of it is still being sent, whether all of it failed.
+        let mut users: BTreeMap<String, (i64, bool, bool)> = BTreeMap::new();
+        for r in &rows {
+            let userid: String = r.try_get("", "userid")?;
+            let sent_at: Option<i64> = r.try_get("", "sent_at")?;
+            let created_at: i64 = r.try_get("", "created_at")?;
+            let status: i16 = r.try_get("", "status")?;
+            let sent = sent_at.unwrap_or(created_at);
+            let sending = status == DeliveryStatus::Queued as i16;
+            let failed = status == DeliveryStatus::Failed as i16
+                || status == DeliveryStatus::Undelivered as i16;
+            let e = users.entry(userid).or_insert((sent, sending, failed));
+            e.0 = e.0.max(sent);
+            e.1 |= sending;
+            e.2 &= failed;
+        }
+        let examined = users.len();
+        fired.examined = examined as u64;
         let mut due: Vec<String> = Vec::new();
         let mut next_due: Option<i64> = None;
-        for r in &candidates {
-            let userid: String = r.try_get("", "userid")?;
-            let sent: i64 = r.try_get("", "sent")?;
-            let sending: i32 = r.try_get("", "sending")?;
-            let all_failed: i32 = r.try_get("", "all_failed")?;
-            if all_failed == 1 || (sending == 0 && sent + wait <= now) {
+        for (userid, (sent, sending, all_failed)) in users {
+            if all_failed || (!sending && sent + wait <= now) {
                 due.push(userid);
             } else {
                 // Still being sent (a paced or throttled step): look again shortly; its wait
                 // starts when its outcome is recorded.
-                let d = if sending == 1 {
+                let d = if sending {
                     now + wait.min(1000)
                 } else {
                     sent + wait
@@ -519,35 +532,48 @@ impl Store {
                 ),
                 StepCondition::NotClicked => format!("{}", DeliveryStatus::Clicked as i16),
             };
+            // Every user's deliveries of a message are in the one shard, on every step. Not
+            // DISTINCT: SQLite would then walk the whole message in userid order.
             let mut reached: BTreeSet<String> = BTreeSet::new();
-            for chunk in due.chunks(500) {
-                let mut values: Vec<Value> = vec![key.msgid.into(), key.seq.into()];
-                values.extend(chunk.iter().map(|u| Value::from(u.clone())));
-                let rows = txn
-                    .query_all_raw(self.db.stmt(
+            let rows = txn
+                .query_all_raw(self.db.stmt(
+                    &format!(
+                        "SELECT userid FROM deliveries WHERE message_id = ? AND shard_seq = ? \
+                         AND status IN ({reached_statuses}) AND userid IS NOT NULL"
+                    ),
+                    vec![key.msgid.into(), key.seq.into()],
+                ))
+                .await?;
+            let due_set: BTreeSet<&str> = due.iter().map(String::as_str).collect();
+            for r in rows {
+                let userid: String = r.try_get("", "userid")?;
+                if due_set.contains(userid.as_str()) {
+                    reached.insert(userid);
+                }
+            }
+            if due.len() == examined {
+                // Everyone undecided is due (the usual case): no list of users needed.
+                txn.execute_raw(self.db.stmt(
+                    "UPDATE deliveries SET judged = 1 WHERE message_id = ? AND shard_seq = ? AND step = ? \
+                     AND judged = 0 AND userid IS NOT NULL",
+                    vec![key.msgid.into(), key.seq.into(), key.step.into()],
+                ))
+                .await?;
+            } else {
+                for chunk in due.chunks(500) {
+                    let mut values: Vec<Value> =
+                        vec![key.msgid.into(), key.seq.into(), key.step.into()];
+                    values.extend(chunk.iter().map(|u| Value::from(u.clone())));
+                    txn.execute_raw(self.db.stmt(
                         &format!(
-                            "SELECT DISTINCT userid FROM deliveries WHERE message_id = ? AND shard_seq = ? \
-                             AND userid IN ({}) AND status IN ({reached_statuses})",
+                            "UPDATE deliveries SET judged = 1 WHERE message_id = ? AND shard_seq = ? AND step = ? \
+                             AND judged = 0 AND userid IN ({})",
                             in_list(chunk.len())
                         ),
                         values,
                     ))
                     .await?;
-                for r in rows {
-                    reached.insert(r.try_get("", "userid")?);
                 }
-                let mut values: Vec<Value> =
-                    vec![key.msgid.into(), key.seq.into(), key.step.into()];
-                values.extend(chunk.iter().map(|u| Value::from(u.clone())));
-                txn.execute_raw(self.db.stmt(
-                    &format!(
-                        "UPDATE deliveries SET judged = 1 WHERE message_id = ? AND shard_seq = ? AND step = ? \
-                         AND judged = 0 AND userid IN ({})",
-                        in_list(chunk.len())
-                    ),
-                    values,
-                ))
-                .await?;
             }
             let advancing: BTreeSet<&str> = due
                 .iter()
@@ -556,7 +582,12 @@ impl Store {
                 .collect();
             fired.reached = reached.len() as u64;
             if !advancing.is_empty() {
-                let bindings = self.bindings_of(&advancing).await?;
+                // Only the later steps' channel types matter.
+                let later: BTreeSet<&str> = steps[k + 1..]
+                    .iter()
+                    .map(|s| s.channel_type.code())
+                    .collect();
+                let bindings = self.bindings_of(&advancing, Some(&later)).await?;
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
                 if let Some(f) = &plan.filters {
                     // The filters pick each user's step among all later ones.
@@ -1073,12 +1104,24 @@ impl DispatchStore for Store {
             .map_err(err)
     }
 
-    async fn fire_timer(&self, key: TimerKey, now_ms: i64) -> StoreResult<Fired> {
-        let _bulk = self.db.bulk_write().await;
+    async fn fire_timers(&self, keys: &[TimerKey], max_users: u64) -> StoreResult<Vec<Fired>> {
+        // Deadlines go before throughput work (shard opens, outcomes), after accepts.
+        let _timely = self.db.timely_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
-        let fired = self.fire(&txn, key, now_ms).await.map_err(err)?;
+        // Judged against the time the writer was ours, not when the poll began.
+        let now = now_ms();
+        let mut out = Vec::new();
+        let mut users = 0u64;
+        for key in keys {
+            if !out.is_empty() && users >= max_users {
+                break;
+            }
+            let fired = self.fire(&txn, *key, now).await.map_err(err)?;
+            users += fired.examined.max(1);
+            out.push(fired);
+        }
         txn.commit().await.map_err(err)?;
-        Ok(fired)
+        Ok(out)
     }
 
     async fn defer_message(&self, msgid: i64, until_ms: i64) -> StoreResult<()> {

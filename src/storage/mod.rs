@@ -41,6 +41,8 @@ pub struct Db {
     write: DatabaseConnection,
     backend: DatabaseBackend,
     gate: Arc<WriteGate>,
+    /// Delivery counts of large messages (see `Db::message_status`).
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, messages::CachedCounts>>>,
 }
 
 /// Who goes first on SQLite's single writer connection. Acceptance of a send is the latency
@@ -54,6 +56,10 @@ pub struct WriteGate {
     urgent_done: Notify,
     /// Held by the one bulk writer allowed to queue for the connection.
     bulk: tokio::sync::Mutex<()>,
+    /// Fallback timer firings waiting for or holding the writer: bulk writers yield to them
+    /// too (deadlines before throughput), and they yield to accepts.
+    timely: AtomicUsize,
+    timely_done: Notify,
 }
 
 /// The longest a bulk writer yields to urgent ones before it takes its turn anyway.
@@ -70,6 +76,21 @@ impl Drop for UrgentWrite {
             && gate.urgent.fetch_sub(1, Ordering::AcqRel) == 1
         {
             gate.urgent_done.notify_waiters();
+        }
+    }
+}
+
+/// Held by a timely writer (see [`Db::timely_write`]) until its transaction ends.
+pub struct TimelyWrite {
+    gate: Option<Arc<WriteGate>>,
+}
+
+impl Drop for TimelyWrite {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.gate
+            && gate.timely.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            gate.timely_done.notify_waiters();
         }
     }
 }
@@ -118,6 +139,7 @@ impl Db {
                 write,
                 backend: DatabaseBackend::Sqlite,
                 gate: Arc::default(),
+                counts: Arc::default(),
             }
         } else {
             let mut opts = ConnectOptions::new(url.to_string());
@@ -132,6 +154,7 @@ impl Db {
                 write: conn,
                 backend: DatabaseBackend::Postgres,
                 gate: Arc::default(),
+                counts: Arc::default(),
             }
         };
         Migrator::up(&db.write, None).await?;
@@ -153,24 +176,57 @@ impl Db {
         }
     }
 
-    /// Wait until no urgent write is pending and no other bulk writer is queued, then hold
-    /// the bulk slot until the guard drops (see [`WriteGate`]).
+    /// Wait until no urgent or timely write is pending and no other bulk writer is queued,
+    /// then hold the bulk slot until the guard drops (see [`WriteGate`]).
     pub async fn bulk_write(&self) -> BulkWrite<'_> {
         if self.backend != DatabaseBackend::Sqlite {
             return BulkWrite { _guard: None };
         }
         let guard = self.gate.bulk.lock().await;
-        // Yield to urgent writes, but never for long: under a sustained stream of accepts the
-        // bulk work (outcomes, shard opens) must still move.
+        // Yield to urgent and timely writes, but never for long: under a sustained stream of
+        // accepts the bulk work (outcomes, shard opens) must still move.
+        let deadline = tokio::time::Instant::now() + MAX_BULK_YIELD;
+        loop {
+            let urgent_done = self.gate.urgent_done.notified();
+            let timely_done = self.gate.timely_done.notified();
+            if self.gate.urgent.load(Ordering::Acquire) == 0
+                && self.gate.timely.load(Ordering::Acquire) == 0
+            {
+                break;
+            }
+            let either = async {
+                tokio::select! {
+                    _ = urgent_done => {},
+                    _ = timely_done => {},
+                }
+            };
+            if tokio::time::timeout_at(deadline, either).await.is_err() {
+                break;
+            }
+        }
+        BulkWrite {
+            _guard: Some(guard),
+        }
+    }
+
+    /// A write with a deadline (fallback timers): it does not queue behind bulk writers, which
+    /// yield to it, and it yields to urgent writes for at most [`MAX_BULK_YIELD`]. Hold the
+    /// guard until the transaction ends.
+    pub async fn timely_write(&self) -> TimelyWrite {
+        if self.backend != DatabaseBackend::Sqlite {
+            return TimelyWrite { gate: None };
+        }
+        self.gate.timely.fetch_add(1, Ordering::AcqRel);
+        let guard = TimelyWrite {
+            gate: Some(self.gate.clone()),
+        };
         let deadline = tokio::time::Instant::now() + MAX_BULK_YIELD;
         loop {
             let done = self.gate.urgent_done.notified();
             if self.gate.urgent.load(Ordering::Acquire) == 0
                 || tokio::time::timeout_at(deadline, done).await.is_err()
             {
-                return BulkWrite {
-                    _guard: Some(guard),
-                };
+                return guard;
             }
         }
     }
