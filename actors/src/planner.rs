@@ -43,6 +43,16 @@ impl ShardQueues {
     }
 }
 
+/// The shards a message starts with.
+enum Known {
+    /// Created with the message a moment ago, never opened.
+    Fresh(Vec<Shard>),
+    /// Read from storage: pending, perhaps opened before a restart.
+    Stored(Vec<Shard>),
+    /// Not known yet: the message's pending shards are loaded when it starts.
+    Load,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct PlannerConfig {
     pub shard_size: u32,
@@ -107,14 +117,9 @@ impl Planner {
 
     /// Start a message unless it runs already or its lane is full (then the sweep takes it
     /// later).
-    fn start(
-        &mut self,
-        plan: MessagePlan,
-        shards: Option<Vec<Shard>>,
-        ctx: &mut Context<Self>,
-    ) -> bool {
+    fn start(&mut self, plan: MessagePlan, known: Known, ctx: &mut Context<Self>) -> bool {
         if self.active.contains(&plan.msgid) {
-            if shards.is_none() {
+            if !matches!(known, Known::Fresh(_)) {
                 self.rerun.insert(plan.msgid, plan);
             }
             return true;
@@ -143,7 +148,7 @@ impl Planner {
         let run = MessageRun::new(&plan, self.writes.clone(), ctx.address().recipient());
         tokio::spawn(async move {
             let plan = Arc::new(plan);
-            let mut known = shards;
+            let mut known = Some(known);
             let mut delay = Duration::from_millis(100);
             let deferred = loop {
                 match drive(&*store, &queues, &plan, &run, known.take(), config).await {
@@ -192,9 +197,10 @@ impl Planner {
             // holds back real-time messages behind it; the next pass starts again before the
             // first one skipped.
             let mut first_skipped = None;
-            for plan in plans {
+            for (plan, shards) in plans {
                 let msgid = plan.msgid;
-                if !act.start(plan, None, ctx) && first_skipped.is_none() {
+                let known = shards.map_or(Known::Load, Known::Stored);
+                if !act.start(plan, known, ctx) && first_skipped.is_none() {
                     first_skipped = Some(next_after);
                 }
                 next_after = msgid;
@@ -235,7 +241,8 @@ impl Handler<DispatchMessage> for Planner {
     type Result = ();
 
     fn handle(&mut self, msg: DispatchMessage, ctx: &mut Self::Context) {
-        self.start(msg.plan, msg.shards, ctx);
+        let known = msg.shards.map_or(Known::Load, Known::Fresh);
+        self.start(msg.plan, known, ctx);
     }
 }
 
@@ -251,7 +258,7 @@ impl Handler<MessageFinished> for Planner {
         }
         if let Some(plan) = self.rerun.remove(&msg.msgid) {
             // Shards reopened while it ran; if the lane is full the sweep takes it.
-            self.start(plan, None, ctx);
+            self.start(plan, Known::Load, ctx);
         }
     }
 }
@@ -273,16 +280,17 @@ async fn drive(
     queues: &ShardQueues,
     plan: &Arc<MessagePlan>,
     run: &Arc<MessageRun>,
-    known: Option<Vec<Shard>>,
+    known: Option<Known>,
     config: PlannerConfig,
 ) -> Result<Option<i64>, String> {
     let tx = queues.for_lane(plan.lane);
     if !run.started() {
         // Shards handed over by the accept path were created with the message a moment ago;
-        // pending shards loaded from storage may have been opened before a restart.
-        let (shards, fresh) = match known {
-            Some(shards) => (shards, true),
-            None => (
+        // pending shards read from storage may have been opened before a restart.
+        let (shards, fresh) = match known.unwrap_or(Known::Load) {
+            Known::Fresh(shards) => (shards, true),
+            Known::Stored(shards) => (shards, false),
+            Known::Load => (
                 store
                     .pending_shards(plan.msgid)
                     .await

@@ -73,8 +73,13 @@ pub struct Fired {
 #[async_trait]
 pub trait DispatchStore: Send + Sync + 'static {
     /// Plans of accepted, unfinished messages with an id above `after`, oldest first; not
-    /// those deferred until later (quiet hours).
-    async fn unfinished_messages(&self, after: i64, limit: u32) -> StoreResult<Vec<MessagePlan>>;
+    /// those deferred until later (quiet hours). Single-shard messages come with their pending
+    /// shards, read for the whole page at once; the others with `None`.
+    async fn unfinished_messages(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(MessagePlan, Option<Vec<Shard>>)>>;
 
     /// Whether the message's audience is fully sharded.
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool>;

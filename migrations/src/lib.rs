@@ -10,6 +10,7 @@ mod m0002_strategies;
 mod m0003_callbacks;
 mod m0004_schedule;
 mod m0005_audience_filters;
+mod m0006_lean_delivery_indexes;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_callbacks::Migration),
             Box::new(m0004_schedule::Migration),
             Box::new(m0005_audience_filters::Migration),
+            Box::new(m0006_lean_delivery_indexes::Migration),
         ]
     }
 }

@@ -344,6 +344,141 @@ impl Store {
             .collect())
     }
 
+    /// A shard opened with the others of its batch in bulk: the whole audience of a
+    /// concurrent message without filters (a one-user transactional send, mostly).
+    fn is_simple(s: &OpenShard) -> bool {
+        s.plan.is_single_shard()
+            && matches!(s.shard.spec, ShardSpec::Listed)
+            && s.plan.strategy.steps().is_empty()
+            && s.plan.filters.is_none()
+    }
+
+    /// Open simple shards (see [`Store::is_simple`]) of many messages together: one INSERT
+    /// for all their deliveries, returning those of fresh shards, and one read-back of what is
+    /// still queued for those opened before a restart — a few statements per batch instead of
+    /// one or two per message. `out[i]` receives shard `i`'s batches.
+    async fn open_simple<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        shards: &[(usize, &OpenShard, &[Resolved])],
+        now: i64,
+        out: &mut [Vec<ChannelBatch>],
+    ) -> Result<(), DbErr> {
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let mut targets: HashMap<(i64, i32), BTreeMap<i64, Vec<Target>>> = HashMap::new();
+        let mut push = |r: &QueryResult| -> Result<(), DbErr> {
+            let key = (r.try_get("", "message_id")?, r.try_get("", "shard_seq")?);
+            targets
+                .entry(key)
+                .or_default()
+                .entry(r.try_get("", "channel_id")?)
+                .or_default()
+                .push(Target {
+                    delivery_id: r.try_get("", "id")?,
+                    address: r.try_get("", "address")?,
+                    userid: r.try_get("", "userid")?,
+                });
+            Ok(())
+        };
+        for fresh in [true, false] {
+            let mut rows: Vec<(i64, i32, i64, &Resolved)> = Vec::new();
+            for (_, open, resolved) in shards.iter().filter(|(_, o, _)| o.fresh == fresh) {
+                for r in resolved.iter() {
+                    if let Some(c) = open
+                        .plan
+                        .channels
+                        .iter()
+                        .find(|c| c.channel_type.code() == r.channel_type)
+                    {
+                        rows.push((open.plan.msgid, open.shard.seq, c.channel_id, r));
+                    }
+                }
+            }
+            for chunk in rows.chunks(1000) {
+                let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
+                for (msgid, seq, channel_id, r) in chunk {
+                    values.extend([
+                        (*msgid).into(),
+                        (*seq).into(),
+                        (*channel_id).into(),
+                        r.channel_type.clone().into(),
+                        r.userid.clone().into(),
+                        r.address.clone().into(),
+                        0i16.into(),
+                        0i16.into(),
+                        0i32.into(),
+                        now.into(),
+                        now.into(),
+                    ]);
+                }
+                let sql = format!(
+                    "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
+                     status, attempts, updated_at, created_at) VALUES {} \
+                     ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
+                    value_rows(chunk.len(), 11),
+                    if fresh {
+                        " RETURNING message_id, shard_seq, id, channel_id, userid, address"
+                    } else {
+                        ""
+                    }
+                );
+                if fresh {
+                    for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
+                        push(&r)?;
+                    }
+                } else {
+                    txn.execute_raw(self.db.stmt(&sql, values)).await?;
+                }
+            }
+        }
+        // Opened before a restart: whatever has no recorded outcome (see `open_one`).
+        let stale: BTreeSet<(i64, i32)> = shards
+            .iter()
+            .filter(|(_, o, _)| !o.fresh)
+            .map(|(_, o, _)| (o.plan.msgid, o.shard.seq))
+            .collect();
+        let stale_ids: Vec<i64> = stale
+            .iter()
+            .map(|(m, _)| *m)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in stale_ids.chunks(500) {
+            let sql = format!(
+                "SELECT message_id, shard_seq, id, channel_id, userid, address FROM deliveries \
+                 WHERE message_id IN ({}) AND (status = 0 OR (status IN (3, 4, 5) AND attempts = 0))",
+                in_list(chunk.len())
+            );
+            let values = chunk.iter().map(|m| Value::from(*m)).collect();
+            for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
+                let key: (i64, i32) = (r.try_get("", "message_id")?, r.try_get("", "shard_seq")?);
+                if stale.contains(&key) {
+                    push(&r)?;
+                }
+            }
+        }
+        for (i, open, _) in shards {
+            let Some(by_channel) = targets.remove(&(open.plan.msgid, open.shard.seq)) else {
+                continue;
+            };
+            // Ordered by id, so a batch re-sent after a restart has the same members (and the
+            // same provider idempotency key) as the first time.
+            out[*i] = by_channel
+                .into_iter()
+                .map(|(channel_id, mut targets)| {
+                    targets.sort_by_key(|t| t.delivery_id);
+                    ChannelBatch {
+                        channel_id,
+                        targets,
+                    }
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
     /// Insert deliveries `(resolved, step)` once per address; with `returning`, the inserted
     /// rows (id, channel_id, userid, address).
     async fn insert_deliveries<C: ConnectionTrait>(
@@ -805,7 +940,11 @@ impl Store {
 
 #[async_trait]
 impl DispatchStore for Store {
-    async fn unfinished_messages(&self, after: i64, limit: u32) -> StoreResult<Vec<MessagePlan>> {
+    async fn unfinished_messages(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<(MessagePlan, Option<Vec<Shard>>)>> {
         let rows = self
             .db
             .query_all(
@@ -815,7 +954,53 @@ impl DispatchStore for Store {
             )
             .await
             .map_err(err)?;
-        rows.iter().map(|r| parse_plan(r).map_err(err)).collect()
+        let plans: Vec<MessagePlan> = rows
+            .iter()
+            .map(|r| parse_plan(r).map_err(err))
+            .collect::<StoreResult<_>>()?;
+        // A backlog of one-user messages is swept a page at a time: their pending shards in
+        // one query per page, not one per message.
+        let single: Vec<i64> = plans
+            .iter()
+            .filter(|p| p.is_single_shard())
+            .map(|p| p.msgid)
+            .collect();
+        let mut pending: HashMap<i64, Vec<Shard>> =
+            single.iter().map(|m| (*m, Vec::new())).collect();
+        for chunk in single.chunks(500) {
+            let rows = self
+                .db
+                .query_all(
+                    &format!(
+                        "SELECT message_id, seq, spec, generation FROM shards WHERE message_id IN ({}) \
+                         AND state = 'pending' ORDER BY message_id, seq",
+                        in_list(chunk.len())
+                    ),
+                    chunk.iter().map(|m| Value::from(*m)).collect(),
+                )
+                .await
+                .map_err(err)?;
+            for r in &rows {
+                let shard = (|| -> Result<Shard, DbErr> {
+                    let spec: String = r.try_get("", "spec")?;
+                    Ok(Shard {
+                        msgid: r.try_get("", "message_id")?,
+                        seq: r.try_get("", "seq")?,
+                        spec: parse_spec(&spec)?,
+                        generation: r.try_get("", "generation")?,
+                    })
+                })()
+                .map_err(err)?;
+                pending.entry(shard.msgid).or_default().push(shard);
+            }
+        }
+        Ok(plans
+            .into_iter()
+            .map(|p| {
+                let shards = pending.remove(&p.msgid);
+                (p, shards)
+            })
+            .collect())
     }
 
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool> {
@@ -969,14 +1154,21 @@ impl DispatchStore for Store {
             .stopped_messages(&txn, shards, false)
             .await
             .map_err(err)?;
-        let mut out = Vec::with_capacity(shards.len());
-        for (s, resolved) in shards.iter().zip(resolved) {
+        let mut out = vec![Vec::new(); shards.len()];
+        let mut simple = Vec::new();
+        for (i, (s, resolved)) in shards.iter().zip(&resolved).enumerate() {
             if stopped.contains(&s.plan.msgid) {
-                out.push(Vec::new());
                 continue;
             }
-            out.push(self.open_one(&txn, s, &resolved, now).await.map_err(err)?);
+            if Store::is_simple(s) {
+                simple.push((i, s, resolved.as_slice()));
+            } else {
+                out[i] = self.open_one(&txn, s, resolved, now).await.map_err(err)?;
+            }
         }
+        self.open_simple(&txn, &simple, now, &mut out)
+            .await
+            .map_err(err)?;
         self.recheck_stopped(&txn, shards, &stopped, &mut out)
             .await
             .map_err(err)?;
