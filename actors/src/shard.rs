@@ -20,6 +20,7 @@ use crate::plan::{
 };
 use crate::provider::OutcomeClass;
 use crate::registry::{ChannelRegistry, ChannelUnavailable};
+use crate::retract::Retractions;
 
 /// A shard or message whose work is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +176,9 @@ pub struct ShardWorker {
     pub concurrency: Arc<Semaphore>,
     pub registry: Arc<ChannelRegistry>,
     pub writes: DispatchWrites,
+    /// An open counts as a call of its message in progress, so a retract's follow-up waits
+    /// for it (see [`process`]).
+    pub retractions: Arc<Retractions>,
 }
 
 impl Actor for ShardWorker {
@@ -185,6 +189,7 @@ impl Actor for ShardWorker {
         let concurrency = self.concurrency.clone();
         let registry = self.registry.clone();
         let writes = self.writes.clone();
+        let retractions = self.retractions.clone();
         let lane = self.lane;
         let work = async move {
             loop {
@@ -195,8 +200,9 @@ impl Actor for ShardWorker {
                 let Some(task) = task else { return };
                 let registry = registry.clone();
                 let writes = writes.clone();
+                let retractions = retractions.clone();
                 tokio::spawn(async move {
-                    run_shard(lane, &registry, &writes, task).await;
+                    run_shard(lane, &registry, &writes, &retractions, task).await;
                     drop(permit);
                 });
             }
@@ -216,11 +222,12 @@ async fn run_shard(
     lane: Lane,
     registry: &ChannelRegistry,
     writes: &DispatchWrites,
+    retractions: &Arc<Retractions>,
     task: ShardTask,
 ) {
     let mut delay = Duration::from_millis(100);
     let mut fresh = task.fresh;
-    while let Err(e) = process(registry, writes, &task, fresh).await {
+    while let Err(e) = process(registry, writes, retractions, &task, fresh).await {
         // The failed attempt may have opened the shard: read its records back from now on.
         fresh = false;
         metrics::counter!("msghub_shard_failures_total", "lane" => lane.as_str()).increment(1);
@@ -233,12 +240,18 @@ async fn run_shard(
 async fn process(
     registry: &ChannelRegistry,
     writes: &DispatchWrites,
+    retractions: &Arc<Retractions>,
     task: &ShardTask,
     fresh: bool,
 ) -> Result<(), String> {
     let ShardTask {
         plan, shard, run, ..
     } = task;
+    // Held while the shard is opened: a retract committed meanwhile retracts the deliveries
+    // this open creates (Postgres looks again before committing), and its follow-up, which
+    // waits for calls in progress, then reports them too. Without a guard the message was
+    // retracted already, and the open creates nothing to send.
+    let opening = retractions.begin_call(plan.msgid);
     let batches = writes
         .open
         .submit(OpenShard {
@@ -248,6 +261,7 @@ async fn process(
         })
         .await
         .map_err(|e| e.to_string())?;
+    drop(opening);
     let mut waits = Vec::with_capacity(batches.len());
     for batch in batches {
         if batch.targets.is_empty() {

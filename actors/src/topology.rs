@@ -149,6 +149,7 @@ impl Dispatch {
                 concurrency: Arc::new(Semaphore::new(concurrency.max(1))),
                 registry: registry.clone(),
                 writes: writes.clone(),
+                retractions: retractions.clone(),
             };
             // Workers take work from their queue, not their mailbox; the address is only kept
             // by the supervisor.
