@@ -185,7 +185,7 @@ impl Default for DispatchSettings {
             sweep_interval_ms: 500,
             shard_queue_capacity: 64,
             lane_capacity: 64,
-            realtime_in_flight: 16,
+            realtime_in_flight: 64,
             bulk_in_flight: 32,
             max_attempts: 5,
             backoff_base_ms: 200,

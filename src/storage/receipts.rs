@@ -101,6 +101,16 @@ impl Db {
         // Current state of every named delivery.
         let mut found: HashMap<(i64, i64, &str), Matched> = HashMap::new();
         for chunk in all.chunks(300) {
+            // The receipts' own keys, to match rows without a scan of the chunk per row.
+            let wanted: HashMap<(i64, i64, &str), &str> = chunk
+                .iter()
+                .map(|r| {
+                    (
+                        (r.msgid, r.channel_id, r.address.as_str()),
+                        r.address.as_str(),
+                    )
+                })
+                .collect();
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 3);
             for r in chunk {
                 values.extend([
@@ -124,13 +134,11 @@ impl Db {
                     // Never sent: a receipt naming it is someone else's.
                     continue;
                 }
-                let Some(r) = chunk.iter().find(|r| {
-                    r.msgid == msgid && r.channel_id == channel_id && r.address == address
-                }) else {
+                let Some(address) = wanted.get(&(msgid, channel_id, address.as_str())) else {
                     continue;
                 };
                 found.insert(
-                    (msgid, channel_id, r.address.as_str()),
+                    (msgid, channel_id, *address),
                     Matched {
                         id: row.try_get("", "id")?,
                         status: DeliveryStatus::from_i16(status).unwrap_or(DeliveryStatus::Queued),
