@@ -147,9 +147,12 @@ impl Store {
 
     /// Every binding of the given users, in as few queries as the parameter limits allow: a
     /// burst of one-user messages is resolved with one query, not one per message.
-    /// `types`, when given, limits the result to those channel types.
-    async fn bindings_of(
+    /// `types`, when given, limits the result to those channel types. Read on `conn`: inside a
+    /// transaction that holds row locks, that must be the transaction itself (on Postgres a
+    /// second pooled connection could wait for writers that wait for those locks).
+    async fn bindings_of<C: ConnectionTrait>(
         &self,
+        conn: &C,
         userids: &BTreeSet<&str>,
         types: Option<&BTreeSet<&str>>,
     ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
@@ -167,7 +170,7 @@ impl Store {
             );
             let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
             values.extend(types.into_iter().flatten().map(|t| Value::from(*t)));
-            for r in self.db.query_all(&sql, values).await? {
+            for r in conn.query_all_raw(self.db.stmt(&sql, values)).await? {
                 out.entry(r.try_get("", "userid")?)
                     .or_default()
                     .push((r.try_get("", "channel_type")?, r.try_get("", "address")?));
@@ -187,7 +190,7 @@ impl Store {
         let bindings = if listed.is_empty() {
             HashMap::new()
         } else {
-            self.bindings_of(&listed, None).await?
+            self.bindings_of(self.db.read(), &listed, None).await?
         };
         let mut out = Vec::with_capacity(shards.len());
         for s in shards {
@@ -722,7 +725,7 @@ impl Store {
                     .iter()
                     .map(|s| s.channel_type.code())
                     .collect();
-                let bindings = self.bindings_of(&advancing, Some(&later)).await?;
+                let bindings = self.bindings_of(txn, &advancing, Some(&later)).await?;
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
                 if let Some(f) = &plan.filters {
                     // The filters pick each user's step among all later ones.
