@@ -117,7 +117,6 @@ impl Application {
             timers: TimerConfig {
                 poll_interval: Duration::from_millis(d.timer_poll_ms.max(1)),
                 batch: 256,
-                max_users: d.write_batch_rows.max(1) as u64,
             },
         };
         let dispatch = Dispatch::start(

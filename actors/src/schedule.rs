@@ -29,7 +29,6 @@ impl DueWork for ReleaseScheduled {
         store: &dyn DispatchStore,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-        _max_users: u64,
     ) -> bool {
         release_due(store, planner, limit).await
     }

@@ -21,8 +21,6 @@ pub struct TimerConfig {
     pub poll_interval: Duration,
     /// Timers fired per poll at most (the next poll continues at once when there were more).
     pub batch: u32,
-    /// Users looked at per firing transaction, about (several timers share one transaction).
-    pub max_users: u64,
 }
 
 /// What a [`Poller`] does on each tick: one page of due work, offering messages that became
@@ -37,7 +35,6 @@ pub trait DueWork: Send + Sync + 'static {
         store: &dyn DispatchStore,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-        max_users: u64,
     ) -> bool;
 }
 
@@ -79,8 +76,7 @@ impl<W: DueWork> Poller<W> {
         let store = self.store.clone();
         let planner = self.planner.clone();
         let limit = self.config.batch.max(1);
-        let max_users = self.config.max_users.max(1);
-        let run = async move { work.run(&*store, &planner, limit, max_users).await };
+        let run = async move { work.run(&*store, &planner, limit).await };
         ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
             act.busy = false;
             if more {
@@ -106,8 +102,11 @@ impl<W: DueWork> Supervised for Poller<W> {
     }
 }
 
-/// The fallback timers' work: fire every due timer of a page.
-pub struct FireTimers;
+/// The fallback timers' work: fire every due timer of a page, about `max_users` users per
+/// transaction.
+pub struct FireTimers {
+    pub max_users: u64,
+}
 
 #[async_trait::async_trait]
 impl DueWork for FireTimers {
@@ -118,9 +117,8 @@ impl DueWork for FireTimers {
         store: &dyn DispatchStore,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-        max_users: u64,
     ) -> bool {
-        fire_due(store, planner, limit, max_users).await
+        fire_due(store, planner, limit, self.max_users.max(1)).await
     }
 }
 

@@ -165,11 +165,14 @@ impl Dispatch {
             Planner::new(planner_store, queues, writes, planner_config)
         });
         let timer_config = config.timers;
+        let write_batch_rows = config.write_batch_rows.max(1);
         let recipient = planner.clone().recipient();
         let timer_store = store.clone();
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             crate::timers::FallbackTimers::new(
-                crate::timers::FireTimers,
+                crate::timers::FireTimers {
+                    max_users: write_batch_rows as u64,
+                },
                 timer_store,
                 recipient,
                 timer_config,

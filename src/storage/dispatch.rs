@@ -34,6 +34,17 @@ fn parse_plan(r: &QueryResult) -> Result<MessagePlan, DbErr> {
     serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("stored plan: {e}")))
 }
 
+/// A `shards` row (seq, spec, generation) of message `msgid`.
+fn parse_shard(r: &QueryResult, msgid: i64) -> Result<Shard, DbErr> {
+    let spec: String = r.try_get("", "spec")?;
+    Ok(Shard {
+        msgid,
+        seq: r.try_get("", "seq")?,
+        spec: parse_spec(&spec)?,
+        generation: r.try_get("", "generation")?,
+    })
+}
+
 fn parse_spec(text: &str) -> Result<ShardSpec, DbErr> {
     serde_json::from_str(text).map_err(|e| DbErr::Custom(format!("stored shard: {e}")))
 }
@@ -55,6 +66,33 @@ struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
+}
+
+/// A delivery row to insert: a resolved target of a shard, on a step, on the message's channel
+/// of its type.
+struct NewDelivery<'a> {
+    msgid: i64,
+    seq: i32,
+    channel_id: i64,
+    resolved: &'a Resolved,
+    step: i16,
+}
+
+impl<'a> NewDelivery<'a> {
+    /// `None` when the message has no channel of the target's type.
+    fn of(plan: &MessagePlan, seq: i32, resolved: &'a Resolved, step: i16) -> Option<Self> {
+        let channel = plan
+            .channels
+            .iter()
+            .find(|c| c.channel_type.code() == resolved.channel_type)?;
+        Some(NewDelivery {
+            msgid: plan.msgid,
+            seq,
+            channel_id: channel.channel_id,
+            resolved,
+            step,
+        })
+    }
 }
 
 /// Make the fallback timers of these deliveries' steps due now (a permanent failure, or a
@@ -386,54 +424,17 @@ impl Store {
             Ok(())
         };
         for fresh in [true, false] {
-            let mut rows: Vec<(i64, i32, i64, &Resolved)> = Vec::new();
-            for (_, open, resolved) in shards.iter().filter(|(_, o, _)| o.fresh == fresh) {
-                for r in resolved.iter() {
-                    if let Some(c) = open
-                        .plan
-                        .channels
+            let rows: Vec<NewDelivery> = shards
+                .iter()
+                .filter(|(_, o, _)| o.fresh == fresh)
+                .flat_map(|(_, o, resolved)| {
+                    resolved
                         .iter()
-                        .find(|c| c.channel_type.code() == r.channel_type)
-                    {
-                        rows.push((open.plan.msgid, open.shard.seq, c.channel_id, r));
-                    }
-                }
-            }
-            for chunk in rows.chunks(1000) {
-                let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-                for (msgid, seq, channel_id, r) in chunk {
-                    values.extend([
-                        (*msgid).into(),
-                        (*seq).into(),
-                        (*channel_id).into(),
-                        r.channel_type.clone().into(),
-                        r.userid.clone().into(),
-                        r.address.clone().into(),
-                        0i16.into(),
-                        0i16.into(),
-                        0i32.into(),
-                        now.into(),
-                        now.into(),
-                    ]);
-                }
-                let sql = format!(
-                    "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
-                     status, attempts, updated_at, created_at) VALUES {} \
-                     ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
-                    value_rows(chunk.len(), 11),
-                    if fresh {
-                        " RETURNING message_id, shard_seq, id, channel_id, userid, address"
-                    } else {
-                        ""
-                    }
-                );
-                if fresh {
-                    for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
-                        push(&r)?;
-                    }
-                } else {
-                    txn.execute_raw(self.db.stmt(&sql, values)).await?;
-                }
+                        .filter_map(|r| NewDelivery::of(&o.plan, o.shard.seq, r, 0))
+                })
+                .collect();
+            for r in self.insert_rows(txn, &rows, now, fresh).await? {
+                push(&r)?;
             }
         }
         // Opened before a restart: whatever has no recorded outcome (see `open_one`).
@@ -482,8 +483,8 @@ impl Store {
         Ok(())
     }
 
-    /// Insert deliveries `(resolved, step)` once per address; with `returning`, the inserted
-    /// rows (id, channel_id, userid, address).
+    /// Insert deliveries `(resolved, step)` of one shard once per address; with `returning`,
+    /// the inserted rows (see [`Store::insert_rows`]).
     async fn insert_deliveries<C: ConnectionTrait>(
         &self,
         txn: &C,
@@ -493,55 +494,59 @@ impl Store {
         now: i64,
         returning: bool,
     ) -> Result<Vec<QueryResult>, DbErr> {
-        let channel_of: HashMap<&str, i64> = plan
-            .channels
+        let rows: Vec<NewDelivery> = stepped
             .iter()
-            .map(|c| (c.channel_type.code(), c.channel_id))
+            .filter_map(|(r, step)| NewDelivery::of(plan, seq, r, *step))
             .collect();
-        let mut rows = Vec::new();
-        for chunk in stepped.chunks(1000) {
+        self.insert_rows(txn, &rows, now, returning).await
+    }
+
+    /// Insert deliveries, of any messages and shards, once per address, 1000 per statement;
+    /// with `returning`, the inserted rows (message_id, shard_seq, id, channel_id, userid,
+    /// address).
+    async fn insert_rows<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        rows: &[NewDelivery<'_>],
+        now: i64,
+        returning: bool,
+    ) -> Result<Vec<QueryResult>, DbErr> {
+        let mut out = Vec::new();
+        for chunk in rows.chunks(1000) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
-            let mut n = 0;
-            for (r, step) in chunk {
-                let Some(&channel_id) = channel_of.get(r.channel_type.as_str()) else {
-                    continue;
-                };
-                n += 1;
+            for d in chunk {
                 values.extend([
-                    plan.msgid.into(),
-                    seq.into(),
-                    channel_id.into(),
-                    r.channel_type.clone().into(),
-                    r.userid.clone().into(),
-                    r.address.clone().into(),
-                    (*step).into(),
+                    d.msgid.into(),
+                    d.seq.into(),
+                    d.channel_id.into(),
+                    d.resolved.channel_type.clone().into(),
+                    d.resolved.userid.clone().into(),
+                    d.resolved.address.clone().into(),
+                    d.step.into(),
                     0i16.into(),
                     0i32.into(),
                     now.into(),
                     now.into(),
                 ]);
             }
-            if n == 0 {
-                continue;
-            }
             let sql = format!(
                 "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
                  status, attempts, updated_at, created_at) VALUES {} \
                  ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
-                value_rows(n, 11),
+                value_rows(chunk.len(), 11),
                 if returning {
-                    " RETURNING id, channel_id, userid, address"
+                    " RETURNING message_id, shard_seq, id, channel_id, userid, address"
                 } else {
                     ""
                 }
             );
             if returning {
-                rows.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
+                out.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
             } else {
                 txn.execute_raw(self.db.stmt(&sql, values)).await?;
             }
         }
-        Ok(rows)
+        Ok(out)
     }
 
     /// Start (or bring forward) the timer of every step that got deliveries and has a later
@@ -984,17 +989,9 @@ impl DispatchStore for Store {
                 .await
                 .map_err(err)?;
             for r in &rows {
-                let shard = (|| -> Result<Shard, DbErr> {
-                    let spec: String = r.try_get("", "spec")?;
-                    Ok(Shard {
-                        msgid: r.try_get("", "message_id")?,
-                        seq: r.try_get("", "seq")?,
-                        spec: parse_spec(&spec)?,
-                        generation: r.try_get("", "generation")?,
-                    })
-                })()
-                .map_err(err)?;
-                pending.entry(shard.msgid).or_default().push(shard);
+                let msgid: i64 = r.try_get("", "message_id").map_err(err)?;
+                let shard = parse_shard(r, msgid).map_err(err)?;
+                pending.entry(msgid).or_default().push(shard);
             }
         }
         Ok(plans
@@ -1031,15 +1028,7 @@ impl DispatchStore for Store {
             .await
             .map_err(err)?;
         rows.iter()
-            .map(|r| {
-                let spec: String = r.try_get("", "spec")?;
-                Ok(Shard {
-                    msgid,
-                    seq: r.try_get("", "seq")?,
-                    spec: parse_spec(&spec)?,
-                    generation: r.try_get("", "generation")?,
-                })
-            })
+            .map(|r| parse_shard(r, msgid))
             .collect::<Result<_, DbErr>>()
             .map_err(err)
     }
