@@ -21,7 +21,7 @@ use crate::http::{self, AppState};
 use crate::settings::Settings;
 use crate::storage::crypto::Crypto;
 use crate::storage::dispatch::Store;
-use crate::storage::messages::{MessageIds, NewMessage};
+use crate::storage::messages::{Accepted, MessageIds, NewMessage};
 use crate::storage::sources::hash_secret;
 use crate::storage::{Db, now_ms};
 use crate::telemetry;
@@ -120,7 +120,7 @@ impl Application {
             },
         };
         let dispatch = Dispatch::start(
-            store,
+            store.clone(),
             Arc::new(Adapters::new(
                 &settings.providers,
                 public_url.clone(),
@@ -128,14 +128,19 @@ impl Application {
             )),
             topology,
         );
-        let accept_db = db.clone();
+        let (accept_store, accept_dispatch, accept_callbacks) =
+            (store.clone(), dispatch.clone(), callbacks.clone());
         let accept = Batcher::spawn(
             "messages",
             settings.accept.queue_capacity,
             settings.accept.batch_max,
             move |items: Vec<NewMessage>| {
-                let db = accept_db.clone();
-                async move { db.accept_messages(items).await.map_err(|e| e.to_string()) }
+                let (store, dispatch, callbacks) = (
+                    accept_store.clone(),
+                    accept_dispatch.clone(),
+                    accept_callbacks.clone(),
+                );
+                async move { accept_and_send(&store, &dispatch, &callbacks, items).await }
             },
         );
         let ids = MessageIds::new(db.max_message_id().await?);
@@ -237,4 +242,48 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The accept writer's batch: store the messages, and hand those opened at acceptance to their
+/// channels right here, after the commit, where nothing can cancel the hand-over (the request
+/// that sent a message may be gone by then). Such messages are claimed before the
+/// transaction, so the planner's sweep never sees one unclaimed while it is being sent.
+async fn accept_and_send(
+    store: &Store,
+    dispatch: &Dispatch,
+    callbacks: &Callbacks,
+    items: Vec<NewMessage>,
+) -> Result<Vec<Accepted>, String> {
+    let claimed: Vec<i64> = items
+        .iter()
+        .filter(|m| m.not_before.is_none() && m.plan.opens_at_acceptance())
+        .map(|m| m.plan.msgid)
+        .collect();
+    let open = !claimed.is_empty() && dispatch.room_for_opened(claimed.len());
+    let claimed = if open { claimed } else { Vec::new() };
+    dispatch.claim(&claimed);
+    let accepted = match store.accept_messages(items, open).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            dispatch.release(&claimed);
+            return Err(e.to_string());
+        }
+    };
+    let mut sent = std::collections::HashSet::new();
+    let accepted = accepted
+        .into_iter()
+        .map(|a| match a {
+            Accepted::Opened { plan, batches } => {
+                callbacks.remember(&plan);
+                sent.insert(plan.msgid);
+                dispatch.run_opened(plan, batches);
+                Accepted::Dispatched
+            }
+            other => other,
+        })
+        .collect();
+    // Replayed idempotency keys: nothing was stored under their fresh ids.
+    let unused: Vec<i64> = claimed.into_iter().filter(|m| !sent.contains(m)).collect();
+    dispatch.release(&unused);
+    Ok(accepted)
 }

@@ -88,6 +88,10 @@ fn describe_metrics() {
         "Supervised actor restarts, by actor."
     );
     describe_counter!(
+        "msghub_direct_deferred_total",
+        "One-user messages opened at acceptance but left to the sweep: too many waited for the real-time lane."
+    );
+    describe_counter!(
         "msghub_shards_stalled_total",
         "Shards left pending because outcomes could not be stored."
     );

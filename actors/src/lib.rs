@@ -5,6 +5,7 @@
 
 pub mod batcher;
 pub mod channel;
+pub mod direct;
 pub mod filters;
 pub mod local_time;
 pub mod mask;

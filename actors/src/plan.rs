@@ -172,6 +172,19 @@ impl MessagePlan {
         matches!(self.audience, Audience::Userids(_) | Audience::Raw(_))
             && self.spread_seconds.is_none()
     }
+
+    /// One shard, all channels at once, nothing filtered: the shape of a transactional send.
+    /// Such a message keeps no `shards` row; while it is unfinished its one shard (seq 0, the
+    /// listed audience) is pending, and [`Shard::implied`] stands for it.
+    pub fn is_simple(&self) -> bool {
+        self.is_single_shard() && self.strategy.steps().is_empty() && self.filters.is_none()
+    }
+
+    /// A simple real-time message is opened (its deliveries created) in the transaction that
+    /// accepts it and handed straight to its channels, unless it is scheduled.
+    pub fn opens_at_acceptance(&self) -> bool {
+        self.is_simple() && self.lane == Lane::Realtime
+    }
 }
 
 /// The wall clock in unix milliseconds.
@@ -222,6 +235,18 @@ pub struct Shard {
     /// The shard's generation when it was read; finishing it only succeeds if no fallback
     /// timer queued more work on it since.
     pub generation: i32,
+}
+
+impl Shard {
+    /// The one shard of a simple message (see [`MessagePlan::is_simple`]), which has no row.
+    pub fn implied(msgid: i64) -> Shard {
+        Shard {
+            msgid,
+            seq: 0,
+            spec: ShardSpec::Listed,
+            generation: 0,
+        }
+    }
 }
 
 /// A shard to open, with the plan it belongs to.

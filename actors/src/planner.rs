@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::direct::Claims;
 use crate::local_time::QuietHours;
 use crate::plan::{Lane, MessagePlan, Shard};
 use crate::shard::{DispatchWrites, MessageFinished, MessageRun, ShardTask};
@@ -70,6 +71,8 @@ pub struct Planner {
     store: Arc<dyn DispatchStore>,
     queues: ShardQueues,
     writes: DispatchWrites,
+    /// Messages being sent as they were opened at acceptance: not started here.
+    claims: Arc<Claims>,
     config: PlannerConfig,
     active: HashSet<i64>,
     /// Messages offered again while running (a fallback timer queued a next step): they are
@@ -85,12 +88,14 @@ impl Planner {
         store: Arc<dyn DispatchStore>,
         queues: ShardQueues,
         writes: DispatchWrites,
+        claims: Arc<Claims>,
         config: PlannerConfig,
     ) -> Planner {
         Planner {
             store,
             queues,
             writes,
+            claims,
             config,
             active: HashSet::new(),
             rerun: HashMap::new(),
@@ -122,6 +127,10 @@ impl Planner {
             if !matches!(known, Known::Fresh(_)) {
                 self.rerun.insert(plan.msgid, plan);
             }
+            return true;
+        }
+        if self.claims.holds(plan.msgid) {
+            // Sent by its direct run, which offers it again if it could not finish.
             return true;
         }
         if let Some(until) = quiet_until(&plan, &self.config) {
@@ -181,17 +190,18 @@ impl Planner {
         self.sweeping = true;
         let store = self.store.clone();
         let (after, limit) = (self.sweep_after, self.config.sweep_batch.max(1));
-        let load = async move { store.unfinished_messages(after, limit).await };
+        let claims = self.claims.clone();
+        let load = async move { store.unfinished_messages(after, limit, &claims).await };
         ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
             act.sweeping = false;
-            let plans = match result {
-                Ok(plans) => plans,
+            let page = match result {
+                Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "sweep failed");
                     return;
                 }
             };
-            let complete_page = plans.len() as u32 == limit;
+            let (plans, complete_page) = (page.plans, page.full);
             let mut next_after = act.sweep_after;
             // A message whose lane is full is skipped, not waited for, so a full bulk lane never
             // holds back real-time messages behind it; the next pass starts again before the
@@ -204,6 +214,12 @@ impl Planner {
                     first_skipped = Some(next_after);
                 }
                 next_after = msgid;
+            }
+            if first_skipped.is_none()
+                && let Some(last) = page.last
+            {
+                // Claimed messages at the end of the page were read but not returned.
+                next_after = next_after.max(last);
             }
             match first_skipped {
                 Some(resume) => act.sweep_after = resume,
@@ -292,7 +308,7 @@ async fn drive(
             Known::Stored(shards) => (shards, false),
             Known::Load => (
                 store
-                    .pending_shards(plan.msgid)
+                    .pending_shards(plan)
                     .await
                     .map_err(|e| e.to_string())?,
                 false,

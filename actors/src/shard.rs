@@ -142,7 +142,7 @@ impl MessageRun {
 
 /// Repeat a storage write until it succeeds: the work it records was done and must not be
 /// redone, so giving up is never better than waiting for the database to come back.
-async fn retry_forever<F, Fut, T, E>(what: &str, mut op: F) -> T
+pub(crate) async fn retry_forever<F, Fut, T, E>(what: &str, mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -262,6 +262,40 @@ async fn process(
         .await
         .map_err(|e| e.to_string())?;
     drop(opening);
+    let unrecorded = send_batches(registry, writes, plan, batches).await?;
+    if unrecorded > 0 {
+        // Outcomes of sent deliveries could not be stored. Sending them again now would
+        // duplicate them, so the shard is left pending for the next start to reconcile.
+        metrics::counter!("msghub_shards_stalled_total").increment(1);
+        tracing::error!(
+            msgid = plan.msgid,
+            shard = shard.seq,
+            unrecorded,
+            "shard left pending"
+        );
+        return Ok(());
+    }
+    retry_forever("finish shard", || {
+        writes.finish.submit(Finished::Shard {
+            msgid: shard.msgid,
+            seq: shard.seq,
+            generation: shard.generation,
+        })
+    })
+    .await;
+    run.shard_finished().await;
+    Ok(())
+}
+
+/// Hand an opened shard's batches to their channels and wait until every delivery has a
+/// recorded outcome. Returns how many outcomes could not be stored; an `Err` means the shard
+/// must be opened again (after the jobs already queued have finished).
+pub(crate) async fn send_batches(
+    registry: &ChannelRegistry,
+    writes: &DispatchWrites,
+    plan: &Arc<MessagePlan>,
+    batches: Vec<ChannelBatch>,
+) -> Result<u64, String> {
     let mut waits = Vec::with_capacity(batches.len());
     for batch in batches {
         if batch.targets.is_empty() {
@@ -317,28 +351,7 @@ async fn process(
     if dropped {
         return Err("channel actor dropped a job".to_string());
     }
-    if unrecorded > 0 {
-        // Outcomes of sent deliveries could not be stored. Sending them again now would
-        // duplicate them, so the shard is left pending for the next start to reconcile.
-        metrics::counter!("msghub_shards_stalled_total").increment(1);
-        tracing::error!(
-            msgid = plan.msgid,
-            shard = shard.seq,
-            unrecorded,
-            "shard left pending"
-        );
-        return Ok(());
-    }
-    retry_forever("finish shard", || {
-        writes.finish.submit(Finished::Shard {
-            msgid: shard.msgid,
-            seq: shard.seq,
-            generation: shard.generation,
-        })
-    })
-    .await;
-    run.shard_finished().await;
-    Ok(())
+    Ok(unrecorded)
 }
 
 /// Wait for every job of a shard: (outcomes not recorded, whether a job was dropped).

@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 
+use crate::direct::Claims;
 use crate::plan::{ChannelBatch, DeliveryResult, MessagePlan, OpenShard, Shard};
 use crate::provider::ChannelType;
 
@@ -20,6 +21,18 @@ pub struct PlannedPage {
     pub shards: Vec<Shard>,
     /// True when the audience is fully covered by shards.
     pub complete: bool,
+}
+
+/// A page of unfinished messages, for the planner's sweep.
+#[derive(Debug, Default)]
+pub struct SweptPage {
+    /// The page's messages not claimed by a direct run (see [`crate::direct`]), with their
+    /// pending shards when they have a single shard.
+    pub plans: Vec<(MessagePlan, Option<Vec<Shard>>)>,
+    /// The largest id read, claimed or not: where the next page starts.
+    pub last: Option<i64>,
+    /// Whether the page was full (more may follow).
+    pub full: bool,
 }
 
 /// A channel as the topology needs it: identity, decrypted credentials and limits.
@@ -72,20 +85,23 @@ pub struct Fired {
 
 #[async_trait]
 pub trait DispatchStore: Send + Sync + 'static {
-    /// Plans of accepted, unfinished messages with an id above `after`, oldest first; not
-    /// those deferred until later (quiet hours). Single-shard messages come with their pending
+    /// Plans of accepted, unfinished messages with an id above `after`, oldest first (at most
+    /// `limit` read); not those deferred until later (quiet hours), and not those `claims`
+    /// holds, whose plans are not even parsed. Single-shard messages come with their pending
     /// shards, read for the whole page at once; the others with `None`.
     async fn unfinished_messages(
         &self,
         after: i64,
         limit: u32,
-    ) -> StoreResult<Vec<(MessagePlan, Option<Vec<Shard>>)>>;
+        claims: &Claims,
+    ) -> StoreResult<SweptPage>;
 
     /// Whether the message's audience is fully sharded.
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool>;
 
-    /// Shards of the message not yet done, in sequence order.
-    async fn pending_shards(&self, msgid: i64) -> StoreResult<Vec<Shard>>;
+    /// Shards of the unfinished message not yet done, in sequence order (a simple message's
+    /// implied shard, which has no row, included).
+    async fn pending_shards(&self, plan: &MessagePlan) -> StoreResult<Vec<Shard>>;
 
     /// Create up to `max_shards` further shards of `shard_size` users each, continuing from the
     /// persisted cursor, and advance the cursor in the same transaction.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! accept ──DispatchMessage──▶ Planner ──ShardTask──▶ [realtime | bulk shard queue]
-//!                                                        │ ShardWorker ×N each
+//!    │                                                   │ ShardWorker ×N each
+//!    └── opened at acceptance (run_opened, claimed) ─────┤
 //!                                                        ▼
 //!                              ChannelActor (per channel) [realtime lane | bulk lane]
 //!                                                        │ rate limiter, batching, retries
@@ -11,6 +12,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -18,7 +20,8 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use crate::batcher::Batcher;
 use crate::channel::{ChannelTuning, ResultWriter};
-use crate::plan::{DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
+use crate::direct::{Claims, Ended};
+use crate::plan::{ChannelBatch, DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
 use crate::planner::{DispatchMessage, Planner, PlannerConfig, ShardQueues};
 use crate::provider::Outcome;
 use crate::registry::{ChannelRegistry, ChannelUnavailable, ProviderFactory};
@@ -48,6 +51,14 @@ pub struct Dispatch {
     registry: Arc<ChannelRegistry>,
     retractions: Arc<Retractions>,
     arbiter: actix::dev::ArbiterHandle,
+    writes: DispatchWrites,
+    claims: Arc<Claims>,
+    /// Real-time shards in progress, direct runs included.
+    realtime: Arc<Semaphore>,
+    /// Direct runs waiting for a permit of `realtime`, at most `max_waiting`; beyond that a
+    /// message opened at acceptance is left to the sweep.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
 }
 
 fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -> DispatchWrites {
@@ -139,14 +150,19 @@ impl Dispatch {
         ));
         let (rt_tx, rt_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
         let (bulk_tx, bulk_rx) = mpsc::channel(config.shard_queue_capacity.max(1));
+        let realtime = Arc::new(Semaphore::new(config.realtime_shard_concurrency.max(1)));
         for (lane, rx, concurrency) in [
-            (Lane::Realtime, rt_rx, config.realtime_shard_concurrency),
-            (Lane::Bulk, bulk_rx, config.bulk_shard_concurrency),
+            (Lane::Realtime, rt_rx, realtime.clone()),
+            (
+                Lane::Bulk,
+                bulk_rx,
+                Arc::new(Semaphore::new(config.bulk_shard_concurrency.max(1))),
+            ),
         ] {
             let worker = ShardWorker {
                 lane,
                 queue: Arc::new(Mutex::new(rx)),
-                concurrency: Arc::new(Semaphore::new(concurrency.max(1))),
+                concurrency,
                 registry: registry.clone(),
                 writes: writes.clone(),
                 retractions: retractions.clone(),
@@ -161,8 +177,16 @@ impl Dispatch {
         };
         let planner_config = config.planner;
         let planner_store = store.clone();
+        let claims = Arc::new(Claims::default());
+        let (planner_writes, planner_claims) = (writes.clone(), claims.clone());
         let planner = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Planner::new(planner_store, queues, writes, planner_config)
+            Planner::new(
+                planner_store,
+                queues,
+                planner_writes,
+                planner_claims,
+                planner_config,
+            )
         });
         let timer_config = config.timers;
         let write_batch_rows = config.write_batch_rows.max(1);
@@ -192,6 +216,11 @@ impl Dispatch {
             registry,
             retractions,
             arbiter: arbiter.handle(),
+            writes,
+            claims,
+            realtime,
+            waiting: Arc::default(),
+            max_waiting: 4 * config.realtime_shard_concurrency.max(1),
         };
         let reporter = dispatch.registry.clone();
         tokio::spawn(async move {
@@ -221,6 +250,68 @@ impl Dispatch {
         {
             metrics::counter!("msghub_dispatch_deferred_total").increment(1);
         }
+    }
+
+    /// Claim messages about to be stored opened (see [`crate::direct`]): call before their
+    /// transaction commits, and give back with [`Dispatch::release`] what was not stored.
+    pub fn claim(&self, msgids: &[i64]) {
+        self.claims.claim(msgids);
+    }
+
+    /// Whether `n` more messages opened at acceptance would find room to wait for the
+    /// real-time lane. When they would not, the hub is behind: accepting without opening
+    /// (the planner opens them later, in bulk) costs less than opening now and again later.
+    pub fn room_for_opened(&self, n: usize) -> bool {
+        self.waiting.load(Ordering::SeqCst) + n <= self.max_waiting
+    }
+
+    pub fn release(&self, msgids: &[i64]) {
+        self.claims.release(msgids);
+    }
+
+    /// Send a claimed message whose deliveries were created with its acceptance, as soon as
+    /// the real-time lane has room. When too many wait already, it is left to the planner's
+    /// sweep, which reads them back: memory stays bounded under any accept rate.
+    pub fn run_opened(&self, plan: MessagePlan, batches: Vec<ChannelBatch>) {
+        let msgid = plan.msgid;
+        let waiting = self.waiting.clone();
+        if waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            self.claims.release(&[msgid]);
+            metrics::counter!("msghub_direct_deferred_total").increment(1);
+            return;
+        }
+        let (registry, writes, claims, realtime) = (
+            self.registry.clone(),
+            self.writes.clone(),
+            self.claims.clone(),
+            self.realtime.clone(),
+        );
+        let planner = self.planner.clone();
+        self.arbiter.spawn(async move {
+            let permit = realtime.acquire_owned().await;
+            waiting.fetch_sub(1, Ordering::SeqCst);
+            let Ok(permit) = permit else {
+                // The topology is stopping: the message stays stored for the next start.
+                return;
+            };
+            let plan = Arc::new(plan);
+            let ended = crate::direct::run(&registry, &writes, &plan, batches, permit).await;
+            match ended {
+                Ended::Finished => claims.release(&[msgid]),
+                Ended::Stalled => {}
+                Ended::Resume => {
+                    claims.release(&[msgid]);
+                    let plan = Arc::unwrap_or_clone(plan);
+                    if planner
+                        .try_send(DispatchMessage { plan, shards: None })
+                        .is_err()
+                    {
+                        metrics::counter!("msghub_dispatch_deferred_total").increment(1);
+                    }
+                }
+            }
+        });
     }
 
     /// Make the next job of this channel use freshly loaded settings.

@@ -130,6 +130,19 @@ async fn accept_inner(
                 .content_type(ContentType::json())
                 .body(body))
         }
+        Accepted::Opened { plan, batches: _ } => {
+            // Only the accept writer sees this (it sends them); never answered here.
+            Err(JumsError::internal(
+                "storing message",
+                &format!("message {} was not handed to its channels", plan.msgid),
+            ))
+        }
+        Accepted::Dispatched => {
+            metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
+            Ok(HttpResponse::Ok()
+                .content_type(ContentType::json())
+                .body(response.to_string()))
+        }
         Accepted::Replayed { response } => Ok(HttpResponse::Ok()
             .content_type(ContentType::json())
             .insert_header(("Idempotent-Replayed", "true"))

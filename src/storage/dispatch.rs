@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
+use msghub_actors::direct::Claims;
 use msghub_actors::plan::{
     Audience, ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
     ShardSpec, StepCondition,
 };
 use msghub_actors::provider::Target;
 use msghub_actors::store::{
-    ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, TimerKey,
+    ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, SweptPage, TimerKey,
 };
 use sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionTrait, Value};
 
@@ -45,6 +46,15 @@ fn parse_shard(r: &QueryResult, msgid: i64) -> Result<Shard, DbErr> {
     })
 }
 
+/// The pending shards of an unfinished message: a simple message's one shard has no row.
+fn implied_if_none(plan: &MessagePlan, shards: Vec<Shard>) -> Vec<Shard> {
+    if shards.is_empty() && plan.is_simple() {
+        vec![Shard::implied(plan.msgid)]
+    } else {
+        shards
+    }
+}
+
 fn parse_spec(text: &str) -> Result<ShardSpec, DbErr> {
     serde_json::from_str(text).map_err(|e| DbErr::Custom(format!("stored shard: {e}")))
 }
@@ -62,7 +72,7 @@ mod filters;
 
 /// One resolved (user, channel type, address) of a shard.
 #[derive(Clone)]
-struct Resolved {
+pub(super) struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
@@ -218,7 +228,10 @@ impl Store {
     }
 
     /// The deliveries a shard needs, from its plan and the bindings fetched in bulk.
-    async fn resolve_all(&self, shards: &[OpenShard]) -> Result<Vec<Vec<Resolved>>, DbErr> {
+    pub(super) async fn resolve_all(
+        &self,
+        shards: &[OpenShard],
+    ) -> Result<Vec<Vec<Resolved>>, DbErr> {
         let mut listed: BTreeSet<&str> = BTreeSet::new();
         for s in shards {
             if let (Some(ids), Audience::Userids(_)) = (listed_users(s), &s.plan.audience) {
@@ -388,17 +401,14 @@ impl Store {
     /// A shard opened with the others of its batch in bulk: the whole audience of a
     /// concurrent message without filters (a one-user transactional send, mostly).
     fn is_simple(s: &OpenShard) -> bool {
-        s.plan.is_single_shard()
-            && matches!(s.shard.spec, ShardSpec::Listed)
-            && s.plan.strategy.steps().is_empty()
-            && s.plan.filters.is_none()
+        s.plan.is_simple() && matches!(s.shard.spec, ShardSpec::Listed)
     }
 
     /// Open simple shards (see [`Store::is_simple`]) of many messages together: one INSERT
     /// for all their deliveries, returning those of fresh shards, and one read-back of what is
     /// still queued for those opened before a restart — a few statements per batch instead of
     /// one or two per message. `out[i]` receives shard `i`'s batches.
-    async fn open_simple<C: ConnectionTrait>(
+    pub(super) async fn open_simple<C: ConnectionTrait>(
         &self,
         txn: &C,
         shards: &[(usize, &OpenShard, &[Resolved])],
@@ -952,20 +962,31 @@ impl DispatchStore for Store {
         &self,
         after: i64,
         limit: u32,
-    ) -> StoreResult<Vec<(MessagePlan, Option<Vec<Shard>>)>> {
+        claims: &Claims,
+    ) -> StoreResult<SweptPage> {
         let rows = self
             .db
             .query_all(
-                "SELECT plan FROM messages WHERE state = 'accepted' AND id > ? \
+                "SELECT id, plan FROM messages WHERE state = 'accepted' AND id > ? \
                  AND (not_before IS NULL OR not_before <= ?) ORDER BY id LIMIT ?",
                 vec![after.into(), now_ms().into(), i64::from(limit).into()],
             )
             .await
             .map_err(err)?;
-        let plans: Vec<MessagePlan> = rows
-            .iter()
-            .map(|r| parse_plan(r).map_err(err))
-            .collect::<StoreResult<_>>()?;
+        let mut last = None;
+        let mut plans: Vec<MessagePlan> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: i64 = r.try_get("", "id").map_err(err)?;
+            last = Some(id);
+            // Being sent as it was opened at acceptance: not the sweep's.
+            if !claims.holds(id) {
+                plans.push(parse_plan(r).map_err(err)?);
+            }
+        }
+        // Their outcomes will be reported: spare the callback service a read of each plan.
+        for p in &plans {
+            self.callbacks.remember(p);
+        }
         // A backlog of one-user messages is swept a page at a time: their pending shards in
         // one query per page, not one per message.
         let single: Vec<i64> = plans
@@ -994,13 +1015,20 @@ impl DispatchStore for Store {
                 pending.entry(msgid).or_default().push(shard);
             }
         }
-        Ok(plans
+        let plans = plans
             .into_iter()
             .map(|p| {
-                let shards = pending.remove(&p.msgid);
+                let shards = pending
+                    .remove(&p.msgid)
+                    .map(|rows| implied_if_none(&p, rows));
                 (p, shards)
             })
-            .collect())
+            .collect();
+        Ok(SweptPage {
+            plans,
+            last,
+            full: rows.len() as u32 == limit,
+        })
     }
 
     async fn planning_state(&self, msgid: i64) -> StoreResult<bool> {
@@ -1018,7 +1046,8 @@ impl DispatchStore for Store {
         }
     }
 
-    async fn pending_shards(&self, msgid: i64) -> StoreResult<Vec<Shard>> {
+    async fn pending_shards(&self, plan: &MessagePlan) -> StoreResult<Vec<Shard>> {
+        let msgid = plan.msgid;
         let rows = self
             .db
             .query_all(
@@ -1027,10 +1056,12 @@ impl DispatchStore for Store {
             )
             .await
             .map_err(err)?;
-        rows.iter()
+        let shards = rows
+            .iter()
             .map(|r| parse_shard(r, msgid))
             .collect::<Result<_, DbErr>>()
-            .map_err(err)
+            .map_err(err)?;
+        Ok(implied_if_none(plan, shards))
     }
 
     async fn plan_shards(

@@ -3,11 +3,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use msghub_actors::plan::DeliveryStatus;
-use msghub_actors::plan::{MessagePlan, Shard, ShardSpec};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use msghub_actors::plan::{ChannelBatch, DeliveryStatus, MessagePlan, OpenShard, Shard};
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
+use super::dispatch::{Resolved, Store};
 use super::{Db, now_ms, value_rows};
 
 /// A validated send request ready to be stored.
@@ -27,11 +30,20 @@ pub struct NewMessage {
 
 #[derive(Debug, Clone)]
 pub enum Accepted {
-    /// Newly stored; the shards were created in the same transaction.
+    /// Newly stored; the shards were created in the same transaction (a simple message's one
+    /// shard has no row and is given here as implied).
     Stored {
         plan: MessagePlan,
         shards: Vec<Shard>,
     },
+    /// Newly stored and opened in the same transaction: its deliveries, per channel, ready to
+    /// be sent (see [`MessagePlan::opens_at_acceptance`]).
+    Opened {
+        plan: MessagePlan,
+        batches: Vec<ChannelBatch>,
+    },
+    /// Stored, opened, and already handed to its channels.
+    Dispatched,
     /// The idempotency key was seen before: answer what was answered then, send nothing.
     Replayed { response: String },
 }
@@ -78,12 +90,37 @@ impl Db {
                 .unwrap_or(0),
         )
     }
+}
 
-    /// Store a batch of accepted messages in one transaction.
-    pub async fn accept_messages(&self, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
+impl Store {
+    /// Store a batch of messages in one transaction. With `open`, simple real-time messages
+    /// that are not scheduled are opened in it too: their users' bindings are read first
+    /// (outside the transaction) and their deliveries inserted with the messages, so the
+    /// caller can hand them to their channels at once.
+    pub async fn accept_messages(
+        &self,
+        items: Vec<NewMessage>,
+        open: bool,
+    ) -> Result<Vec<Accepted>, DbErr> {
+        let opens: Vec<(usize, OpenShard)> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| open && m.not_before.is_none() && m.plan.opens_at_acceptance())
+            .map(|(i, m)| {
+                let open = OpenShard {
+                    plan: Arc::new(m.plan.clone()),
+                    shard: Shard::implied(m.plan.msgid),
+                    fresh: true,
+                };
+                (i, open)
+            })
+            .collect();
+        let shards: Vec<OpenShard> = opens.iter().map(|(_, o)| o.clone()).collect();
+        let resolved = self.resolve_all(&shards).await?;
+        let db = &self.db;
         // A caller waits for this commit: bulk writers let it go first.
-        let _urgent = self.urgent_write();
-        let txn = self.write().begin().await?;
+        let _urgent = db.urgent_write();
+        let txn = db.write().begin().await?;
         let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
         let mut first_of_key: HashMap<(i64, String), usize> = HashMap::new();
         let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
@@ -96,7 +133,7 @@ impl Db {
                     });
                     continue;
                 }
-                let stmt = self.stmt(
+                let stmt = db.stmt(
                     "SELECT response FROM messages WHERE source_id = ? AND idempotency_key = ?",
                     vec![item.plan.source_id.into(), key.clone().into()],
                 );
@@ -117,6 +154,8 @@ impl Db {
             for &i in chunk {
                 let m = &items[i];
                 let single = m.plan.is_single_shard();
+                // A simple message's one shard is implied, not stored.
+                let shard_row = single && !m.plan.is_simple();
                 let plan_json =
                     serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
                 values.extend([
@@ -142,7 +181,7 @@ impl Db {
                     now.into(),
                     m.not_before.into(),
                 ]);
-                if single {
+                if shard_row {
                     shard_rows.extend([
                         m.plan.msgid.into(),
                         0i32.into(),
@@ -157,35 +196,52 @@ impl Db {
                  response, planned, plan_cursor, shard_count, created_at, updated_at, not_before) VALUES {}",
                 value_rows(chunk.len(), MESSAGE_COLUMNS)
             );
-            txn.execute_raw(self.stmt(&sql, values)).await?;
+            txn.execute_raw(db.stmt(&sql, values)).await?;
         }
         for chunk in shard_rows.chunks(5 * 512) {
             let sql = format!(
                 "INSERT INTO shards (message_id, seq, spec, state, updated_at) VALUES {}",
                 value_rows(chunk.len() / 5, 5)
             );
-            txn.execute_raw(self.stmt(&sql, chunk.to_vec())).await?;
+            txn.execute_raw(db.stmt(&sql, chunk.to_vec())).await?;
         }
+        // Open the simple real-time ones that were stored (not replayed).
+        let stored: HashSet<usize> = fresh.iter().copied().collect();
+        let to_open: Vec<(usize, &OpenShard, &[Resolved])> = opens
+            .iter()
+            .zip(&resolved)
+            .enumerate()
+            .filter(|(_, ((i, _), _))| stored.contains(i))
+            .map(|(k, ((_, open), resolved))| (k, open, resolved.as_slice()))
+            .collect();
+        let mut batches = vec![Vec::new(); opens.len()];
+        self.open_simple(&txn, &to_open, now, &mut batches).await?;
         txn.commit().await?;
+        let mut opened: HashMap<usize, Vec<ChannelBatch>> = to_open
+            .iter()
+            .map(|(k, _, _)| (opens[*k].0, std::mem::take(&mut batches[*k])))
+            .collect();
         for i in fresh {
             let plan = items[i].plan.clone();
-            let shards = if plan.is_single_shard() {
-                vec![Shard {
-                    msgid: plan.msgid,
-                    seq: 0,
-                    spec: ShardSpec::Listed,
-                    generation: 0,
-                }]
-            } else {
-                Vec::new()
-            };
-            out[i] = Some(Accepted::Stored { plan, shards });
+            out[i] = Some(match opened.remove(&i) {
+                Some(batches) => Accepted::Opened { plan, batches },
+                None => {
+                    let shards = if plan.is_single_shard() {
+                        vec![Shard::implied(plan.msgid)]
+                    } else {
+                        Vec::new()
+                    };
+                    Accepted::Stored { plan, shards }
+                }
+            });
         }
         out.into_iter()
             .map(|a| a.ok_or_else(|| DbErr::Custom("accept: item without outcome".into())))
             .collect()
     }
+}
 
+impl Db {
     pub async fn message_status(&self, msgid: i64) -> Result<Option<MessageStatus>, DbErr> {
         let Some(r) = self
             .query_one(

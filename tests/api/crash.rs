@@ -239,3 +239,48 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     );
     assert_eq!(app.count_rows("fallback_timers").await, 0);
 }
+
+/// One-user messages are opened in the transaction that accepts them and keep no shard row.
+/// Killed while most of them still wait for the channel's rate limit, the server sends each of
+/// them after it restarts, exactly once, and finishes every message.
+#[actix_web::test]
+async fn one_user_messages_interrupted_by_a_crash_are_sent_exactly_once_after_restart() {
+    let (app, process, mut server) = spawn_process_app().await;
+    app.admin_patch(
+        &format!("/api/channels/{}", app.channel("app")),
+        json!({"rate_per_second": 20}),
+    )
+    .await;
+    const USERS: usize = 300;
+    app.add_users(
+        (0..USERS).map(
+            |i| json!({"userid": format!("o{i:04}"), "add": {"app": [format!("one-{i:04}")]}}),
+        ),
+    )
+    .await;
+    let mut msgids = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        let body = json!({"aud_userid": [format!("o{i:04}")], "msg_app": app_msg()});
+        msgids.push(app.send_ok("/v1/sent", body).await);
+    }
+    // Every message and its delivery are stored; none has a shard row.
+    assert_eq!(app.count_rows("deliveries").await, USERS as i64);
+    assert_eq!(app.count_rows("shards").await, 0);
+    server.kill();
+    let before_restart = app.sim.state.total("app") as usize;
+    assert!(
+        before_restart < USERS / 2,
+        "the crash came too late to interrupt anything ({before_restart} sent)"
+    );
+
+    let mut server = process.start().await;
+    for msgid in &msgids {
+        let status = app.wait_done(msgid, Duration::from_secs(120)).await;
+        assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
+    }
+    server.kill();
+    let received = app.sim.state.received("app");
+    assert_eq!(received.len(), USERS, "every user received their message");
+    let twice: Vec<_> = received.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "received more than once: {twice:?}");
+}
