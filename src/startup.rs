@@ -256,34 +256,26 @@ async fn accept_and_send(
 ) -> Result<Vec<Accepted>, String> {
     let claimed: Vec<i64> = items
         .iter()
-        .filter(|m| m.not_before.is_none() && m.plan.opens_at_acceptance())
+        .filter(|m| m.opens_at_acceptance())
         .map(|m| m.plan.msgid)
         .collect();
     let open = !claimed.is_empty() && dispatch.room_for_opened(claimed.len());
     let claimed = if open { claimed } else { Vec::new() };
     dispatch.claim(&claimed);
-    let accepted = match store.accept_messages(items, open).await {
-        Ok(accepted) => accepted,
+    let batch = match store.accept_messages(items, open).await {
+        Ok(batch) => batch,
         Err(e) => {
             dispatch.release(&claimed);
             return Err(e.to_string());
         }
     };
-    let mut sent = std::collections::HashSet::new();
-    let accepted = accepted
-        .into_iter()
-        .map(|a| match a {
-            Accepted::Opened { plan, batches } => {
-                callbacks.remember(&plan);
-                sent.insert(plan.msgid);
-                dispatch.run_opened(plan, batches);
-                Accepted::Dispatched
-            }
-            other => other,
-        })
-        .collect();
+    let sent: std::collections::HashSet<i64> = batch.opened.iter().map(|(p, _)| p.msgid).collect();
+    for (plan, batches) in batch.opened {
+        callbacks.remember(&plan);
+        dispatch.run_opened(plan, batches);
+    }
     // Replayed idempotency keys: nothing was stored under their fresh ids.
     let unused: Vec<i64> = claimed.into_iter().filter(|m| !sent.contains(m)).collect();
     dispatch.release(&unused);
-    Ok(accepted)
+    Ok(batch.answers)
 }

@@ -193,11 +193,13 @@ impl Actor for ShardWorker {
         let lane = self.lane;
         let work = async move {
             loop {
+                // The task first: an idle worker holds no permit, which the real-time lane's
+                // direct runs share (one task waits here for a permit, no more).
+                let task = { queue.lock().await.recv().await };
+                let Some(task) = task else { return };
                 let Ok(permit) = concurrency.clone().acquire_owned().await else {
                     return;
                 };
-                let task = { queue.lock().await.recv().await };
-                let Some(task) = task else { return };
                 let registry = registry.clone();
                 let writes = writes.clone();
                 let retractions = retractions.clone();

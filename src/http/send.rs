@@ -118,27 +118,16 @@ async fn accept_inner(
         .await
         .map_err(|e| JumsError::internal("storing message", &e))?;
     match accepted {
-        Accepted::Stored { plan, shards } => {
+        Accepted::Stored { .. } | Accepted::Opened => {
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
-            let body = response.to_string();
-            state.callbacks.remember(&plan);
-            if send.send_at.is_none() {
-                // A scheduled message is released by the scheduler when it falls due.
-                state.dispatch.dispatch(plan, Some(shards));
+            if let Accepted::Stored { plan, shards } = accepted {
+                state.callbacks.remember(&plan);
+                if send.send_at.is_none() {
+                    // A scheduled message is released by the scheduler when it falls due.
+                    state.dispatch.dispatch(plan, Some(shards));
+                }
             }
-            Ok(HttpResponse::Ok()
-                .content_type(ContentType::json())
-                .body(body))
-        }
-        Accepted::Opened { plan, batches: _ } => {
-            // Only the accept writer sees this (it sends them); never answered here.
-            Err(JumsError::internal(
-                "storing message",
-                &format!("message {} was not handed to its channels", plan.msgid),
-            ))
-        }
-        Accepted::Dispatched => {
-            metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
+            // An opened one was handed to its channels by the accept writer.
             Ok(HttpResponse::Ok()
                 .content_type(ContentType::json())
                 .body(response.to_string()))

@@ -1,10 +1,8 @@
 //! Messages: durable acceptance in group-committed batches, and the status reads.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use msghub_actors::plan::{ChannelBatch, DeliveryStatus, MessagePlan, OpenShard, Shard};
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
@@ -28,6 +26,22 @@ pub struct NewMessage {
     pub not_before: Option<i64>,
 }
 
+impl NewMessage {
+    /// Opened in its acceptance transaction when there is room (see
+    /// [`MessagePlan::opens_at_acceptance`]); a scheduled one waits for its time.
+    pub fn opens_at_acceptance(&self) -> bool {
+        self.not_before.is_none() && self.plan.opens_at_acceptance()
+    }
+}
+
+/// What storing a batch did: an answer per message, and the messages opened in the same
+/// transaction, with their deliveries per channel, for the caller to send.
+#[derive(Debug, Default)]
+pub struct AcceptedBatch {
+    pub answers: Vec<Accepted>,
+    pub opened: Vec<(MessagePlan, Vec<ChannelBatch>)>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Accepted {
     /// Newly stored; the shards were created in the same transaction (a simple message's one
@@ -36,14 +50,9 @@ pub enum Accepted {
         plan: MessagePlan,
         shards: Vec<Shard>,
     },
-    /// Newly stored and opened in the same transaction: its deliveries, per channel, ready to
-    /// be sent (see [`MessagePlan::opens_at_acceptance`]).
-    Opened {
-        plan: MessagePlan,
-        batches: Vec<ChannelBatch>,
-    },
-    /// Stored, opened, and already handed to its channels.
-    Dispatched,
+    /// Newly stored and opened in the same transaction; the accept writer sends it (it is in
+    /// [`AcceptedBatch::opened`]).
+    Opened,
     /// The idempotency key was seen before: answer what was answered then, send nothing.
     Replayed { response: String },
 }
@@ -101,21 +110,19 @@ impl Store {
         &self,
         items: Vec<NewMessage>,
         open: bool,
-    ) -> Result<Vec<Accepted>, DbErr> {
-        let opens: Vec<(usize, OpenShard)> = items
+    ) -> Result<AcceptedBatch, DbErr> {
+        // Which items to open (by index), and their shards, resolved before the transaction.
+        let opening: Vec<usize> = (0..items.len())
+            .filter(|&i| open && items[i].opens_at_acceptance())
+            .collect();
+        let shards: Vec<OpenShard> = opening
             .iter()
-            .enumerate()
-            .filter(|(_, m)| open && m.not_before.is_none() && m.plan.opens_at_acceptance())
-            .map(|(i, m)| {
-                let open = OpenShard {
-                    plan: Arc::new(m.plan.clone()),
-                    shard: Shard::implied(m.plan.msgid),
-                    fresh: true,
-                };
-                (i, open)
+            .map(|&i| OpenShard {
+                plan: Arc::new(items[i].plan.clone()),
+                shard: Shard::implied(items[i].plan.msgid),
+                fresh: true,
             })
             .collect();
-        let shards: Vec<OpenShard> = opens.iter().map(|(_, o)| o.clone()).collect();
         let resolved = self.resolve_all(&shards).await?;
         let db = &self.db;
         // A caller waits for this commit: bulk writers let it go first.
@@ -205,39 +212,40 @@ impl Store {
             );
             txn.execute_raw(db.stmt(&sql, chunk.to_vec())).await?;
         }
-        // Open the simple real-time ones that were stored (not replayed).
+        // Open the simple real-time ones that were stored (not replayed); `batches[i]` gets
+        // item `i`'s deliveries.
         let stored: HashSet<usize> = fresh.iter().copied().collect();
-        let to_open: Vec<(usize, &OpenShard, &[Resolved])> = opens
+        let to_open: Vec<(usize, &OpenShard, &[Resolved])> = opening
             .iter()
-            .zip(&resolved)
-            .enumerate()
-            .filter(|(_, ((i, _), _))| stored.contains(i))
-            .map(|(k, ((_, open), resolved))| (k, open, resolved.as_slice()))
+            .zip(shards.iter().zip(&resolved))
+            .filter(|(i, _)| stored.contains(i))
+            .map(|(&i, (open, resolved))| (i, open, resolved.as_slice()))
             .collect();
-        let mut batches = vec![Vec::new(); opens.len()];
+        let mut batches = vec![Vec::new(); items.len()];
         self.open_simple(&txn, &to_open, now, &mut batches).await?;
         txn.commit().await?;
-        let mut opened: HashMap<usize, Vec<ChannelBatch>> = to_open
-            .iter()
-            .map(|(k, _, _)| (opens[*k].0, std::mem::take(&mut batches[*k])))
-            .collect();
-        for i in fresh {
-            let plan = items[i].plan.clone();
-            out[i] = Some(match opened.remove(&i) {
-                Some(batches) => Accepted::Opened { plan, batches },
-                None => {
-                    let shards = if plan.is_single_shard() {
-                        vec![Shard::implied(plan.msgid)]
-                    } else {
-                        Vec::new()
-                    };
-                    Accepted::Stored { plan, shards }
-                }
-            });
+        let mut opened = Vec::with_capacity(to_open.len());
+        for (i, _, _) in &to_open {
+            opened.push((items[*i].plan.clone(), std::mem::take(&mut batches[*i])));
+            out[*i] = Some(Accepted::Opened);
         }
-        out.into_iter()
+        for i in fresh {
+            if out[i].is_some() {
+                continue;
+            }
+            let plan = items[i].plan.clone();
+            let shards = if plan.is_single_shard() {
+                vec![Shard::implied(plan.msgid)]
+            } else {
+                Vec::new()
+            };
+            out[i] = Some(Accepted::Stored { plan, shards });
+        }
+        let answers = out
+            .into_iter()
             .map(|a| a.ok_or_else(|| DbErr::Custom("accept: item without outcome".into())))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok(AcceptedBatch { answers, opened })
     }
 }
 

@@ -147,8 +147,13 @@ async fn a_broadcast_interrupted_by_a_crash_reaches_every_user_exactly_once_afte
         (USERS as i64, USERS as i64, 0),
         "{status}"
     );
+    assert_each_received_once(&app, USERS);
+}
+
+/// The simulator's `app` channel received exactly `addresses` registrations, each once.
+fn assert_each_received_once(app: &TestApp, addresses: usize) {
     let received = app.sim.state.received("app");
-    assert_eq!(received.len(), USERS, "every user received the broadcast");
+    assert_eq!(received.len(), addresses, "every user received the message");
     let twice: Vec<_> = received.iter().filter(|(_, n)| **n != 1).collect();
     assert!(
         twice.is_empty(),
@@ -279,8 +284,5 @@ async fn one_user_messages_interrupted_by_a_crash_are_sent_exactly_once_after_re
         assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
     }
     server.kill();
-    let received = app.sim.state.received("app");
-    assert_eq!(received.len(), USERS, "every user received their message");
-    let twice: Vec<_> = received.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "received more than once: {twice:?}");
+    assert_each_received_once(&app, USERS);
 }

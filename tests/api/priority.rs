@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{app_msg, spawn_app};
+use crate::helpers::{app_msg, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn a_priority_one_message_is_delivered_long_before_a_100k_bulk_job_ends() {
@@ -65,4 +65,42 @@ async fn a_priority_one_message_is_delivered_long_before_a_100k_bulk_job_ends() 
         "the urgent message waited: only {after} of {} bulk calls came after it",
         bulk_calls.len()
     );
+}
+
+/// One-user sends are opened in their acceptance transaction while the real-time lane has room
+/// to queue them (four times its concurrency); beyond that, accept batches store them without
+/// deliveries and the planner opens them later. Either way each is sent exactly once.
+#[actix_web::test]
+async fn one_user_sends_beyond_the_real_time_lanes_room_are_opened_later_and_sent_once() {
+    let app = spawn_app_with(|s| s.dispatch.realtime_shard_concurrency = 1).await;
+    app.admin_patch(
+        &format!("/api/channels/{}", app.channel("app")),
+        json!({"rate_per_second": 5}),
+    )
+    .await;
+    const USERS: usize = 40;
+    app.add_users(
+        (0..USERS)
+            .map(|i| json!({"userid": format!("q{i:02}"), "add": {"app": [format!("q-{i:02}")]}})),
+    )
+    .await;
+    let mut msgids = Vec::with_capacity(USERS);
+    for i in 0..USERS {
+        let body = json!({"aud_userid": [format!("q{i:02}")], "msg_app": app_msg()});
+        msgids.push(app.send_ok("/v1/sent", body).await);
+    }
+    // One sending and four waiting were opened at once; the lane being full, the others were
+    // stored without deliveries (5 sends a second cannot have made room for all of them).
+    let opened = app.count_rows("deliveries").await;
+    assert!(
+        (4..USERS as i64).contains(&opened),
+        "{opened} of {USERS} opened at acceptance"
+    );
+    for msgid in &msgids {
+        let status = app.wait_done(msgid, Duration::from_secs(60)).await;
+        assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
+    }
+    let received = app.sim.state.received("app");
+    assert_eq!(received.len(), USERS, "every user received their message");
+    assert!(received.values().all(|n| *n == 1), "{received:?}");
 }
