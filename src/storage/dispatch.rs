@@ -12,7 +12,7 @@ use msghub_actors::provider::Target;
 use msghub_actors::store::{
     ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, SweptPage, TimerKey,
 };
-use sea_orm::{ConnectionTrait, DbErr, QueryResult, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
 use super::{Db, in_list, now_ms, value_rows};
@@ -830,6 +830,32 @@ impl Store {
         Ok(fired)
     }
 
+    /// On Postgres, lock these messages' rows (in id order) before deciding whether they are
+    /// done: a firing that deletes a message's last timer and a finish that sees that timer
+    /// still there would otherwise each leave the other to end the message, and it would stay
+    /// `waiting` for good. The statements after the lock see what the other committed.
+    /// SQLite has one writer: nothing to do.
+    async fn lock_messages<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        msgids: &[i64],
+    ) -> Result<(), DbErr> {
+        if self.db.backend() != DatabaseBackend::Postgres || msgids.is_empty() {
+            return Ok(());
+        }
+        let ids: BTreeSet<i64> = msgids.iter().copied().collect();
+        let ids: Vec<i64> = ids.into_iter().collect();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM messages WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                in_list(chunk.len())
+            );
+            let values = chunk.iter().map(|m| Value::from(*m)).collect();
+            txn.query_all_raw(self.db.stmt(&sql, values)).await?;
+        }
+        Ok(())
+    }
+
     /// A paced message's shards: the audience cut into at most [`MAX_PACED_SHARDS`] parts
     /// (and at most ten per second of the spread), each with its send time, evenly spaced.
     async fn plan_paced<C: ConnectionTrait>(
@@ -1203,9 +1229,13 @@ impl DispatchStore for Store {
         let now = now_ms();
         let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
+        // In id order, so rows are locked in the same order as the receipts writer's, which
+        // runs concurrently on Postgres (opposite orders deadlock).
+        let mut sorted: Vec<&DeliveryResult> = results.iter().collect();
+        sorted.sort_unstable_by_key(|r| r.delivery_id);
         // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
         // Postgres alike, and VALUES columns are called column1… on both.
-        for chunk in results.chunks(500) {
+        for chunk in sorted.chunks(500) {
             let mut values: Vec<Value> = Vec::with_capacity(2 + chunk.len() * 7);
             values.push(now.into());
             values.push(now.into());
@@ -1251,6 +1281,7 @@ impl DispatchStore for Store {
         let now = now_ms();
         let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
+        self.lock_messages(&txn, messages).await.map_err(err)?;
         for chunk in shards.chunks(500) {
             let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
             values.push(now.into());
@@ -1323,6 +1354,8 @@ impl DispatchStore for Store {
         // Deadlines go before throughput work (shard opens, outcomes), after accepts.
         let _timely = self.db.timely_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
+        let msgids: Vec<i64> = keys.iter().map(|k| k.msgid).collect();
+        self.lock_messages(&txn, &msgids).await.map_err(err)?;
         // Judged against the time the writer was ours, not when the poll began.
         let now = now_ms();
         let mut out = Vec::new();

@@ -184,7 +184,10 @@ impl Db {
             counts.push(c);
         }
         let now = now_ms();
-        let updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
+        // Rows are locked in id order, like the outcome writer's: on Postgres the two run
+        // concurrently, and opposite orders deadlock.
+        let mut updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
+        updates.sort_unstable_by_key(|(id, _)| *id);
         for chunk in updates.chunks(500) {
             let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
             values.push(now.into());
