@@ -128,19 +128,14 @@ impl Application {
             )),
             topology,
         );
-        let (accept_store, accept_dispatch, accept_callbacks) =
-            (store.clone(), dispatch.clone(), callbacks.clone());
+        let (accept_store, accept_dispatch) = (store.clone(), dispatch.clone());
         let accept = Batcher::spawn(
             "messages",
             settings.accept.queue_capacity,
             settings.accept.batch_max,
             move |items: Vec<NewMessage>| {
-                let (store, dispatch, callbacks) = (
-                    accept_store.clone(),
-                    accept_dispatch.clone(),
-                    accept_callbacks.clone(),
-                );
-                async move { accept_and_send(&store, &dispatch, &callbacks, items).await }
+                let (store, dispatch) = (accept_store.clone(), accept_dispatch.clone());
+                async move { accept_and_send(&store, &dispatch, items).await }
             },
         );
         let ids = MessageIds::new(db.max_message_id().await?);
@@ -251,7 +246,6 @@ pub fn redact_url(url: &str) -> String {
 async fn accept_and_send(
     store: &Store,
     dispatch: &Dispatch,
-    callbacks: &Callbacks,
     items: Vec<NewMessage>,
 ) -> Result<Vec<Accepted>, String> {
     let claimed: Vec<i64> = items
@@ -270,8 +264,8 @@ async fn accept_and_send(
         }
     };
     let sent: std::collections::HashSet<i64> = batch.opened.iter().map(|(p, _)| p.msgid).collect();
+    // Their callback routes were remembered when they were stored.
     for (plan, batches) in batch.opened {
-        callbacks.remember(&plan);
         dispatch.run_opened(plan, batches);
     }
     // Replayed idempotency keys: nothing was stored under their fresh ids.

@@ -213,6 +213,12 @@ impl Callbacks {
         });
     }
 
+    /// Whether message `msgid` is known to have no callback: events for it need not even be
+    /// built.
+    pub fn silent(&self, msgid: i64) -> bool {
+        self.shared.known_silent(msgid)
+    }
+
     /// Report several events of message `msgid` at once; like [`Callbacks::emit`].
     pub fn emit_all(&self, msgid: i64, events: Vec<CallbackEvent>) {
         if events.is_empty() || self.shared.known_silent(msgid) {

@@ -1,6 +1,6 @@
 //! The dispatch topology's storage port ([`DispatchStore`]) on SQLite and Postgres.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use msghub_actors::direct::Claims;
@@ -16,6 +16,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionT
 
 use super::crypto::Crypto;
 use super::{Db, in_list, now_ms, value_rows};
+use crate::callbacks::{CallbackEvent, CallbackKind};
 
 /// [`Db`] with the key that opens channel credentials.
 #[derive(Clone)]
@@ -128,8 +129,61 @@ pub async fn bring_timers_forward<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Status callback items for a shard just opened: 0 (target valid) for every delivery it got,
+/// and, for a listed audience, 1 (target invalid) for every user with no address on one of the
+/// message's channel types (`resolved` holds every address found, on every type).
+pub(super) fn target_events(
+    plan: &MessagePlan,
+    users: Option<&[String]>,
+    resolved: &[Resolved],
+    batches: &[ChannelBatch],
+    now: i64,
+) -> Vec<CallbackEvent> {
+    let mut events = Vec::new();
+    for b in batches {
+        let Some(channel) = plan.channels.iter().find(|c| c.channel_id == b.channel_id) else {
+            continue;
+        };
+        events.extend(b.targets.iter().map(|t| CallbackEvent {
+            kind: CallbackKind::TargetValid,
+            userid: t.userid.clone(),
+            channel_type: channel.channel_type,
+            address: t.address.clone(),
+            error: None,
+            at_ms: now,
+        }));
+    }
+    let Some(users) = users else {
+        return events;
+    };
+    let found: HashSet<(&str, &str)> = resolved
+        .iter()
+        .filter_map(|r| Some((r.userid.as_deref()?, r.channel_type.as_str())))
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for user in users.iter().filter(|u| seen.insert(u.as_str())) {
+        for c in &plan.channels {
+            let t = c.channel_type.code();
+            if !found.contains(&(user.as_str(), t)) {
+                events.push(CallbackEvent {
+                    kind: CallbackKind::TargetInvalid,
+                    userid: Some(user.clone()),
+                    channel_type: c.channel_type,
+                    address: String::new(),
+                    error: Some((
+                        "no_address".into(),
+                        format!("the user has no {t} address bound"),
+                    )),
+                    at_ms: now,
+                });
+            }
+        }
+    }
+    events
+}
+
 /// The userids a shard of a listed audience covers (all of them, or a paced slice).
-fn listed_users(s: &OpenShard) -> Option<&[String]> {
+pub(super) fn listed_users(s: &OpenShard) -> Option<&[String]> {
     let Audience::Userids(ids) = &s.plan.audience else {
         return None;
     };
@@ -591,11 +645,14 @@ impl Store {
     }
 
     /// Fire one fallback timer (see [`DispatchStore::fire_timers`]).
+    /// Status callback items 0 for the later steps' deliveries it queues are added to
+    /// `events`, to be reported once the firing commits.
     async fn fire<C: ConnectionTrait>(
         &self,
         txn: &C,
         key: TimerKey,
         now: i64,
+        events: &mut Vec<(i64, Vec<CallbackEvent>)>,
     ) -> Result<Fired, DbErr> {
         let mut fired = Fired::default();
         let delete_timer = self.db.stmt(
@@ -789,6 +846,26 @@ impl Store {
                     resolved.iter().map(|(r, j)| (r, *j)).collect();
                 self.insert_deliveries(txn, &plan, key.seq, &stepped, now, false)
                     .await?;
+                if !stepped.is_empty() && !self.callbacks.silent(plan.msgid) {
+                    let valid = stepped
+                        .iter()
+                        .filter_map(|(r, _)| {
+                            let c = plan
+                                .channels
+                                .iter()
+                                .find(|c| c.channel_type.code() == r.channel_type)?;
+                            Some(CallbackEvent {
+                                kind: CallbackKind::TargetValid,
+                                userid: r.userid.clone(),
+                                channel_type: c.channel_type,
+                                address: r.address.clone(),
+                                error: None,
+                                at_ms: now,
+                            })
+                        })
+                        .collect();
+                    events.push((plan.msgid, valid));
+                }
                 self.arm_timers(txn, &plan, key.seq, &stepped, now).await?;
                 if !stepped.is_empty() {
                     txn.execute_raw(self.db.stmt(
@@ -1222,6 +1299,13 @@ impl DispatchStore for Store {
             .await
             .map_err(err)?;
         txn.commit().await.map_err(err)?;
+        for ((s, resolved), batches) in shards.iter().zip(&resolved).zip(&out) {
+            // A shard opened again (restart, a timer) reported its targets the first time.
+            if s.fresh && !self.callbacks.silent(s.plan.msgid) {
+                let events = target_events(&s.plan, listed_users(s), resolved, batches, now);
+                self.callbacks.emit_all(s.plan.msgid, events);
+            }
+        }
         Ok(out)
     }
 
@@ -1360,15 +1444,19 @@ impl DispatchStore for Store {
         let now = now_ms();
         let mut out = Vec::new();
         let mut users = 0u64;
+        let mut events = Vec::new();
         for key in keys {
             if !out.is_empty() && users >= max_users {
                 break;
             }
-            let fired = self.fire(&txn, *key, now).await.map_err(err)?;
+            let fired = self.fire(&txn, *key, now, &mut events).await.map_err(err)?;
             users += fired.examined.max(1);
             out.push(fired);
         }
         txn.commit().await.map_err(err)?;
+        for (msgid, events) in events {
+            self.callbacks.emit_all(msgid, events);
+        }
         Ok(out)
     }
 

@@ -8,7 +8,7 @@ use msghub_actors::plan::{ChannelBatch, DeliveryStatus, MessagePlan, OpenShard, 
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
-use super::dispatch::{Resolved, Store};
+use super::dispatch::{Resolved, Store, listed_users, target_events};
 use super::{Db, now_ms, value_rows};
 
 /// A validated send request ready to be stored.
@@ -225,8 +225,15 @@ impl Store {
         self.open_simple(&txn, &to_open, now, &mut batches).await?;
         txn.commit().await?;
         let mut opened = Vec::with_capacity(to_open.len());
-        for (i, _, _) in &to_open {
-            opened.push((items[*i].plan.clone(), std::mem::take(&mut batches[*i])));
+        for (i, open, resolved) in &to_open {
+            let plan = &items[*i].plan;
+            // Known before its first outcome, so none of them looks its route up.
+            self.callbacks.remember(plan);
+            if !self.callbacks.silent(plan.msgid) {
+                let events = target_events(plan, listed_users(open), resolved, &batches[*i], now);
+                self.callbacks.emit_all(plan.msgid, events);
+            }
+            opened.push((plan.clone(), std::mem::take(&mut batches[*i])));
             out[*i] = Some(Accepted::Opened);
         }
         for i in fresh {

@@ -554,3 +554,117 @@ async fn receipts_are_reported_as_delivered_clicked_and_failed_items() {
     assert_eq!(failed[0]["sender_id"], "13300000007");
     assert!(failed[0]["error"]["message"].is_string(), "{failed:?}");
 }
+
+/// Items 0 and 1: every delivery a send resolves to is reported as a valid target, and every
+/// listed user without an address on one of the message's channel types as an invalid one;
+/// a tag audience reports its targets, and a fallback step reports its own when its timer
+/// queues them.
+#[actix_web::test]
+async fn resolved_targets_are_reported_valid_and_users_without_an_address_invalid() {
+    let app = spawn_app().await;
+    let rx = start_receiver().await;
+    assert_eq!(app.add_callback_url(app.source_id, &rx.url()).await.0, 201);
+    app.add_users(
+        [
+            json!({"userid": "t0", "add": {"app": ["reg-t0"], "phone": "13300000000", "tag": ["grp"]}}),
+            json!({"userid": "t1", "add": {"app": ["reg-t1"], "tag": ["grp"]}}),
+            json!({"userid": "t2", "add": {"tag": ["other"]}}),
+        ]
+        .into_iter(),
+    )
+    .await;
+    let sms = json!([{"temp_id": "SMS_1", "temp_para": {}}]);
+    let listed = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["t0", "t1", "t2"], "msg_app": app_msg(), "msg_sms": sms}),
+        )
+        .await;
+    let of = |items: &[Value], msgid: &str| -> BTreeSet<(i64, String, i64, String)> {
+        items
+            .iter()
+            .filter(|i| i["msgid"] == msgid)
+            .map(|i| {
+                (
+                    i["type"].as_i64().unwrap(),
+                    i["userid"].as_str().unwrap().to_string(),
+                    i["sender"].as_i64().unwrap(),
+                    i["sender_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let items = rx.wait_items(6, &[0, 1]).await;
+    let expected: BTreeSet<(i64, String, i64, String)> = [
+        (0, "t0", 1, "reg-t0"),
+        (0, "t0", 5, "13300000000"),
+        (0, "t1", 1, "reg-t1"),
+        (1, "t1", 5, ""),
+        (1, "t2", 1, ""),
+        (1, "t2", 5, ""),
+    ]
+    .into_iter()
+    .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
+    .collect();
+    assert_eq!(of(&items, &listed), expected, "{items:?}");
+    assert_eq!(items.len(), 6, "one item per target: {items:?}");
+    for item in &items {
+        match item["type"].as_i64() {
+            Some(1) => {
+                assert_eq!(item["error"]["code"], -1, "{item}");
+                let message = item["error"]["message"].as_str().unwrap();
+                assert!(message.starts_with("no_address"), "{item}");
+            }
+            _ => assert!(item.get("error").is_none(), "{item}"),
+        }
+    }
+
+    // A tag audience: its members' targets; users outside it are not reported.
+    let tagged = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["grp"], "msg_app": app_msg()}),
+        )
+        .await;
+    let items = rx.wait_items(8, &[0, 1]).await;
+    let expected: BTreeSet<(i64, String, i64, String)> =
+        [(0, "t0", 1, "reg-t0"), (0, "t1", 1, "reg-t1")]
+            .into_iter()
+            .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
+            .collect();
+    assert_eq!(of(&items, &tagged), expected, "{items:?}");
+
+    // A chain app → sms without receipts: the SMS step's target is reported when it is queued.
+    let r = app
+        .client
+        .post(format!("{}/sim/receipts", app.sim.http_url()))
+        .json(&json!({"channel": "app", "enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let rule = app
+        .admin_post(
+            "/api/rules",
+            json!({"name": "chain", "rule": {"type": "fallback", "steps": [
+                {"channel": "app", "wait_seconds": 1, "condition": "not_delivered"},
+                {"channel": "sms"}]}}),
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let chained = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["t0"], "rule_id": rule, "msg_app": app_msg(), "msg_sms": sms}),
+        )
+        .await;
+    let items = rx.wait_items(10, &[0, 1]).await;
+    let expected: BTreeSet<(i64, String, i64, String)> =
+        [(0, "t0", 1, "reg-t0"), (0, "t0", 5, "13300000000")]
+            .into_iter()
+            .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
+            .collect();
+    assert_eq!(of(&items, &chained), expected, "{items:?}");
+    assert_eq!(items.len(), 10, "{items:?}");
+}
