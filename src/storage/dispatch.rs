@@ -1300,8 +1300,9 @@ impl DispatchStore for Store {
             .map_err(err)?;
         txn.commit().await.map_err(err)?;
         for ((s, resolved), batches) in shards.iter().zip(&resolved).zip(&out) {
-            // A shard opened again (restart, a timer) reported its targets the first time.
-            if s.fresh && !self.callbacks.silent(s.plan.msgid) {
+            // A shard opened again (restart, a timer) reported its targets the first time; a
+            // stopped message's shard opened to nothing and reports nothing.
+            if s.fresh && !stopped.contains(&s.plan.msgid) && !self.callbacks.silent(s.plan.msgid) {
                 let events = target_events(&s.plan, listed_users(s), resolved, batches, now);
                 self.callbacks.emit_all(s.plan.msgid, events);
             }
