@@ -85,6 +85,10 @@ pub struct DatabaseSettings {
     pub idle_timeout_ms: u64,
     /// SQLite `synchronous` pragma: `full` survives power loss, `normal` only process crashes.
     pub sqlite_synchronous: String,
+    /// SQLite: page cache of the writer connection, in MiB, filled as pages are touched.
+    /// Outcomes, receipts and timer firings touch rows of large messages at random; pages
+    /// read from the OS instead of this cache cost a system call each.
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for DatabaseSettings {
@@ -94,6 +98,7 @@ impl Default for DatabaseSettings {
             max_connections: 8,
             idle_timeout_ms: 600_000,
             sqlite_synchronous: "full".into(),
+            sqlite_cache_mib: 128,
         }
     }
 }

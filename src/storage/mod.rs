@@ -116,7 +116,8 @@ impl Db {
                 "off" => SqliteSynchronous::Off,
                 _ => SqliteSynchronous::Full,
             };
-            // The writer gets a larger page cache (it touches the hot indexes of every insert);
+            // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
+            // of every insert, and outcomes, receipts and firings update rows at random);
             // readers keep SQLite's small default so memory stays flat as the pool grows.
             let sqlite = |max: u32, cache_kib: i64| {
                 let mut opts = ConnectOptions::new(url.to_string());
@@ -132,7 +133,11 @@ impl Db {
                     });
                 opts
             };
-            let write = Database::connect(sqlite(1, 16 * 1024)).await?;
+            let write = Database::connect(sqlite(
+                1,
+                i64::from(settings.sqlite_cache_mib.max(1)) * 1024,
+            ))
+            .await?;
             let read = Database::connect(sqlite(settings.max_connections.max(1), 2 * 1024)).await?;
             Db {
                 read,
