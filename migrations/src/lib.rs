@@ -11,6 +11,7 @@ mod m0003_callbacks;
 mod m0004_schedule;
 mod m0005_audience_filters;
 mod m0006_lean_delivery_indexes;
+mod m0007_covering_bindings_index;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_schedule::Migration),
             Box::new(m0005_audience_filters::Migration),
             Box::new(m0006_lean_delivery_indexes::Migration),
+            Box::new(m0007_covering_bindings_index::Migration),
         ]
     }
 }
