@@ -8,7 +8,7 @@ use msghub_actors::plan::{
     Audience, ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
     ShardSpec, StepCondition,
 };
-use msghub_actors::provider::Target;
+use msghub_actors::provider::{ChannelType, Target};
 use msghub_actors::store::{
     ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, SweptPage, TimerKey,
 };
@@ -129,10 +129,27 @@ pub async fn bring_timers_forward<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Status callback item 0: a delivery was created for this target.
+fn target_valid(
+    channel_type: ChannelType,
+    userid: Option<String>,
+    address: String,
+    now: i64,
+) -> CallbackEvent {
+    CallbackEvent {
+        kind: CallbackKind::TargetValid,
+        userid,
+        channel_type,
+        address,
+        error: None,
+        at_ms: now,
+    }
+}
+
 /// Status callback items for a shard just opened: 0 (target valid) for every delivery it got,
 /// and, for a listed audience, 1 (target invalid) for every user with no address on one of the
 /// message's channel types (`resolved` holds every address found, on every type).
-pub(super) fn target_events(
+fn target_events(
     plan: &MessagePlan,
     users: Option<&[String]>,
     resolved: &[Resolved],
@@ -144,13 +161,13 @@ pub(super) fn target_events(
         let Some(channel) = plan.channels.iter().find(|c| c.channel_id == b.channel_id) else {
             continue;
         };
-        events.extend(b.targets.iter().map(|t| CallbackEvent {
-            kind: CallbackKind::TargetValid,
-            userid: t.userid.clone(),
-            channel_type: channel.channel_type,
-            address: t.address.clone(),
-            error: None,
-            at_ms: now,
+        events.extend(b.targets.iter().map(|t| {
+            target_valid(
+                channel.channel_type,
+                t.userid.clone(),
+                t.address.clone(),
+                now,
+            )
         }));
     }
     let Some(users) = users else {
@@ -183,7 +200,7 @@ pub(super) fn target_events(
 }
 
 /// The userids a shard of a listed audience covers (all of them, or a paced slice).
-pub(super) fn listed_users(s: &OpenShard) -> Option<&[String]> {
+fn listed_users(s: &OpenShard) -> Option<&[String]> {
     let Audience::Userids(ids) = &s.plan.audience else {
         return None;
     };
@@ -279,6 +296,22 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Report a freshly opened shard's targets (items 0 and 1, see [`target_events`]) when its
+    /// message may have a callback; call after the opening commits.
+    pub(super) fn report_targets(
+        &self,
+        open: &OpenShard,
+        resolved: &[Resolved],
+        batches: &[ChannelBatch],
+        now: i64,
+    ) {
+        let msgid = open.plan.msgid;
+        if !self.callbacks.silent(msgid) {
+            let events = target_events(&open.plan, listed_users(open), resolved, batches, now);
+            self.callbacks.emit_all(msgid, events);
+        }
     }
 
     /// The deliveries a shard needs, from its plan and the bindings fetched in bulk.
@@ -854,14 +887,12 @@ impl Store {
                                 .channels
                                 .iter()
                                 .find(|c| c.channel_type.code() == r.channel_type)?;
-                            Some(CallbackEvent {
-                                kind: CallbackKind::TargetValid,
-                                userid: r.userid.clone(),
-                                channel_type: c.channel_type,
-                                address: r.address.clone(),
-                                error: None,
-                                at_ms: now,
-                            })
+                            Some(target_valid(
+                                c.channel_type,
+                                r.userid.clone(),
+                                r.address.clone(),
+                                now,
+                            ))
                         })
                         .collect();
                     events.push((plan.msgid, valid));
@@ -1302,9 +1333,8 @@ impl DispatchStore for Store {
         for ((s, resolved), batches) in shards.iter().zip(&resolved).zip(&out) {
             // A shard opened again (restart, a timer) reported its targets the first time; a
             // stopped message's shard opened to nothing and reports nothing.
-            if s.fresh && !stopped.contains(&s.plan.msgid) && !self.callbacks.silent(s.plan.msgid) {
-                let events = target_events(&s.plan, listed_users(s), resolved, batches, now);
-                self.callbacks.emit_all(s.plan.msgid, events);
+            if s.fresh && !stopped.contains(&s.plan.msgid) {
+                self.report_targets(s, resolved, batches, now);
             }
         }
         Ok(out)

@@ -8,7 +8,7 @@ use msghub_actors::plan::{ChannelBatch, DeliveryStatus, MessagePlan, OpenShard, 
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
-use super::dispatch::{Resolved, Store, listed_users, target_events};
+use super::dispatch::{Resolved, Store};
 use super::{Db, now_ms, value_rows};
 
 /// A validated send request ready to be stored.
@@ -229,10 +229,7 @@ impl Store {
             let plan = &items[*i].plan;
             // Known before its first outcome, so none of them looks its route up.
             self.callbacks.remember(plan);
-            if !self.callbacks.silent(plan.msgid) {
-                let events = target_events(plan, listed_users(open), resolved, &batches[*i], now);
-                self.callbacks.emit_all(plan.msgid, events);
-            }
+            self.report_targets(open, resolved, &batches[*i], now);
             opened.push((plan.clone(), std::mem::take(&mut batches[*i])));
             out[*i] = Some(Accepted::Opened);
         }

@@ -555,6 +555,16 @@ async fn receipts_are_reported_as_delivered_clicked_and_failed_items() {
     assert!(failed[0]["error"]["message"].is_string(), "{failed:?}");
 }
 
+/// (type, userid, sender, sender_id) of callback items.
+type ItemKey = (i64, String, i64, String);
+
+fn item_set(items: &[(i64, &str, i64, &str)]) -> BTreeSet<ItemKey> {
+    items
+        .iter()
+        .map(|(k, u, s, a)| (*k, u.to_string(), *s, a.to_string()))
+        .collect()
+}
+
 /// Items 0 and 1: every delivery a send resolves to is reported as a valid target, and every
 /// listed user without an address on one of the message's channel types as an invalid one;
 /// a tag audience reports its targets, and a fallback step reports its own when its timer
@@ -580,7 +590,7 @@ async fn resolved_targets_are_reported_valid_and_users_without_an_address_invali
             json!({"aud_userid": ["t0", "t1", "t2"], "msg_app": app_msg(), "msg_sms": sms}),
         )
         .await;
-    let of = |items: &[Value], msgid: &str| -> BTreeSet<(i64, String, i64, String)> {
+    let of = |items: &[Value], msgid: &str| -> BTreeSet<ItemKey> {
         items
             .iter()
             .filter(|i| i["msgid"] == msgid)
@@ -595,17 +605,14 @@ async fn resolved_targets_are_reported_valid_and_users_without_an_address_invali
             .collect()
     };
     let items = rx.wait_items(6, &[0, 1]).await;
-    let expected: BTreeSet<(i64, String, i64, String)> = [
+    let expected = item_set(&[
         (0, "t0", 1, "reg-t0"),
         (0, "t0", 5, "13300000000"),
         (0, "t1", 1, "reg-t1"),
         (1, "t1", 5, ""),
         (1, "t2", 1, ""),
         (1, "t2", 5, ""),
-    ]
-    .into_iter()
-    .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
-    .collect();
+    ]);
     assert_eq!(of(&items, &listed), expected, "{items:?}");
     assert_eq!(items.len(), 6, "one item per target: {items:?}");
     for item in &items {
@@ -627,32 +634,17 @@ async fn resolved_targets_are_reported_valid_and_users_without_an_address_invali
         )
         .await;
     let items = rx.wait_items(8, &[0, 1]).await;
-    let expected: BTreeSet<(i64, String, i64, String)> =
-        [(0, "t0", 1, "reg-t0"), (0, "t1", 1, "reg-t1")]
-            .into_iter()
-            .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
-            .collect();
+    let expected = item_set(&[(0, "t0", 1, "reg-t0"), (0, "t1", 1, "reg-t1")]);
     assert_eq!(of(&items, &tagged), expected, "{items:?}");
 
     // A chain app → sms without receipts: the SMS step's target is reported when it is queued.
-    let r = app
-        .client
-        .post(format!("{}/sim/receipts", app.sim.http_url()))
-        .json(&json!({"channel": "app", "enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    app.sim_post("/sim/receipts", json!({"channel": "app", "enabled": false}))
+        .await;
     let rule = app
-        .admin_post(
-            "/api/rules",
-            json!({"name": "chain", "rule": {"type": "fallback", "steps": [
-                {"channel": "app", "wait_seconds": 1, "condition": "not_delivered"},
-                {"channel": "sms"}]}}),
-        )
-        .await["id"]
-        .as_i64()
-        .unwrap();
+        .create_rule(json!({"type": "fallback", "steps": [
+            {"channel": "app", "wait_seconds": 1, "condition": "not_delivered"},
+            {"channel": "sms"}]}))
+        .await;
     let chained = app
         .send_ok(
             "/v1/sent",
@@ -660,11 +652,7 @@ async fn resolved_targets_are_reported_valid_and_users_without_an_address_invali
         )
         .await;
     let items = rx.wait_items(10, &[0, 1]).await;
-    let expected: BTreeSet<(i64, String, i64, String)> =
-        [(0, "t0", 1, "reg-t0"), (0, "t0", 5, "13300000000")]
-            .into_iter()
-            .map(|(k, u, s, a)| (k, u.to_string(), s, a.to_string()))
-            .collect();
+    let expected = item_set(&[(0, "t0", 1, "reg-t0"), (0, "t0", 5, "13300000000")]);
     assert_eq!(of(&items, &chained), expected, "{items:?}");
     assert_eq!(items.len(), 10, "{items:?}");
 }

@@ -175,25 +175,14 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     }))
     .await;
     // No app receipts: every user moves on from each step.
-    let r = app
-        .client
-        .post(format!("{}/sim/receipts", app.sim.http_url()))
-        .json(&json!({"channel": "app", "enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    app.sim_post("/sim/receipts", json!({"channel": "app", "enabled": false}))
+        .await;
     let rule = app
-        .admin_post(
-            "/api/rules",
-            json!({"name": "restart", "rule": {"type": "fallback", "steps": [
-                {"channel": "app", "wait_seconds": 2, "condition": "not_delivered"},
-                {"channel": "webhook", "wait_seconds": 2, "condition": "not_clicked"},
-                {"channel": "sms"}]}}),
-        )
-        .await["id"]
-        .as_i64()
-        .unwrap();
+        .create_rule(json!({"type": "fallback", "steps": [
+            {"channel": "app", "wait_seconds": 2, "condition": "not_delivered"},
+            {"channel": "webhook", "wait_seconds": 2, "condition": "not_clicked"},
+            {"channel": "sms"}]}))
+        .await;
     let msgid = app
         .send_ok(
             "/v1/sent",

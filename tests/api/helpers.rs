@@ -192,6 +192,26 @@ impl TestApp {
             .expect("channel")
     }
 
+    /// POST to the simulator's control API, which must accept it.
+    pub async fn sim_post(&self, path: &str, body: Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.sim.http_url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("sim control");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+
+    /// Create a rule (`/api/rules`) and return its id.
+    pub async fn create_rule(&self, rule: Value) -> i64 {
+        let r = self
+            .admin_post("/api/rules", json!({"name": "chain", "rule": rule}))
+            .await;
+        r["id"].as_i64().expect("rule id")
+    }
+
     pub async fn admin_post(&self, path: &str, body: Value) -> Value {
         let resp = self
             .client

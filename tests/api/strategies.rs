@@ -16,17 +16,6 @@ fn webhook_msg() -> Value {
 }
 
 impl TestApp {
-    async fn sim_post(&self, path: &str, body: Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.sim.http_url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("sim control");
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    }
-
     async fn sim_receipts(&self, channel: &str, msgid: &str) -> Value {
         self.client
             .get(format!(
@@ -39,13 +28,6 @@ impl TestApp {
             .json()
             .await
             .expect("json")
-    }
-
-    async fn create_rule(&self, rule: Value) -> i64 {
-        let r = self
-            .admin_post("/api/rules", json!({"name": "chain", "rule": rule}))
-            .await;
-        r["id"].as_i64().expect("rule id")
     }
 
     /// Addresses the simulator received on a channel.
