@@ -78,9 +78,12 @@ class Hub:
     def start(self):
         env = {**os.environ, "MSGHUB__SERVER__BIND": f"127.0.0.1:{self.port}", "MSGHUB__DATABASE__URL": self.db_url,
                "MSGHUB__SECURITY__DATA_DIR": self.workdir, "MSGHUB__SECURITY__ADMIN_TOKEN": ADMIN,
-               "MSGHUB__LOG__LEVEL": "warn"}
+               "MSGHUB__LOG__LEVEL": os.environ.get("BENCH_HUB_LOG", "warn")}
         started = time.time()
-        self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+        # BENCH_HUB_LOG (a log filter, e.g. "warn,msghub_actors::timers=debug") keeps the hub's
+        # log in <out>/hub.log, for finding where the time goes.
+        out = open(os.path.join(self.workdir, "hub.log"), "ab") if "BENCH_HUB_LOG" in os.environ else subprocess.DEVNULL
+        self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
         while True:
             try:
                 http("GET", self.url + "/readyz", timeout=1)

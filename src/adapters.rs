@@ -20,11 +20,19 @@ pub struct Adapters {
 }
 
 impl Adapters {
-    pub fn new(settings: &ProviderSettings, public_url: String, crypto: Crypto) -> Adapters {
+    /// `max_calls`: the most provider calls one channel has under way (the real-time and bulk
+    /// lanes' in-flight budgets together).
+    pub fn new(
+        settings: &ProviderSettings,
+        max_calls: usize,
+        public_url: String,
+        crypto: Crypto,
+    ) -> Adapters {
         Adapters {
             options: AdapterOptions {
                 request_timeout: Duration::from_millis(settings.request_timeout_ms.max(1)),
                 pool_size: settings.pool_size.max(1),
+                max_calls: max_calls.max(1),
                 receipt_url: None,
             },
             public_url,

@@ -89,6 +89,9 @@ pub struct DatabaseSettings {
     /// Outcomes, receipts and timer firings touch rows of large messages at random; pages
     /// read from the OS instead of this cache cost a system call each.
     pub sqlite_cache_mib: u32,
+    /// Log every SQL statement with its duration (target `sqlx::query`, level info): for
+    /// finding where the database time goes; noisy.
+    pub log_statements: bool,
 }
 
 impl Default for DatabaseSettings {
@@ -99,6 +102,7 @@ impl Default for DatabaseSettings {
             idle_timeout_ms: 600_000,
             sqlite_synchronous: "full".into(),
             sqlite_cache_mib: 128,
+            log_statements: false,
         }
     }
 }
@@ -206,7 +210,9 @@ impl Default for DispatchSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ProviderSettings {
     pub request_timeout_ms: u64,
-    /// Pooled connections per channel (HTTP keep-alive, SMTP sessions).
+    /// Pooled connections per channel: SMTP sessions, and idle HTTP keep-alive connections
+    /// (at least `dispatch.realtime_in_flight + dispatch.bulk_in_flight`, the most calls a
+    /// channel has under way, so a busy channel never closes and reopens connections).
     pub pool_size: usize,
 }
 

@@ -123,6 +123,7 @@ impl Application {
             store.clone(),
             Arc::new(Adapters::new(
                 &settings.providers,
+                d.realtime_in_flight + d.bulk_in_flight,
                 public_url.clone(),
                 crypto.clone(),
             )),

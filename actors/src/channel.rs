@@ -80,7 +80,29 @@ pub type ResultWriter = Batcher<Vec<DeliveryResult>, ()>;
 struct LaneState {
     lane: Lane,
     rx: Arc<Mutex<mpsc::Receiver<ChannelJob>>>,
+    budget: Budget,
+}
+
+/// A lane's limits: provider calls under way, and chunks sent or being sent whose outcomes
+/// are not recorded yet (a call's slot is free once the provider answered; the recording, a
+/// group commit, overlaps the next calls).
+#[derive(Clone)]
+struct Budget {
     in_flight: Arc<Semaphore>,
+    unrecorded: Arc<Semaphore>,
+}
+
+impl Budget {
+    /// Chunks waiting for their outcomes to be recorded, per call slot.
+    const UNRECORDED_PER_CALL: usize = 4;
+
+    fn new(in_flight: usize) -> Budget {
+        let in_flight = in_flight.max(1);
+        Budget {
+            in_flight: Arc::new(Semaphore::new(in_flight)),
+            unrecorded: Arc::new(Semaphore::new(in_flight * Self::UNRECORDED_PER_CALL)),
+        }
+    }
 }
 
 /// Shared, immutable parts every provider call needs.
@@ -128,12 +150,12 @@ impl ChannelActor {
                 LaneState {
                     lane: Lane::Realtime,
                     rx: Arc::new(Mutex::new(rt_rx)),
-                    in_flight: Arc::new(Semaphore::new(tuning.realtime_in_flight.max(1))),
+                    budget: Budget::new(tuning.realtime_in_flight),
                 },
                 LaneState {
                     lane: Lane::Bulk,
                     rx: Arc::new(Mutex::new(bulk_rx)),
-                    in_flight: Arc::new(Semaphore::new(tuning.bulk_in_flight.max(1))),
+                    budget: Budget::new(tuning.bulk_in_flight),
                 },
             ],
         };
@@ -154,7 +176,7 @@ impl ChannelActor {
                 self.ctx.clone(),
                 lane.lane,
                 lane.rx.clone(),
-                lane.in_flight.clone(),
+                lane.budget.clone(),
             );
             ctx.spawn(pump.into_actor(self).map(move |_, _act, ctx| {
                 // A lane closed and drained: the channel was removed or reconfigured. Once both
@@ -188,7 +210,7 @@ async fn pump(
     ctx: Arc<CallContext>,
     lane: Lane,
     rx: Arc<Mutex<mpsc::Receiver<ChannelJob>>>,
-    in_flight: Arc<Semaphore>,
+    budget: Budget,
 ) {
     let max_batch = ctx.provider.max_batch().max(1);
     loop {
@@ -212,7 +234,10 @@ async fn pump(
                 });
                 continue;
             }
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            let Ok(unrecorded) = budget.unrecorded.clone().acquire_owned().await else {
+                return;
+            };
+            let Ok(permit) = budget.in_flight.clone().acquire_owned().await else {
                 return;
             };
             if let Some(limiter) = &ctx.limiter {
@@ -225,20 +250,23 @@ async fn pump(
             let plan = plan.clone();
             let tracker = tracker.clone();
             tokio::spawn(async move {
-                let report = deliver_chunk(&ctx, lane, &plan, chunk).await;
-                drop(permit);
+                let report = deliver_chunk(&ctx, lane, &plan, chunk, permit).await;
+                drop(unrecorded);
                 tracker.add(report);
             });
         }
     }
 }
 
-/// Send one chunk, retrying the retryable part with backoff, then record every outcome.
+/// Send one chunk, retrying the retryable part with backoff, then record every outcome. The
+/// call slot (`permit`) is given back once the provider has answered for good, before the
+/// recording.
 async fn deliver_chunk(
     ctx: &CallContext,
     lane: Lane,
     plan: &MessagePlan,
     chunk: Vec<Target>,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> JobReport {
     let channel_type = ctx.channel_type.code();
     let content = plan
@@ -336,6 +364,7 @@ async fn deliver_chunk(
             _ => report.failed += 1,
         }
     }
+    drop(permit);
     let n = results.len() as u64;
     if let Err(e) = write_with_retry(&ctx.writer, results).await {
         tracing::error!(channel_id = ctx.channel_id, error = %e, "delivery outcomes not recorded; shard stays pending");

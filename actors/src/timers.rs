@@ -152,6 +152,15 @@ async fn fire_due(
         // Late by the time its users were moved on: the commit, not the start.
         let committed = now_ms();
         for (key, fired) in rest.iter().zip(&fired) {
+            tracing::debug!(
+                msgid = key.msgid,
+                seq = key.seq,
+                step = key.step,
+                late_ms = committed - key.due_at_ms,
+                examined = fired.examined,
+                advanced = fired.advanced,
+                "fallback timer fired"
+            );
             metrics::histogram!("msghub_fallback_timer_lateness_seconds")
                 .record((committed - key.due_at_ms).max(0) as f64 / 1000.0);
             metrics::counter!("msghub_fallback_users_total", "result" => "advanced")

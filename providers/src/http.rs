@@ -27,7 +27,7 @@ pub(crate) fn client(
     reqwest::Client::builder()
         .timeout(options.request_timeout)
         .connect_timeout(options.request_timeout)
-        .pool_max_idle_per_host(options.pool_size.max(1))
+        .pool_max_idle_per_host(options.pool_size.max(options.max_calls).max(1))
         // Provider APIs never redirect; following one would re-send signed bodies (and webhook
         // signatures) to a host nobody configured. A 3xx is classified as Perm instead.
         .redirect(reqwest::redirect::Policy::none())

@@ -24,6 +24,11 @@ pub struct AdapterOptions {
     /// Connections kept per adapter (HTTP idle pool per host, SMTP pool size), and the number of
     /// concurrent calls a max-batch-1 adapter makes when handed several targets at once.
     pub pool_size: usize,
+    /// The most calls the dispatcher has under way on one channel at once (its lanes'
+    /// in-flight budgets). An HTTP adapter keeps at least that many idle connections, so a
+    /// busy channel reuses its connections instead of closing the surplus after each call and
+    /// opening new ones (a connect per request, on both ends).
+    pub max_calls: usize,
     /// The channel's receipt endpoint (`http://HOST:PORT/receipts/{channel_id}/{token}`), for
     /// providers that take a receipt address per request (JPush `callback.url`). `None` asks for
     /// no receipts. It carries a token, so `Debug` redacts it.
@@ -35,6 +40,7 @@ impl Default for AdapterOptions {
         AdapterOptions {
             request_timeout: Duration::from_secs(10),
             pool_size: 8,
+            max_calls: 8,
             receipt_url: None,
         }
     }
@@ -45,6 +51,7 @@ impl std::fmt::Debug for AdapterOptions {
         f.debug_struct("AdapterOptions")
             .field("request_timeout", &self.request_timeout)
             .field("pool_size", &self.pool_size)
+            .field("max_calls", &self.max_calls)
             .field(
                 "receipt_url",
                 &self.receipt_url.as_ref().map(|_| "<redacted>"),

@@ -15,7 +15,7 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::{Db, in_list, now_ms, value_rows};
+use super::{Db, in_list, now_ms, padded_rows, pow2_chunks, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
 /// [`Db`] with the key that opens channel credentials.
@@ -281,13 +281,15 @@ impl Store {
             Some(t) => format!(" AND channel_type IN ({})", in_list(t.len())),
             None => String::new(),
         };
-        for chunk in ids.chunks(2000) {
+        for chunk in ids.chunks(2048) {
+            let rows = padded_rows(chunk.len(), 2048);
             let sql = format!(
                 "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter} \
                  ORDER BY userid, channel_type, address",
-                in_list(chunk.len())
+                in_list(rows)
             );
             let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
+            repeat_last_row(&mut values, 1, rows - chunk.len());
             values.extend(types.into_iter().flatten().map(|t| Value::from(*t)));
             for r in conn.query_all_raw(self.db.stmt(&sql, values)).await? {
                 out.entry(r.try_get("", "userid")?)
@@ -609,7 +611,7 @@ impl Store {
         returning: bool,
     ) -> Result<Vec<QueryResult>, DbErr> {
         let mut out = Vec::new();
-        for chunk in rows.chunks(1000) {
+        for chunk in pow2_chunks(rows, 1024) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
             for d in chunk {
                 values.extend([
@@ -1350,8 +1352,9 @@ impl DispatchStore for Store {
         sorted.sort_unstable_by_key(|r| r.delivery_id);
         // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
         // Postgres alike, and VALUES columns are called column1… on both.
-        for chunk in sorted.chunks(500) {
-            let mut values: Vec<Value> = Vec::with_capacity(2 + chunk.len() * 7);
+        for chunk in sorted.chunks(512) {
+            let rows = padded_rows(chunk.len(), 512);
+            let mut values: Vec<Value> = Vec::with_capacity(2 + rows * 7);
             values.push(now.into());
             values.push(now.into());
             for r in chunk {
@@ -1365,13 +1368,14 @@ impl DispatchStore for Store {
                     i32::try_from(r.attempts).unwrap_or(i32::MAX).into(),
                 ]);
             }
+            repeat_last_row(&mut values, 7, rows - chunk.len());
             let sql = format!(
                 "UPDATE deliveries SET updated_at = ?, sent_at = ?, \
                  status = CASE WHEN deliveries.status IN ({sticky}) THEN deliveries.status ELSE v.column2 END, \
                  outcome = v.column3, code = v.column4, \
                  provider_id = v.column5, error = v.column6, attempts = v.column7 \
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-                value_rows(chunk.len(), 7),
+                value_rows(rows, 7),
                 sticky = STICKY_STATUSES,
             );
             txn.execute_raw(self.db.stmt(&sql, values))
@@ -1397,8 +1401,9 @@ impl DispatchStore for Store {
         let _bulk = self.db.bulk_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         self.lock_messages(&txn, messages).await.map_err(err)?;
-        for chunk in shards.chunks(500) {
-            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
+        for chunk in shards.chunks(512) {
+            let rows = padded_rows(chunk.len(), 512);
+            let mut values: Vec<Value> = Vec::with_capacity(1 + rows * 3);
             values.push(now.into());
             for (msgid, seq, generation) in chunk {
                 values.extend([
@@ -1407,18 +1412,21 @@ impl DispatchStore for Store {
                     Value::from(*generation),
                 ]);
             }
+            repeat_last_row(&mut values, 3, rows - chunk.len());
             let sql = format!(
                 "UPDATE shards SET state = 'done', updated_at = ? FROM (VALUES {}) AS v \
                  WHERE shards.message_id = v.column1 AND shards.seq = v.column2 AND shards.generation = v.column3",
-                value_rows(chunk.len(), 3)
+                value_rows(rows, 3)
             );
             txn.execute_raw(self.db.stmt(&sql, values))
                 .await
                 .map_err(err)?;
         }
-        for chunk in messages.chunks(500) {
+        for chunk in messages.chunks(512) {
+            let rows = padded_rows(chunk.len(), 512);
             let mut values: Vec<Value> = vec![now.into()];
             values.extend(chunk.iter().map(|m| Value::from(*m)));
+            repeat_last_row(&mut values, 1, rows - chunk.len());
             // Never done while a shard is pending (a page of shards whose creation was
             // committed but not reported stays visible to the next sweep).
             let sql = format!(
@@ -1426,7 +1434,7 @@ impl DispatchStore for Store {
                  (SELECT 1 FROM fallback_timers t WHERE t.message_id = messages.id) THEN 'waiting' ELSE 'done' END \
                  WHERE id IN ({}) AND state = 'accepted' AND NOT EXISTS \
                  (SELECT 1 FROM shards s WHERE s.message_id = messages.id AND s.state = 'pending')",
-                in_list(chunk.len())
+                in_list(rows)
             );
             txn.execute_raw(self.db.stmt(&sql, values))
                 .await

@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
 use super::dispatch::{Resolved, Store};
-use super::{Db, now_ms, value_rows};
+use super::{Db, now_ms, pow2_chunks, value_rows};
 
 /// A validated send request ready to be stored.
 #[derive(Debug, Clone)]
@@ -155,8 +155,8 @@ impl Store {
             fresh.push(i);
         }
         let now = now_ms();
-        let mut shard_rows: Vec<Value> = Vec::new();
-        for chunk in fresh.chunks(512) {
+        let mut shard_rows: Vec<[Value; 5]> = Vec::new();
+        for chunk in pow2_chunks(&fresh, 512) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * MESSAGE_COLUMNS);
             for &i in chunk {
                 let m = &items[i];
@@ -189,7 +189,7 @@ impl Store {
                     m.not_before.into(),
                 ]);
                 if shard_row {
-                    shard_rows.extend([
+                    shard_rows.push([
                         m.plan.msgid.into(),
                         0i32.into(),
                         LISTED_SPEC.into(),
@@ -205,12 +205,12 @@ impl Store {
             );
             txn.execute_raw(db.stmt(&sql, values)).await?;
         }
-        for chunk in shard_rows.chunks(5 * 512) {
+        for chunk in pow2_chunks(&shard_rows, 512) {
             let sql = format!(
                 "INSERT INTO shards (message_id, seq, spec, state, updated_at) VALUES {}",
-                value_rows(chunk.len() / 5, 5)
+                value_rows(chunk.len(), 5)
             );
-            txn.execute_raw(db.stmt(&sql, chunk.to_vec())).await?;
+            txn.execute_raw(db.stmt(&sql, chunk.concat())).await?;
         }
         // Open the simple real-time ones that were stored (not replayed); `batches[i]` gets
         // item `i`'s deliveries.
@@ -472,7 +472,7 @@ pub struct MessageStatus {
 type CountRow = (i64, String, i16, i16, i64);
 
 /// Messages with at least this many deliveries have their counts reused for a while.
-pub const COUNTS_CACHED_FROM: i64 = 100_000;
+pub const COUNTS_CACHED_FROM: i64 = 10_000;
 
 /// A large message's counts, reused while its state is unchanged and they are fresh.
 pub struct CachedCounts {

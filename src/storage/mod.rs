@@ -109,6 +109,7 @@ impl Db {
     /// Connect (creating the SQLite file and its folder if needed) and run pending migrations.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbErr> {
         let url = settings.url.as_str();
+        let log_statements = settings.log_statements;
         let db = if url.starts_with("sqlite:") {
             prepare_sqlite_dir(url)?;
             let sync = match settings.sqlite_synchronous.as_str() {
@@ -123,13 +124,15 @@ impl Db {
                 let mut opts = ConnectOptions::new(url.to_string());
                 opts.max_connections(max)
                     .min_connections(1)
-                    .sqlx_logging(false)
+                    .sqlx_logging(log_statements)
                     .map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
                         o.journal_mode(SqliteJournalMode::Wal)
                             .synchronous(sync)
                             .busy_timeout(Duration::from_secs(30))
                             .pragma("cache_size", format!("-{cache_kib}"))
                             .pragma("temp_store", "memory")
+                            // Room for every shape of the padded multi-row statements.
+                            .statement_cache_capacity(256)
                     });
                 opts
             };
@@ -151,7 +154,7 @@ impl Db {
             opts.max_connections(settings.max_connections.max(2))
                 .min_connections(0)
                 .idle_timeout(Duration::from_millis(settings.idle_timeout_ms.max(100)))
-                .sqlx_logging(false)
+                .sqlx_logging(settings.log_statements)
                 .acquire_timeout(Duration::from_secs(30));
             let conn = Database::connect(opts).await?;
             Db {
@@ -318,6 +321,44 @@ pub fn in_list(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+// Multi-row statements come in few shapes, so each connection's statement cache keeps their
+// prepared forms: preparing a 13-row `UPDATE … FROM (VALUES …)` takes SQLite about twice as
+// long as running it, and batches of every size from 1 to 500 would each be prepared anew.
+
+/// The row count a statement of `n` rows (where a repeated row changes nothing: an update or
+/// lookup by key, an `IN` list) is padded to: the next power of two, at most `max` (itself a
+/// power of two, and at least `n`).
+pub fn padded_rows(n: usize, max: usize) -> usize {
+    n.max(1).next_power_of_two().min(max).max(n)
+}
+
+/// Pad `values`, whose last `cols` values are a row, with `extra` copies of that row.
+pub fn repeat_last_row(values: &mut Vec<Value>, cols: usize, extra: usize) {
+    if cols == 0 || values.len() < cols {
+        return;
+    }
+    let last = values[values.len() - cols..].to_vec();
+    for _ in 0..extra {
+        values.extend(last.iter().cloned());
+    }
+}
+
+/// `items` cut into chunks whose lengths are powers of two, largest first, none above `max`
+/// (a power of two): for inserts, where a repeated row is not harmless, a few statements of
+/// known shapes instead of one of a new shape.
+pub fn pow2_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = items;
+    while !rest.is_empty() {
+        let fits = rest.len().min(max.max(1));
+        let size = 1usize << (usize::BITS - 1 - fits.leading_zeros());
+        let (head, tail) = rest.split_at(size);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
 fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
     let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let path = path.split('?').next().unwrap_or_default();
@@ -336,6 +377,34 @@ fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_are_padded_and_cut_to_powers_of_two() {
+        assert_eq!(padded_rows(1, 512), 1);
+        assert_eq!(padded_rows(13, 512), 16);
+        assert_eq!(padded_rows(300, 512), 512);
+        assert_eq!(padded_rows(512, 512), 512);
+        assert_eq!(padded_rows(0, 512), 1);
+        let mut values: Vec<Value> = vec![0i64.into(), 1i64.into(), 2i64.into(), 3i64.into()];
+        repeat_last_row(&mut values, 2, 2);
+        let ints: Vec<Option<i64>> = values
+            .iter()
+            .map(|v| match v {
+                Value::BigInt(i) => *i,
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<Option<i64>> = [0, 1, 2, 3, 2, 3, 2, 3].into_iter().map(Some).collect();
+        assert_eq!(ints, expected);
+        let items: Vec<u32> = (0..50).collect();
+        let chunks = pow2_chunks(&items, 16);
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![16, 16, 16, 2]);
+        assert_eq!(chunks.concat(), items);
+        let sizes: Vec<usize> = pow2_chunks(&items, 1024).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![32, 16, 2]);
+        assert!(pow2_chunks::<u32>(&[], 8).is_empty());
+    }
 
     #[test]
     fn value_rows_and_in_lists_have_the_right_shape() {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use msghub_actors::plan::DeliveryStatus;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 
-use super::{Db, now_ms, value_rows};
+use super::{Db, now_ms, padded_rows, repeat_last_row, value_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReceiptKind {
@@ -100,7 +100,8 @@ impl Db {
         let all: Vec<&Receipt> = batches.iter().flatten().collect();
         // Current state of every named delivery.
         let mut found: HashMap<(i64, i64, &str), Matched> = HashMap::new();
-        for chunk in all.chunks(300) {
+        for chunk in all.chunks(256) {
+            let rows = padded_rows(chunk.len(), 256);
             // The receipts' own keys, to match rows without a scan of the chunk per row.
             let wanted: HashMap<(i64, i64, &str), &str> = chunk
                 .iter()
@@ -119,11 +120,12 @@ impl Db {
                     r.address.clone().into(),
                 ]);
             }
+            repeat_last_row(&mut values, 3, rows - chunk.len());
             let sql = format!(
                 "SELECT d.id, d.message_id, d.channel_id, d.address, d.status, d.userid, d.channel_type \
                  FROM deliveries d JOIN (VALUES {}) AS v ON d.message_id = v.column1 \
                  AND d.channel_id = v.column2 AND d.address = v.column3",
-                value_rows(chunk.len(), 3)
+                value_rows(rows, 3)
             );
             for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
                 let msgid: i64 = row.try_get("", "message_id")?;
@@ -188,16 +190,18 @@ impl Db {
         // concurrently, and opposite orders deadlock.
         let mut updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
         updates.sort_unstable_by_key(|(id, _)| *id);
-        for chunk in updates.chunks(500) {
-            let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * 3);
+        for chunk in updates.chunks(512) {
+            let rows = padded_rows(chunk.len(), 512);
+            let mut values: Vec<Value> = Vec::with_capacity(1 + rows * 3);
             values.push(now.into());
             for (id, (status, at)) in chunk {
                 values.extend([(*id).into(), (*status as i16).into(), (*at).into()]);
             }
+            repeat_last_row(&mut values, 3, rows - chunk.len());
             let sql = format!(
                 "UPDATE deliveries SET updated_at = ?, status = v.column2, receipt_at = v.column3 \
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-                value_rows(chunk.len(), 3)
+                value_rows(rows, 3)
             );
             txn.execute_raw(self.stmt(&sql, values)).await?;
         }

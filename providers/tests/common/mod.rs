@@ -201,6 +201,7 @@ pub fn options() -> msghub_providers::AdapterOptions {
     msghub_providers::AdapterOptions {
         request_timeout: Duration::from_secs(5),
         pool_size: 4,
+        max_calls: 4,
         receipt_url: None,
     }
 }
