@@ -89,6 +89,10 @@ pub struct DatabaseSettings {
     /// Outcomes, receipts and timer firings touch rows of large messages at random; pages
     /// read from the OS instead of this cache cost a system call each.
     pub sqlite_cache_mib: u32,
+    /// SQLite: WAL pages written before the writer copies them back into the database file
+    /// (SQLite's `wal_autocheckpoint`, 1000 by default). Receipts and outcomes rewrite rows
+    /// at random; a longer WAL copies each page back once for many rewrites.
+    pub sqlite_wal_autocheckpoint: u32,
     /// Log every SQL statement with its duration (target `sqlx::query`, level info): for
     /// finding where the database time goes; noisy.
     pub log_statements: bool,
@@ -102,6 +106,7 @@ impl Default for DatabaseSettings {
             idle_timeout_ms: 600_000,
             sqlite_synchronous: "full".into(),
             sqlite_cache_mib: 128,
+            sqlite_wal_autocheckpoint: 10_000,
             log_statements: false,
         }
     }

@@ -120,7 +120,7 @@ impl Db {
             // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
             // of every insert, and outcomes, receipts and firings update rows at random);
             // readers keep SQLite's small default so memory stays flat as the pool grows.
-            let sqlite = |max: u32, cache_kib: i64| {
+            let sqlite = |max: u32, cache_kib: i64, checkpoint: u32| {
                 let mut opts = ConnectOptions::new(url.to_string());
                 opts.max_connections(max)
                     .min_connections(1)
@@ -131,6 +131,7 @@ impl Db {
                             .busy_timeout(Duration::from_secs(30))
                             .pragma("cache_size", format!("-{cache_kib}"))
                             .pragma("temp_store", "memory")
+                            .pragma("wal_autocheckpoint", checkpoint.to_string())
                             // Room for every shape of the padded multi-row statements.
                             .statement_cache_capacity(256)
                     });
@@ -139,9 +140,16 @@ impl Db {
             let write = Database::connect(sqlite(
                 1,
                 i64::from(settings.sqlite_cache_mib.max(1)) * 1024,
+                settings.sqlite_wal_autocheckpoint.max(1),
             ))
             .await?;
-            let read = Database::connect(sqlite(settings.max_connections.max(1), 2 * 1024)).await?;
+            // Readers never write: their checkpoint setting is never used.
+            let read = Database::connect(sqlite(
+                settings.max_connections.max(1),
+                2 * 1024,
+                settings.sqlite_wal_autocheckpoint.max(1),
+            ))
+            .await?;
             Db {
                 read,
                 write,
