@@ -357,11 +357,33 @@ impl Store {
                         })
                         .collect()
                 }
+                // A fallback or filtered shard opened before is only read back (`open_one`):
+                // resolving its audience again, as a timer's next step re-opens it, would
+                // read every binding of the shard for nothing. Deliveries are never deleted,
+                // so what this read finds, the opening transaction finds too.
+                _ if self.opened_before(s).await? => Vec::new(),
                 _ => self.resolve(&s.plan, &s.shard).await?,
             };
             out.push(resolved);
         }
         Ok(out)
+    }
+
+    /// Whether this shard is one that is opened once and was opened already (see
+    /// [`Store::open_one`]).
+    async fn opened_before(&self, s: &OpenShard) -> Result<bool, DbErr> {
+        if s.fresh || (s.plan.strategy.steps().is_empty() && s.plan.filters.is_none()) {
+            return Ok(false);
+        }
+        Ok(self
+            .db
+            .read()
+            .query_one_raw(self.db.stmt(
+                "SELECT id FROM deliveries WHERE message_id = ? AND shard_seq = ? LIMIT 1",
+                vec![s.plan.msgid.into(), s.shard.seq.into()],
+            ))
+            .await?
+            .is_some())
     }
 
     async fn resolve(&self, plan: &MessagePlan, shard: &Shard) -> Result<Vec<Resolved>, DbErr> {
