@@ -271,8 +271,7 @@ async fn deliver_chunk(
     let channel_type = ctx.channel_type.code();
     let content = plan
         .channel(ctx.channel_id)
-        .map(|c| c.content.clone())
-        .unwrap_or(serde_json::Value::Null);
+        .map_or(&serde_json::Value::Null, |c| &c.content);
     let Some(_call) = ctx.retractions.begin_call(plan.msgid) else {
         return JobReport {
             stopped: chunk.len() as u64,
@@ -309,7 +308,7 @@ async fn deliver_chunk(
             .provider
             .send(SendRequest {
                 msgid: plan.msgid,
-                content: &content,
+                content,
                 targets: &pending,
                 ttl: plan.ttl(),
             })
