@@ -468,3 +468,136 @@ impl JobTracker {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::{Audience, PlannedChannel, Strategy};
+
+    /// Answers every call after a millisecond, counting the calls under way.
+    #[derive(Default)]
+    struct Counting {
+        now: AtomicUsize,
+        most: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Counting {
+        fn max_batch(&self) -> usize {
+            1
+        }
+
+        async fn send(&self, req: SendRequest<'_>) -> Vec<Outcome> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            req.targets
+                .iter()
+                .map(|_| Outcome::ok("ok", None))
+                .collect()
+        }
+    }
+
+    fn plan() -> Arc<MessagePlan> {
+        Arc::new(MessagePlan {
+            msgid: 1,
+            source_id: 1,
+            lane: Lane::Bulk,
+            audience: Audience::Userids(vec![]),
+            channels: vec![PlannedChannel {
+                channel_id: 7,
+                channel_type: ChannelType::Webhook,
+                content: serde_json::json!({"event": "x"}),
+            }],
+            ttl_seconds: None,
+            spread_seconds: None,
+            strategy: Strategy::Concurrent,
+            callback: None,
+            priority: None,
+            filters: None,
+        })
+    }
+
+    #[actix::test]
+    async fn call_slots_are_free_while_outcomes_wait_to_be_recorded_within_a_bound() {
+        let provider = Arc::new(Counting::default());
+        // A database that takes no outcome until the gate opens.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let writer: ResultWriter = Batcher::spawn(
+            "outcomes",
+            1024,
+            64,
+            move |items: Vec<Vec<DeliveryResult>>| {
+                let g = g.clone();
+                async move {
+                    g.acquire().await.expect("gate").forget();
+                    Ok(vec![(); items.len()])
+                }
+            },
+        );
+        let in_flight = 2;
+        let (actor, lanes) = ChannelActor::new(
+            7,
+            ChannelType::Webhook,
+            provider.clone(),
+            0,
+            ChannelTuning {
+                lane_capacity: 8,
+                realtime_in_flight: in_flight,
+                bulk_in_flight: in_flight,
+                retry: RetryPolicy::default(),
+            },
+            writer,
+            Arc::new(Retractions::default()),
+        );
+        let _addr = Supervisor::start(move |_| actor);
+        let targets: Vec<Target> = (0..40)
+            .map(|i| Target {
+                delivery_id: i,
+                address: format!("hook-{i}"),
+                userid: None,
+            })
+            .collect();
+        let (done, report) = oneshot::channel();
+        lanes
+            .enqueue(
+                Lane::Bulk,
+                ChannelJob {
+                    plan: plan(),
+                    targets,
+                    done,
+                },
+            )
+            .await
+            .map_err(|_| "lane closed")
+            .unwrap();
+        // Nothing is recorded, yet calls go on past the two slots, up to four unrecorded
+        // chunks per slot, and no further.
+        let bound = in_flight * Budget::UNRECORDED_PER_CALL;
+        for _ in 0..200 {
+            if provider.calls.load(Ordering::SeqCst) >= bound {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(provider.calls.load(Ordering::SeqCst), bound);
+        // The database takes everything: every target is sent and reported.
+        gate.add_permits(1000);
+        let report = tokio::time::timeout(Duration::from_secs(10), report)
+            .await
+            .expect("job finished")
+            .expect("report");
+        assert_eq!(report.submitted, 40);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 40);
+        assert!(provider.most.load(Ordering::SeqCst) <= in_flight);
+    }
+}

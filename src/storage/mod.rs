@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use msghub_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
@@ -163,7 +164,14 @@ impl Db {
                 .min_connections(0)
                 .idle_timeout(Duration::from_millis(settings.idle_timeout_ms.max(100)))
                 .sqlx_logging(settings.log_statements)
-                .acquire_timeout(Duration::from_secs(30));
+                .acquire_timeout(Duration::from_secs(30))
+                // Statements are prepared once per shape and run many times; after five runs
+                // Postgres would switch to a generic plan, blind to the values, which for our
+                // key lookups over VALUES lists and IN lists is far worse than planning each
+                // run (a 200 000-user webhook blast ran at a third of the speed).
+                .map_sqlx_postgres_opts(|o: PgConnectOptions| {
+                    o.options([("plan_cache_mode", "force_custom_plan")])
+                });
             let conn = Database::connect(opts).await?;
             Db {
                 read: conn.clone(),
