@@ -15,7 +15,7 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::{Db, in_list, now_ms, padded_rows, pow2_chunks, repeat_last_row, value_rows};
+use super::{Db, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
 /// [`Db`] with the key that opens channel credentials.
@@ -282,7 +282,7 @@ impl Store {
             None => String::new(),
         };
         for chunk in ids.chunks(2048) {
-            let rows = padded_rows(chunk.len(), 2048);
+            let rows = self.db.pad_to(chunk.len(), 2048);
             let sql = format!(
                 "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter} \
                  ORDER BY userid, channel_type, address",
@@ -633,7 +633,7 @@ impl Store {
         returning: bool,
     ) -> Result<Vec<QueryResult>, DbErr> {
         let mut out = Vec::new();
-        for chunk in pow2_chunks(rows, 1024) {
+        for chunk in self.db.chunks(rows, 1024) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
             for d in chunk {
                 values.extend([
@@ -1375,7 +1375,7 @@ impl DispatchStore for Store {
         // One statement per 500 outcomes: `UPDATE … FROM (VALUES …)` works on SQLite ≥ 3.33 and
         // Postgres alike, and VALUES columns are called column1… on both.
         for chunk in sorted.chunks(512) {
-            let rows = padded_rows(chunk.len(), 512);
+            let rows = self.db.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = Vec::with_capacity(2 + rows * 7);
             values.push(now.into());
             values.push(now.into());
@@ -1424,7 +1424,7 @@ impl DispatchStore for Store {
         let txn = self.db.write().begin().await.map_err(err)?;
         self.lock_messages(&txn, messages).await.map_err(err)?;
         for chunk in shards.chunks(512) {
-            let rows = padded_rows(chunk.len(), 512);
+            let rows = self.db.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = Vec::with_capacity(1 + rows * 3);
             values.push(now.into());
             for (msgid, seq, generation) in chunk {
@@ -1445,7 +1445,7 @@ impl DispatchStore for Store {
                 .map_err(err)?;
         }
         for chunk in messages.chunks(512) {
-            let rows = padded_rows(chunk.len(), 512);
+            let rows = self.db.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = vec![now.into()];
             values.extend(chunk.iter().map(|m| Value::from(*m)));
             repeat_last_row(&mut values, 1, rows - chunk.len());

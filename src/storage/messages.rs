@@ -9,7 +9,7 @@ use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
 use super::dispatch::{Resolved, Store};
-use super::{Db, now_ms, pow2_chunks, value_rows};
+use super::{Db, now_ms, value_rows};
 
 /// A validated send request ready to be stored.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ impl Store {
         }
         let now = now_ms();
         let mut shard_rows: Vec<[Value; 5]> = Vec::new();
-        for chunk in pow2_chunks(&fresh, 512) {
+        for chunk in db.chunks(&fresh, 512) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * MESSAGE_COLUMNS);
             for &i in chunk {
                 let m = &items[i];
@@ -205,7 +205,7 @@ impl Store {
             );
             txn.execute_raw(db.stmt(&sql, values)).await?;
         }
-        for chunk in pow2_chunks(&shard_rows, 512) {
+        for chunk in db.chunks(&shard_rows, 512) {
             let sql = format!(
                 "INSERT INTO shards (message_id, seq, spec, state, updated_at) VALUES {}",
                 value_rows(chunk.len(), 5)

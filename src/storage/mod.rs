@@ -25,7 +25,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use msghub_migrations::{Migrator, MigratorTrait};
-use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
@@ -164,14 +163,7 @@ impl Db {
                 .min_connections(0)
                 .idle_timeout(Duration::from_millis(settings.idle_timeout_ms.max(100)))
                 .sqlx_logging(settings.log_statements)
-                .acquire_timeout(Duration::from_secs(30))
-                // Statements are prepared once per shape and run many times; after five runs
-                // Postgres would switch to a generic plan, blind to the values, which for our
-                // key lookups over VALUES lists and IN lists is far worse than planning each
-                // run (a 200 000-user webhook blast ran at a third of the speed).
-                .map_sqlx_postgres_opts(|o: PgConnectOptions| {
-                    o.options([("plan_cache_mode", "force_custom_plan")])
-                });
+                .acquire_timeout(Duration::from_secs(30));
             let conn = Database::connect(opts).await?;
             Db {
                 read: conn.clone(),
@@ -315,6 +307,28 @@ impl Db {
         values: Vec<Value>,
     ) -> Result<Option<QueryResult>, DbErr> {
         self.write.query_one_raw(self.stmt(sql, values)).await
+    }
+
+    /// The rows a keyed update or lookup of `n` rows is padded to ([`padded_rows`]), on
+    /// SQLite. Postgres gets exact shapes: reused shapes would get generic plans there, blind
+    /// to the values of their lists (a 200 000-user webhook blast ran at a third of the
+    /// speed), and planning every run instead costs more than the shapes save.
+    pub fn pad_to(&self, n: usize, max: usize) -> usize {
+        if self.backend == DatabaseBackend::Sqlite {
+            padded_rows(n, max)
+        } else {
+            n
+        }
+    }
+
+    /// Insert rows cut into statements: power-of-two chunks on SQLite ([`pow2_chunks`]),
+    /// chunks of `max` on Postgres (see [`Db::pad_to`]).
+    pub fn chunks<'a, T>(&self, items: &'a [T], max: usize) -> Vec<&'a [T]> {
+        if self.backend == DatabaseBackend::Sqlite {
+            pow2_chunks(items, max)
+        } else {
+            items.chunks(max.max(1)).collect()
+        }
     }
 
     pub async fn execute(&self, sql: &str, values: Vec<Value>) -> Result<u64, DbErr> {

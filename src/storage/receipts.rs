@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use msghub_actors::plan::DeliveryStatus;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 
-use super::{Db, now_ms, padded_rows, repeat_last_row, value_rows};
+use super::{Db, now_ms, repeat_last_row, value_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReceiptKind {
@@ -101,7 +101,7 @@ impl Db {
         // Current state of every named delivery.
         let mut found: HashMap<(i64, i64, &str), Matched> = HashMap::new();
         for chunk in all.chunks(256) {
-            let rows = padded_rows(chunk.len(), 256);
+            let rows = self.pad_to(chunk.len(), 256);
             // The receipts' own keys, to match rows without a scan of the chunk per row.
             let wanted: HashMap<(i64, i64, &str), &str> = chunk
                 .iter()
@@ -191,7 +191,7 @@ impl Db {
         let mut updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
         updates.sort_unstable_by_key(|(id, _)| *id);
         for chunk in updates.chunks(512) {
-            let rows = padded_rows(chunk.len(), 512);
+            let rows = self.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = Vec::with_capacity(1 + rows * 3);
             values.push(now.into());
             for (id, (status, at)) in chunk {
