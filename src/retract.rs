@@ -7,8 +7,11 @@
 //! ([`follow_up`]): once the calls that were already under way have recorded their outcomes,
 //! every stopped delivery is reported (callback type 7), and every delivery the provider had
 //! accepted is recalled through its channel's adapter (`Provider::recall`): type 7 when it was
-//! withdrawn, 8 when the recall failed or the provider cannot recall. Like the callbacks, this
-//! follow-up is not persisted: a restart in the middle loses the rest of it, never the retract.
+//! withdrawn, 8 when the recall failed or the provider cannot recall. A delivery whose call was
+//! under way when the retract committed reads `retracted` until that call's outcome is recorded
+//! (`submitted`, with the provider's id), and `retracted` again once the recall succeeded; its
+//! callback comes after that. Like the callbacks, this follow-up is not persisted: a restart in
+//! the middle loses the rest of it, never the retract.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
