@@ -284,18 +284,22 @@ impl Store {
         for chunk in ids.chunks(2048) {
             let rows = self.db.pad_to(chunk.len(), 2048);
             let sql = format!(
-                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter} \
-                 ORDER BY userid, channel_type, address",
+                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter}",
                 in_list(rows)
             );
             let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
             repeat_last_row(&mut values, 1, rows - chunk.len());
             values.extend(types.into_iter().flatten().map(|t| Value::from(*t)));
-            for r in conn.query_all_raw(self.db.stmt(&sql, values)).await? {
-                out.entry(r.try_get("", "userid")?)
+            let cols = ["userid", "channel_type", "address"];
+            for r in self.db.query_packed(conn, &cols, &sql, values).await? {
+                out.entry(r.string(0)?)
                     .or_default()
-                    .push((r.try_get("", "channel_type")?, r.try_get("", "address")?));
+                    .push((r.string(1)?, r.string(2)?));
             }
+        }
+        // Each user's bindings in (channel type, address) order, however they were read.
+        for bindings in out.values_mut() {
+            bindings.sort_unstable();
         }
         Ok(out)
     }
@@ -421,22 +425,30 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT b.userid, b.channel_type, b.address FROM bindings b WHERE b.channel_type IN ({}) AND {filter} \
-             ORDER BY b.userid, b.channel_type, b.address",
+            "SELECT b.userid, b.channel_type, b.address FROM bindings b WHERE b.channel_type IN ({}) AND {filter}",
             in_list(types.len())
         );
         let mut all: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
         all.append(&mut values);
-        let rows = self.db.query_all(&sql, all).await?;
-        rows.iter()
+        let cols = ["userid", "channel_type", "address"];
+        let mut resolved = self
+            .db
+            .query_packed(self.db.read(), &cols, &sql, all)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(Resolved {
-                    userid: Some(r.try_get("", "userid")?),
-                    channel_type: r.try_get("", "channel_type")?,
-                    address: r.try_get("", "address")?,
+                    userid: Some(r.string(0)?),
+                    channel_type: r.string(1)?,
+                    address: r.string(2)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, DbErr>>()?;
+        // In (user, channel type, address) order, however they were read.
+        resolved.sort_unstable_by(|a, b| {
+            (&a.userid, &a.channel_type, &a.address).cmp(&(&b.userid, &b.channel_type, &b.address))
+        });
+        Ok(resolved)
     }
 
     /// Insert one shard's deliveries (once per address) and return those still queued: for a
@@ -748,24 +760,25 @@ impl Store {
         // deliveries on it failed (then they move on without waiting).
         // Read through the step index and grouped here: a GROUP BY userid makes SQLite walk
         // every delivery of the message in userid order instead (one table seek per row).
-        let rows = txn
-            .query_all_raw(self.db.stmt(
+        let rows = self
+            .db
+            .query_packed(
+                txn,
+                &["userid", "sent_at", "created_at", "status"],
                 "SELECT userid, sent_at, created_at, status FROM deliveries \
                  WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL",
                 vec![key.msgid.into(), key.seq.into(), key.step.into()],
-            ))
+            )
             .await?;
         // Per user: last sent, whether some of it is still being sent, whether all of it failed.
         let mut users: BTreeMap<String, (i64, bool, bool)> = BTreeMap::new();
         for r in &rows {
-            let userid: String = r.try_get("", "userid")?;
-            let sent_at: Option<i64> = r.try_get("", "sent_at")?;
-            let created_at: i64 = r.try_get("", "created_at")?;
-            let status: i16 = r.try_get("", "status")?;
-            let sent = sent_at.unwrap_or(created_at);
-            let sending = status == DeliveryStatus::Queued as i16;
-            let failed = status == DeliveryStatus::Failed as i16
-                || status == DeliveryStatus::Undelivered as i16;
+            let userid = r.string(0)?;
+            let sent = r.opt_i64(1)?.unwrap_or(r.i64(2)?);
+            let status = r.i64(3)?;
+            let sending = status == DeliveryStatus::Queued as i64;
+            let failed = status == DeliveryStatus::Failed as i64
+                || status == DeliveryStatus::Undelivered as i64;
             let e = users.entry(userid).or_insert((sent, sending, failed));
             e.0 = e.0.max(sent);
             e.1 |= sending;
@@ -802,18 +815,21 @@ impl Store {
             // Every user's deliveries of a message are in the one shard, on every step. Not
             // DISTINCT: SQLite would then walk the whole message in userid order.
             let mut reached: BTreeSet<String> = BTreeSet::new();
-            let rows = txn
-                .query_all_raw(self.db.stmt(
+            let rows = self
+                .db
+                .query_packed(
+                    txn,
+                    &["userid"],
                     &format!(
                         "SELECT userid FROM deliveries WHERE message_id = ? AND shard_seq = ? \
                          AND status IN ({reached_statuses}) AND userid IS NOT NULL"
                     ),
                     vec![key.msgid.into(), key.seq.into()],
-                ))
+                )
                 .await?;
             let due_set: BTreeSet<&str> = due.iter().map(String::as_str).collect();
             for r in rows {
-                let userid: String = r.try_get("", "userid")?;
+                let userid = r.string(0)?;
                 if due_set.contains(userid.as_str()) {
                     reached.insert(userid);
                 }

@@ -127,11 +127,20 @@ impl Db {
                  AND d.channel_id = v.column2 AND d.address = v.column3",
                 value_rows(rows, 3)
             );
-            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
-                let msgid: i64 = row.try_get("", "message_id")?;
-                let channel_id: i64 = row.try_get("", "channel_id")?;
-                let address: String = row.try_get("", "address")?;
-                let status: i16 = row.try_get("", "status")?;
+            let cols = [
+                "id",
+                "message_id",
+                "channel_id",
+                "address",
+                "status",
+                "userid",
+                "channel_type",
+            ];
+            for row in self.query_packed(&txn, &cols, &sql, values).await? {
+                let msgid = row.i64(1)?;
+                let channel_id = row.i64(2)?;
+                let address = row.string(3)?;
+                let status = i16::try_from(row.i64(4)?).unwrap_or(-1);
                 if status == DeliveryStatus::Skipped as i16 {
                     // Never sent: a receipt naming it is someone else's.
                     continue;
@@ -142,10 +151,10 @@ impl Db {
                 found.insert(
                     (msgid, channel_id, *address),
                     Matched {
-                        id: row.try_get("", "id")?,
+                        id: row.i64(0)?,
                         status: DeliveryStatus::from_i16(status).unwrap_or(DeliveryStatus::Queued),
-                        userid: row.try_get("", "userid")?,
-                        channel_type: row.try_get("", "channel_type")?,
+                        userid: row.opt_string(5)?,
+                        channel_type: row.string(6)?,
                     },
                 );
             }

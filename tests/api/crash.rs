@@ -180,7 +180,10 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     let rule = app
         .create_rule(json!({"type": "fallback", "steps": [
             {"channel": "app", "wait_seconds": 2, "condition": "not_delivered"},
-            {"channel": "webhook", "wait_seconds": 2, "condition": "not_clicked"},
+            // Longer than step 2 can take in a debug build on a loaded machine: the server
+            // must be killed before any step-3 timer is due, or an SMS in flight at the kill
+            // is sent again after the restart (SMS providers have no idempotency key).
+            {"channel": "webhook", "wait_seconds": 5, "condition": "not_clicked"},
             {"channel": "sms"}]}))
         .await;
     let msgid = app
@@ -214,7 +217,11 @@ async fn fallback_timers_pending_across_restarts_fire_exactly_once() {
     wait_for("webhook").await;
     server.kill();
     assert!(app.count_rows("fallback_timers").await > 0);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        app.sim.state.received("sms").is_empty(),
+        "the kill came after step-3 timers fired"
+    );
+    tokio::time::sleep(Duration::from_millis(5500)).await;
     let mut server = process.start().await;
     let status = app.wait_done(&msgid, Duration::from_secs(60)).await;
     server.kill();
