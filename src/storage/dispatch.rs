@@ -15,7 +15,7 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::{Db, in_list, now_ms, repeat_last_row, value_rows};
+use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
 /// [`Db`] with the key that opens channel credentials.
@@ -70,6 +70,64 @@ pub const PACED_SHARDS_PER_SECOND: u64 = 10;
 pub const STICKY_STATUSES: &str = "3, 4, 5";
 
 mod filters;
+
+/// A queued delivery as opening a shard reads it: inserted, or left from before a restart.
+pub(super) struct Opened {
+    msgid: i64,
+    seq: i32,
+    id: i64,
+    channel_id: i64,
+    userid: Option<String>,
+    address: String,
+}
+
+/// Inserts of this many rows or more are read back packed on SQLite (see
+/// [`Store::insert_rows`]); below it, the two extra statements cost more than the rows'
+/// hand-offs they save.
+const PACK_FROM_ROWS: usize = 32;
+
+/// The columns of [`Opened`], in the order [`Opened::of`] reads them.
+const OPENED_COLUMNS: [&str; 6] = [
+    "message_id",
+    "shard_seq",
+    "id",
+    "channel_id",
+    "userid",
+    "address",
+];
+
+impl Opened {
+    fn of(r: &PackedRow) -> Result<Opened, DbErr> {
+        Ok(Opened {
+            msgid: r.i64(0)?,
+            seq: i32::try_from(r.i64(1)?)
+                .map_err(|_| DbErr::Custom("shard_seq out of range".into()))?,
+            id: r.i64(2)?,
+            channel_id: r.i64(3)?,
+            userid: r.opt_string(4)?,
+            address: r.string(5)?,
+        })
+    }
+
+    fn of_row(r: &QueryResult) -> Result<Opened, DbErr> {
+        Ok(Opened {
+            msgid: r.try_get("", "message_id")?,
+            seq: r.try_get("", "shard_seq")?,
+            id: r.try_get("", "id")?,
+            channel_id: r.try_get("", "channel_id")?,
+            userid: r.try_get("", "userid")?,
+            address: r.try_get("", "address")?,
+        })
+    }
+
+    fn target(self) -> Target {
+        Target {
+            delivery_id: self.id,
+            address: self.address,
+            userid: self.userid,
+        }
+    }
+}
 
 /// One resolved (user, channel type, address) of a shard.
 #[derive(Clone)]
@@ -491,21 +549,26 @@ impl Store {
             // receipt before the crash took its outcome (attempts = 0). The re-sent batch then
             // has the same members, so the provider's idempotency key (JPush cid) matches and
             // the receipted ones are not delivered twice.
-            let stmt = self.db.stmt(
-                "SELECT id, channel_id, userid, address FROM deliveries WHERE message_id = ? AND shard_seq = ? \
-                 AND (status = 0 OR (status IN (3, 4, 5) AND attempts = 0)) ORDER BY id",
-                vec![plan.msgid.into(), shard.seq.into()],
-            );
-            rows = txn.query_all_raw(stmt).await?;
+            rows = self
+                .db
+                .query_packed(
+                    txn,
+                    &OPENED_COLUMNS,
+                    &format!(
+                        "SELECT {} FROM deliveries WHERE message_id = ? AND shard_seq = ? \
+                         AND (status = 0 OR (status IN (3, 4, 5) AND attempts = 0))",
+                        OPENED_COLUMNS.join(", ")
+                    ),
+                    vec![plan.msgid.into(), shard.seq.into()],
+                )
+                .await?
+                .iter()
+                .map(Opened::of)
+                .collect::<Result<_, _>>()?;
         }
         let mut by_channel: BTreeMap<i64, Vec<Target>> = BTreeMap::new();
         for r in rows {
-            let channel_id: i64 = r.try_get("", "channel_id")?;
-            by_channel.entry(channel_id).or_default().push(Target {
-                delivery_id: r.try_get("", "id")?,
-                address: r.try_get("", "address")?,
-                userid: r.try_get("", "userid")?,
-            });
+            by_channel.entry(r.channel_id).or_default().push(r.target());
         }
         // Ordered by id whichever way they were read, so a batch re-sent after a restart has
         // the same members (and the same provider idempotency key) as the first time.
@@ -542,19 +605,13 @@ impl Store {
             return Ok(());
         }
         let mut targets: HashMap<(i64, i32), BTreeMap<i64, Vec<Target>>> = HashMap::new();
-        let mut push = |r: &QueryResult| -> Result<(), DbErr> {
-            let key = (r.try_get("", "message_id")?, r.try_get("", "shard_seq")?);
+        let mut push = |r: Opened| {
             targets
-                .entry(key)
+                .entry((r.msgid, r.seq))
                 .or_default()
-                .entry(r.try_get("", "channel_id")?)
+                .entry(r.channel_id)
                 .or_default()
-                .push(Target {
-                    delivery_id: r.try_get("", "id")?,
-                    address: r.try_get("", "address")?,
-                    userid: r.try_get("", "userid")?,
-                });
-            Ok(())
+                .push(r.target());
         };
         for fresh in [true, false] {
             let rows: Vec<NewDelivery> = shards
@@ -567,7 +624,7 @@ impl Store {
                 })
                 .collect();
             for r in self.insert_rows(txn, &rows, now, fresh).await? {
-                push(&r)?;
+                push(r);
             }
         }
         // Opened before a restart: whatever has no recorded outcome (see `open_one`).
@@ -584,15 +641,20 @@ impl Store {
             .collect();
         for chunk in stale_ids.chunks(500) {
             let sql = format!(
-                "SELECT message_id, shard_seq, id, channel_id, userid, address FROM deliveries \
+                "SELECT {} FROM deliveries \
                  WHERE message_id IN ({}) AND (status = 0 OR (status IN (3, 4, 5) AND attempts = 0))",
+                OPENED_COLUMNS.join(", "),
                 in_list(chunk.len())
             );
             let values = chunk.iter().map(|m| Value::from(*m)).collect();
-            for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
-                let key: (i64, i32) = (r.try_get("", "message_id")?, r.try_get("", "shard_seq")?);
-                if stale.contains(&key) {
-                    push(&r)?;
+            for r in self
+                .db
+                .query_packed(txn, &OPENED_COLUMNS, &sql, values)
+                .await?
+            {
+                let r = Opened::of(&r)?;
+                if stale.contains(&(r.msgid, r.seq)) {
+                    push(r);
                 }
             }
         }
@@ -626,7 +688,7 @@ impl Store {
         stepped: &[(&Resolved, i16)],
         now: i64,
         returning: bool,
-    ) -> Result<Vec<QueryResult>, DbErr> {
+    ) -> Result<Vec<Opened>, DbErr> {
         let rows: Vec<NewDelivery> = stepped
             .iter()
             .filter_map(|(r, step)| NewDelivery::of(plan, seq, r, *step))
@@ -634,17 +696,20 @@ impl Store {
         self.insert_rows(txn, &rows, now, returning).await
     }
 
-    /// Insert deliveries, of any messages and shards, once per address, 1000 per statement;
-    /// with `returning`, the inserted rows (message_id, shard_seq, id, channel_id, userid,
-    /// address).
+    /// Insert deliveries, of any messages and shards, once per address, 1024 per statement;
+    /// with `returning`, the inserted rows. Postgres returns them from the insert itself
+    /// (`RETURNING`, packed by [`Db::query_packed`]); SQLite cannot pack a `RETURNING`, so
+    /// from [`PACK_FROM_ROWS`] rows it reads back the rows with ids above the largest before
+    /// the insert: ids only grow (`AUTOINCREMENT`) and this transaction is the only writer.
     async fn insert_rows<C: ConnectionTrait>(
         &self,
         txn: &C,
         rows: &[NewDelivery<'_>],
         now: i64,
         returning: bool,
-    ) -> Result<Vec<QueryResult>, DbErr> {
+    ) -> Result<Vec<Opened>, DbErr> {
         let mut out = Vec::new();
+        let sqlite = self.db.backend() == DatabaseBackend::Sqlite;
         for chunk in self.db.chunks(rows, 1024) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
             for d in chunk {
@@ -662,21 +727,50 @@ impl Store {
                     now.into(),
                 ]);
             }
-            let sql = format!(
+            let insert = format!(
                 "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
                  status, attempts, updated_at, created_at) VALUES {} \
-                 ON CONFLICT (message_id, channel_id, address) DO NOTHING{}",
+                 ON CONFLICT (message_id, channel_id, address) DO NOTHING",
                 value_rows(chunk.len(), 11),
-                if returning {
-                    " RETURNING message_id, shard_seq, id, channel_id, userid, address"
-                } else {
-                    ""
-                }
             );
-            if returning {
-                out.extend(txn.query_all_raw(self.db.stmt(&sql, values)).await?);
+            if !returning {
+                txn.execute_raw(self.db.stmt(&insert, values)).await?;
+                continue;
+            }
+            if sqlite && chunk.len() < PACK_FROM_ROWS {
+                // A few rows (one-user sends): one statement, its rows handed over one by one.
+                let sql = format!("{insert} RETURNING {}", OPENED_COLUMNS.join(", "));
+                for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
+                    out.push(Opened::of_row(&r)?);
+                }
+                continue;
+            }
+            let packed = if sqlite {
+                let before: i64 = txn
+                    .query_one_raw(
+                        self.db
+                            .stmt("SELECT COALESCE(MAX(id), 0) AS m FROM deliveries", vec![]),
+                    )
+                    .await?
+                    .map(|r| r.try_get("", "m"))
+                    .transpose()?
+                    .unwrap_or(0);
+                txn.execute_raw(self.db.stmt(&insert, values)).await?;
+                let sql = format!(
+                    "SELECT {} FROM deliveries WHERE id > ?",
+                    OPENED_COLUMNS.join(", ")
+                );
+                self.db
+                    .query_packed(txn, &OPENED_COLUMNS, &sql, vec![before.into()])
+                    .await?
             } else {
-                txn.execute_raw(self.db.stmt(&sql, values)).await?;
+                let sql = format!("{insert} RETURNING {}", OPENED_COLUMNS.join(", "));
+                self.db
+                    .query_packed(txn, &OPENED_COLUMNS, &sql, values)
+                    .await?
+            };
+            for r in &packed {
+                out.push(Opened::of(r)?);
             }
         }
         Ok(out)

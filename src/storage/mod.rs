@@ -331,7 +331,8 @@ impl Db {
         }
     }
 
-    /// The rows of `inner` (a `SELECT` whose result columns include `cols`), packed by the
+    /// The rows of `inner` (a `SELECT`, or on Postgres an `INSERT … RETURNING`, whose result
+    /// columns include `cols`), packed by the
     /// database into one JSON array and read back as one row. On SQLite every result row
     /// otherwise crosses from sqlx's connection thread to the async side on its own, waking the
     /// runtime each time: for a lookup of hundreds of rows that hand-off costs more than the
@@ -348,12 +349,15 @@ impl Db {
             .map(|c| format!("p.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // A common table expression, so `inner` may also be an `INSERT … RETURNING` on Postgres.
         let sql = if self.backend == DatabaseBackend::Postgres {
             format!(
-                "SELECT json_agg(json_build_array({fields}))::text AS packed FROM ({inner}) AS p"
+                "WITH p AS ({inner}) SELECT json_agg(json_build_array({fields}))::text AS packed FROM p"
             )
         } else {
-            format!("SELECT json_group_array(json_array({fields})) AS packed FROM ({inner}) AS p")
+            format!(
+                "WITH p AS ({inner}) SELECT json_group_array(json_array({fields})) AS packed FROM p"
+            )
         };
         let Some(row) = conn.query_one_raw(self.stmt(&sql, values)).await? else {
             return Ok(Vec::new());
