@@ -205,7 +205,7 @@ impl Default for DispatchSettings {
             backoff_base_ms: 200,
             backoff_max_ms: 30_000,
             write_batch_max: 512,
-            write_batch_rows: 2000,
+            write_batch_rows: 1000,
             timer_poll_ms: 20,
         }
     }
