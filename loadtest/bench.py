@@ -340,6 +340,15 @@ def main():
             rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)) * per_request
             results["s_receipts"] = {"per_second": rate, "ratio_to_healthz": rate / ceiling,
                                      "p99_ms": int(re.search(r"latency p99 us: (\d+)", out).group(1)) / 1000}
+            if args.quick:
+                # The smoke also runs the k6 script of the same load, so it keeps working.
+                rm = k6(os.path.join(ROOT, "loadtest/receipts/receipts.js"),
+                        {"RECEIPT_URL": receipt_url, "APP_KEY": SIM["app_key"], "MASTER_SECRET": SIM["master_secret"],
+                         "MSGID": app_blast["msgid"], "USERS": str(users), "PREFIX": "rblast", "DURATION": "2s",
+                         "VUS": "2"}, os.path.join(work, "receipts.json"))
+                posted, applied = rm["receipts_posted"]["count"], rm["receipts_applied"]["count"]
+                if posted == 0 or applied != posted:
+                    raise SystemExit(f"S-receipts (k6): {applied} of {posted} receipts named a delivery")
         if "fallback" in only:
             # S-fallback: every seeded user pending in a fallback timer (memory per pending user),
             # then a short chain whose timers fire while its first step is still being sent
