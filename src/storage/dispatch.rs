@@ -701,6 +701,7 @@ impl Store {
     /// (`RETURNING`, packed by [`Db::query_packed`]); SQLite cannot pack a `RETURNING`, so
     /// from [`PACK_FROM_ROWS`] rows it reads back the rows with ids above the largest before
     /// the insert: ids only grow (`AUTOINCREMENT`) and this transaction is the only writer.
+    /// `txn` must therefore be a transaction on the write connection, as in every caller.
     async fn insert_rows<C: ConnectionTrait>(
         &self,
         txn: &C,
