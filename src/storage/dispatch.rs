@@ -711,6 +711,7 @@ impl Store {
     ) -> Result<Vec<Opened>, DbErr> {
         let mut out = Vec::new();
         let sqlite = self.db.backend() == DatabaseBackend::Sqlite;
+        let columns = OPENED_COLUMNS.join(", ");
         for chunk in self.db.chunks(rows, 1024) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
             for d in chunk {
@@ -738,15 +739,21 @@ impl Store {
                 txn.execute_raw(self.db.stmt(&insert, values)).await?;
                 continue;
             }
-            if sqlite && chunk.len() < PACK_FROM_ROWS {
+            let with_returning = format!("{insert} RETURNING {columns}");
+            let packed = if !sqlite {
+                self.db
+                    .query_packed(txn, &OPENED_COLUMNS, &with_returning, values)
+                    .await?
+            } else if chunk.len() < PACK_FROM_ROWS {
                 // A few rows (one-user sends): one statement, its rows handed over one by one.
-                let sql = format!("{insert} RETURNING {}", OPENED_COLUMNS.join(", "));
-                for r in txn.query_all_raw(self.db.stmt(&sql, values)).await? {
+                for r in txn
+                    .query_all_raw(self.db.stmt(&with_returning, values))
+                    .await?
+                {
                     out.push(Opened::of_row(&r)?);
                 }
                 continue;
-            }
-            let packed = if sqlite {
+            } else {
                 let before: i64 = txn
                     .query_one_raw(
                         self.db
@@ -757,17 +764,9 @@ impl Store {
                     .transpose()?
                     .unwrap_or(0);
                 txn.execute_raw(self.db.stmt(&insert, values)).await?;
-                let sql = format!(
-                    "SELECT {} FROM deliveries WHERE id > ?",
-                    OPENED_COLUMNS.join(", ")
-                );
+                let sql = format!("SELECT {columns} FROM deliveries WHERE id > ?");
                 self.db
                     .query_packed(txn, &OPENED_COLUMNS, &sql, vec![before.into()])
-                    .await?
-            } else {
-                let sql = format!("{insert} RETURNING {}", OPENED_COLUMNS.join(", "));
-                self.db
-                    .query_packed(txn, &OPENED_COLUMNS, &sql, values)
                     .await?
             };
             for r in &packed {
