@@ -60,7 +60,7 @@ impl std::fmt::Debug for ChannelSpec {
 }
 
 /// A fallback timer: one per shard and step, with its deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerKey {
     pub msgid: i64,
     pub seq: i32,

@@ -45,6 +45,11 @@ pub struct Poller<W: DueWork> {
     store: Arc<dyn DispatchStore>,
     planner: Recipient<DispatchMessage>,
     config: TimerConfig,
+    /// Where each page of work runs: the runtime of the storage writers, not the dispatch
+    /// arbiter this actor lives on. A page is a chain of statements in one transaction that
+    /// holds the writer; on the arbiter, each statement's continuation would queue behind the
+    /// provider calls of the steps it just queued.
+    runtime: tokio::runtime::Handle,
     busy: bool,
 }
 
@@ -57,12 +62,14 @@ impl<W: DueWork> Poller<W> {
         store: Arc<dyn DispatchStore>,
         planner: Recipient<DispatchMessage>,
         config: TimerConfig,
+        runtime: tokio::runtime::Handle,
     ) -> Poller<W> {
         Poller {
             work: Arc::new(work),
             store,
             planner,
             config,
+            runtime,
             busy: false,
         }
     }
@@ -76,10 +83,13 @@ impl<W: DueWork> Poller<W> {
         let store = self.store.clone();
         let planner = self.planner.clone();
         let limit = self.config.batch.max(1);
-        let run = async move { work.run(&*store, &planner, limit).await };
+        let run = self
+            .runtime
+            .spawn(async move { work.run(&*store, &planner, limit).await });
         ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
             act.busy = false;
-            if more {
+            // A page that panicked is logged by the runtime; the next tick polls again.
+            if more.unwrap_or(false) {
                 act.poll(ctx);
             }
         }));

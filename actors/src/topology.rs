@@ -189,9 +189,12 @@ impl Dispatch {
             )
         });
         let timer_config = config.timers;
+        // The storage writers (group-commit batchers) run on the caller's runtime; so do the
+        // timers' and the scheduler's pages of writes.
+        let writers = tokio::runtime::Handle::current();
         let write_batch_rows = config.write_batch_rows.max(1);
         let recipient = planner.clone().recipient();
-        let timer_store = store.clone();
+        let (timer_store, timer_writers) = (store.clone(), writers.clone());
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             crate::timers::FallbackTimers::new(
                 crate::timers::FireTimers {
@@ -200,6 +203,7 @@ impl Dispatch {
                 timer_store,
                 recipient,
                 timer_config,
+                timer_writers,
             )
         });
         let recipient = planner.clone().recipient();
@@ -209,6 +213,7 @@ impl Dispatch {
                 store,
                 recipient,
                 timer_config,
+                writers,
             )
         });
         let dispatch = Dispatch {

@@ -12,6 +12,7 @@ mod m0004_schedule;
 mod m0005_audience_filters;
 mod m0006_lean_delivery_indexes;
 mod m0007_covering_bindings_index;
+mod m0008_step_index_without_judged;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_audience_filters::Migration),
             Box::new(m0006_lean_delivery_indexes::Migration),
             Box::new(m0007_covering_bindings_index::Migration),
+            Box::new(m0008_step_index_without_judged::Migration),
         ]
     }
 }

@@ -137,6 +137,47 @@ pub(super) struct Resolved {
     address: String,
 }
 
+/// The later steps' bindings of the users a fallback firing will judge, read on a reader
+/// before the firing takes the writer: a thousand users' bindings are a lookup of a millisecond
+/// or two that would otherwise hold the one SQLite writer, which accepts and outcomes wait for.
+/// Users the firing finds undecided that this did not cover (their rows appeared since) are
+/// looked up in the firing's transaction.
+struct Prefetched {
+    /// The undecided users of the step when it was read.
+    covered: HashSet<String>,
+    /// Their bindings on the later steps' channel types.
+    bindings: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Prefetched {
+    /// The bindings of `users` on the `later` channel types: from what was read before,
+    /// and for users that read did not cover, from `conn`.
+    async fn bindings_of<C: ConnectionTrait>(
+        mut self,
+        store: &Store,
+        conn: &C,
+        users: &BTreeSet<&str>,
+        later: &BTreeSet<&str>,
+    ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
+        let missing: BTreeSet<&str> = users
+            .iter()
+            .filter(|u| !self.covered.contains(**u))
+            .copied()
+            .collect();
+        let mut out = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            store.bindings_of(conn, &missing, Some(later)).await?
+        };
+        for user in users {
+            if let Some(b) = self.bindings.remove(*user) {
+                out.insert((*user).to_string(), b);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A delivery row to insert: a resolved target of a shard, on a step, on the message's channel
 /// of its type.
 struct NewDelivery<'a> {
@@ -807,6 +848,67 @@ impl Store {
         Ok(())
     }
 
+    /// Read, on a reader connection, the bindings a firing of each of the first `keys` (about
+    /// `max_users` users) will need for its later steps. A key whose reads fail is left out:
+    /// its firing reads them itself.
+    async fn prefetch_firings(
+        &self,
+        keys: &[TimerKey],
+        max_users: u64,
+    ) -> HashMap<TimerKey, Prefetched> {
+        let mut out = HashMap::new();
+        let mut users = 0u64;
+        for key in keys {
+            if users >= max_users {
+                break;
+            }
+            if let Ok(Some(p)) = self.prefetch_firing(*key).await {
+                users += p.covered.len().max(1) as u64;
+                out.insert(*key, p);
+            }
+        }
+        out
+    }
+
+    async fn prefetch_firing(&self, key: TimerKey) -> Result<Option<Prefetched>, DbErr> {
+        let read = self.db.read();
+        let Some(row) = read
+            .query_one_raw(self.db.stmt(
+                "SELECT plan, state FROM messages WHERE id = ?",
+                vec![key.msgid.into()],
+            ))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let plan = parse_plan(&row)?;
+        let steps = plan.strategy.steps();
+        let k = key.step as usize;
+        if k + 1 >= steps.len() {
+            return Ok(None);
+        }
+        let later: BTreeSet<&str> = steps[k + 1..]
+            .iter()
+            .map(|s| s.channel_type.code())
+            .collect();
+        let covered: HashSet<String> = self
+            .db
+            .query_packed(
+                read,
+                &["userid"],
+                "SELECT userid FROM deliveries \
+                 WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL",
+                vec![key.msgid.into(), key.seq.into(), key.step.into()],
+            )
+            .await?
+            .iter()
+            .map(|r| r.string(0))
+            .collect::<Result<_, _>>()?;
+        let ids: BTreeSet<&str> = covered.iter().map(String::as_str).collect();
+        let bindings = self.bindings_of(read, &ids, Some(&later)).await?;
+        Ok(Some(Prefetched { covered, bindings }))
+    }
+
     /// Fire one fallback timer (see [`DispatchStore::fire_timers`]).
     /// Status callback items 0 for the later steps' deliveries it queues are added to
     /// `events`, to be reported once the firing commits.
@@ -816,6 +918,7 @@ impl Store {
         key: TimerKey,
         now: i64,
         events: &mut Vec<(i64, Vec<CallbackEvent>)>,
+        prefetched: Option<Prefetched>,
     ) -> Result<Fired, DbErr> {
         let mut fired = Fired::default();
         let delete_timer = self.db.stmt(
@@ -964,7 +1067,10 @@ impl Store {
                     .iter()
                     .map(|s| s.channel_type.code())
                     .collect();
-                let bindings = self.bindings_of(txn, &advancing, Some(&later)).await?;
+                let bindings = match prefetched {
+                    Some(p) => p.bindings_of(self, txn, &advancing, &later).await?,
+                    None => self.bindings_of(txn, &advancing, Some(&later)).await?,
+                };
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
                 if let Some(f) = &plan.filters {
                     // The filters pick each user's step among all later ones.
@@ -1607,6 +1713,8 @@ impl DispatchStore for Store {
 
     async fn fire_timers(&self, keys: &[TimerKey], max_users: u64) -> StoreResult<Vec<Fired>> {
         // Deadlines go before throughput work (shard opens, outcomes), after accepts.
+        // The next step's bindings are read before the writer is ours (see `Prefetched`).
+        let mut prefetched = self.prefetch_firings(keys, max_users).await;
         let _timely = self.db.timely_write().await;
         let txn = self.db.write().begin().await.map_err(err)?;
         let msgids: Vec<i64> = keys.iter().map(|k| k.msgid).collect();
@@ -1620,7 +1728,10 @@ impl DispatchStore for Store {
             if !out.is_empty() && users >= max_users {
                 break;
             }
-            let fired = self.fire(&txn, *key, now, &mut events).await.map_err(err)?;
+            let fired = self
+                .fire(&txn, *key, now, &mut events, prefetched.remove(key))
+                .await
+                .map_err(err)?;
             users += fired.examined.max(1);
             out.push(fired);
         }
