@@ -88,7 +88,7 @@ impl<W: DueWork> Poller<W> {
             .spawn(async move { work.run(&*store, &planner, limit).await });
         ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
             act.busy = false;
-            // A page that panicked is logged by the runtime; the next tick polls again.
+            // A page that panicked was reported by the panic hook; the next tick polls again.
             if more.unwrap_or(false) {
                 act.poll(ctx);
             }
