@@ -140,10 +140,10 @@ pub(super) struct Resolved {
 /// The later steps' bindings of the users a fallback firing will judge, read on a reader
 /// before the firing takes the writer: a thousand users' bindings are a lookup of a millisecond
 /// or two that would otherwise hold the one SQLite writer, which accepts and outcomes wait for.
-/// Users the firing finds undecided that this did not cover (their rows appeared since) are
-/// looked up in the firing's transaction.
+/// Users the firing finds due that this did not cover (due since, or their rows appeared
+/// since) are looked up in the firing's transaction.
 struct Prefetched {
-    /// The undecided users of the step when it was read.
+    /// The step's users that were due when it was read.
     covered: HashSet<String>,
     /// Their bindings on the later steps' channel types.
     bindings: HashMap<String, Vec<(String, String)>>,
@@ -176,6 +176,63 @@ impl Prefetched {
         }
         Ok(out)
     }
+}
+
+/// The undecided deliveries of a fallback step of a shard (message, shard, step), as
+/// [`judge_step`] reads them. Read through the step index and grouped in Rust: a `GROUP BY
+/// userid` makes SQLite walk every delivery of the message in userid order instead.
+const UNDECIDED_SQL: &str = "SELECT userid, sent_at, created_at, status FROM deliveries \
+     WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL";
+const UNDECIDED_COLUMNS: [&str; 4] = ["userid", "sent_at", "created_at", "status"];
+
+/// Which undecided users of a fallback step are due at a time.
+#[derive(Debug, PartialEq)]
+struct StepJudgement {
+    /// Users with undecided deliveries on the step.
+    examined: usize,
+    /// Users whose wait has passed since the step was last sent to them, or all of whose
+    /// deliveries on it failed (they move on without waiting); in userid order.
+    due: Vec<String>,
+    /// The earliest time another of them is due: a user still being sent to (a paced or
+    /// throttled step, whose wait starts when its outcome is recorded) is looked at again
+    /// shortly.
+    next_due: Option<i64>,
+}
+
+/// Judge the rows of [`UNDECIDED_SQL`] for a step with `wait` ms at `now`.
+fn judge_step(rows: &[PackedRow], wait: i64, now: i64) -> Result<StepJudgement, DbErr> {
+    // Per user: last sent, whether some of it is still being sent, whether all of it failed.
+    let mut users: BTreeMap<String, (i64, bool, bool)> = BTreeMap::new();
+    for r in rows {
+        let userid = r.string(0)?;
+        let sent = r.opt_i64(1)?.unwrap_or(r.i64(2)?);
+        let status = r.i64(3)?;
+        let sending = status == DeliveryStatus::Queued as i64;
+        let failed =
+            status == DeliveryStatus::Failed as i64 || status == DeliveryStatus::Undelivered as i64;
+        let e = users.entry(userid).or_insert((sent, sending, failed));
+        e.0 = e.0.max(sent);
+        e.1 |= sending;
+        e.2 &= failed;
+    }
+    let mut out = StepJudgement {
+        examined: users.len(),
+        due: Vec::new(),
+        next_due: None,
+    };
+    for (userid, (sent, sending, all_failed)) in users {
+        if all_failed || (!sending && sent + wait <= now) {
+            out.due.push(userid);
+        } else {
+            let d = if sending {
+                now + wait.min(1000)
+            } else {
+                sent + wait
+            };
+            out.next_due = Some(out.next_due.map_or(d, |n: i64| n.min(d)));
+        }
+    }
+    Ok(out)
 }
 
 /// A delivery row to insert: a resolved target of a shard, on a step, on the message's channel
@@ -849,8 +906,8 @@ impl Store {
     }
 
     /// Read, on a reader connection, the bindings a firing of each of the first `keys` (about
-    /// `max_users` users) will need for its later steps. A key whose reads fail is left out:
-    /// its firing reads them itself.
+    /// `max_users` users) will need for its later steps: those of the users already due. A key
+    /// whose reads fail is left out: its firing reads them itself.
     async fn prefetch_firings(
         &self,
         keys: &[TimerKey],
@@ -862,51 +919,60 @@ impl Store {
             if users >= max_users {
                 break;
             }
-            if let Ok(Some(p)) = self.prefetch_firing(*key).await {
-                users += p.covered.len().max(1) as u64;
-                out.insert(*key, p);
+            // Counted like the firings count them, so the same timers are read ahead.
+            if let Ok((examined, p)) = self.prefetch_firing(*key).await {
+                users += examined.max(1) as u64;
+                if let Some(p) = p {
+                    out.insert(*key, p);
+                }
             }
         }
         out
     }
 
-    async fn prefetch_firing(&self, key: TimerKey) -> Result<Option<Prefetched>, DbErr> {
+    /// The step's undecided users (how many there are) and, when some are due already, the
+    /// later steps' bindings of those.
+    async fn prefetch_firing(&self, key: TimerKey) -> Result<(usize, Option<Prefetched>), DbErr> {
         let read = self.db.read();
         let Some(row) = read
             .query_one_raw(self.db.stmt(
-                "SELECT plan, state FROM messages WHERE id = ?",
+                "SELECT plan FROM messages WHERE id = ?",
                 vec![key.msgid.into()],
             ))
             .await?
         else {
-            return Ok(None);
+            return Ok((0, None));
         };
         let plan = parse_plan(&row)?;
         let steps = plan.strategy.steps();
         let k = key.step as usize;
-        if k + 1 >= steps.len() {
-            return Ok(None);
+        let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
+            return Ok((0, None));
+        };
+        let rows = self
+            .db
+            .query_packed(
+                read,
+                &UNDECIDED_COLUMNS,
+                UNDECIDED_SQL,
+                vec![key.msgid.into(), key.seq.into(), key.step.into()],
+            )
+            .await?;
+        let wait = i64::try_from(step.wait_ms).unwrap_or(i64::MAX / 2);
+        // Users still being sent to or still waiting are not judged by this firing: their
+        // bindings would be read for nothing.
+        let judged = judge_step(&rows, wait, now_ms())?;
+        if judged.due.is_empty() {
+            return Ok((judged.examined, None));
         }
         let later: BTreeSet<&str> = steps[k + 1..]
             .iter()
             .map(|s| s.channel_type.code())
             .collect();
-        let covered: HashSet<String> = self
-            .db
-            .query_packed(
-                read,
-                &["userid"],
-                "SELECT userid FROM deliveries \
-                 WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL",
-                vec![key.msgid.into(), key.seq.into(), key.step.into()],
-            )
-            .await?
-            .iter()
-            .map(|r| r.string(0))
-            .collect::<Result<_, _>>()?;
-        let ids: BTreeSet<&str> = covered.iter().map(String::as_str).collect();
+        let ids: BTreeSet<&str> = judged.due.iter().map(String::as_str).collect();
         let bindings = self.bindings_of(read, &ids, Some(&later)).await?;
-        Ok(Some(Prefetched { covered, bindings }))
+        let covered = judged.due.into_iter().collect();
+        Ok((judged.examined, Some(Prefetched { covered, bindings })))
     }
 
     /// Fire one fallback timer (see [`DispatchStore::fire_timers`]).
@@ -952,53 +1018,21 @@ impl Store {
             return Ok(fired);
         };
         let wait = i64::try_from(step.wait_ms).unwrap_or(i64::MAX / 2);
-        // Every undecided user of this step: when the step was last sent to them, whether
-        // some of it is still being sent (the wait has not started), and whether all their
-        // deliveries on it failed (then they move on without waiting).
-        // Read through the step index and grouped here: a GROUP BY userid makes SQLite walk
-        // every delivery of the message in userid order instead (one table seek per row).
         let rows = self
             .db
             .query_packed(
                 txn,
-                &["userid", "sent_at", "created_at", "status"],
-                "SELECT userid, sent_at, created_at, status FROM deliveries \
-                 WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL",
+                &UNDECIDED_COLUMNS,
+                UNDECIDED_SQL,
                 vec![key.msgid.into(), key.seq.into(), key.step.into()],
             )
             .await?;
-        // Per user: last sent, whether some of it is still being sent, whether all of it failed.
-        let mut users: BTreeMap<String, (i64, bool, bool)> = BTreeMap::new();
-        for r in &rows {
-            let userid = r.string(0)?;
-            let sent = r.opt_i64(1)?.unwrap_or(r.i64(2)?);
-            let status = r.i64(3)?;
-            let sending = status == DeliveryStatus::Queued as i64;
-            let failed = status == DeliveryStatus::Failed as i64
-                || status == DeliveryStatus::Undelivered as i64;
-            let e = users.entry(userid).or_insert((sent, sending, failed));
-            e.0 = e.0.max(sent);
-            e.1 |= sending;
-            e.2 &= failed;
-        }
-        let examined = users.len();
+        let StepJudgement {
+            examined,
+            due,
+            next_due,
+        } = judge_step(&rows, wait, now)?;
         fired.examined = examined as u64;
-        let mut due: Vec<String> = Vec::new();
-        let mut next_due: Option<i64> = None;
-        for (userid, (sent, sending, all_failed)) in users {
-            if all_failed || (!sending && sent + wait <= now) {
-                due.push(userid);
-            } else {
-                // Still being sent (a paced or throttled step): look again shortly; its wait
-                // starts when its outcome is recorded.
-                let d = if sending {
-                    now + wait.min(1000)
-                } else {
-                    sent + wait
-                };
-                next_due = Some(next_due.map_or(d, |n: i64| n.min(d)));
-            }
-        }
         if !due.is_empty() {
             // Reached on any channel so far (the chain ends for them).
             let reached_statuses = match step.condition {
@@ -1755,5 +1789,123 @@ impl DispatchStore for Store {
 
     async fn release_scheduled(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<MessagePlan>> {
         self.db.release_scheduled(now_ms, limit).await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::settings::{CallbackSettings, DatabaseSettings};
+
+    fn row(
+        userid: &str,
+        sent_at: Option<i64>,
+        created_at: i64,
+        status: DeliveryStatus,
+    ) -> PackedRow {
+        PackedRow(vec![
+            userid.into(),
+            sent_at.map_or(serde_json::Value::Null, Into::into),
+            created_at.into(),
+            (status as i16).into(),
+        ])
+    }
+
+    #[test]
+    fn a_step_judges_users_by_their_last_send_and_failures() {
+        use DeliveryStatus::*;
+        let rows = [
+            // Waited long enough since its last delivery on the step.
+            row("a", Some(1_000), 0, Submitted),
+            row("a", Some(1_500), 0, Delivered),
+            // Sent too recently: due when its wait has passed.
+            row("b", Some(9_000), 0, Submitted),
+            // Everything failed: due at once.
+            row("c", Some(9_500), 0, Failed),
+            row("c", None, 9_400, Undelivered),
+            // One delivery still being sent: looked at again shortly.
+            row("d", Some(9_000), 0, Failed),
+            row("d", None, 9_000, Queued),
+        ];
+        let j = judge_step(&rows, 5_000, 10_000).unwrap();
+        assert_eq!(j.examined, 4);
+        assert_eq!(j.due, vec!["a".to_string(), "c".to_string()]);
+        // b at 9000 + 5000; d at now + min(wait, 1000).
+        assert_eq!(j.next_due, Some(11_000));
+        let later = judge_step(&rows, 5_000, 14_000).unwrap();
+        assert_eq!(later.due, vec!["a", "b", "c"]);
+        assert_eq!(later.next_due, Some(15_000));
+    }
+
+    #[tokio::test]
+    async fn prefetched_bindings_are_used_and_uncovered_users_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
+        })
+        .await
+        .unwrap();
+        // 32 zero bytes.
+        let crypto = Crypto::from_base64(&format!("{}=", "A".repeat(43))).unwrap();
+        crate::startup::install_crypto_provider();
+        let callbacks = crate::callbacks::Callbacks::start(
+            db.clone(),
+            crypto.clone(),
+            &CallbackSettings::default(),
+        )
+        .unwrap();
+        let store = Store {
+            db,
+            crypto,
+            callbacks,
+        };
+        for (user, kind, address) in [
+            ("a", "sms", "1301"),
+            ("b", "sms", "1302"),
+            ("b", "app", "rb"),
+        ] {
+            store
+                .db
+                .execute(
+                    "INSERT INTO bindings (userid, channel_type, address, bind_key) VALUES (?, ?, ?, ?)",
+                    vec![user.into(), kind.into(), address.into(), "k".into()],
+                )
+                .await
+                .unwrap();
+        }
+        // "a" was read ahead (with an address the database no longer has: the read-ahead is
+        // what is used), "c" was read ahead and has none; "b" was not covered.
+        let prefetched = Prefetched {
+            covered: ["a", "c"].into_iter().map(String::from).collect(),
+            bindings: [(
+                "a".to_string(),
+                vec![("sms".to_string(), "1300".to_string())],
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let users: BTreeSet<&str> = ["a", "b", "c"].into_iter().collect();
+        let later: BTreeSet<&str> = ["sms"].into_iter().collect();
+        let got = prefetched
+            .bindings_of(&store, store.db.read(), &users, &later)
+            .await
+            .unwrap();
+        let mut got: Vec<_> = got.into_iter().collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "a".to_string(),
+                    vec![("sms".to_string(), "1300".to_string())]
+                ),
+                (
+                    "b".to_string(),
+                    vec![("sms".to_string(), "1302".to_string())]
+                ),
+            ]
+        );
     }
 }
