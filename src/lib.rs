@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map. The binary (`main.rs`) only parses the command line and
 //! calls [`startup::Application`] or the simulator.
 
+pub mod accept;
 pub mod adapters;
 pub mod callbacks;
 pub mod demo;

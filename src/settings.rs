@@ -141,6 +141,10 @@ pub struct AcceptSettings {
     pub batch_max: usize,
     /// Requests waiting for the writer before new ones wait for space.
     pub queue_capacity: usize,
+    /// SQLite: store accepted sends in a journal file of their own (`<db>-intake.db`) and
+    /// answer after its commit; a mover copies them into the main database. Accepting then
+    /// never waits behind dispatch writes. Ignored on Postgres and in-memory databases.
+    pub journal: bool,
 }
 
 impl Default for AcceptSettings {
@@ -148,6 +152,7 @@ impl Default for AcceptSettings {
         AcceptSettings {
             batch_max: 512,
             queue_capacity: 8192,
+            journal: true,
         }
     }
 }

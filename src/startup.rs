@@ -14,6 +14,7 @@ use msghub_actors::retry::RetryPolicy;
 use msghub_actors::timers::TimerConfig;
 use msghub_actors::{Dispatch, TopologyConfig};
 
+use crate::accept;
 use crate::adapters::Adapters;
 use crate::callbacks::Callbacks;
 use crate::http::auth::SourceCache;
@@ -21,7 +22,8 @@ use crate::http::{self, AppState};
 use crate::settings::Settings;
 use crate::storage::crypto::Crypto;
 use crate::storage::dispatch::Store;
-use crate::storage::messages::{Accepted, MessageIds, NewMessage};
+use crate::storage::intake::Intake;
+use crate::storage::messages::{MessageIds, NewMessage};
 use crate::storage::sources::hash_secret;
 use crate::storage::{Db, now_ms};
 use crate::telemetry;
@@ -129,17 +131,50 @@ impl Application {
             )),
             topology,
         );
-        let (accept_store, accept_dispatch) = (store.clone(), dispatch.clone());
+        // On SQLite, accepts go to the intake journal and a mover stores them; elsewhere they
+        // are stored directly.
+        let intake = if settings.accept.journal {
+            Intake::open(&settings.database)
+                .await
+                .context("opening the intake journal")?
+                .map(Arc::new)
+        } else {
+            None
+        };
+        let (accept_store, accept_dispatch, accept_intake) =
+            (store.clone(), dispatch.clone(), intake.clone());
         let accept = Batcher::spawn(
             "messages",
             settings.accept.queue_capacity,
             settings.accept.batch_max,
             move |items: Vec<NewMessage>| {
-                let (store, dispatch) = (accept_store.clone(), accept_dispatch.clone());
-                async move { accept_and_send(&store, &dispatch, items).await }
+                let (store, dispatch, intake) = (
+                    accept_store.clone(),
+                    accept_dispatch.clone(),
+                    accept_intake.clone(),
+                );
+                async move {
+                    match intake {
+                        Some(intake) => intake
+                            .append(&store.db, items)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => accept::store_and_dispatch(&store, &dispatch, items, true).await,
+                    }
+                }
             },
         );
-        let ids = MessageIds::new(db.max_message_id().await?);
+        let mut floor = db.max_message_id().await?;
+        if let Some(intake) = &intake {
+            floor = floor.max(intake.max_id().await?);
+            actix_web::rt::spawn(accept::run_mover(
+                intake.clone(),
+                store.clone(),
+                dispatch.clone(),
+                settings.accept.batch_max,
+            ));
+        }
+        let ids = MessageIds::new(floor);
         let receipts = crate::http::receipts::writer(db.clone(), callbacks.clone(), 4096, 64);
         let state = Arc::new(AppState {
             sources: SourceCache::new(db.clone()),
@@ -152,6 +187,7 @@ impl Application {
             crypto,
             dispatch,
             accept,
+            intake,
             ids,
             admin_token_hash,
             metrics: metrics.clone(),
@@ -238,39 +274,4 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// The accept writer's batch: store the messages, and hand those opened at acceptance to their
-/// channels right here, after the commit, where nothing can cancel the hand-over (the request
-/// that sent a message may be gone by then). Such messages are claimed before the
-/// transaction, so the planner's sweep never sees one unclaimed while it is being sent.
-async fn accept_and_send(
-    store: &Store,
-    dispatch: &Dispatch,
-    items: Vec<NewMessage>,
-) -> Result<Vec<Accepted>, String> {
-    let claimed: Vec<i64> = items
-        .iter()
-        .filter(|m| m.opens_at_acceptance())
-        .map(|m| m.plan.msgid)
-        .collect();
-    let open = !claimed.is_empty() && dispatch.room_for_opened(claimed.len());
-    let claimed = if open { claimed } else { Vec::new() };
-    dispatch.claim(&claimed);
-    let batch = match store.accept_messages(items, open).await {
-        Ok(batch) => batch,
-        Err(e) => {
-            dispatch.release(&claimed);
-            return Err(e.to_string());
-        }
-    };
-    let sent: std::collections::HashSet<i64> = batch.opened.iter().map(|(p, _)| p.msgid).collect();
-    // Their callback routes were remembered when they were stored.
-    for (plan, batches) in batch.opened {
-        dispatch.run_opened(plan, batches);
-    }
-    // Replayed idempotency keys: nothing was stored under their fresh ids.
-    let unused: Vec<i64> = claimed.into_iter().filter(|m| !sent.contains(m)).collect();
-    dispatch.release(&unused);
-    Ok(batch.answers)
 }

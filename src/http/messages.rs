@@ -56,6 +56,7 @@ async fn list(
         )));
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    state.settle_all().await;
     let items = state
         .db
         .list_messages(query.state.as_deref(), query.after, limit)
@@ -83,6 +84,7 @@ async fn reschedule(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
+    state.settle_message(id).await;
     let now = crate::storage::now_ms();
     let at = crate::domain::schedule::parse_send_at(&body.send_at, "send_at", now)
         .map_err(ApiError::invalid)?
@@ -103,6 +105,7 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
+    state.settle_message(id).await;
     let edit = state
         .db
         .cancel_scheduled(id)
@@ -150,6 +153,7 @@ async fn status(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
+    state.settle_message(id).await;
     let status = state
         .db
         .message_status(id)
@@ -177,6 +181,7 @@ async fn deliveries(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
+    state.settle_message(id).await;
     state
         .db
         .message_source(id)

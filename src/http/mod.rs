@@ -34,6 +34,8 @@ pub struct AppState {
     pub crypto: Crypto,
     pub dispatch: Dispatch,
     pub accept: Batcher<NewMessage, Accepted>,
+    /// The intake journal accepts are stored in first (SQLite); reads of messages settle it.
+    pub intake: Option<Arc<crate::storage::intake::Intake>>,
     pub ids: MessageIds,
     pub sources: auth::SourceCache,
     pub callbacks: crate::callbacks::Callbacks,
@@ -47,6 +49,23 @@ pub struct AppState {
 }
 
 pub type State = web::Data<Arc<AppState>>;
+
+impl AppState {
+    /// Before reading message `msgid`: wait until it is out of the intake journal, so a
+    /// message answered a moment ago is found.
+    pub async fn settle_message(&self, msgid: i64) {
+        if let Some(intake) = &self.intake {
+            intake.settle_message(msgid).await;
+        }
+    }
+
+    /// Before listing messages: wait until those answered before are out of the journal.
+    pub async fn settle_all(&self) {
+        if let Some(intake) = &self.intake {
+            intake.settle_all().await;
+        }
+    }
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(web::PayloadConfig::new(max_body_bytes))

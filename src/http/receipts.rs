@@ -398,6 +398,7 @@ async fn client_events(
     let mut receipts = Vec::new();
     let mut unknown = 0u64;
     for (msgid, userid, kind, channel, at) in parsed {
+        state.settle_message(msgid).await;
         let targets = state
             .db
             .client_event_targets(source.id, msgid, &userid, channel.code())

@@ -28,6 +28,7 @@ async fn retract(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| JumsError::invalid(format!("msgid {raw:?} is not a message id")))?;
+    state.settle_message(msgid).await;
     let outcome = state
         .db
         .retract_message(msgid, source.id)

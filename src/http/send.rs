@@ -118,16 +118,9 @@ async fn accept_inner(
         .await
         .map_err(|e| JumsError::internal("storing message", &e))?;
     match accepted {
-        Accepted::Stored { .. } | Accepted::Opened => {
+        Accepted::Stored { .. } | Accepted::Opened | Accepted::Journaled => {
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
-            if let Accepted::Stored { plan, shards } = accepted {
-                state.callbacks.remember(&plan);
-                if send.send_at.is_none() {
-                    // A scheduled message is released by the scheduler when it falls due.
-                    state.dispatch.dispatch(plan, Some(shards));
-                }
-            }
-            // An opened one was handed to its channels by the accept writer.
+            // The accept writer (or the intake journal's mover) dispatches it.
             Ok(HttpResponse::Ok()
                 .content_type(ContentType::json())
                 .body(response.to_string()))

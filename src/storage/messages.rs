@@ -55,6 +55,8 @@ pub enum Accepted {
     Opened,
     /// The idempotency key was seen before: answer what was answered then, send nothing.
     Replayed { response: String },
+    /// Stored in the intake journal (SQLite); the mover stores and dispatches it.
+    Journaled,
 }
 
 /// Message ids: milliseconds since the epoch shifted left 20 bits, plus a sequence, so ids are
@@ -105,11 +107,13 @@ impl Store {
     /// Store a batch of messages in one transaction. With `open`, simple real-time messages
     /// that are not scheduled are opened in it too: their users' bindings are read first
     /// (outside the transaction) and their deliveries inserted with the messages, so the
-    /// caller can hand them to their channels at once.
+    /// caller can hand them to their channels at once. `check_keys: false` skips the
+    /// idempotency lookups, for messages whose keys the intake journal checked.
     pub async fn accept_messages(
         &self,
         items: Vec<NewMessage>,
         open: bool,
+        check_keys: bool,
     ) -> Result<AcceptedBatch, DbErr> {
         // Which items to open (by index), and their shards, resolved before the transaction.
         let opening: Vec<usize> = (0..items.len())
@@ -132,7 +136,7 @@ impl Store {
         let mut first_of_key: HashMap<(i64, String), usize> = HashMap::new();
         let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            if let Some(key) = &item.idempotency_key {
+            if let Some(key) = item.idempotency_key.as_ref().filter(|_| check_keys) {
                 let k = (item.plan.source_id, key.clone());
                 if let Some(&first) = first_of_key.get(&k) {
                     out[i] = Some(Accepted::Replayed {

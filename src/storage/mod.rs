@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod channels;
 pub mod crypto;
 pub mod dispatch;
+pub mod intake;
 pub mod lists;
 pub mod messages;
 pub mod receipts;
@@ -109,33 +110,13 @@ impl Db {
     /// Connect (creating the SQLite file and its folder if needed) and run pending migrations.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Db, DbErr> {
         let url = settings.url.as_str();
-        let log_statements = settings.log_statements;
         let db = if url.starts_with("sqlite:") {
             prepare_sqlite_dir(url)?;
-            let sync = match settings.sqlite_synchronous.as_str() {
-                "normal" => SqliteSynchronous::Normal,
-                "off" => SqliteSynchronous::Off,
-                _ => SqliteSynchronous::Full,
-            };
             // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
             // of every insert, and outcomes, receipts and firings update rows at random);
             // readers keep SQLite's small default so memory stays flat as the pool grows.
             let sqlite = |max: u32, cache_kib: i64, checkpoint: u32| {
-                let mut opts = ConnectOptions::new(url.to_string());
-                opts.max_connections(max)
-                    .min_connections(1)
-                    .sqlx_logging(log_statements)
-                    .map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
-                        o.journal_mode(SqliteJournalMode::Wal)
-                            .synchronous(sync)
-                            .busy_timeout(Duration::from_secs(30))
-                            .pragma("cache_size", format!("-{cache_kib}"))
-                            .pragma("temp_store", "memory")
-                            .pragma("wal_autocheckpoint", checkpoint.to_string())
-                            // Room for every shape of the padded multi-row statements.
-                            .statement_cache_capacity(256)
-                    });
-                opts
+                sqlite_options(url, settings, max, cache_kib, checkpoint)
             };
             let write = Database::connect(sqlite(
                 1,
@@ -469,12 +450,47 @@ pub fn pow2_chunks<T>(items: &[T], max: usize) -> Vec<&[T]> {
     out
 }
 
-fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
-    let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+/// Connection options of a SQLite pool: WAL, the configured `synchronous`, a page cache of
+/// `cache_kib`, and room for every shape of the padded multi-row statements.
+pub(crate) fn sqlite_options(
+    url: &str,
+    settings: &DatabaseSettings,
+    max: u32,
+    cache_kib: i64,
+    checkpoint: u32,
+) -> ConnectOptions {
+    let sync = match settings.sqlite_synchronous.as_str() {
+        "normal" => SqliteSynchronous::Normal,
+        "off" => SqliteSynchronous::Off,
+        _ => SqliteSynchronous::Full,
+    };
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(max)
+        .min_connections(1)
+        .sqlx_logging(settings.log_statements)
+        .map_sqlx_sqlite_opts(move |o: SqliteConnectOptions| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(sync)
+                .busy_timeout(Duration::from_secs(30))
+                .pragma("cache_size", format!("-{cache_kib}"))
+                .pragma("temp_store", "memory")
+                .pragma("wal_autocheckpoint", checkpoint.to_string())
+                .statement_cache_capacity(256)
+        });
+    opts
+}
+
+/// The file path of a `sqlite:` URL, or `None` for an in-memory database.
+pub(crate) fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite:")?.trim_start_matches("//");
     let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
+    (!path.is_empty() && path != ":memory:" && !url.contains("mode=memory")).then_some(path)
+}
+
+fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
+    let Some(path) = sqlite_path(url) else {
         return Ok(());
-    }
+    };
     if let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
     {

@@ -264,7 +264,16 @@ async fn one_user_messages_interrupted_by_a_crash_are_sent_exactly_once_after_re
         let body = json!({"aud_userid": [format!("o{i:04}")], "msg_app": app_msg()});
         msgids.push(app.send_ok("/v1/sent", body).await);
     }
-    // Every message and its delivery are stored; none has a shard row.
+    // Every message and its delivery are stored (on SQLite by the intake journal's mover,
+    // moments after the answer); none has a shard row.
+    let started = Instant::now();
+    while app.count_rows("deliveries").await < USERS as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the answered messages were not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(app.count_rows("deliveries").await, USERS as i64);
     assert_eq!(app.count_rows("shards").await, 0);
     server.kill();
@@ -280,5 +289,100 @@ async fn one_user_messages_interrupted_by_a_crash_are_sent_exactly_once_after_re
         assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
     }
     server.kill();
+    assert_each_received_once(&app, USERS);
+}
+
+/// Messages answered but still in the intake journal when the server died are stored and sent
+/// after it restarts, exactly once; so is one the mover had stored but not yet deleted from the
+/// journal (a crash between its two commits); and their idempotency keys still replay.
+#[actix_web::test]
+async fn journaled_messages_are_stored_and_sent_exactly_once_after_a_crash() {
+    use msghub::storage::intake::Intake;
+    use msghub::storage::messages::NewMessage;
+    use msghub_actors::plan::{Audience, MessagePlan};
+
+    let (app, process, mut server) = spawn_process_app().await;
+    let Some(intake) = Intake::open(&app.settings.database).await.unwrap() else {
+        // Postgres: accepts are stored directly, there is no journal.
+        server.kill();
+        return;
+    };
+    const USERS: usize = 40;
+    app.add_users(
+        (0..USERS).map(
+            |i| json!({"userid": format!("j{i:04}"), "add": {"app": [format!("jrn-{i:04}")]}}),
+        ),
+    )
+    .await;
+    // One message sent normally: its stored plan is the pattern of the journaled ones.
+    let first = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["j0000"], "msg_app": app_msg()}),
+        )
+        .await;
+    app.wait_done(&first, Duration::from_secs(30)).await;
+    server.kill();
+    let first: i64 = first.parse().unwrap();
+    let row = app
+        .db
+        .query_one("SELECT plan FROM messages WHERE id = ?", vec![first.into()])
+        .await
+        .unwrap()
+        .unwrap();
+    let pattern: MessagePlan =
+        serde_json::from_str(&row.try_get::<String>("", "plan").unwrap()).unwrap();
+    let message = |plan: MessagePlan, key: Option<String>| NewMessage {
+        response: json!({"code": 0, "message": "success", "msgid": plan.msgid.to_string()})
+            .to_string(),
+        plan,
+        kind: "sent",
+        priority: 2,
+        sendno: None,
+        idempotency_key: key,
+        not_before: None,
+    };
+    let mut items = vec![message(pattern.clone(), None)];
+    for i in 1..USERS {
+        let mut plan = pattern.clone();
+        plan.msgid = first + i as i64;
+        plan.audience = Audience::Userids(vec![format!("j{i:04}")]);
+        items.push(message(plan, Some(format!("key-{i}"))));
+    }
+    let answers = intake.append(&app.db, items).await.unwrap();
+    assert_eq!(answers.len(), USERS);
+    assert_eq!(intake.pending(1000).await.unwrap().1.len(), USERS);
+
+    let mut server = process.start().await;
+    for i in 1..USERS {
+        let status = app
+            .wait_done(&(first + i as i64).to_string(), Duration::from_secs(60))
+            .await;
+        assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
+    }
+    // The journal is drained once the mover deleted what it stored.
+    let started = Instant::now();
+    while !intake.pending(1000).await.unwrap().1.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "journal not drained"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, replayed) = app
+        .v1_raw(
+            "/v1/sent",
+            serde_json::to_vec(&json!({"aud_userid": ["j0001"], "msg_app": app_msg()})).unwrap(),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(replayed["msgid"], (first + 1).to_string(), "{replayed}");
+    server.kill();
+    assert_eq!(
+        app.count_rows("messages").await,
+        USERS as i64,
+        "one row each, none twice"
+    );
     assert_each_received_once(&app, USERS);
 }

@@ -1,0 +1,118 @@
+//! The accept writer: where an answered send becomes a stored message and starts moving.
+//!
+//! On Postgres (and in-memory SQLite) the accept batch stores messages in the main database
+//! and dispatches them ([`store_and_dispatch`]). On SQLite with the intake journal, the batch
+//! only appends to the journal (`storage::intake`), and [`run_mover`] stores and dispatches
+//! what was journaled, in batches, in the same way.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use msghub_actors::Dispatch;
+
+use crate::storage::dispatch::Store;
+use crate::storage::intake::Intake;
+use crate::storage::messages::{Accepted, NewMessage};
+
+/// Store a batch in the main database and dispatch it: messages opened at acceptance are
+/// handed to their channels right here, after the commit, where nothing can cancel the
+/// hand-over (the request that sent a message may be gone by then); such messages are claimed
+/// before the transaction, so the planner's sweep never sees one unclaimed while it is being
+/// sent. The others are offered to the planner, unless scheduled.
+pub async fn store_and_dispatch(
+    store: &Store,
+    dispatch: &Dispatch,
+    items: Vec<NewMessage>,
+    check_keys: bool,
+) -> Result<Vec<Accepted>, String> {
+    let claimed: Vec<i64> = items
+        .iter()
+        .filter(|m| m.opens_at_acceptance())
+        .map(|m| m.plan.msgid)
+        .collect();
+    let open = !claimed.is_empty() && dispatch.room_for_opened(claimed.len());
+    let claimed = if open { claimed } else { Vec::new() };
+    dispatch.claim(&claimed);
+    let scheduled: HashSet<i64> = items
+        .iter()
+        .filter(|m| m.not_before.is_some())
+        .map(|m| m.plan.msgid)
+        .collect();
+    let batch = match store.accept_messages(items, open, check_keys).await {
+        Ok(batch) => batch,
+        Err(e) => {
+            dispatch.release(&claimed);
+            return Err(e.to_string());
+        }
+    };
+    let sent: HashSet<i64> = batch.opened.iter().map(|(p, _)| p.msgid).collect();
+    // Their callback routes were remembered when they were stored.
+    for (plan, batches) in batch.opened {
+        dispatch.run_opened(plan, batches);
+    }
+    // Replayed idempotency keys: nothing was stored under their fresh ids.
+    let unused: Vec<i64> = claimed.into_iter().filter(|m| !sent.contains(m)).collect();
+    dispatch.release(&unused);
+    for answer in &batch.answers {
+        if let Accepted::Stored { plan, shards } = answer {
+            store.callbacks.remember(plan);
+            // A scheduled message is released by the scheduler when it falls due.
+            if !scheduled.contains(&plan.msgid) {
+                dispatch.dispatch(plan.clone(), Some(shards.clone()));
+            }
+        }
+    }
+    Ok(batch.answers)
+}
+
+/// Move journaled messages into the main database for as long as the process runs: each pass
+/// takes the oldest `batch` of them, stores and dispatches them like a direct accept (their
+/// keys were checked when they were journaled), then deletes them from the journal. A failed
+/// pass leaves them there and is retried with a growing pause.
+pub async fn run_mover(intake: Arc<Intake>, store: Arc<Store>, dispatch: Dispatch, batch: usize) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match move_once(&intake, &store, &dispatch, batch.max(1)).await {
+            Ok(true) => backoff = Duration::from_millis(10),
+            Ok(false) => intake.woken(Duration::from_secs(1)).await,
+            Err(e) => {
+                intake.suspect();
+                tracing::warn!(error = %e, "moving journaled messages failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One pass; true when it moved something.
+async fn move_once(
+    intake: &Intake,
+    store: &Store,
+    dispatch: &Dispatch,
+    batch: usize,
+) -> Result<bool, String> {
+    let (written, mut items) = intake.pending(batch).await.map_err(|e| e.to_string())?;
+    let drained = items.len() < batch;
+    if items.is_empty() {
+        intake.moved(written, drained);
+        return Ok(false);
+    }
+    let ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
+    let done: HashSet<i64> = intake
+        .already_moved(&store.db, &ids)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    items.retain(|m| !done.contains(&m.plan.msgid));
+    let moving = items.len();
+    if !items.is_empty() {
+        store_and_dispatch(store, dispatch, items, false).await?;
+    }
+    intake.remove(&ids).await.map_err(|e| e.to_string())?;
+    metrics::counter!("msghub_intake_moved_total").increment(moving as u64);
+    intake.moved(written, drained);
+    Ok(true)
+}

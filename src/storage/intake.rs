@@ -1,0 +1,357 @@
+//! The intake journal (SQLite): where an accepted send is made durable before it is answered.
+//!
+//! On SQLite every write of the main database shares one connection, so an accept that wrote
+//! there waited for whatever dispatch transaction held it (shard opens, outcomes, receipts of a
+//! running blast). The journal is a second SQLite file (`<db>-intake.db`) with a writer of its
+//! own: an accept batch checks its idempotency keys, appends its messages there, commits and is
+//! answered, whatever the main writer is doing. A mover (`crate::accept`) then copies the
+//! journaled messages into the main database in batches, exactly as an accept used to store
+//! them (opening one-user sends in the same transaction), and deletes them from the journal.
+//!
+//! Nothing acknowledged is lost: a message is in the journal from its answer until the main
+//! database holds it. A crash between the mover's commit and its delete leaves rows that are
+//! already moved; they are marked *suspect* at start (and after any failed move) and checked
+//! by id before they are moved, so none is stored twice. Reads that must see every answered
+//! message (status, deliveries, retract, schedule edits) first [`Intake::settle`].
+//!
+//! Postgres has concurrent writers and no journal: accepts write the main database directly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use msghub_actors::plan::MessagePlan;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait, Value};
+use tokio::sync::{Notify, watch};
+
+use super::messages::{Accepted, NewMessage};
+use super::{Db, in_list, now_ms, sqlite_options, sqlite_path, value_rows};
+use crate::settings::DatabaseSettings;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS intake (\
+     id INTEGER PRIMARY KEY NOT NULL, \
+     source_id INTEGER NOT NULL, \
+     kind TEXT NOT NULL, \
+     priority INTEGER NOT NULL, \
+     plan TEXT NOT NULL, \
+     sendno TEXT, \
+     idempotency_key TEXT, \
+     response TEXT NOT NULL, \
+     not_before INTEGER, \
+     accepted_at INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key) \
+     WHERE idempotency_key IS NOT NULL",
+];
+
+const COLUMNS: usize = 10;
+
+pub struct Intake {
+    conn: DatabaseConnection,
+    /// Accept batches committed to the journal so far.
+    written: AtomicU64,
+    /// The mover's passes, and every batch up to a count known to be in the main database.
+    moved: watch::Sender<Moved>,
+    /// Rung after each commit, for the mover.
+    wake: Notify,
+    /// Rows may already be in the main database (left by a crash between the mover's commit
+    /// and its delete, or by a move whose outcome is unknown): check before moving.
+    suspect: AtomicBool,
+}
+
+/// The journal's file beside the main database: `msghub.db` → `msghub-intake.db`.
+pub fn journal_url(url: &str) -> Option<String> {
+    let path = sqlite_path(url)?;
+    let journal = match path.strip_suffix(".db") {
+        Some(stem) => format!("{stem}-intake.db"),
+        None => format!("{path}-intake"),
+    };
+    Some(format!("sqlite://{journal}?mode=rwc"))
+}
+
+impl Intake {
+    /// Open (creating) the journal of a SQLite database; `None` for Postgres and in-memory
+    /// databases, which accept directly.
+    pub async fn open(settings: &DatabaseSettings) -> Result<Option<Intake>, DbErr> {
+        let Some(url) = journal_url(&settings.url) else {
+            return Ok(None);
+        };
+        // One connection: accept batches and the mover's reads and deletes take turns.
+        let conn = Database::connect(sqlite_options(&url, settings, 1, 2 * 1024, 1000)).await?;
+        for sql in SCHEMA {
+            conn.execute_unprepared(sql).await?;
+        }
+        let intake = Intake {
+            conn,
+            written: AtomicU64::new(0),
+            moved: watch::Sender::new(Moved::default()),
+            wake: Notify::new(),
+            suspect: AtomicBool::new(false),
+        };
+        intake
+            .suspect
+            .store(intake.count().await? > 0, Ordering::Release);
+        Ok(Some(intake))
+    }
+
+    async fn count(&self) -> Result<i64, DbErr> {
+        let row = self
+            .conn
+            .query_one_raw(stmt("SELECT COUNT(*) AS n FROM intake", vec![]))
+            .await?;
+        Ok(row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0))
+    }
+
+    /// The largest message id in the journal (0 when empty): new ids start above it.
+    pub async fn max_id(&self) -> Result<i64, DbErr> {
+        let row = self
+            .conn
+            .query_one_raw(stmt("SELECT MAX(id) AS m FROM intake", vec![]))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
+            .unwrap_or(0))
+    }
+
+    /// Store a batch of messages in the journal, in one transaction. A repeated idempotency
+    /// key (in the batch, the journal or the main database) replays the first answer and stores
+    /// nothing. The others are answered `Stored` once the commit returns.
+    pub async fn append(&self, db: &Db, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
+        let txn = self.conn.begin().await?;
+        let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
+        let mut first_of_key: HashMap<(i64, &str), usize> = HashMap::new();
+        let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(key) = &item.idempotency_key {
+                let k = (item.plan.source_id, key.as_str());
+                if let Some(&first) = first_of_key.get(&k) {
+                    out[i] = Some(Accepted::Replayed {
+                        response: items[first].response.clone(),
+                    });
+                    continue;
+                }
+                // The journal first, then the main database: the mover deletes a row from the
+                // journal only after the main database committed it, and this transaction
+                // holds the journal's one connection, so a key is always found in one of them.
+                let values = vec![item.plan.source_id.into(), key.clone().into()];
+                let sql = "SELECT response FROM intake WHERE source_id = ? AND idempotency_key = ?";
+                let found = match txn.query_one_raw(stmt(sql, values.clone())).await? {
+                    Some(row) => Some(row.try_get::<String>("", "response")?),
+                    None => db
+                        .query_one(
+                            "SELECT response FROM messages WHERE source_id = ? AND idempotency_key = ?",
+                            values,
+                        )
+                        .await?
+                        .map(|row| row.try_get::<String>("", "response"))
+                        .transpose()?,
+                };
+                if let Some(response) = found {
+                    out[i] = Some(Accepted::Replayed { response });
+                    continue;
+                }
+                first_of_key.insert(k, i);
+            }
+            fresh.push(i);
+        }
+        let now = now_ms();
+        for chunk in fresh.chunks(256) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
+            for &i in chunk {
+                let m = &items[i];
+                let plan =
+                    serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
+                values.extend([
+                    m.plan.msgid.into(),
+                    m.plan.source_id.into(),
+                    m.kind.into(),
+                    m.priority.into(),
+                    plan.into(),
+                    m.sendno.clone().into(),
+                    m.idempotency_key.clone().into(),
+                    m.response.clone().into(),
+                    m.not_before.into(),
+                    now.into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO intake (id, source_id, kind, priority, plan, sendno, idempotency_key, \
+                 response, not_before, accepted_at) VALUES {}",
+                value_rows(chunk.len(), COLUMNS)
+            );
+            txn.execute_raw(stmt(&sql, values)).await?;
+        }
+        txn.commit().await?;
+        if !fresh.is_empty() {
+            self.written.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_one();
+        }
+        for i in fresh {
+            out[i] = Some(Accepted::Journaled);
+        }
+        out.into_iter()
+            .map(|a| a.ok_or_else(|| DbErr::Custom("intake: item without outcome".into())))
+            .collect()
+    }
+
+    /// The oldest journaled messages, at most `limit`, with the count of committed batches
+    /// they include: every batch up to it is among them when fewer than `limit` came back.
+    pub async fn pending(&self, limit: usize) -> Result<(u64, Vec<NewMessage>), DbErr> {
+        // Read before the select: every batch counted had committed, so the select sees it.
+        let written = self.written.load(Ordering::Acquire);
+        let rows = self
+            .conn
+            .query_all_raw(stmt(
+                "SELECT id, kind, priority, plan, sendno, idempotency_key, response, not_before \
+                 FROM intake ORDER BY id LIMIT ?",
+                vec![i64::try_from(limit).unwrap_or(i64::MAX).into()],
+            ))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let plan: String = r.try_get("", "plan")?;
+            let plan: MessagePlan = serde_json::from_str(&plan)
+                .map_err(|e| DbErr::Custom(format!("intake plan: {e}")))?;
+            let kind: String = r.try_get("", "kind")?;
+            out.push(NewMessage {
+                plan,
+                kind: if kind == "broadcast" {
+                    "broadcast"
+                } else {
+                    "sent"
+                },
+                priority: r.try_get("", "priority")?,
+                sendno: r.try_get("", "sendno")?,
+                idempotency_key: r.try_get("", "idempotency_key")?,
+                response: r.try_get("", "response")?,
+                not_before: r.try_get("", "not_before")?,
+            });
+        }
+        Ok((written, out))
+    }
+
+    /// Of `ids`, those the main database already holds, when the journal is suspect; else none.
+    pub async fn already_moved(&self, db: &Db, ids: &[i64]) -> Result<Vec<i64>, DbErr> {
+        if !self.suspect.load(Ordering::Acquire) || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut found = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM messages WHERE id IN ({})",
+                in_list(chunk.len())
+            );
+            let values = chunk.iter().map(|id| Value::from(*id)).collect();
+            for r in db.query_all(&sql, values).await? {
+                found.push(r.try_get::<i64>("", "id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Mark the journal suspect: a move failed after it may have committed.
+    pub fn suspect(&self) {
+        self.suspect.store(true, Ordering::Release);
+    }
+
+    /// Delete moved messages from the journal. A delete lost in a crash leaves rows that the
+    /// next start finds suspect and checks, so this commit need not wait for the disk.
+    pub async fn remove(&self, ids: &[i64]) -> Result<(), DbErr> {
+        let txn = self.conn.begin().await?;
+        for chunk in ids.chunks(500) {
+            let sql = format!("DELETE FROM intake WHERE id IN ({})", in_list(chunk.len()));
+            let values = chunk.iter().map(|id| Value::from(*id)).collect();
+            txn.execute_raw(stmt(&sql, values)).await?;
+        }
+        txn.commit().await
+    }
+
+    /// Record a pass of the mover: the moved rows are out of the journal, and when it found
+    /// the journal drained, every batch up to `written` is in the main database (and the
+    /// suspicion is cleared).
+    pub fn moved(&self, written: u64, drained: bool) {
+        if drained {
+            self.suspect.store(false, Ordering::Release);
+        }
+        self.moved.send_modify(|m| {
+            m.passes += 1;
+            if drained {
+                m.written = m.written.max(written);
+            }
+        });
+    }
+
+    /// Wait until the mover has rung or `timeout` passed.
+    pub async fn woken(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
+    }
+
+    /// Wait until message `msgid`, if it was answered, is in the main database. Gives up after
+    /// [`SETTLE_LIMIT`] (the mover is failing): the caller then reads what is there.
+    pub async fn settle_message(&self, msgid: i64) {
+        let mut moved = self.moved.subscribe();
+        if moved.borrow().written >= self.written.load(Ordering::Acquire) {
+            // Drained since the last batch was written: nothing to wait for.
+            return;
+        }
+        let wait = async {
+            loop {
+                let sql = "SELECT 1 AS x FROM intake WHERE id = ?";
+                match self.conn.query_one_raw(stmt(sql, vec![msgid.into()])).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(msgid, error = %e, "reading the intake journal failed");
+                        return;
+                    }
+                }
+                if moved.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SETTLE_LIMIT, wait).await;
+    }
+
+    /// Wait until every message answered before this call is in the main database, for reads
+    /// that list messages; at most [`SETTLE_LIMIT`] (under a sustained backlog the journal is
+    /// never drained, and a list then shows what has been moved).
+    pub async fn settle_all(&self) {
+        let target = self.written.load(Ordering::Acquire);
+        let mut moved = self.moved.subscribe();
+        let _ = tokio::time::timeout(SETTLE_LIMIT, moved.wait_for(|m| m.written >= target)).await;
+    }
+}
+
+/// The longest a read waits for the mover.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the mover has done: passes that moved rows, and the batches known moved.
+#[derive(Debug, Default, Clone, Copy)]
+struct Moved {
+    passes: u64,
+    written: u64,
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> sea_orm::Statement {
+    sea_orm::Statement::from_sql_and_values(sea_orm::DatabaseBackend::Sqlite, sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_lives_beside_the_database() {
+        assert_eq!(
+            journal_url("sqlite://msghub-data/msghub.db?mode=rwc").as_deref(),
+            Some("sqlite://msghub-data/msghub-intake.db?mode=rwc")
+        );
+        assert_eq!(
+            journal_url("sqlite:///tmp/x/hub?mode=rwc").as_deref(),
+            Some("sqlite:///tmp/x/hub-intake?mode=rwc")
+        );
+        assert_eq!(journal_url("sqlite::memory:"), None);
+        assert_eq!(journal_url("postgres://postgres@127.0.0.1/db"), None);
+    }
+}
