@@ -266,7 +266,8 @@ def main():
         http("POST", hub.url + "/v1/user/opt", [{"userid": "bench-user", "add": {"app": ["bench-reg"]}}],
              {"Authorization": "Basic " + basic})
         send_lua = os.path.join(ROOT, "loadtest/send/send.lua")
-        runs = {"healthz": [], "sim": [], "send": [], "send_p50_ms": [], "send_p99_ms": [], "drain_s": [], "delivered_rps": []}
+        runs = {"healthz": [], "sim": [], "send": [], "send_p50_ms": [], "send_p99_ms": [], "send_hub_p99_ms": [],
+                "drain_s": [], "delivered_rps": []}
         for _ in range(repeats):
             runs["healthz"].append(wrk(hub.url + "/healthz", secs))
             runs["sim"].append(wrk(sim_url + "/sim/healthz", secs))
@@ -280,11 +281,16 @@ def main():
             delivered = http("GET", f"{sim_url}/sim/received?channel=app")["total"] - delivered0
             runs["delivered_rps"].append(delivered / (time.time() - started - 3))
             half = max(10, int(runs["send"][-1] / 2))
+            # The hub's own view of the same requests (its accept histogram), beside k6's, which
+            # also holds the time k6 itself waits for a core on this machine.
+            accept0 = dict(metric_buckets(hub, "msghub_accept_duration_seconds"))
             m = k6(os.path.join(ROOT, "loadtest/send/send.js"),
                    {"MSGHUB_URL": hub.url, "MSGHUB_KEY": key, "MSGHUB_SECRET": secret, "MSGHUB_USERID": "bench-user",
                     "RATE": str(half), "DURATION": f"{secs}s", "P99_MS": "1000000"}, os.path.join(work, "k6.json"))
             runs["send_p50_ms"].append(m["http_req_duration"]["med"])
             runs["send_p99_ms"].append(m["http_req_duration"]["p(99)"])
+            accepted = [(le, n - accept0.get(le, 0)) for le, n in metric_buckets(hub, "msghub_accept_duration_seconds")]
+            runs["send_hub_p99_ms"].append(1000 * (metric_p99(accepted)[0] or 0))
             # And again before the ceiling is measured again and the next scenarios start.
             drain(sim_url)
             runs["healthz"].append(wrk(hub.url + "/healthz", secs))
@@ -294,7 +300,8 @@ def main():
             results["s_send_drain_s"] = statistics.median(runs["drain_s"])
             results["s_send"] = {"max_rps": median_range(runs["send"]), "ratio_to_healthz": statistics.median(runs["send"]) / ceiling,
                                  "delivered_rps": median_range(runs["delivered_rps"]),
-                                 "p50_ms_at_half": median_range(runs["send_p50_ms"]), "p99_ms_at_half": median_range(runs["send_p99_ms"])}
+                                 "p50_ms_at_half": median_range(runs["send_p50_ms"]), "p99_ms_at_half": median_range(runs["send_p99_ms"]),
+                                 "hub_p99_ms_at_half": median_range(runs["send_hub_p99_ms"])}
         if only & {"blast", "isolation", "burst", "receipts", "fallback"}:
             results["seed"] = {"users": users, "seconds": seed(hub, key, secret, users, "blast")}
         if "blast" in only:
@@ -412,6 +419,8 @@ def render(r):
             ("S-send max accepted", fmt(r["s_send"]["max_rps"], "/s"), f"{r['s_send']['ratio_to_healthz']:.3f}", "≥ 0.4"),
             ("S-send p50 at half rate", fmt(r["s_send"]["p50_ms_at_half"], " ms"), "", ""),
             ("S-send p99 at half rate", fmt(r["s_send"]["p99_ms_at_half"], " ms"), "", "≤ 20 ms"),
+            ("S-send p99 at half rate, the hub's own accept histogram (bucket bound)",
+             f"≤ {r['s_send']['hub_p99_ms_at_half']['median']:g} ms", "", ""),
             ("S-send backlog of the max-rate run delivered after it", f"{r.get('s_send_drain_s', 0):.1f} s", "", ""),
             ("S-send one-user messages delivered/s (max-rate run and its backlog)", fmt(r["s_send"]["delivered_rps"], "/s"),
              f"{r['s_send']['delivered_rps']['median'] / c:.3f}", ""),
