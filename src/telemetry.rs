@@ -80,6 +80,15 @@ fn describe_metrics() {
         "Targets scheduled for another attempt, by channel type."
     );
     describe_histogram!(
+        "msghub_fallback_timer_lateness_seconds",
+        "Fallback timer firings: commit minus the deadline of the first user they decided \
+         (that user's step outcome plus the wait, or its last failure)."
+    );
+    describe_counter!(
+        "msghub_intake_moved_total",
+        "Messages the intake journal's mover stored in the main database."
+    );
+    describe_histogram!(
         "msghub_rate_limit_wait_seconds",
         "Time spent waiting for a channel's rate limiter."
     );

@@ -81,6 +81,11 @@ pub struct Fired {
     pub reopened: Option<MessagePlan>,
     /// Users looked at, decided or not (the work the firing cost).
     pub examined: u64,
+    /// The earliest deadline (unix ms) among the users it decided: when the first of them
+    /// became due (its step's outcome plus the wait, or its last failure). The timer row's own
+    /// due time, armed when the shard was opened, is only a lower bound of it: a step's wait
+    /// starts when the step was sent. `None` when it decided no one.
+    pub deadline_ms: Option<i64>,
 }
 
 #[async_trait]

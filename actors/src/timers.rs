@@ -159,20 +159,25 @@ async fn fire_due(
                 return false;
             }
         };
-        // Late by the time its users were moved on: the commit, not the start.
+        // Late by the time its users were moved on (the commit, not the start), against the
+        // deadline of the first of them to become due: the timer row's due time is armed when
+        // the shard is opened, before its step is even sent.
         let committed = now_ms();
         for (key, fired) in rest.iter().zip(&fired) {
             tracing::debug!(
                 msgid = key.msgid,
                 seq = key.seq,
                 step = key.step,
-                late_ms = committed - key.due_at_ms,
+                late_ms = fired.deadline_ms.map(|d| committed - d),
+                since_armed_ms = committed - key.due_at_ms,
                 examined = fired.examined,
                 advanced = fired.advanced,
                 "fallback timer fired"
             );
-            metrics::histogram!("msghub_fallback_timer_lateness_seconds")
-                .record((committed - key.due_at_ms).max(0) as f64 / 1000.0);
+            if let Some(deadline) = fired.deadline_ms {
+                metrics::histogram!("msghub_fallback_timer_lateness_seconds")
+                    .record((committed - deadline).max(0) as f64 / 1000.0);
+            }
             metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
                 .increment(fired.advanced);
             metrics::counter!("msghub_fallback_users_total", "result" => "reached")

@@ -124,6 +124,12 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -
     }
 }
 
+/// Fallback firings take up to this many times `write_batch_rows` users per transaction. Each
+/// firing pays a fixed cost (the writer's turn behind a bulk transaction, a dozen statements,
+/// a commit) that the timers of one transaction share; timers come due as fast as their first
+/// step is sent, and under load one timer per transaction did not keep up.
+const FIRING_BATCHES: usize = 4;
+
 impl Dispatch {
     /// Start every actor. The planner's first sweep resumes every unfinished message.
     pub fn start(
@@ -198,7 +204,7 @@ impl Dispatch {
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             crate::timers::FallbackTimers::new(
                 crate::timers::FireTimers {
-                    max_users: write_batch_rows as u64,
+                    max_users: (FIRING_BATCHES * write_batch_rows) as u64,
                 },
                 timer_store,
                 recipient,
