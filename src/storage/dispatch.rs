@@ -197,6 +197,9 @@ struct StepJudgement {
     /// throttled step, whose wait starts when its outcome is recorded) is looked at again
     /// shortly.
     next_due: Option<i64>,
+    /// The earliest deadline among the due users: the last send plus the wait, or, for a
+    /// user all of whose deliveries failed, the last failure.
+    first_deadline: Option<i64>,
 }
 
 /// Judge the rows of [`UNDECIDED_SQL`] for a step with `wait` ms at `now`.
@@ -219,9 +222,12 @@ fn judge_step(rows: &[PackedRow], wait: i64, now: i64) -> Result<StepJudgement, 
         examined: users.len(),
         due: Vec::new(),
         next_due: None,
+        first_deadline: None,
     };
     for (userid, (sent, sending, all_failed)) in users {
         if all_failed || (!sending && sent + wait <= now) {
+            let deadline = if all_failed { sent } else { sent + wait };
+            out.first_deadline = Some(out.first_deadline.map_or(deadline, |d| d.min(deadline)));
             out.due.push(userid);
         } else {
             let d = if sending {
@@ -1031,8 +1037,10 @@ impl Store {
             examined,
             due,
             next_due,
+            first_deadline,
         } = judge_step(&rows, wait, now)?;
         fired.examined = examined as u64;
+        fired.deadline_ms = first_deadline;
         if !due.is_empty() {
             // Reached on any channel so far (the chain ends for them).
             let reached_statuses = match step.condition {
@@ -1833,9 +1841,17 @@ mod tests {
         assert_eq!(j.due, vec!["a".to_string(), "c".to_string()]);
         // b at 9000 + 5000; d at now + min(wait, 1000).
         assert_eq!(j.next_due, Some(11_000));
+        // The first of them due: a, 1500 + 5000 (c's failure came later).
+        assert_eq!(j.first_deadline, Some(6_500));
         let later = judge_step(&rows, 5_000, 14_000).unwrap();
         assert_eq!(later.due, vec!["a", "b", "c"]);
         assert_eq!(later.next_due, Some(15_000));
+        // Failed users are due at their last failure, not after the wait.
+        let failed = judge_step(&rows[3..5], 5_000, 9_600).unwrap();
+        assert_eq!(failed.due, vec!["c"]);
+        assert_eq!(failed.first_deadline, Some(9_500));
+        let none = judge_step(&rows[2..3], 5_000, 10_000).unwrap();
+        assert_eq!(none.first_deadline, None);
     }
 
     #[tokio::test]

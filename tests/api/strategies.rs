@@ -183,6 +183,22 @@ async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
     assert_eq!(steps[2]["target"], json!(expected_sms.len()), "{s}");
     assert_eq!(steps[1]["clicked"], json!(clicked.len()), "{s}");
     assert_eq!(app.count_rows("fallback_timers").await, 0);
+    // The firings were timed: each against the deadline of the first user it moved on.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fired: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("msghub_fallback_timer_lateness_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(fired >= 2, "firings not timed:\n{metrics}");
 }
 
 /// A permanent provider failure on a step moves the user on without waiting for the timer.
