@@ -43,6 +43,39 @@ pub struct Application {
     pub generated_admin_token: Option<String>,
 }
 
+/// A tokio runtime with one worker thread of its own, shut down without waiting when dropped
+/// (dropping a runtime the usual way blocks, which an async caller must not do).
+pub struct OwnRuntime {
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl OwnRuntime {
+    pub fn new(name: &str) -> std::io::Result<OwnRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(OwnRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// The configured public URL, or `http://<bound address>` (loopback for a wildcard bind).
 fn public_url(configured: &str, local: std::net::SocketAddr) -> String {
     if !configured.is_empty() {
@@ -143,6 +176,16 @@ impl Application {
         };
         let (accept_store, accept_dispatch, accept_intake) =
             (store.clone(), dispatch.clone(), intake.clone());
+        // The journal's appends get a thread of their own: on the main runtime each waited for
+        // whatever the storage writers' tasks were doing there (a blast's shard opens and
+        // outcomes). Direct accepts hand messages to the dispatch topology and stay here.
+        let accept_runtime = match &intake {
+            Some(_) => {
+                Some(OwnRuntime::new("msghub-accept").context("starting the accept thread")?)
+            }
+            None => None,
+        };
+        let _entered = accept_runtime.as_ref().map(|rt| rt.handle().enter());
         let accept = Batcher::spawn(
             "messages",
             settings.accept.queue_capacity,
@@ -164,6 +207,7 @@ impl Application {
                 }
             },
         );
+        drop(_entered);
         let mut floor = db.max_message_id().await?;
         if let Some(intake) = &intake {
             floor = floor.max(intake.max_id().await?);
@@ -188,6 +232,7 @@ impl Application {
             dispatch,
             accept,
             intake,
+            _accept_runtime: accept_runtime,
             ids,
             admin_token_hash,
             metrics: metrics.clone(),

@@ -36,6 +36,8 @@ pub struct AppState {
     pub accept: Batcher<NewMessage, Accepted>,
     /// The intake journal accepts are stored in first (SQLite); reads of messages settle it.
     pub intake: Option<Arc<crate::storage::intake::Intake>>,
+    /// Where the journal's accept writer runs; stopped with the state.
+    pub _accept_runtime: Option<crate::startup::OwnRuntime>,
     pub ids: MessageIds,
     pub sources: auth::SourceCache,
     pub callbacks: crate::callbacks::Callbacks,
