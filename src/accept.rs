@@ -69,8 +69,32 @@ pub async fn store_and_dispatch(
 /// Move journaled messages into the main database for as long as the process runs: each pass
 /// takes the oldest `batch` of them, stores and dispatches them like a direct accept (their
 /// keys were checked when they were journaled), then deletes them from the journal. A failed
-/// pass leaves them there and is retried with a growing pause.
+/// pass leaves them there and is retried with a growing pause. A panic (a defect) restarts the
+/// loop after a pause, counted in `msghub_actor_restarts_total{actor="intake_mover"}`.
 pub async fn run_mover(intake: Arc<Intake>, store: Arc<Store>, dispatch: Dispatch, batch: usize) {
+    loop {
+        let pass = actix_web::rt::spawn(move_forever(
+            intake.clone(),
+            store.clone(),
+            dispatch.clone(),
+            batch,
+        ));
+        match pass.await {
+            Err(e) if e.is_panic() => {
+                tracing::error!("the intake journal's mover panicked; restarting it");
+                metrics::counter!("msghub_actor_restarts_total", "actor" => "intake_mover")
+                    .increment(1);
+                // It may have stored a batch it did not delete.
+                intake.suspect();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // Cancelled: the runtime is shutting down.
+            _ => return,
+        }
+    }
+}
+
+async fn move_forever(intake: Arc<Intake>, store: Arc<Store>, dispatch: Dispatch, batch: usize) {
     let mut backoff = Duration::from_millis(10);
     loop {
         match move_once(&intake, &store, &dispatch, batch.max(1)).await {
@@ -93,26 +117,65 @@ async fn move_once(
     dispatch: &Dispatch,
     batch: usize,
 ) -> Result<bool, String> {
-    let (written, mut items) = intake.pending(batch).await.map_err(|e| e.to_string())?;
-    let drained = items.len() < batch;
-    if items.is_empty() {
-        intake.moved(written, drained);
+    let pending = intake.pending(batch).await.map_err(|e| e.to_string())?;
+    let drained = pending.rows < batch;
+    if pending.rows == 0 {
+        intake.moved(pending.written, drained);
         return Ok(false);
     }
+    let mut items = pending.messages;
+    // A plan this build cannot read never will be: set aside at once.
+    let mut failed = pending.unreadable;
     let ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
-    let done: HashSet<i64> = intake
+    // Rows the main database already holds (a crash between a commit and its delete).
+    let mut stored: Vec<i64> = intake
         .already_moved(&store.db, &ids)
         .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .collect();
-    items.retain(|m| !done.contains(&m.plan.msgid));
-    let moving = items.len();
-    if !items.is_empty() {
-        store_and_dispatch(store, dispatch, items, false).await?;
+        .map_err(|e| e.to_string())?;
+    items.retain(|m| !stored.contains(&m.plan.msgid));
+    let batch_ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
+    match store_and_dispatch(store, dispatch, items, false).await {
+        Ok(_) => stored.extend(batch_ids),
+        Err(e) if batch_ids.len() <= 1 => return Err(e),
+        Err(e) => {
+            // One at a time, to tell a row the main database refuses from a database that
+            // refuses everything: a row that fails while others go in is set aside. The rows
+            // are read again (nothing of the batch was stored).
+            tracing::warn!(error = %e, messages = batch_ids.len(), "storing a journaled batch failed; one at a time");
+            let again = intake.pending(batch).await.map_err(|e| e.to_string())?;
+            let mut refused = Vec::new();
+            let mut went_in = 0;
+            for item in again.messages {
+                let id = item.plan.msgid;
+                if !batch_ids.contains(&id) {
+                    continue;
+                }
+                match store_and_dispatch(store, dispatch, vec![item], false).await {
+                    Ok(_) => {
+                        went_in += 1;
+                        stored.push(id);
+                    }
+                    Err(e) => refused.push((id, e)),
+                }
+            }
+            if went_in == 0 {
+                return Err(e);
+            }
+            failed.extend(refused);
+        }
     }
-    intake.remove(&ids).await.map_err(|e| e.to_string())?;
-    metrics::counter!("msghub_intake_moved_total").increment(moving as u64);
-    intake.moved(written, drained);
+    if !failed.is_empty() {
+        for (id, error) in &failed {
+            tracing::error!(msgid = id, error = %error, "a journaled message cannot be stored; kept in intake_failed");
+        }
+        metrics::counter!("msghub_intake_failed_total").increment(failed.len() as u64);
+        intake
+            .quarantine(&failed)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    intake.remove(&stored).await.map_err(|e| e.to_string())?;
+    metrics::counter!("msghub_intake_moved_total").increment(stored.len() as u64);
+    intake.moved(pending.written, drained);
     Ok(true)
 }

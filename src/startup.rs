@@ -165,21 +165,19 @@ impl Application {
             topology,
         );
         // On SQLite, accepts go to the intake journal and a mover stores them; elsewhere they
-        // are stored directly.
-        let intake = if settings.accept.journal {
-            Intake::open(&settings.database)
-                .await
-                .context("opening the intake journal")?
-                .map(Arc::new)
-        } else {
-            None
-        };
+        // are stored directly. With the journal switched off, one left by an earlier run is
+        // still opened, drained by the mover and counted in the id seed.
+        let intake = Intake::open(&settings.database, settings.accept.journal)
+            .await
+            .context("opening the intake journal")?
+            .map(Arc::new);
+        let journaled = intake.clone().filter(|_| settings.accept.journal);
         let (accept_store, accept_dispatch, accept_intake) =
-            (store.clone(), dispatch.clone(), intake.clone());
+            (store.clone(), dispatch.clone(), journaled.clone());
         // The journal's appends get a thread of their own: on the main runtime each waited for
         // whatever the storage writers' tasks were doing there (a blast's shard opens and
         // outcomes). Direct accepts hand messages to the dispatch topology and stay here.
-        let accept_runtime = match &intake {
+        let accept_runtime = match &journaled {
             Some(_) => {
                 Some(OwnRuntime::new("msghub-accept").context("starting the accept thread")?)
             }

@@ -84,7 +84,7 @@ async fn reschedule(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
-    state.settle_message(id).await;
+    settled(&state, id).await?;
     let now = crate::storage::now_ms();
     let at = crate::domain::schedule::parse_send_at(&body.send_at, "send_at", now)
         .map_err(ApiError::invalid)?
@@ -105,7 +105,7 @@ async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let id = msgid(&path)?;
-    state.settle_message(id).await;
+    settled(&state, id).await?;
     let edit = state
         .db
         .cancel_scheduled(id)
@@ -139,6 +139,20 @@ async fn edited(
         .map_err(|e| ApiError::internal("reading a message", &e))?
         .ok_or_else(|| ApiError::not_found("message"))?;
     Ok(HttpResponse::Ok().json(item))
+}
+
+/// Before an edit: the message must be out of the intake journal, or the edit could answer
+/// "not found" for a message that is still going to be stored and sent.
+async fn settled(state: &State, id: i64) -> Result<(), ApiError> {
+    if state.settle_message(id).await {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            503,
+            "not_stored_yet",
+            format!("message {id} is still being stored; retry shortly"),
+        ))
+    }
 }
 
 fn msgid(raw: &str) -> Result<i64, ApiError> {

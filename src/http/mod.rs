@@ -54,10 +54,12 @@ pub type State = web::Data<Arc<AppState>>;
 
 impl AppState {
     /// Before reading message `msgid`: wait until it is out of the intake journal, so a
-    /// message answered a moment ago is found.
-    pub async fn settle_message(&self, msgid: i64) {
-        if let Some(intake) = &self.intake {
-            intake.settle_message(msgid).await;
+    /// message answered a moment ago is found. False when it may still be there (the mover is
+    /// failing): a read then shows what is stored, an edit must not answer "not found".
+    pub async fn settle_message(&self, msgid: i64) -> bool {
+        match &self.intake {
+            Some(intake) => intake.settle_message(msgid).await,
+            None => true,
         }
     }
 

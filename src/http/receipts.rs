@@ -397,8 +397,10 @@ async fn client_events(
     }
     let mut receipts = Vec::new();
     let mut unknown = 0u64;
+    // The events' messages out of the intake journal, all at once.
+    let msgids: std::collections::BTreeSet<i64> = parsed.iter().map(|p| p.0).collect();
+    futures::future::join_all(msgids.into_iter().map(|m| state.settle_message(m))).await;
     for (msgid, userid, kind, channel, at) in parsed {
-        state.settle_message(msgid).await;
         let targets = state
             .db
             .client_event_targets(source.id, msgid, &userid, channel.code())

@@ -28,7 +28,12 @@ async fn retract(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| JumsError::invalid(format!("msgid {raw:?} is not a message id")))?;
-    state.settle_message(msgid).await;
+    if !state.settle_message(msgid).await {
+        return Err(JumsError::new(
+            jums::SERVER_ERROR,
+            format!("message {msgid} is still being stored; retry shortly"),
+        ));
+    }
     let outcome = state
         .db
         .retract_message(msgid, source.id)

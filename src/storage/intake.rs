@@ -25,7 +25,10 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionT
 use tokio::sync::{Notify, watch};
 
 use super::messages::{Accepted, NewMessage};
-use super::{Db, in_list, now_ms, sqlite_options, sqlite_path, value_rows};
+use super::{
+    Db, in_list, now_ms, padded_rows, pow2_chunks, repeat_last_row, sqlite_options, sqlite_path,
+    value_rows,
+};
 use crate::settings::DatabaseSettings;
 
 const SCHEMA: &[&str] = &[
@@ -42,6 +45,21 @@ const SCHEMA: &[&str] = &[
      accepted_at INTEGER NOT NULL)",
     "CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key) \
      WHERE idempotency_key IS NOT NULL",
+    // Rows the mover could not store (a plan this build cannot read, a row the main database
+    // refuses while others go in): kept with the reason, never dropped, for an operator.
+    "CREATE TABLE IF NOT EXISTS intake_failed (\
+     id INTEGER PRIMARY KEY NOT NULL, \
+     source_id INTEGER NOT NULL, \
+     kind TEXT NOT NULL, \
+     priority INTEGER NOT NULL, \
+     plan TEXT NOT NULL, \
+     sendno TEXT, \
+     idempotency_key TEXT, \
+     response TEXT NOT NULL, \
+     not_before INTEGER, \
+     accepted_at INTEGER NOT NULL, \
+     error TEXT NOT NULL, \
+     failed_at INTEGER NOT NULL)",
 ];
 
 const COLUMNS: usize = 10;
@@ -70,12 +88,17 @@ pub fn journal_url(url: &str) -> Option<String> {
 }
 
 impl Intake {
-    /// Open (creating) the journal of a SQLite database; `None` for Postgres and in-memory
-    /// databases, which accept directly.
-    pub async fn open(settings: &DatabaseSettings) -> Result<Option<Intake>, DbErr> {
+    /// Open the journal of a SQLite database, creating it with `create`; without, only an
+    /// existing one (accepts that go to the main database directly still drain what an
+    /// earlier run journaled). `None` for Postgres and in-memory databases.
+    pub async fn open(settings: &DatabaseSettings, create: bool) -> Result<Option<Intake>, DbErr> {
         let Some(url) = journal_url(&settings.url) else {
             return Ok(None);
         };
+        let exists = sqlite_path(&url).is_some_and(|p| std::path::Path::new(p).exists());
+        if !create && !exists {
+            return Ok(None);
+        }
         // One connection: accept batches and the mover's reads and deletes take turns.
         let conn = Database::connect(sqlite_options(&url, settings, 1, 2 * 1024, 1000)).await?;
         for sql in SCHEMA {
@@ -155,7 +178,8 @@ impl Intake {
             fresh.push(i);
         }
         let now = now_ms();
-        for chunk in fresh.chunks(256) {
+        // Power-of-two chunks: a few statement shapes, prepared once.
+        for chunk in pow2_chunks(&fresh, 256) {
             let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
             for &i in chunk {
                 let m = &items[i];
@@ -195,8 +219,9 @@ impl Intake {
     }
 
     /// The oldest journaled messages, at most `limit`, with the count of committed batches
-    /// they include: every batch up to it is among them when fewer than `limit` came back.
-    pub async fn pending(&self, limit: usize) -> Result<(u64, Vec<NewMessage>), DbErr> {
+    /// they include (every batch up to it is among them when fewer than `limit` came back),
+    /// and the ids of rows whose plan this build cannot read, with the reason.
+    pub async fn pending(&self, limit: usize) -> Result<Pending, DbErr> {
         // Read before the select: every batch counted had committed, so the select sees it.
         let written = self.written.load(Ordering::Acquire);
         let rows = self
@@ -207,13 +232,24 @@ impl Intake {
                 vec![i64::try_from(limit).unwrap_or(i64::MAX).into()],
             ))
             .await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = Pending {
+            written,
+            rows: rows.len(),
+            messages: Vec::with_capacity(rows.len()),
+            unreadable: Vec::new(),
+        };
         for r in rows {
+            let id: i64 = r.try_get("", "id")?;
             let plan: String = r.try_get("", "plan")?;
-            let plan: MessagePlan = serde_json::from_str(&plan)
-                .map_err(|e| DbErr::Custom(format!("intake plan: {e}")))?;
+            let plan: MessagePlan = match serde_json::from_str(&plan) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    out.unreadable.push((id, format!("plan: {e}")));
+                    continue;
+                }
+            };
             let kind: String = r.try_get("", "kind")?;
-            out.push(NewMessage {
+            out.messages.push(NewMessage {
                 plan,
                 kind: if kind == "broadcast" {
                     "broadcast"
@@ -227,7 +263,26 @@ impl Intake {
                 not_before: r.try_get("", "not_before")?,
             });
         }
-        Ok((written, out))
+        Ok(out)
+    }
+
+    /// Move rows the mover cannot store to `intake_failed`, with the reason.
+    pub async fn quarantine(&self, failed: &[(i64, String)]) -> Result<(), DbErr> {
+        let txn = self.conn.begin().await?;
+        let now = now_ms();
+        for (id, error) in failed {
+            txn.execute_raw(stmt(
+                "INSERT OR REPLACE INTO intake_failed (id, source_id, kind, priority, plan, sendno, \
+                 idempotency_key, response, not_before, accepted_at, error, failed_at) \
+                 SELECT id, source_id, kind, priority, plan, sendno, idempotency_key, response, \
+                 not_before, accepted_at, ?, ? FROM intake WHERE id = ?",
+                vec![error.clone().into(), now.into(), (*id).into()],
+            ))
+            .await?;
+            txn.execute_raw(stmt("DELETE FROM intake WHERE id = ?", vec![(*id).into()]))
+                .await?;
+        }
+        txn.commit().await
     }
 
     /// Of `ids`, those the main database already holds, when the journal is suspect; else none.
@@ -258,9 +313,12 @@ impl Intake {
     /// next start finds suspect and checks, so this commit need not wait for the disk.
     pub async fn remove(&self, ids: &[i64]) -> Result<(), DbErr> {
         let txn = self.conn.begin().await?;
-        for chunk in ids.chunks(500) {
-            let sql = format!("DELETE FROM intake WHERE id IN ({})", in_list(chunk.len()));
-            let values = chunk.iter().map(|id| Value::from(*id)).collect();
+        for chunk in ids.chunks(512) {
+            // Padded to a power of two with the last id: a few statement shapes.
+            let rows = padded_rows(chunk.len(), 512);
+            let mut values: Vec<Value> = chunk.iter().map(|id| Value::from(*id)).collect();
+            repeat_last_row(&mut values, 1, rows - chunk.len());
+            let sql = format!("DELETE FROM intake WHERE id IN ({})", in_list(rows));
             txn.execute_raw(stmt(&sql, values)).await?;
         }
         txn.commit().await
@@ -286,31 +344,34 @@ impl Intake {
         let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
-    /// Wait until message `msgid`, if it was answered, is in the main database. Gives up after
-    /// [`SETTLE_LIMIT`] (the mover is failing): the caller then reads what is there.
-    pub async fn settle_message(&self, msgid: i64) {
+    /// Wait until message `msgid`, if it was answered, is in the main database: true once it
+    /// is (or was never journaled); false when the wait gave up after [`SETTLE_LIMIT`] or the
+    /// journal could not be read (the mover is failing).
+    pub async fn settle_message(&self, msgid: i64) -> bool {
         let mut moved = self.moved.subscribe();
         if moved.borrow().written >= self.written.load(Ordering::Acquire) {
             // Drained since the last batch was written: nothing to wait for.
-            return;
+            return true;
         }
         let wait = async {
             loop {
                 let sql = "SELECT 1 AS x FROM intake WHERE id = ?";
                 match self.conn.query_one_raw(stmt(sql, vec![msgid.into()])).await {
                     Ok(Some(_)) => {}
-                    Ok(None) => return,
+                    Ok(None) => return true,
                     Err(e) => {
                         tracing::warn!(msgid, error = %e, "reading the intake journal failed");
-                        return;
+                        return false;
                     }
                 }
                 if moved.changed().await.is_err() {
-                    return;
+                    return false;
                 }
             }
         };
-        let _ = tokio::time::timeout(SETTLE_LIMIT, wait).await;
+        tokio::time::timeout(SETTLE_LIMIT, wait)
+            .await
+            .unwrap_or(false)
     }
 
     /// Wait until every message answered before this call is in the main database, for reads
@@ -321,6 +382,15 @@ impl Intake {
         let mut moved = self.moved.subscribe();
         let _ = tokio::time::timeout(SETTLE_LIMIT, moved.wait_for(|m| m.written >= target)).await;
     }
+}
+
+/// One pass's read of the journal (see [`Intake::pending`]).
+pub struct Pending {
+    pub written: u64,
+    /// Rows read, readable or not.
+    pub rows: usize,
+    pub messages: Vec<NewMessage>,
+    pub unreadable: Vec<(i64, String)>,
 }
 
 /// The longest a read waits for the mover.

@@ -33,9 +33,15 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn start_server(port: u16, db_url: &str, dir: &std::path::Path) -> Server {
+pub(crate) fn start_server_with(
+    port: u16,
+    db_url: &str,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_msghub"))
         .arg("serve")
+        .envs(env.iter().copied())
         .env("MSGHUB__SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("MSGHUB__DATABASE__URL", db_url)
         .env("MSGHUB__SECURITY__DATA_DIR", dir)
@@ -77,7 +83,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Start it and wait until it is ready.
     pub async fn start(&self) -> Server {
-        let server = start_server(self.port, &self.db_url, &self.data_dir);
+        self.start_with(&[]).await
+    }
+
+    /// Start it with extra settings (`MSGHUB__…` variables) and wait until it is ready.
+    pub async fn start_with(&self, env: &[(&str, &str)]) -> Server {
+        let server = start_server_with(self.port, &self.db_url, &self.data_dir, env);
         wait_healthy(&self.client, self.port).await;
         server
     }
@@ -293,16 +304,20 @@ async fn one_user_messages_interrupted_by_a_crash_are_sent_exactly_once_after_re
 }
 
 /// Messages answered but still in the intake journal when the server died are stored and sent
-/// after it restarts, exactly once; so is one the mover had stored but not yet deleted from the
-/// journal (a crash between its two commits); and their idempotency keys still replay.
+/// after it restarts, exactly once — also when it restarts with the journal switched off; so is
+/// one the mover had stored but not yet deleted from the journal (a crash between its two
+/// commits); a row whose plan cannot be read is set aside in `intake_failed`, not dropped and
+/// not blocking the others; idempotency keys still replay, and new ids start above the
+/// journal's.
 #[actix_web::test]
 async fn journaled_messages_are_stored_and_sent_exactly_once_after_a_crash() {
     use msghub::storage::intake::Intake;
     use msghub::storage::messages::NewMessage;
     use msghub_actors::plan::{Audience, MessagePlan};
+    use sea_orm::ConnectionTrait;
 
     let (app, process, mut server) = spawn_process_app().await;
-    let Some(intake) = Intake::open(&app.settings.database).await.unwrap() else {
+    let Some(intake) = Intake::open(&app.settings.database, true).await.unwrap() else {
         // Postgres: accepts are stored directly, there is no journal.
         server.kill();
         return;
@@ -351,9 +366,57 @@ async fn journaled_messages_are_stored_and_sent_exactly_once_after_a_crash() {
     }
     let answers = intake.append(&app.db, items).await.unwrap();
     assert_eq!(answers.len(), USERS);
-    assert_eq!(intake.pending(1000).await.unwrap().1.len(), USERS);
+    // And a row a newer build wrote, whose plan this one cannot read.
+    let unreadable = first + USERS as i64;
+    let journal = sea_orm::Database::connect(
+        msghub::storage::intake::journal_url(&app.settings.database.url).unwrap(),
+    )
+    .await
+    .unwrap();
+    journal
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Sqlite,
+            "INSERT INTO intake (id, source_id, kind, priority, plan, response, accepted_at) \
+             VALUES (?, ?, 'sent', 2, '{\"from\": \"the future\"}', '{}', 0)",
+            vec![unreadable.into(), pattern.source_id.into()],
+        ))
+        .await
+        .unwrap();
+    // And one the main database refuses while the others go in: its idempotency key is
+    // already there (a state the checks at acceptance never let arise).
+    let refused = first + USERS as i64 + 1;
+    app.db
+        .execute(
+            "INSERT INTO messages (id, source_id, kind, priority, lane, state, plan, sendno, \
+             idempotency_key, response, planned, plan_cursor, shard_count, created_at, updated_at, \
+             not_before) SELECT ?, source_id, kind, priority, lane, 'done', plan, sendno, 'dup', \
+             response, planned, plan_cursor, shard_count, created_at, updated_at, not_before \
+             FROM messages WHERE id = ?",
+            vec![(first - 1).into(), first.into()],
+        )
+        .await
+        .unwrap();
+    let mut plan = pattern.clone();
+    plan.msgid = refused;
+    plan.audience = Audience::Userids(vec!["j0002".into()]);
+    journal
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Sqlite,
+            "INSERT INTO intake (id, source_id, kind, priority, plan, idempotency_key, response, \
+             accepted_at) VALUES (?, ?, 'sent', 2, ?, 'dup', '{}', 0)",
+            vec![
+                refused.into(),
+                pattern.source_id.into(),
+                serde_json::to_string(&plan).unwrap().into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(intake.pending(1000).await.unwrap().rows, USERS + 2);
 
-    let mut server = process.start().await;
+    let mut server = process
+        .start_with(&[("MSGHUB__ACCEPT__JOURNAL", "false")])
+        .await;
     for i in 1..USERS {
         let status = app
             .wait_done(&(first + i as i64).to_string(), Duration::from_secs(60))
@@ -362,7 +425,7 @@ async fn journaled_messages_are_stored_and_sent_exactly_once_after_a_crash() {
     }
     // The journal is drained once the mover deleted what it stored.
     let started = Instant::now();
-    while !intake.pending(1000).await.unwrap().1.is_empty() {
+    while intake.pending(1000).await.unwrap().rows > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "journal not drained"
@@ -378,11 +441,49 @@ async fn journaled_messages_are_stored_and_sent_exactly_once_after_a_crash() {
         .await;
     assert_eq!(code, 200);
     assert_eq!(replayed["msgid"], (first + 1).to_string(), "{replayed}");
+    let set_aside: Vec<i64> = journal
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "SELECT id FROM intake_failed ORDER BY id",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("", "id").unwrap())
+        .collect();
+    assert_eq!(
+        set_aside,
+        vec![unreadable, refused],
+        "kept aside, not dropped"
+    );
+    // Ids continue above the journal's.
+    let next = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["j0000"], "msg_app": app_msg()}),
+        )
+        .await;
+    assert!(next.parse::<i64>().unwrap() > unreadable, "{next}");
+    let status = app.wait_done(&next, Duration::from_secs(30)).await;
+    assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
     server.kill();
     assert_eq!(
         app.count_rows("messages").await,
-        USERS as i64,
-        "one row each, none twice"
+        USERS as i64 + 2,
+        "one row each (and the copy with the refused key), none twice"
     );
-    assert_each_received_once(&app, USERS);
+    let received = app.sim.state.received("app");
+    assert_eq!(received.len(), USERS, "every user received the message");
+    assert_eq!(
+        received.get("jrn-0000"),
+        Some(&2),
+        "j0000: its first message and the new one"
+    );
+    assert!(
+        received
+            .iter()
+            .filter(|(a, _)| *a != "jrn-0000")
+            .all(|(_, n)| *n == 1),
+        "someone received a journaled message twice"
+    );
 }

@@ -143,15 +143,7 @@ async fn health_readiness_and_metrics_are_served() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
     }
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for name in [
         "msghub_messages_accepted_total",
         "msghub_provider_call_duration_seconds",

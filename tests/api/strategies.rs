@@ -184,15 +184,7 @@ async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
     assert_eq!(steps[1]["clicked"], json!(clicked.len()), "{s}");
     assert_eq!(app.count_rows("fallback_timers").await, 0);
     // The firings were timed: each against the deadline of the first user it moved on.
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let fired: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("msghub_fallback_timer_lateness_seconds_count "))
