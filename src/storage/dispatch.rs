@@ -181,9 +181,9 @@ impl Prefetched {
 /// The undecided deliveries of a fallback step of a shard (message, shard, step), as
 /// [`judge_step`] reads them. Read through the step index and grouped in Rust: a `GROUP BY
 /// userid` makes SQLite walk every delivery of the message in userid order instead.
-const UNDECIDED_SQL: &str = "SELECT userid, sent_at, created_at, status FROM deliveries \
+const UNDECIDED_SQL: &str = "SELECT userid, sent_at, created_at, status, updated_at FROM deliveries \
      WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL";
-const UNDECIDED_COLUMNS: [&str; 4] = ["userid", "sent_at", "created_at", "status"];
+const UNDECIDED_COLUMNS: [&str; 5] = ["userid", "sent_at", "created_at", "status", "updated_at"];
 
 /// Which undecided users of a fallback step are due at a time.
 #[derive(Debug, PartialEq)]
@@ -204,8 +204,10 @@ struct StepJudgement {
 
 /// Judge the rows of [`UNDECIDED_SQL`] for a step with `wait` ms at `now`.
 fn judge_step(rows: &[PackedRow], wait: i64, now: i64) -> Result<StepJudgement, DbErr> {
-    // Per user: last sent, whether some of it is still being sent, whether all of it failed.
-    let mut users: BTreeMap<String, (i64, bool, bool)> = BTreeMap::new();
+    // Per user: last sent, whether some of it is still being sent, whether all of it failed,
+    // and when the last failure was recorded (an outcome, or a "not delivered" receipt that
+    // came later than the send).
+    let mut users: BTreeMap<String, (i64, bool, bool, i64)> = BTreeMap::new();
     for r in rows {
         let userid = r.string(0)?;
         let sent = r.opt_i64(1)?.unwrap_or(r.i64(2)?);
@@ -213,10 +215,18 @@ fn judge_step(rows: &[PackedRow], wait: i64, now: i64) -> Result<StepJudgement, 
         let sending = status == DeliveryStatus::Queued as i64;
         let failed =
             status == DeliveryStatus::Failed as i64 || status == DeliveryStatus::Undelivered as i64;
-        let e = users.entry(userid).or_insert((sent, sending, failed));
+        let failed_at = if failed {
+            r.opt_i64(4)?.unwrap_or(sent).max(sent)
+        } else {
+            sent
+        };
+        let e = users
+            .entry(userid)
+            .or_insert((sent, sending, failed, failed_at));
         e.0 = e.0.max(sent);
         e.1 |= sending;
         e.2 &= failed;
+        e.3 = e.3.max(failed_at);
     }
     let mut out = StepJudgement {
         examined: users.len(),
@@ -224,9 +234,9 @@ fn judge_step(rows: &[PackedRow], wait: i64, now: i64) -> Result<StepJudgement, 
         next_due: None,
         first_deadline: None,
     };
-    for (userid, (sent, sending, all_failed)) in users {
+    for (userid, (sent, sending, all_failed, failed_at)) in users {
         if all_failed || (!sending && sent + wait <= now) {
-            let deadline = if all_failed { sent } else { sent + wait };
+            let deadline = if all_failed { failed_at } else { sent + wait };
             out.first_deadline = Some(out.first_deadline.map_or(deadline, |d| d.min(deadline)));
             out.due.push(userid);
         } else {
@@ -1812,11 +1822,28 @@ mod tests {
         created_at: i64,
         status: DeliveryStatus,
     ) -> PackedRow {
+        row_updated(
+            userid,
+            sent_at,
+            created_at,
+            status,
+            sent_at.unwrap_or(created_at),
+        )
+    }
+
+    fn row_updated(
+        userid: &str,
+        sent_at: Option<i64>,
+        created_at: i64,
+        status: DeliveryStatus,
+        updated_at: i64,
+    ) -> PackedRow {
         PackedRow(vec![
             userid.into(),
             sent_at.map_or(serde_json::Value::Null, Into::into),
             created_at.into(),
             (status as i16).into(),
+            updated_at.into(),
         ])
     }
 
@@ -1831,7 +1858,8 @@ mod tests {
             row("b", Some(9_000), 0, Submitted),
             // Everything failed: due at once.
             row("c", Some(9_500), 0, Failed),
-            row("c", None, 9_400, Undelivered),
+            // ... the last of it by a "not delivered" receipt recorded at 9550.
+            row_updated("c", Some(9_400), 0, Undelivered, 9_550),
             // One delivery still being sent: looked at again shortly.
             row("d", Some(9_000), 0, Failed),
             row("d", None, 9_000, Queued),
@@ -1849,7 +1877,7 @@ mod tests {
         // Failed users are due at their last failure, not after the wait.
         let failed = judge_step(&rows[3..5], 5_000, 9_600).unwrap();
         assert_eq!(failed.due, vec!["c"]);
-        assert_eq!(failed.first_deadline, Some(9_500));
+        assert_eq!(failed.first_deadline, Some(9_550));
         let none = judge_step(&rows[2..3], 5_000, 10_000).unwrap();
         assert_eq!(none.first_deadline, None);
     }
