@@ -31,36 +31,25 @@ use super::{
 };
 use crate::settings::DatabaseSettings;
 
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS intake (\
-     id INTEGER PRIMARY KEY NOT NULL, \
-     source_id INTEGER NOT NULL, \
-     kind TEXT NOT NULL, \
-     priority INTEGER NOT NULL, \
-     plan TEXT NOT NULL, \
-     sendno TEXT, \
-     idempotency_key TEXT, \
-     response TEXT NOT NULL, \
-     not_before INTEGER, \
-     accepted_at INTEGER NOT NULL)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key) \
-     WHERE idempotency_key IS NOT NULL",
-    // Rows the mover could not store (a plan this build cannot read, a row the main database
-    // refuses while others go in): kept with the reason, never dropped, for an operator.
-    "CREATE TABLE IF NOT EXISTS intake_failed (\
-     id INTEGER PRIMARY KEY NOT NULL, \
-     source_id INTEGER NOT NULL, \
-     kind TEXT NOT NULL, \
-     priority INTEGER NOT NULL, \
-     plan TEXT NOT NULL, \
-     sendno TEXT, \
-     idempotency_key TEXT, \
-     response TEXT NOT NULL, \
-     not_before INTEGER, \
-     accepted_at INTEGER NOT NULL, \
-     error TEXT NOT NULL, \
-     failed_at INTEGER NOT NULL)",
-];
+/// The columns of a journaled message, in `intake` and in `intake_failed`.
+const MESSAGE_COLUMNS_DDL: &str = "id INTEGER PRIMARY KEY NOT NULL, source_id INTEGER NOT NULL, \
+     kind TEXT NOT NULL, priority INTEGER NOT NULL, plan TEXT NOT NULL, sendno TEXT, \
+     idempotency_key TEXT, response TEXT NOT NULL, not_before INTEGER, accepted_at INTEGER NOT NULL";
+
+fn schema() -> [String; 3] {
+    [
+        format!("CREATE TABLE IF NOT EXISTS intake ({MESSAGE_COLUMNS_DDL})"),
+        "CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key) \
+         WHERE idempotency_key IS NOT NULL"
+            .to_string(),
+        // Rows the mover could not store (a plan this build cannot read, a row the main
+        // database refuses while others go in): kept with the reason, never dropped.
+        format!(
+            "CREATE TABLE IF NOT EXISTS intake_failed ({MESSAGE_COLUMNS_DDL}, \
+             error TEXT NOT NULL, failed_at INTEGER NOT NULL)"
+        ),
+    ]
+}
 
 const COLUMNS: usize = 10;
 
@@ -101,8 +90,8 @@ impl Intake {
         }
         // One connection: accept batches and the mover's reads and deletes take turns.
         let conn = Database::connect(sqlite_options(&url, settings, 1, 2 * 1024, 1000)).await?;
-        for sql in SCHEMA {
-            conn.execute_unprepared(sql).await?;
+        for sql in schema() {
+            conn.execute_unprepared(&sql).await?;
         }
         let intake = Intake {
             conn,
