@@ -17,7 +17,7 @@
 //! Postgres has concurrent writers and no journal: accepts write the main database directly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use msghub_actors::plan::MessagePlan;
@@ -57,6 +57,8 @@ pub struct Intake {
     conn: DatabaseConnection,
     /// Accept batches committed to the journal so far.
     written: AtomicU64,
+    /// The largest message id committed to the journal (or found there at start).
+    answered: AtomicI64,
     /// The mover's passes, and every batch up to a count known to be in the main database.
     moved: watch::Sender<Moved>,
     /// Rung after each commit, for the mover.
@@ -96,6 +98,7 @@ impl Intake {
         let intake = Intake {
             conn,
             written: AtomicU64::new(0),
+            answered: AtomicI64::new(0),
             moved: watch::Sender::new(Moved::default()),
             wake: Notify::new(),
             suspect: AtomicBool::new(false),
@@ -195,6 +198,9 @@ impl Intake {
             txn.execute_raw(stmt(&sql, values)).await?;
         }
         txn.commit().await?;
+        if let Some(max) = fresh.iter().map(|&i| items[i].plan.msgid).max() {
+            self.answered.fetch_max(max, Ordering::AcqRel);
+        }
         if !fresh.is_empty() {
             self.written.fetch_add(1, Ordering::AcqRel);
             self.wake.notify_one();
@@ -364,12 +370,36 @@ impl Intake {
     }
 
     /// Wait until every message answered before this call is in the main database, for reads
-    /// that list messages; at most [`SETTLE_LIMIT`] (under a sustained backlog the journal is
-    /// never drained, and a list then shows what has been moved).
+    /// that list messages: until the journal holds no id up to the largest answered so far.
+    /// The mover takes rows in id order, so under a sustained stream of sends this is a pass
+    /// or two, not a drained journal. At most [`SETTLE_LIMIT`].
     pub async fn settle_all(&self) {
-        let target = self.written.load(Ordering::Acquire);
         let mut moved = self.moved.subscribe();
-        let _ = tokio::time::timeout(SETTLE_LIMIT, moved.wait_for(|m| m.written >= target)).await;
+        if moved.borrow().written >= self.written.load(Ordering::Acquire) {
+            return;
+        }
+        let target = self.answered.load(Ordering::Acquire);
+        let wait = async {
+            loop {
+                let sql = "SELECT 1 AS x FROM intake WHERE id <= ? LIMIT 1";
+                match self
+                    .conn
+                    .query_one_raw(stmt(sql, vec![target.into()]))
+                    .await
+                {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the intake journal failed");
+                        return;
+                    }
+                }
+                if moved.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SETTLE_LIMIT, wait).await;
     }
 }
 
