@@ -88,6 +88,10 @@ fn describe_metrics() {
         "msghub_intake_moved_total",
         "Messages the intake journal's mover stored in the main database."
     );
+    describe_counter!(
+        "msghub_intake_failed_total",
+        "Journaled messages the mover could not store, kept in intake_failed."
+    );
     describe_histogram!(
         "msghub_rate_limit_wait_seconds",
         "Time spent waiting for a channel's rate limiter."

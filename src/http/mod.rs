@@ -63,7 +63,8 @@ impl AppState {
         }
     }
 
-    /// Before listing messages: wait until those answered before are out of the journal.
+    /// Before listing messages: wait until those answered before are out of the journal (a
+    /// list shows what is stored when that wait gives up).
     pub async fn settle_all(&self) {
         if let Some(intake) = &self.intake {
             intake.settle_all().await;

@@ -59,8 +59,9 @@ pub struct Intake {
     written: AtomicU64,
     /// The largest message id committed to the journal (or found there at start).
     answered: AtomicI64,
-    /// The mover's passes, and every batch up to a count known to be in the main database.
-    moved: watch::Sender<Moved>,
+    /// Every batch up to this count is known to be in the main database; changed (notifying
+    /// readers waiting to settle) after each pass of the mover.
+    moved: watch::Sender<u64>,
     /// Rung after each commit, for the mover.
     wake: Notify,
     /// Rows may already be in the main database (left by a crash between the mover's commit
@@ -99,13 +100,19 @@ impl Intake {
             conn,
             written: AtomicU64::new(0),
             answered: AtomicI64::new(0),
-            moved: watch::Sender::new(Moved::default()),
+            moved: watch::Sender::new(0),
             wake: Notify::new(),
             suspect: AtomicBool::new(false),
         };
-        intake
-            .suspect
-            .store(intake.count().await? > 0, Ordering::Release);
+        if intake.count().await? > 0 {
+            // Rows from before this start: suspect, and counted as written and answered, so
+            // reads settle until the mover has moved them.
+            intake.suspect.store(true, Ordering::Release);
+            intake.written.store(1, Ordering::Release);
+            intake
+                .answered
+                .store(intake.max_id().await?, Ordering::Release);
+        }
         Ok(Some(intake))
     }
 
@@ -305,7 +312,7 @@ impl Intake {
     }
 
     /// Delete moved messages from the journal. A delete lost in a crash leaves rows that the
-    /// next start finds suspect and checks, so this commit need not wait for the disk.
+    /// next start finds suspect and checks by id.
     pub async fn remove(&self, ids: &[i64]) -> Result<(), DbErr> {
         let txn = self.conn.begin().await?;
         for chunk in ids.chunks(512) {
@@ -326,10 +333,10 @@ impl Intake {
         if drained {
             self.suspect.store(false, Ordering::Release);
         }
+        // Notifies every waiter, drained or not: each pass may have moved what it waits for.
         self.moved.send_modify(|m| {
-            m.passes += 1;
             if drained {
-                m.written = m.written.max(written);
+                *m = (*m).max(written);
             }
         });
     }
@@ -343,19 +350,35 @@ impl Intake {
     /// is (or was never journaled); false when the wait gave up after [`SETTLE_LIMIT`] or the
     /// journal could not be read (the mover is failing).
     pub async fn settle_message(&self, msgid: i64) -> bool {
+        self.wait_until_gone("SELECT 1 AS x FROM intake WHERE id = ?", msgid)
+            .await
+    }
+
+    /// Wait until every message answered before this call is in the main database, for reads
+    /// that list messages: until the journal holds no id up to the largest answered so far.
+    /// The mover takes rows in id order, so under a sustained stream of sends this is a pass
+    /// or two, not a drained journal. False as for [`Intake::settle_message`].
+    pub async fn settle_all(&self) -> bool {
+        let target = self.answered.load(Ordering::Acquire);
+        self.wait_until_gone("SELECT 1 AS x FROM intake WHERE id <= ? LIMIT 1", target)
+            .await
+    }
+
+    /// Wait until `probe` (a query of the journal with one id parameter) finds no row, looking
+    /// again after each pass of the mover; at most [`SETTLE_LIMIT`].
+    async fn wait_until_gone(&self, probe: &str, id: i64) -> bool {
         let mut moved = self.moved.subscribe();
-        if moved.borrow().written >= self.written.load(Ordering::Acquire) {
+        if *moved.borrow() >= self.written.load(Ordering::Acquire) {
             // Drained since the last batch was written: nothing to wait for.
             return true;
         }
         let wait = async {
             loop {
-                let sql = "SELECT 1 AS x FROM intake WHERE id = ?";
-                match self.conn.query_one_raw(stmt(sql, vec![msgid.into()])).await {
+                match self.conn.query_one_raw(stmt(probe, vec![id.into()])).await {
                     Ok(Some(_)) => {}
                     Ok(None) => return true,
                     Err(e) => {
-                        tracing::warn!(msgid, error = %e, "reading the intake journal failed");
+                        tracing::warn!(id, error = %e, "reading the intake journal failed");
                         return false;
                     }
                 }
@@ -367,39 +390,6 @@ impl Intake {
         tokio::time::timeout(SETTLE_LIMIT, wait)
             .await
             .unwrap_or(false)
-    }
-
-    /// Wait until every message answered before this call is in the main database, for reads
-    /// that list messages: until the journal holds no id up to the largest answered so far.
-    /// The mover takes rows in id order, so under a sustained stream of sends this is a pass
-    /// or two, not a drained journal. At most [`SETTLE_LIMIT`].
-    pub async fn settle_all(&self) {
-        let mut moved = self.moved.subscribe();
-        if moved.borrow().written >= self.written.load(Ordering::Acquire) {
-            return;
-        }
-        let target = self.answered.load(Ordering::Acquire);
-        let wait = async {
-            loop {
-                let sql = "SELECT 1 AS x FROM intake WHERE id <= ? LIMIT 1";
-                match self
-                    .conn
-                    .query_one_raw(stmt(sql, vec![target.into()]))
-                    .await
-                {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reading the intake journal failed");
-                        return;
-                    }
-                }
-                if moved.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(SETTLE_LIMIT, wait).await;
     }
 }
 
@@ -415,20 +405,74 @@ pub struct Pending {
 /// The longest a read waits for the mover.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
-/// What the mover has done: passes that moved rows, and the batches known moved.
-#[derive(Debug, Default, Clone, Copy)]
-struct Moved {
-    passes: u64,
-    written: u64,
-}
-
 fn stmt(sql: &str, values: Vec<Value>) -> sea_orm::Statement {
     sea_orm::Statement::from_sql_and_values(sea_orm::DatabaseBackend::Sqlite, sql, values)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
+    #[tokio::test]
+    async fn rows_left_from_before_a_start_are_waited_for() {
+        use msghub_actors::plan::{Audience, Lane, MessagePlan, Strategy};
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).await.unwrap();
+        let message = NewMessage {
+            plan: MessagePlan {
+                msgid: 42,
+                source_id: 1,
+                lane: Lane::Realtime,
+                audience: Audience::Userids(vec!["u".into()]),
+                channels: Vec::new(),
+                ttl_seconds: None,
+                spread_seconds: None,
+                strategy: Strategy::Concurrent,
+                callback: None,
+                priority: None,
+                filters: None,
+            },
+            kind: "sent",
+            priority: 2,
+            sendno: None,
+            idempotency_key: None,
+            response: "{}".into(),
+            not_before: None,
+        };
+        let first = Intake::open(&settings, true).await.unwrap().unwrap();
+        first.append(&db, vec![message]).await.unwrap();
+        drop(first);
+        let again = Intake::open(&settings, false).await.unwrap().unwrap();
+        assert_eq!(again.max_id().await.unwrap(), 42);
+        let wait = Duration::from_millis(200);
+        assert!(
+            tokio::time::timeout(wait, again.settle_message(42))
+                .await
+                .is_err(),
+            "a journaled message was reported settled before it was moved"
+        );
+        assert!(
+            tokio::time::timeout(wait, again.settle_all())
+                .await
+                .is_err()
+        );
+        // Once moved (the mover removes it and records its pass), both return at once.
+        again.remove(&[42]).await.unwrap();
+        let pending = again.pending(10).await.unwrap();
+        again.moved(pending.written, true);
+        assert!(again.settle_message(42).await);
+        assert!(
+            tokio::time::timeout(wait, again.settle_all())
+                .await
+                .unwrap()
+        );
+    }
 
     #[test]
     fn the_journal_lives_beside_the_database() {

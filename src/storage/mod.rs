@@ -115,17 +115,18 @@ impl Db {
             // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
             // of every insert, and outcomes, receipts and firings update rows at random);
             // readers keep SQLite's small default so memory stays flat as the pool grows.
-            let sqlite = |max: u32, cache_kib: i64, checkpoint: u32| {
-                sqlite_options(url, settings, max, cache_kib, checkpoint)
-            };
-            let write = Database::connect(sqlite(
+            let write = Database::connect(sqlite_options(
+                url,
+                settings,
                 1,
                 i64::from(settings.sqlite_cache_mib.max(1)) * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
             ))
             .await?;
             // Readers never write: their checkpoint setting is never used.
-            let read = Database::connect(sqlite(
+            let read = Database::connect(sqlite_options(
+                url,
+                settings,
                 settings.max_connections.max(1),
                 2 * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
