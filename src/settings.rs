@@ -62,6 +62,10 @@ pub struct ServerSettings {
     /// How providers reach this server, for receipt callback URLs (`https://hub.example.com`);
     /// empty means `http://<bind address>`.
     pub public_url: String,
+    /// Nice value (0–19) of the threads that work in the background: dispatch and SQLite's
+    /// writer. When every core is busy (a blast), the threads that answer requests run first;
+    /// 0 gives every thread the same priority.
+    pub background_nice: i32,
 }
 
 impl Default for ServerSettings {
@@ -71,6 +75,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_body_bytes: 4 * 1024 * 1024,
             public_url: String::new(),
+            background_nice: 10,
         }
     }
 }
@@ -145,6 +150,10 @@ pub struct AcceptSettings {
     /// answer after its commit; a mover copies them into the main database. Accepting then
     /// never waits behind dispatch writes. Ignored on Postgres and in-memory databases.
     pub journal: bool,
+    /// The most accepted messages the journal holds before they are stored: beyond it,
+    /// accepts wait for the mover (backpressure to senders) instead of letting acceptance run
+    /// ahead of delivery without end; refused after 30 s of waiting.
+    pub max_backlog: usize,
 }
 
 impl Default for AcceptSettings {
@@ -153,6 +162,7 @@ impl Default for AcceptSettings {
             batch_max: 512,
             queue_capacity: 8192,
             journal: true,
+            max_backlog: 200_000,
         }
     }
 }

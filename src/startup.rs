@@ -99,6 +99,11 @@ impl Application {
         let db = Db::connect(&settings.database)
             .await
             .with_context(|| format!("opening database {}", redact_url(&settings.database.url)))?;
+        // SQLite's writer works for dispatch, receipts and the intake mover: background work.
+        msghub_actors::threads::renice_named(
+            crate::storage::WRITER_THREAD,
+            settings.server.background_nice,
+        );
         let crypto = Crypto::load_or_create(
             settings.security.encryption_key.expose(),
             &settings.security.data_dir,
@@ -138,6 +143,7 @@ impl Application {
             bulk_shard_concurrency: d.bulk_shard_concurrency,
             shard_queue_capacity: d.shard_queue_capacity,
             write_batch_max: d.write_batch_max,
+            background_nice: settings.server.background_nice,
             write_batch_rows: d.write_batch_rows,
             channel: ChannelTuning {
                 lane_capacity: d.lane_capacity,
@@ -171,6 +177,9 @@ impl Application {
             .await
             .context("opening the intake journal")?
             .map(Arc::new);
+        if let Some(intake) = &intake {
+            intake.limit_backlog(settings.accept.max_backlog);
+        }
         let journaled = intake.clone().filter(|_| settings.accept.journal);
         let (accept_store, accept_dispatch, accept_intake) =
             (store.clone(), dispatch.clone(), journaled.clone());

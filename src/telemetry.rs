@@ -60,6 +60,11 @@ fn describe_metrics() {
         "Time from request to durable acknowledgement."
     );
     describe_histogram!(
+        "msghub_realtime_sent_seconds",
+        "Transactional sends (one-user real-time messages, sent as soon as they are stored): \
+         time from acceptance until every provider call was answered and its outcome recorded."
+    );
+    describe_histogram!(
         "msghub_batch_size_items",
         "Items per group-commit transaction, by writer."
     );
@@ -91,6 +96,14 @@ fn describe_metrics() {
     describe_counter!(
         "msghub_intake_failed_total",
         "Journaled messages the mover could not store, kept in intake_failed."
+    );
+    describe_gauge!(
+        "msghub_intake_backlog",
+        "Accepted messages in the intake journal, not yet stored in the main database."
+    );
+    describe_counter!(
+        "msghub_intake_full_total",
+        "Accept batches that waited for room in a full intake journal (accept.max_backlog)."
     );
     describe_histogram!(
         "msghub_rate_limit_wait_seconds",

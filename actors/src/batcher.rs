@@ -34,6 +34,39 @@ impl<T, R> Clone for Batcher<T, R> {
     }
 }
 
+/// One writer per lane: real-time work (a transactional send's outcomes and finish) has a
+/// queue of its own and never waits behind a blast's queued batches.
+pub struct LaneWriters<T, R> {
+    pub realtime: Batcher<T, R>,
+    pub bulk: Batcher<T, R>,
+}
+
+impl<T, R> Clone for LaneWriters<T, R> {
+    fn clone(&self) -> Self {
+        LaneWriters {
+            realtime: self.realtime.clone(),
+            bulk: self.bulk.clone(),
+        }
+    }
+}
+
+impl<T, R> LaneWriters<T, R> {
+    /// Both lanes on one writer (tests, and stores with nothing to order).
+    pub fn shared(writer: Batcher<T, R>) -> Self {
+        LaneWriters {
+            realtime: writer.clone(),
+            bulk: writer,
+        }
+    }
+
+    pub fn lane(&self, lane: crate::plan::Lane) -> &Batcher<T, R> {
+        match lane {
+            crate::plan::Lane::Realtime => &self.realtime,
+            crate::plan::Lane::Bulk => &self.bulk,
+        }
+    }
+}
+
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Start the writer task. `handler` receives a batch and returns one result per item, in
     /// order; an `Err` fails every item of the batch.

@@ -13,7 +13,6 @@ use actix::prelude::*;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
-use crate::batcher::Batcher;
 use crate::mask::mask_address;
 use crate::plan::{DeliveryResult, DeliveryStatus, Lane, MessagePlan};
 use crate::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
@@ -75,7 +74,7 @@ pub struct ChannelTuning {
     pub retry: RetryPolicy,
 }
 
-pub type ResultWriter = Batcher<Vec<DeliveryResult>, ()>;
+pub type ResultWriter = crate::batcher::LaneWriters<Vec<DeliveryResult>, ()>;
 
 struct LaneState {
     lane: Lane,
@@ -365,7 +364,7 @@ async fn deliver_chunk(
     }
     drop(permit);
     let n = results.len() as u64;
-    if let Err(e) = write_with_retry(&ctx.writer, results).await {
+    if let Err(e) = write_with_retry(&ctx.writer, lane, results).await {
         tracing::error!(channel_id = ctx.channel_id, error = %e, "delivery outcomes not recorded; shard stays pending");
         report = JobReport {
             unrecorded: n,
@@ -380,11 +379,12 @@ async fn deliver_chunk(
 /// and giving up would leave them queued to be sent again after a restart.
 async fn write_with_retry(
     writer: &ResultWriter,
+    lane: Lane,
     results: Vec<DeliveryResult>,
 ) -> Result<(), crate::batcher::BatchError> {
     let mut delay = std::time::Duration::from_millis(100);
     loop {
-        match writer.submit(results.clone()).await {
+        match writer.lane(lane).submit(results.clone()).await {
             Ok(()) => return Ok(()),
             Err(crate::batcher::BatchError::Closed) => {
                 return Err(crate::batcher::BatchError::Closed);
@@ -472,6 +472,7 @@ impl JobTracker {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use crate::batcher::Batcher;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -531,7 +532,7 @@ mod tests {
         // A database that takes no outcome until the gate opens.
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
-        let writer: ResultWriter = Batcher::spawn(
+        let writer = Batcher::spawn(
             "outcomes",
             1024,
             64,
@@ -555,7 +556,7 @@ mod tests {
                 bulk_in_flight: in_flight,
                 retry: RetryPolicy::default(),
             },
-            writer,
+            ResultWriter::shared(writer),
             Arc::new(Retractions::default()),
         );
         let _addr = Supervisor::start(move |_| actor);

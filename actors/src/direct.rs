@@ -75,8 +75,16 @@ pub(crate) async fn run(
 ) -> Ended {
     match send_batches(registry, writes, plan, batches).await {
         Ok(0) => {
+            // How long a transactional send took to leave: from its acceptance (the time in
+            // its id) until every provider call was answered and its outcome recorded.
+            let waited = crate::plan::now_ms() - crate::plan::accepted_at_ms(plan.msgid);
+            metrics::histogram!("msghub_realtime_sent_seconds")
+                .record(waited.max(0) as f64 / 1000.0);
             retry_forever("finish message", || {
-                writes.finish.submit(Finished::Message(plan.msgid))
+                writes
+                    .finish
+                    .lane(plan.lane)
+                    .submit(Finished::Message(plan.msgid))
             })
             .await;
             metrics::counter!("msghub_messages_finished_total").increment(1);

@@ -18,6 +18,7 @@ pub mod retry;
 pub mod schedule;
 pub mod shard;
 pub mod store;
+pub mod threads;
 pub mod timers;
 pub mod topology;
 

@@ -55,6 +55,15 @@ pub struct PlannedChannel {
     pub content: serde_json::Value,
 }
 
+/// Message ids are the acceptance time in milliseconds shifted left by this many bits, plus a
+/// sequence (ids stay unique and increasing when several are taken in one millisecond).
+pub const MSGID_TIME_SHIFT: u32 = 20;
+
+/// When a message was accepted (Unix milliseconds), read from its id.
+pub fn accepted_at_ms(msgid: i64) -> i64 {
+    msgid >> MSGID_TIME_SHIFT
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessagePlan {
     pub msgid: i64,

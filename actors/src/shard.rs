@@ -37,7 +37,7 @@ pub enum Finished {
 #[derive(Clone)]
 pub struct DispatchWrites {
     pub open: Batcher<OpenShard, Vec<ChannelBatch>>,
-    pub finish: Batcher<Finished, ()>,
+    pub finish: crate::batcher::LaneWriters<Finished, ()>,
     pub results: ResultWriter,
 }
 
@@ -125,7 +125,10 @@ impl MessageRun {
         }
         if planned {
             retry_forever("finish message", || {
-                self.writes.finish.submit(Finished::Message(self.msgid))
+                self.writes
+                    .finish
+                    .lane(self.lane)
+                    .submit(Finished::Message(self.msgid))
             })
             .await;
             metrics::counter!("msghub_messages_finished_total").increment(1);
@@ -278,7 +281,7 @@ async fn process(
         return Ok(());
     }
     retry_forever("finish shard", || {
-        writes.finish.submit(Finished::Shard {
+        writes.finish.lane(plan.lane).submit(Finished::Shard {
             msgid: shard.msgid,
             seq: shard.seq,
             generation: shard.generation,
@@ -328,7 +331,7 @@ pub(crate) async fn send_batches(
                         address: t.address.clone(),
                     })
                     .collect();
-                if let Err(e) = writes.results.submit(results).await {
+                if let Err(e) = writes.results.lane(plan.lane).submit(results).await {
                     wait_all(waits).await;
                     return Err(e.to_string());
                 }

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use crate::direct::Claims;
-use crate::plan::{ChannelBatch, DeliveryResult, MessagePlan, OpenShard, Shard};
+use crate::plan::{ChannelBatch, DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
 use crate::provider::ChannelType;
 
 #[derive(Debug, thiserror::Error)]
@@ -122,13 +122,19 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// queued, per channel.
     async fn open_shards(&self, shards: &[OpenShard]) -> StoreResult<Vec<Vec<ChannelBatch>>>;
 
-    /// Record final outcomes, many deliveries per transaction.
-    async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()>;
+    /// Record final outcomes, many deliveries per transaction, all of one lane (a real-time
+    /// lane's write goes before bulk writes where writes take turns).
+    async fn write_results(&self, results: &[DeliveryResult], lane: Lane) -> StoreResult<()>;
 
     /// Mark shards `(msgid, seq, generation)` and messages done, in one transaction. A shard whose
     /// generation moved on (a fallback timer queued a next step while it was being sent)
     /// stays pending, and so does its message, which the planner then runs again.
-    async fn finish(&self, shards: &[(i64, i32, i32)], messages: &[i64]) -> StoreResult<()>;
+    async fn finish(
+        &self,
+        shards: &[(i64, i32, i32)],
+        messages: &[i64],
+        lane: Lane,
+    ) -> StoreResult<()>;
 
     async fn channel(&self, channel_id: i64) -> StoreResult<Option<ChannelSpec>>;
 

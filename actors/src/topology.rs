@@ -18,8 +18,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
-use crate::batcher::Batcher;
-use crate::channel::{ChannelTuning, ResultWriter};
+use crate::batcher::{Batcher, LaneWriters};
+use crate::channel::ChannelTuning;
 use crate::direct::{Claims, Ended};
 use crate::plan::{ChannelBatch, DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
 use crate::planner::{DispatchMessage, Planner, PlannerConfig, ShardQueues};
@@ -42,6 +42,8 @@ pub struct TopologyConfig {
     pub write_batch_rows: usize,
     pub channel: ChannelTuning,
     pub timers: crate::timers::TimerConfig,
+    /// Nice value of the dispatch thread (`server.background_nice`; 0 leaves it as it is).
+    pub background_nice: i32,
 }
 
 /// The running topology, shared by the HTTP layer.
@@ -77,8 +79,30 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -
             async move { store.open_shards(&items).await.map_err(|e| e.to_string()) }
         },
     );
+    // Outcomes and finishes have a writer per lane: a transactional send's are recorded
+    // before a blast's queued batches, on the writer's urgent turn.
+    let finish = LaneWriters {
+        realtime: finish_writer(store, Lane::Realtime, max),
+        bulk: finish_writer(store, Lane::Bulk, max),
+    };
+    let results = LaneWriters {
+        realtime: result_writer(store, Lane::Realtime, max, max_rows),
+        bulk: result_writer(store, Lane::Bulk, max, max_rows),
+    };
+    DispatchWrites {
+        open,
+        finish,
+        results,
+    }
+}
+
+fn finish_writer(store: &Arc<dyn DispatchStore>, lane: Lane, max: usize) -> Batcher<Finished, ()> {
+    let name = match lane {
+        Lane::Realtime => "finish_realtime",
+        Lane::Bulk => "finish",
+    };
     let s = store.clone();
-    let finish = Batcher::spawn("finish", 4096, max, move |items: Vec<Finished>| {
+    Batcher::spawn(name, 4096, max, move |items: Vec<Finished>| {
         let store = s.clone();
         async move {
             let mut shards = Vec::new();
@@ -94,15 +118,27 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -
                 }
             }
             store
-                .finish(&shards, &messages)
+                .finish(&shards, &messages, lane)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(vec![(); items.len()])
         }
-    });
+    })
+}
+
+fn result_writer(
+    store: &Arc<dyn DispatchStore>,
+    lane: Lane,
+    max: usize,
+    max_rows: usize,
+) -> Batcher<Vec<DeliveryResult>, ()> {
+    let name = match lane {
+        Lane::Realtime => "deliveries_realtime",
+        Lane::Bulk => "deliveries",
+    };
     let s = store.clone();
-    let results: ResultWriter = Batcher::spawn_weighted(
-        "deliveries",
+    Batcher::spawn_weighted(
+        name,
         4096,
         max,
         max_rows,
@@ -112,16 +148,14 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -
             async move {
                 let n = batches.len();
                 let all: Vec<DeliveryResult> = batches.into_iter().flatten().collect();
-                store.write_results(&all).await.map_err(|e| e.to_string())?;
+                store
+                    .write_results(&all, lane)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(vec![(); n])
             }
         },
-    );
-    DispatchWrites {
-        open,
-        finish,
-        results,
-    }
+    )
 }
 
 /// Fallback firings take up to this many times `write_batch_rows` users per transaction. Each
@@ -145,6 +179,8 @@ impl Dispatch {
         // Channel actors and shard workers share one arbiter: adapters are built on the runtime
         // that runs them (pooled SMTP connections are bound to it).
         let arbiter = Arbiter::new();
+        let nice = config.background_nice;
+        arbiter.spawn_fn(move || crate::threads::name_current("msghub-dispatch", nice));
         let retractions = Arc::new(Retractions::default());
         let registry = Arc::new(ChannelRegistry::new(
             store.clone(),

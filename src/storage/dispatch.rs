@@ -1591,12 +1591,7 @@ impl DispatchStore for Store {
         let now = now_ms();
         // Real-time shards (a transactional send's deliveries) go before bulk writes.
         let realtime = shards.iter().any(|s| s.plan.lane == Lane::Realtime);
-        let _urgent = realtime.then(|| self.db.urgent_write());
-        let _bulk = if realtime {
-            None
-        } else {
-            Some(self.db.bulk_write().await)
-        };
+        let _turn = self.db.lane_write(realtime).await;
         let txn = self.db.write().begin().await.map_err(err)?;
         // Retracted (or cancelled) messages: their shards open to no deliveries.
         let stopped = self
@@ -1632,9 +1627,9 @@ impl DispatchStore for Store {
         Ok(out)
     }
 
-    async fn write_results(&self, results: &[DeliveryResult]) -> StoreResult<()> {
+    async fn write_results(&self, results: &[DeliveryResult], lane: Lane) -> StoreResult<()> {
         let now = now_ms();
-        let _bulk = self.db.bulk_write().await;
+        let _turn = self.db.lane_write(lane == Lane::Realtime).await;
         let txn = self.db.write().begin().await.map_err(err)?;
         // In id order, so rows are locked in the same order as the receipts writer's, which
         // runs concurrently on Postgres (opposite orders deadlock).
@@ -1686,9 +1681,14 @@ impl DispatchStore for Store {
         Ok(())
     }
 
-    async fn finish(&self, shards: &[(i64, i32, i32)], messages: &[i64]) -> StoreResult<()> {
+    async fn finish(
+        &self,
+        shards: &[(i64, i32, i32)],
+        messages: &[i64],
+        lane: Lane,
+    ) -> StoreResult<()> {
         let now = now_ms();
-        let _bulk = self.db.bulk_write().await;
+        let _turn = self.db.lane_write(lane == Lane::Realtime).await;
         let txn = self.db.write().begin().await.map_err(err)?;
         self.lock_messages(&txn, messages).await.map_err(err)?;
         for chunk in shards.chunks(512) {
@@ -1882,9 +1882,7 @@ mod tests {
         assert_eq!(none.first_deadline, None);
     }
 
-    #[tokio::test]
-    async fn prefetched_bindings_are_used_and_uncovered_users_looked_up() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
         let db = Db::connect(&DatabaseSettings {
             url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
             ..DatabaseSettings::default()
@@ -1900,11 +1898,43 @@ mod tests {
             &CallbackSettings::default(),
         )
         .unwrap();
-        let store = Store {
+        Store {
             db,
             crypto,
             callbacks,
+        }
+    }
+
+    #[tokio::test]
+    async fn real_time_outcomes_and_finishes_go_before_queued_bulk_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(sqlite_store(&dir).await);
+        // A bulk writer holds the bulk turn (a blast's transaction, with more queued behind).
+        let held = store.db.bulk_write().await;
+        let s = store.clone();
+        let bulk = tokio::spawn(async move { s.write_results(&[], Lane::Bulk).await });
+        let s = store.clone();
+        let bulk_finish = tokio::spawn(async move { s.finish(&[], &[1], Lane::Bulk).await });
+        // A transactional send's outcome and finish do not queue behind it.
+        let limit = std::time::Duration::from_secs(60);
+        let realtime = async {
+            store.write_results(&[], Lane::Realtime).await.unwrap();
+            store.finish(&[], &[1], Lane::Realtime).await.unwrap();
         };
+        assert!(
+            tokio::time::timeout(limit, realtime).await.is_ok(),
+            "real-time writes waited for the bulk writer"
+        );
+        assert!(!bulk.is_finished() && !bulk_finish.is_finished());
+        drop(held);
+        bulk.await.unwrap().unwrap();
+        bulk_finish.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn prefetched_bindings_are_used_and_uncovered_users_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
         for (user, kind, address) in [
             ("a", "sms", "1301"),
             ("b", "sms", "1302"),

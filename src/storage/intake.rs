@@ -67,7 +67,15 @@ pub struct Intake {
     /// Rows may already be in the main database (left by a crash between the mover's commit
     /// and its delete, or by a move whose outcome is unknown): check before moving.
     suspect: AtomicBool,
+    /// Rows in the journal (appended and not yet moved or set aside).
+    backlog: AtomicI64,
+    /// Appends wait while the journal holds this many rows (`accept.max_backlog`).
+    max_backlog: AtomicI64,
 }
+
+/// How long an accept batch waits for the mover to make room in a full journal before it is
+/// refused (the mover is failing, or delivery is far behind for that long).
+const ROOM_LIMIT: Duration = Duration::from_secs(30);
 
 /// The journal's file beside the main database: `msghub.db` → `msghub-intake.db`.
 pub fn journal_url(url: &str) -> Option<String> {
@@ -92,7 +100,15 @@ impl Intake {
             return Ok(None);
         }
         // One connection: accept batches and the mover's reads and deletes take turns.
-        let conn = Database::connect(sqlite_options(&url, settings, 1, 2 * 1024, 1000)).await?;
+        let conn = Database::connect(sqlite_options(
+            &url,
+            settings,
+            1,
+            2 * 1024,
+            1000,
+            "sqlite-intake",
+        ))
+        .await?;
         for sql in schema() {
             conn.execute_unprepared(&sql).await?;
         }
@@ -103,8 +119,12 @@ impl Intake {
             moved: watch::Sender::new(0),
             wake: Notify::new(),
             suspect: AtomicBool::new(false),
+            backlog: AtomicI64::new(0),
+            max_backlog: AtomicI64::new(i64::MAX),
         };
-        if intake.count().await? > 0 {
+        let left = intake.count().await?;
+        intake.add_backlog(left);
+        if left > 0 {
             // Rows from before this start: suspect, and counted as written and answered, so
             // reads settle until the mover has moved them.
             intake.suspect.store(true, Ordering::Release);
@@ -114,6 +134,43 @@ impl Intake {
                 .store(intake.max_id().await?, Ordering::Release);
         }
         Ok(Some(intake))
+    }
+
+    /// Bound the journal: appends wait (and their senders with them) while it holds `max`
+    /// rows, until the mover has moved some. Acceptance can run ahead of delivery for a
+    /// while, not without end.
+    pub fn limit_backlog(&self, max: usize) {
+        let max = i64::try_from(max.max(1)).unwrap_or(i64::MAX);
+        self.max_backlog.store(max, Ordering::Release);
+    }
+
+    fn add_backlog(&self, n: i64) {
+        let now = self.backlog.fetch_add(n, Ordering::AcqRel) + n;
+        metrics::gauge!("msghub_intake_backlog").set(now as f64);
+    }
+
+    /// Wait until the journal has room (see [`Intake::limit_backlog`]).
+    async fn room(&self) -> Result<(), DbErr> {
+        let max = self.max_backlog.load(Ordering::Acquire);
+        if self.backlog.load(Ordering::Acquire) < max {
+            return Ok(());
+        }
+        metrics::counter!("msghub_intake_full_total").increment(1);
+        let mut moved = self.moved.subscribe();
+        let wait = async {
+            while self.backlog.load(Ordering::Acquire) >= max {
+                if moved.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(ROOM_LIMIT, wait).await {
+            Ok(true) => Ok(()),
+            _ => Err(DbErr::Custom(format!(
+                "the intake journal is full ({max} messages not yet moved); retry later"
+            ))),
+        }
     }
 
     async fn count(&self) -> Result<i64, DbErr> {
@@ -139,6 +196,7 @@ impl Intake {
     /// key (in the batch, the journal or the main database) replays the first answer and stores
     /// nothing. The others are answered `Stored` once the commit returns.
     pub async fn append(&self, db: &Db, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
+        self.room().await?;
         let txn = self.conn.begin().await?;
         let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
         let mut first_of_key: HashMap<(i64, &str), usize> = HashMap::new();
@@ -209,6 +267,7 @@ impl Intake {
             self.answered.fetch_max(max, Ordering::AcqRel);
         }
         if !fresh.is_empty() {
+            self.add_backlog(fresh.len() as i64);
             self.written.fetch_add(1, Ordering::AcqRel);
             self.wake.notify_one();
         }
@@ -284,7 +343,9 @@ impl Intake {
             txn.execute_raw(stmt("DELETE FROM intake WHERE id = ?", vec![(*id).into()]))
                 .await?;
         }
-        txn.commit().await
+        txn.commit().await?;
+        self.add_backlog(-(failed.len() as i64));
+        Ok(())
     }
 
     /// Of `ids`, those the main database already holds, when the journal is suspect; else none.
@@ -323,7 +384,9 @@ impl Intake {
             let sql = format!("DELETE FROM intake WHERE id IN ({})", in_list(rows));
             txn.execute_raw(stmt(&sql, values)).await?;
         }
-        txn.commit().await
+        txn.commit().await?;
+        self.add_backlog(-(ids.len() as i64));
+        Ok(())
     }
 
     /// Record a pass of the mover: the moved rows are out of the journal, and when it found
@@ -414,19 +477,11 @@ fn stmt(sql: &str, values: Vec<Value>) -> sea_orm::Statement {
 mod tests {
     use super::*;
 
-    /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
-    #[tokio::test]
-    async fn rows_left_from_before_a_start_are_waited_for() {
+    fn message(msgid: i64) -> NewMessage {
         use msghub_actors::plan::{Audience, Lane, MessagePlan, Strategy};
-        let dir = tempfile::tempdir().unwrap();
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
-            ..DatabaseSettings::default()
-        };
-        let db = Db::connect(&settings).await.unwrap();
-        let message = NewMessage {
+        NewMessage {
             plan: MessagePlan {
-                msgid: 42,
+                msgid,
                 source_id: 1,
                 lane: Lane::Realtime,
                 audience: Audience::Userids(vec!["u".into()]),
@@ -444,7 +499,56 @@ mod tests {
             idempotency_key: None,
             response: "{}".into(),
             not_before: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_makes_accepts_wait_for_the_mover() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
         };
+        let db = Db::connect(&settings).await.unwrap();
+        let intake = std::sync::Arc::new(Intake::open(&settings, true).await.unwrap().unwrap());
+        intake.limit_backlog(2);
+        intake
+            .append(&db, vec![message(1), message(2)])
+            .await
+            .unwrap();
+        let (i, d) = (intake.clone(), db.clone());
+        let third = tokio::spawn(async move { i.append(&d, vec![message(3)]).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!third.is_finished(), "an append went past a full journal");
+        // The mover moves one: room again.
+        intake.remove(&[1]).await.unwrap();
+        let pending = intake.pending(10).await.unwrap();
+        intake.moved(pending.written, false);
+        third.await.unwrap().unwrap();
+        let ids: Vec<i64> = intake
+            .pending(10)
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.plan.msgid)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+        // A journal found with rows at start counts them.
+        let again = Intake::open(&settings, false).await.unwrap().unwrap();
+        assert_eq!(again.backlog.load(Ordering::Acquire), 2);
+    }
+
+    /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
+    #[tokio::test]
+    async fn rows_left_from_before_a_start_are_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).await.unwrap();
+        let message = message(42);
         let first = Intake::open(&settings, true).await.unwrap().unwrap();
         first.append(&db, vec![message]).await.unwrap();
         drop(first);

@@ -74,7 +74,7 @@ impl MessageIds {
     }
 
     pub fn next(&self) -> i64 {
-        let candidate = now_ms() << 20;
+        let candidate = now_ms() << msghub_actors::plan::MSGID_TIME_SHIFT;
         let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = candidate.max(last + 1);

@@ -96,10 +96,19 @@ impl Drop for TimelyWrite {
     }
 }
 
+/// Held by a real-time or bulk writer until its transaction ends (see [`Db::lane_write`]).
+pub enum LaneWrite<'a> {
+    Urgent(UrgentWrite),
+    Bulk(BulkWrite<'a>),
+}
+
 /// Held by a bulk writer until its transaction ends.
 pub struct BulkWrite<'a> {
     _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
+
+/// The name of the SQLite writer connection's thread (with a number after it).
+pub const WRITER_THREAD: &str = "sqlite-write";
 
 /// Unix time in milliseconds, the unit of every stored timestamp.
 pub fn now_ms() -> i64 {
@@ -121,6 +130,7 @@ impl Db {
                 1,
                 i64::from(settings.sqlite_cache_mib.max(1)) * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
+                WRITER_THREAD,
             ))
             .await?;
             // Readers never write: their checkpoint setting is never used.
@@ -130,6 +140,7 @@ impl Db {
                 settings.max_connections.max(1),
                 2 * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
+                "sqlite-read",
             ))
             .await?;
             Db {
@@ -204,6 +215,17 @@ impl Db {
         }
         BulkWrite {
             _guard: Some(guard),
+        }
+    }
+
+    /// The writer's turn for dispatch work of a lane: real-time work (a transactional send's
+    /// deliveries, outcomes and finish) is urgent, bulk work waits for it. Hold the guard
+    /// until the transaction ends.
+    pub async fn lane_write(&self, realtime: bool) -> LaneWrite<'_> {
+        if realtime {
+            LaneWrite::Urgent(self.urgent_write())
+        } else {
+            LaneWrite::Bulk(self.bulk_write().await)
         }
     }
 
@@ -459,6 +481,7 @@ pub(crate) fn sqlite_options(
     max: u32,
     cache_kib: i64,
     checkpoint: u32,
+    thread: &'static str,
 ) -> ConnectOptions {
     let sync = match settings.sqlite_synchronous.as_str() {
         "normal" => SqliteSynchronous::Normal,
@@ -477,6 +500,7 @@ pub(crate) fn sqlite_options(
                 .pragma("temp_store", "memory")
                 .pragma("wal_autocheckpoint", checkpoint.to_string())
                 .statement_cache_capacity(256)
+                .thread_name(move |id| format!("{thread}-{id}"))
         });
     opts
 }
