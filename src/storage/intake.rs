@@ -502,14 +502,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_full_journal_makes_accepts_wait_for_the_mover() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn database(dir: &tempfile::TempDir) -> (DatabaseSettings, Db) {
         let settings = DatabaseSettings {
             url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
             ..DatabaseSettings::default()
         };
         let db = Db::connect(&settings).await.unwrap();
+        (settings, db)
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_makes_accepts_wait_for_the_mover() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, db) = database(&dir).await;
         let intake = std::sync::Arc::new(Intake::open(&settings, true).await.unwrap().unwrap());
         intake.limit_backlog(2);
         intake
@@ -543,11 +548,7 @@ mod tests {
     #[tokio::test]
     async fn rows_left_from_before_a_start_are_waited_for() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = DatabaseSettings {
-            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
-            ..DatabaseSettings::default()
-        };
-        let db = Db::connect(&settings).await.unwrap();
+        let (settings, db) = database(&dir).await;
         let message = message(42);
         let first = Intake::open(&settings, true).await.unwrap().unwrap();
         first.append(&db, vec![message]).await.unwrap();
