@@ -63,8 +63,9 @@ pub struct ServerSettings {
     /// empty means `http://<bind address>`.
     pub public_url: String,
     /// Nice value (0–19) of the threads that work in the background: dispatch and SQLite's
-    /// writer. When every core is busy (a blast), the threads that answer requests run first;
-    /// 0 gives every thread the same priority.
+    /// writer. When every core is busy (a blast), the threads that answer requests run first.
+    /// Off (0) by default: any other busy process on the machine then also runs before the
+    /// hub's delivery work.
     pub background_nice: i32,
 }
 
@@ -75,7 +76,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_body_bytes: 4 * 1024 * 1024,
             public_url: String::new(),
-            background_nice: 10,
+            background_nice: 0,
         }
     }
 }

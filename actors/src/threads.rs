@@ -1,12 +1,15 @@
 //! Names and scheduling priorities of the hub's own threads.
 //!
+//! Threads are named, so `top -H`, `perf` and `/proc/<pid>/task/*/comm` tell them apart.
+//!
 //! A blast keeps the dispatch thread and SQLite's writer busy for seconds at a time. On a
 //! machine whose cores are all busy, the threads that answer requests (HTTP workers, the
 //! accept writer and the intake journal's connection) then wait for a core behind them, and a
-//! transactional send's answer with them. Background threads are therefore given a lower
-//! priority (a positive nice value, `server.background_nice`): the scheduler still gives them
-//! every idle cycle, and a weight proportional to their niceness when the cores are contended,
-//! but a request's thread runs first when it wakes. Linux only; elsewhere these do nothing.
+//! transactional send's answer with them. Opt-in (`server.background_nice`), the background
+//! threads get a lower priority (a positive nice value): the scheduler still gives them every
+//! idle cycle, and a smaller weight when the cores are contended, so a request's thread runs
+//! first when it wakes — and so does every other busy process on the machine, which is why it
+//! is off by default. Linux only; elsewhere these do nothing.
 
 /// Name the calling thread (what `top -H`, `perf` and `/proc/<pid>/task/*/comm` show; at most
 /// 15 bytes are kept) and set its nice value.
