@@ -153,7 +153,7 @@ pub struct AcceptSettings {
     pub journal: bool,
     /// The most accepted messages the journal holds before they are stored: beyond it,
     /// accepts wait for the mover (backpressure to senders) instead of letting acceptance run
-    /// ahead of delivery without end; refused after 30 s of waiting.
+    /// ahead of delivery without end; refused after 30 s of waiting (HTTP 429, JUMS 1015030).
     pub max_backlog: usize,
 }
 

@@ -116,7 +116,7 @@ async fn accept_inner(
         .accept
         .submit(new)
         .await
-        .map_err(|e| JumsError::internal("storing message", &e))?;
+        .map_err(|e| storing_failed(state.intake.as_deref(), &e))?;
     match accepted {
         Accepted::Stored { .. } | Accepted::Opened | Accepted::Journaled => {
             metrics::counter!("msghub_messages_accepted_total", "kind" => kind.as_str(), "lane" => lane.as_str()).increment(1);
@@ -130,6 +130,22 @@ async fn accept_inner(
             .insert_header(("Idempotent-Replayed", "true"))
             .body(response)),
     }
+}
+
+/// A send that could not be stored: "slow down" (429, JUMS 1015030) when the intake journal
+/// stayed full (delivery is far behind the senders), a server error otherwise.
+pub(crate) fn storing_failed(
+    intake: Option<&crate::storage::intake::Intake>,
+    cause: &dyn std::fmt::Display,
+) -> JumsError {
+    if intake.is_some_and(|i| i.is_full()) {
+        tracing::warn!(error = %cause, "a send was refused: the intake journal is full");
+        return JumsError::new(
+            jums::RATE_LIMITED,
+            "msghub is behind on delivery and not accepting more sends for now; retry later",
+        );
+    }
+    JumsError::internal("storing message", cause)
 }
 
 /// For every `msg_<type>`, the source's first granted and enabled channel of that type.

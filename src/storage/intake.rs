@@ -144,6 +144,11 @@ impl Intake {
         self.max_backlog.store(max, Ordering::Release);
     }
 
+    /// Whether the journal holds `accept.max_backlog` messages (appends wait for room).
+    pub fn is_full(&self) -> bool {
+        self.backlog.load(Ordering::Acquire) >= self.max_backlog.load(Ordering::Acquire)
+    }
+
     fn add_backlog(&self, n: i64) {
         let now = self.backlog.fetch_add(n, Ordering::AcqRel) + n;
         metrics::gauge!("msghub_intake_backlog").set(now as f64);
@@ -509,6 +514,27 @@ mod tests {
         };
         let db = Db::connect(&settings).await.unwrap();
         (settings, db)
+    }
+
+    #[tokio::test]
+    async fn a_send_refused_by_a_full_journal_is_told_to_slow_down() {
+        use crate::error::jums;
+        use crate::http::send::storing_failed;
+        use actix_web::ResponseError;
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, db) = database(&dir).await;
+        let intake = Intake::open(&settings, true).await.unwrap().unwrap();
+        let cause = "the intake journal is full";
+        assert_eq!(
+            storing_failed(Some(&intake), &cause).code,
+            jums::SERVER_ERROR
+        );
+        intake.limit_backlog(1);
+        intake.append(&db, vec![message(1)]).await.unwrap();
+        let refused = storing_failed(Some(&intake), &cause);
+        assert_eq!(refused.code, jums::RATE_LIMITED);
+        assert_eq!(refused.status_code().as_u16(), 429);
+        assert_eq!(storing_failed(None, &cause).code, jums::SERVER_ERROR);
     }
 
     #[tokio::test]
