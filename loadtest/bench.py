@@ -465,6 +465,12 @@ def main():
     print(md)
 
 
+def bound(ms):
+    """A histogram's p99 bucket bound in ms; n/a when the hub recorded nothing (or is a build
+    without the metric)."""
+    return f"≤ {ms:g} ms" if ms else "n/a"
+
+
 def render(r):
     c = r["calibration"]["healthz_rps"]["median"]
     fmt = lambda m, unit="": f"{m['median']:.1f}{unit} ({m['min']:.1f}–{m['max']:.1f})"
@@ -480,7 +486,7 @@ def render(r):
             ("S-send p99 at half rate, the hub's own accept histogram (bucket bound)",
              f"≤ {r['s_send']['hub_p99_ms_at_half']['median']:g} ms", "", ""),
             ("S-send at half rate: acceptance to provider answer p99 (histogram bucket bound)",
-             f"≤ {r['s_send'].get('sent_p99_ms_at_half', {'median': 0})['median']:g} ms", "", ""),
+             bound(r['s_send'].get('sent_p99_ms_at_half', {'median': 0})['median']), "", ""),
             ("S-send backlog of the max-rate run delivered after it", f"{r.get('s_send_drain_s', 0):.1f} s", "", ""),
             ("S-send one-user messages delivered/s (max-rate run and its backlog)", fmt(r["s_send"]["delivered_rps"], "/s"),
              f"{r['s_send']['delivered_rps']['median'] / c:.3f}", ""),
@@ -500,9 +506,9 @@ def render(r):
                  (f"S-isolation: requests that overlapped the blast ({iso['blast_s']:.1f} s); p99 of the whole mixed run",
                   f"{iso['samples_during_blast']}; {iso['p99_whole_run_ms']:.1f} ms", "", ""),
                  ("S-isolation: the hub's own accept p99 (histogram bucket), alone / whole mixed run",
-                  f"≤ {iso.get('hub_p99_alone_ms', 0):g} / ≤ {iso.get('hub_p99_mixed_ms', 0):g} ms", "", ""),
+                  f"{bound(iso.get('hub_p99_alone_ms', 0))} / {bound(iso.get('hub_p99_mixed_ms', 0))}", "", ""),
                  ("S-isolation: acceptance to provider answer p99 (histogram bucket), alone / whole mixed run",
-                  f"≤ {iso.get('sent_p99_alone_ms', 0):g} / ≤ {iso.get('sent_p99_mixed_ms', 0):g} ms", "", "")]
+                  f"{bound(iso.get('sent_p99_alone_ms', 0))} / {bound(iso.get('sent_p99_mixed_ms', 0))}", "", "")]
     if "s_burst" in r:
         bu = r["s_burst"]
         rows += [(f"S-burst to {bu['peak_rps']}/s: p99 / failed", f"{bu['p99_ms']:.1f} ms / {bu['failed_rate']:.4f}", "", "no failures")]
