@@ -51,7 +51,8 @@ impl<T, R> Clone for LaneWriters<T, R> {
 }
 
 impl<T, R> LaneWriters<T, R> {
-    /// Both lanes on one writer (tests, and stores with nothing to order).
+    /// Both lanes on one writer.
+    #[cfg(test)]
     pub fn shared(writer: Batcher<T, R>) -> Self {
         LaneWriters {
             realtime: writer.clone(),

@@ -526,10 +526,11 @@ mod tests {
         })
     }
 
-    #[actix::test]
-    async fn call_slots_are_free_while_outcomes_wait_to_be_recorded_within_a_bound() {
-        let provider = Arc::new(Counting::default());
-        // A database that takes no outcome until the gate opens.
+    /// An outcome writer that takes nothing until its gate gets permits.
+    fn gated_writer() -> (
+        Batcher<Vec<DeliveryResult>, ()>,
+        Arc<tokio::sync::Semaphore>,
+    ) {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
         let writer = Batcher::spawn(
@@ -544,29 +545,101 @@ mod tests {
                 }
             },
         );
+        (writer, gate)
+    }
+
+    fn tuning(in_flight: usize) -> ChannelTuning {
+        ChannelTuning {
+            lane_capacity: 8,
+            realtime_in_flight: in_flight,
+            bulk_in_flight: in_flight,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    fn targets(n: i64) -> Vec<Target> {
+        (0..n)
+            .map(|i| Target {
+                delivery_id: i,
+                address: format!("hook-{i}"),
+                userid: None,
+            })
+            .collect()
+    }
+
+    #[actix::test]
+    async fn a_real_time_outcome_is_recorded_while_bulk_outcomes_wait() {
+        // The bulk lane's outcome writer takes nothing until the gate opens (a blast's
+        // batches queued ahead); the real-time lane's takes everything at once.
+        let (bulk, gate) = gated_writer();
+        let realtime = Batcher::spawn(
+            "real-time outcomes",
+            1024,
+            64,
+            |items: Vec<Vec<DeliveryResult>>| async move { Ok(vec![(); items.len()]) },
+        );
+        let (actor, lanes) = ChannelActor::new(
+            7,
+            ChannelType::Webhook,
+            Arc::new(Counting::default()),
+            0,
+            tuning(2),
+            ResultWriter { realtime, bulk },
+            Arc::new(Retractions::default()),
+        );
+        let _addr = Supervisor::start(move |_| actor);
+        let mut reports = Vec::new();
+        for lane in [Lane::Bulk, Lane::Realtime] {
+            let (done, report) = oneshot::channel();
+            let job = ChannelJob {
+                plan: plan(),
+                targets: targets(3),
+                done,
+            };
+            lanes
+                .enqueue(lane, job)
+                .await
+                .map_err(|_| "lane closed")
+                .unwrap();
+            reports.push(report);
+        }
+        let bulk_report = reports.remove(0);
+        let realtime_report = reports.remove(0);
+        let report = tokio::time::timeout(Duration::from_secs(10), realtime_report)
+            .await
+            .expect("the real-time job was recorded behind the bulk one")
+            .expect("report");
+        assert_eq!(report.submitted, 3);
+        let mut bulk_report = bulk_report;
+        assert!(
+            bulk_report.try_recv().is_err(),
+            "the bulk job was recorded through a closed gate"
+        );
+        gate.add_permits(1000);
+        let report = tokio::time::timeout(Duration::from_secs(10), bulk_report)
+            .await
+            .expect("bulk job finished")
+            .expect("report");
+        assert_eq!(report.submitted, 3);
+    }
+
+    #[actix::test]
+    async fn call_slots_are_free_while_outcomes_wait_to_be_recorded_within_a_bound() {
+        let provider = Arc::new(Counting::default());
+        // A database that takes no outcome until the gate opens.
+        let (writer, gate) = gated_writer();
         let in_flight = 2;
         let (actor, lanes) = ChannelActor::new(
             7,
             ChannelType::Webhook,
             provider.clone(),
             0,
-            ChannelTuning {
-                lane_capacity: 8,
-                realtime_in_flight: in_flight,
-                bulk_in_flight: in_flight,
-                retry: RetryPolicy::default(),
-            },
+            tuning(in_flight),
             ResultWriter::shared(writer),
             Arc::new(Retractions::default()),
         );
         let _addr = Supervisor::start(move |_| actor);
-        let targets: Vec<Target> = (0..40)
-            .map(|i| Target {
-                delivery_id: i,
-                address: format!("hook-{i}"),
-                userid: None,
-            })
-            .collect();
+        let targets = targets(40);
         let (done, report) = oneshot::channel();
         lanes
             .enqueue(

@@ -70,17 +70,6 @@ pub fn renice_named(prefix: &str, nice: i32) -> usize {
     }
 }
 
-/// The nice value of the calling thread.
-pub fn current_nice() -> i32 {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions; getpriority only reads.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
-    #[cfg(not(target_os = "linux"))]
-    0
-}
-
 #[cfg(target_os = "linux")]
 fn set_nice(tid: i32, nice: i32) -> bool {
     if nice == 0 {
@@ -100,6 +89,12 @@ fn set_nice(tid: i32, nice: i32) -> bool {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    /// The nice value of the calling thread.
+    fn current_nice() -> i32 {
+        // SAFETY: gettid has no preconditions; getpriority only reads.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
 
     // Nice 19, the lowest priority: raising a thread's nice value needs no privilege, whatever
     // nice value the tests themselves run at.
