@@ -112,11 +112,7 @@ impl Application {
         let (admin_token_hash, generated_admin_token) = admin_token(&db, &settings).await?;
         let callbacks = Callbacks::start(db.clone(), crypto.clone(), &settings.callbacks)
             .context("starting the status callback service")?;
-        let store = Arc::new(Store {
-            db: db.clone(),
-            crypto: crypto.clone(),
-            callbacks: callbacks.clone(),
-        });
+        let store = Arc::new(Store::new(db.clone(), crypto.clone(), callbacks.clone()));
         // Bound before the topology starts: adapters put this server's receipt URL in
         // provider requests.
         let listener = TcpListener::bind(&settings.server.bind)

@@ -28,9 +28,11 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     RECORDER
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                // Finer around the latency targets (20 ms for a transactional send, 100 ms
+                // for a fallback timer), so a p99 read from them says which side it is on.
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05, 0.075,
+                    0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .ok()?
                 .install_recorder()
@@ -88,6 +90,11 @@ fn describe_metrics() {
         "msghub_fallback_timer_lateness_seconds",
         "Fallback timer firings: commit minus the deadline of the first user they decided \
          (that user's step outcome plus the wait, or its last failure)."
+    );
+    describe_counter!(
+        "msghub_fallback_reads_total",
+        "Fallback timer firings by when what they needed (the later steps' bindings of the \
+         users due) was read: ahead of the deadline, or when the timer fired."
     );
     describe_counter!(
         "msghub_intake_moved_total",

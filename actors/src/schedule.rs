@@ -7,12 +7,14 @@
 //! message already released. Released plans are offered to the planner; when its mailbox is
 //! full, its sweep over accepted messages takes them a moment later.
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 
 use crate::plan::now_ms;
 use crate::planner::DispatchMessage;
 use crate::store::DispatchStore;
-use crate::timers::{DueWork, Poller};
+use crate::timers::{DueWork, Next, Poller};
 
 /// Releases due scheduled messages.
 pub type SendScheduler = Poller<ReleaseScheduled>;
@@ -26,11 +28,15 @@ impl DueWork for ReleaseScheduled {
 
     async fn run(
         &self,
-        store: &dyn DispatchStore,
+        store: &Arc<dyn DispatchStore>,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-    ) -> bool {
-        release_due(store, planner, limit).await
+    ) -> Next {
+        if release_due(&**store, planner, limit).await {
+            Next::Now
+        } else {
+            Next::Tick
+        }
     }
 }
 

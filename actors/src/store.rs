@@ -148,6 +148,12 @@ pub trait DispatchStore: Send + Sync + 'static {
     /// the prefix of `keys` it fired; the rest stay due.
     async fn fire_timers(&self, keys: &[TimerKey], max_users: u64) -> StoreResult<Vec<Fired>>;
 
+    /// Read ahead, on readers, what firing these timers (in order) will need: the later
+    /// steps' bindings of the users due by `at_ms`. Their firing then does not wait for those
+    /// reads; what it finds not read ahead (or read too long ago) it reads itself. Bounded:
+    /// it stops when enough is held; failures only leave the reads to the firing.
+    async fn prefetch_timers(&self, keys: &[TimerKey], at_ms: i64);
+
     /// Keep an accepted message out of [`Self::unfinished_messages`] until `until_ms` (quiet
     /// hours); its pending shards stay as they are.
     async fn defer_message(&self, msgid: i64, until_ms: i64) -> StoreResult<()>;

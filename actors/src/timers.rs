@@ -7,13 +7,14 @@
 //! hands the message back to the planner.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::plan::now_ms;
 use crate::planner::DispatchMessage;
-use crate::store::DispatchStore;
+use crate::store::{DispatchStore, Fired, TimerKey};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TimerConfig {
@@ -23,8 +24,19 @@ pub struct TimerConfig {
     pub batch: u32,
 }
 
+/// When a [`Poller`] looks for due work again after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// At once: the page was full, more may be due.
+    Now,
+    /// At this time (unix ms): the earliest work seen that was not due yet.
+    At(i64),
+    /// At the next tick of the poll interval.
+    Tick,
+}
+
 /// What a [`Poller`] does on each tick: one page of due work, offering messages that became
-/// ready to the planner. Returns true when the page was full (more may be due at once).
+/// ready to the planner. Returns when to look again.
 #[async_trait::async_trait]
 pub trait DueWork: Send + Sync + 'static {
     /// The actor's name in `msghub_actor_restarts_total`.
@@ -32,10 +44,10 @@ pub trait DueWork: Send + Sync + 'static {
 
     async fn run(
         &self,
-        store: &dyn DispatchStore,
+        store: &Arc<dyn DispatchStore>,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-    ) -> bool;
+    ) -> Next;
 }
 
 /// A supervised actor that polls storage for due work at a short interval: deadlines live in
@@ -51,6 +63,10 @@ pub struct Poller<W: DueWork> {
     /// provider calls of the steps it just queued.
     runtime: tokio::runtime::Handle,
     busy: bool,
+    /// A poll came while a page was running: look again as soon as it ends.
+    again: bool,
+    /// The time (unix ms) of the earliest poll scheduled for work seen ahead of its time.
+    wake_at: Option<i64>,
 }
 
 /// Fires due fallback timers.
@@ -71,28 +87,61 @@ impl<W: DueWork> Poller<W> {
             config,
             runtime,
             busy: false,
+            again: false,
+            wake_at: None,
         }
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
+            self.again = true;
             return;
         }
         self.busy = true;
+        self.again = false;
         let work = self.work.clone();
         let store = self.store.clone();
         let planner = self.planner.clone();
         let limit = self.config.batch.max(1);
         let run = self
             .runtime
-            .spawn(async move { work.run(&*store, &planner, limit).await });
-        ctx.spawn(run.into_actor(self).map(move |more, act, ctx| {
+            .spawn(async move { work.run(&store, &planner, limit).await });
+        ctx.spawn(run.into_actor(self).map(move |next, act, ctx| {
             act.busy = false;
             // A page that panicked was reported by the panic hook; the next tick polls again.
-            if more.unwrap_or(false) {
-                act.poll(ctx);
+            match next.unwrap_or(Next::Tick) {
+                Next::Now => act.poll(ctx),
+                Next::At(at) => {
+                    if std::mem::take(&mut act.again) || at <= now_ms() {
+                        act.poll(ctx);
+                    } else {
+                        act.wake(ctx, at);
+                    }
+                }
+                Next::Tick => {
+                    if std::mem::take(&mut act.again) {
+                        act.poll(ctx);
+                    }
+                }
             }
         }));
+    }
+
+    /// Poll at `at` (unix ms), unless a poll is already scheduled by then: work seen ahead of
+    /// its time is done on time, not up to a poll interval late.
+    fn wake(&mut self, ctx: &mut Context<Self>, at: i64) {
+        let now = now_ms();
+        if self.wake_at.is_some_and(|w| w > now && w <= at) {
+            return;
+        }
+        self.wake_at = Some(at);
+        let delay = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+        ctx.run_later(delay, move |act, ctx| {
+            if act.wake_at == Some(at) {
+                act.wake_at = None;
+            }
+            act.poll(ctx);
+        });
     }
 }
 
@@ -108,14 +157,54 @@ impl<W: DueWork> Actor for Poller<W> {
 impl<W: DueWork> Supervised for Poller<W> {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.busy = false;
+        self.again = false;
+        self.wake_at = None;
         metrics::counter!("msghub_actor_restarts_total", "actor" => W::NAME).increment(1);
     }
 }
 
+/// How far ahead of their deadline timers are looked at: what their firing will read (the
+/// later steps' bindings of their users) is read then, on a reader, so that at the deadline
+/// only the firing's own transaction is left to do.
+pub const READ_AHEAD_MS: i64 = 250;
+
 /// The fallback timers' work: fire every due timer of a page, about `max_users` users per
 /// transaction.
 pub struct FireTimers {
-    pub max_users: u64,
+    max_users: u64,
+    /// Set while a read-ahead task runs (one at a time).
+    reading: Arc<AtomicBool>,
+}
+
+impl FireTimers {
+    pub fn new(max_users: u64) -> FireTimers {
+        FireTimers {
+            max_users: max_users.max(1),
+            reading: Arc::default(),
+        }
+    }
+
+    /// Read ahead for `keys` in a task of its own, unless one runs already (the next page
+    /// hands it the timers it did not reach): neither the firings nor the next poll wait for
+    /// these reads.
+    fn read_ahead(&self, store: &Arc<dyn DispatchStore>, keys: &[TimerKey]) {
+        if keys.is_empty() || self.reading.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        /// Clears the flag however the task ends.
+        struct Reading(Arc<AtomicBool>);
+        impl Drop for Reading {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let reading = Reading(self.reading.clone());
+        let (store, keys) = (store.clone(), keys.to_vec());
+        tokio::spawn(async move {
+            let _reading = reading;
+            store.prefetch_timers(&keys, now_ms() + READ_AHEAD_MS).await;
+        });
+    }
 }
 
 #[async_trait::async_trait]
@@ -124,77 +213,99 @@ impl DueWork for FireTimers {
 
     async fn run(
         &self,
-        store: &dyn DispatchStore,
+        store: &Arc<dyn DispatchStore>,
         planner: &Recipient<DispatchMessage>,
         limit: u32,
-    ) -> bool {
-        fire_due(store, planner, limit, self.max_users.max(1)).await
+    ) -> Next {
+        self.fire_due(store, planner, limit).await
     }
 }
 
-/// Fire every due timer of one page, many per transaction; true when the page was full (more
-/// may be due).
-async fn fire_due(
-    store: &dyn DispatchStore,
-    planner: &Recipient<DispatchMessage>,
-    limit: u32,
-    max_users: u64,
-) -> bool {
-    let due = match store.due_timers(now_ms(), limit).await {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::warn!(error = %e, "loading due fallback timers failed");
-            return false;
-        }
-    };
-    let full = due.len() as u32 == limit;
-    let mut rest = &due[..];
-    while !rest.is_empty() {
-        let fired = match store.fire_timers(rest, max_users).await {
-            Ok(fired) => fired,
+impl FireTimers {
+    /// Fire every due timer of one page, many per transaction, while the timers after the
+    /// first (due now or within [`READ_AHEAD_MS`]) are read ahead beside them; say when the
+    /// first timer not due yet is.
+    async fn fire_due(
+        &self,
+        store: &Arc<dyn DispatchStore>,
+        planner: &Recipient<DispatchMessage>,
+        limit: u32,
+    ) -> Next {
+        let now = now_ms();
+        let page = match store.due_timers(now + READ_AHEAD_MS, limit).await {
+            Ok(page) => page,
             Err(e) => {
-                // The timers stay in the table and are fired again by a later poll.
-                tracing::warn!(msgid = rest[0].msgid, seq = rest[0].seq, step = rest[0].step, error = %e,
-                    "firing fallback timers failed; retrying");
-                return false;
+                tracing::warn!(error = %e, "loading due fallback timers failed");
+                return Next::Tick;
             }
         };
-        // Late by the time its users were moved on (the commit, not the start), against the
-        // deadline of the first of them to become due: the timer row's due time is armed when
-        // the shard is opened, before its step is even sent.
-        let committed = now_ms();
-        for (key, fired) in rest.iter().zip(&fired) {
-            tracing::debug!(
-                msgid = key.msgid,
-                seq = key.seq,
-                step = key.step,
-                late_ms = fired.deadline_ms.map(|d| committed - d),
-                since_armed_ms = committed - key.due_at_ms,
-                examined = fired.examined,
-                advanced = fired.advanced,
-                "fallback timer fired"
-            );
-            if let Some(deadline) = fired.deadline_ms {
-                metrics::histogram!("msghub_fallback_timer_lateness_seconds")
-                    .record((committed - deadline).max(0) as f64 / 1000.0);
+        let full = page.len() as u32 == limit;
+        // Ordered by due time: the due ones first, then those due soon. The first firing
+        // reads what its first timer needs itself (unless read ahead before).
+        let due = page.partition_point(|k| k.due_at_ms <= now);
+        self.read_ahead(store, page.get(1..).unwrap_or_default());
+        let mut done = 0;
+        while done < due {
+            let rest = &page[done..due];
+            let fired = match store.fire_timers(rest, self.max_users).await {
+                Ok(fired) => fired,
+                Err(e) => {
+                    // The timers stay in the table and are fired again by a later poll.
+                    tracing::warn!(msgid = rest[0].msgid, seq = rest[0].seq, step = rest[0].step, error = %e,
+                        "firing fallback timers failed; retrying");
+                    return Next::Tick;
+                }
+            };
+            record(rest, &fired, planner);
+            if fired.is_empty() {
+                return Next::Tick;
             }
-            metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
-                .increment(fired.advanced);
-            metrics::counter!("msghub_fallback_users_total", "result" => "reached")
-                .increment(fired.reached);
-            metrics::counter!("msghub_fallback_users_total", "result" => "exhausted")
-                .increment(fired.exhausted);
-            if let Some(plan) = &fired.reopened {
-                planner.do_send(DispatchMessage {
-                    plan: plan.clone(),
-                    shards: None,
-                });
-            }
+            done += fired.len().min(rest.len());
+            // A reader that stopped when enough was held goes on from here.
+            self.read_ahead(store, page.get(done + 1..).unwrap_or_default());
         }
-        if fired.is_empty() {
-            return false;
+        match page.get(due) {
+            Some(first) => Next::At(first.due_at_ms),
+            // More may be due than one page held.
+            None if full => Next::Now,
+            None => Next::Tick,
         }
-        rest = &rest[fired.len().min(rest.len())..];
     }
-    full
+}
+
+/// Report what the firings of `keys` did (`fired` is for a prefix of them), and hand the
+/// messages that got a next step to the planner.
+fn record(keys: &[TimerKey], fired: &[Fired], planner: &Recipient<DispatchMessage>) {
+    // Late by the time its users were moved on (the commit, not the start), against the
+    // deadline of the first of them to become due: the timer row's due time is armed when
+    // the shard is opened, before its step is even sent.
+    let committed = now_ms();
+    for (key, fired) in keys.iter().zip(fired) {
+        tracing::debug!(
+            msgid = key.msgid,
+            seq = key.seq,
+            step = key.step,
+            late_ms = fired.deadline_ms.map(|d| committed - d),
+            since_armed_ms = committed - key.due_at_ms,
+            examined = fired.examined,
+            advanced = fired.advanced,
+            "fallback timer fired"
+        );
+        if let Some(deadline) = fired.deadline_ms {
+            metrics::histogram!("msghub_fallback_timer_lateness_seconds")
+                .record((committed - deadline).max(0) as f64 / 1000.0);
+        }
+        metrics::counter!("msghub_fallback_users_total", "result" => "advanced")
+            .increment(fired.advanced);
+        metrics::counter!("msghub_fallback_users_total", "result" => "reached")
+            .increment(fired.reached);
+        metrics::counter!("msghub_fallback_users_total", "result" => "exhausted")
+            .increment(fired.exhausted);
+        if let Some(plan) = &fired.reopened {
+            planner.do_send(DispatchMessage {
+                plan: plan.clone(),
+                shards: None,
+            });
+        }
+    }
 }

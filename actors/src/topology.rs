@@ -239,9 +239,7 @@ impl Dispatch {
         let (timer_store, timer_writers) = (store.clone(), writers.clone());
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             crate::timers::FallbackTimers::new(
-                crate::timers::FireTimers {
-                    max_users: (FIRING_BATCHES * write_batch_rows) as u64,
-                },
+                crate::timers::FireTimers::new((FIRING_BATCHES * write_batch_rows) as u64),
                 timer_store,
                 recipient,
                 timer_config,

@@ -25,6 +25,111 @@ pub struct Store {
     pub crypto: Crypto,
     /// Told about every stored outcome (status callbacks 2 and 3); never blocks.
     pub callbacks: crate::callbacks::Callbacks,
+    /// Fallback firings' reads done ahead of their deadline.
+    read_ahead: std::sync::Arc<ReadAhead>,
+}
+
+impl Store {
+    pub fn new(db: Db, crypto: Crypto, callbacks: crate::callbacks::Callbacks) -> Store {
+        Store {
+            db,
+            crypto,
+            callbacks,
+            read_ahead: std::sync::Arc::default(),
+        }
+    }
+}
+
+/// Timers read ahead at most (a thousand users' bindings each).
+const READ_AHEAD_TIMERS: usize = 32;
+/// Reads older than this are not used: the firing reads again (bindings may have changed).
+const READ_AHEAD_MAX_AGE_MS: i64 = 1_000;
+/// Timers read ahead at once, on as many reader connections.
+const READ_AHEAD_CONCURRENCY: usize = 2;
+
+/// What firing a timer needs: how many undecided users its step had, and the bindings of
+/// those due.
+type FiringReads = (usize, Option<Prefetched>);
+
+/// What firing each timer needs, read ahead of its deadline ([`DispatchStore::prefetch_timers`]),
+/// with when it was read. A firing takes its timer's entry, or waits for a read in flight
+/// rather than read it again. A timer moved since (its key holds its due time) or never fired
+/// leaves an entry that ages out.
+#[derive(Default)]
+struct ReadAhead {
+    state: std::sync::Mutex<ReadAheadState>,
+    /// Told whenever a read in flight ends.
+    ended: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct ReadAheadState {
+    held: HashMap<TimerKey, (i64, FiringReads)>,
+    in_flight: HashSet<TimerKey>,
+}
+
+/// Keys claimed for reading ahead, ended unread when dropped before their reads ended.
+struct ReadClaims<'a> {
+    ahead: &'a ReadAhead,
+    keys: Vec<TimerKey>,
+}
+
+impl Drop for ReadClaims<'_> {
+    fn drop(&mut self) {
+        for key in self.keys.drain(..) {
+            self.ahead.end(key, 0, None);
+        }
+    }
+}
+
+impl ReadAhead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadAheadState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claim `key` for reading: not held or in flight yet, and there is room.
+    fn claim(&self, key: &TimerKey, now: i64) -> bool {
+        let mut state = self.lock();
+        state
+            .held
+            .retain(|_, (at, _)| now - *at <= READ_AHEAD_MAX_AGE_MS);
+        let room = state.held.len() + state.in_flight.len() < READ_AHEAD_TIMERS;
+        if !room || state.held.contains_key(key) || state.in_flight.contains(key) {
+            return false;
+        }
+        state.in_flight.insert(*key);
+        true
+    }
+
+    /// End the read of a claimed key: held when it succeeded.
+    fn end(&self, key: TimerKey, now: i64, read: Option<FiringReads>) {
+        let mut state = self.lock();
+        state.in_flight.remove(&key);
+        if let Some(read) = read {
+            state.held.insert(key, (now, read));
+        }
+        drop(state);
+        self.ended.notify_waiters();
+    }
+
+    /// The entry of `key` when it is fresh, waiting for its read if one is in flight.
+    async fn take(&self, key: &TimerKey) -> Option<FiringReads> {
+        loop {
+            let ended = self.ended.notified();
+            {
+                let mut state = self.lock();
+                if let Some((at, read)) = state.held.remove(key) {
+                    return (now_ms() - at <= READ_AHEAD_MAX_AGE_MS).then_some(read);
+                }
+                if !state.in_flight.contains(key) {
+                    return None;
+                }
+            }
+            ended.await;
+        }
+    }
 }
 
 fn err(e: DbErr) -> StoreError {
@@ -810,7 +915,8 @@ impl Store {
         self.insert_rows(txn, &rows, now, returning).await
     }
 
-    /// Insert deliveries, of any messages and shards, once per address, 1024 per statement;
+    /// Insert deliveries, of any messages and shards, once per address, 1024 per statement
+    /// (padded with copies of the last row, which the unique address skips: [`Db::pad_insert_to`]);
     /// with `returning`, the inserted rows. Postgres returns them from the insert itself
     /// (`RETURNING`, packed by [`Db::query_packed`]); SQLite cannot pack a `RETURNING`, so
     /// from [`PACK_FROM_ROWS`] rows it reads back the rows with ids above the largest before
@@ -826,8 +932,10 @@ impl Store {
         let mut out = Vec::new();
         let sqlite = self.db.backend() == DatabaseBackend::Sqlite;
         let columns = OPENED_COLUMNS.join(", ");
-        for chunk in self.db.chunks(rows, 1024) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 11);
+        for chunk in rows.chunks(1024) {
+            // A repeated row conflicts with the first and is skipped: padded to few shapes.
+            let shape = self.db.pad_insert_to(chunk.len(), 1024);
+            let mut values: Vec<Value> = Vec::with_capacity(shape * 11);
             for d in chunk {
                 values.extend([
                     d.msgid.into(),
@@ -843,11 +951,12 @@ impl Store {
                     now.into(),
                 ]);
             }
+            repeat_last_row(&mut values, 11, shape - chunk.len());
             let insert = format!(
                 "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, userid, address, step, \
                  status, attempts, updated_at, created_at) VALUES {} \
                  ON CONFLICT (message_id, channel_id, address) DO NOTHING",
-                value_rows(chunk.len(), 11),
+                value_rows(shape, 11),
             );
             if !returning {
                 txn.execute_raw(self.db.stmt(&insert, values)).await?;
@@ -936,7 +1045,19 @@ impl Store {
                 break;
             }
             // Counted like the firings count them, so the same timers are read ahead.
-            if let Ok((examined, p)) = self.prefetch_firing(*key).await {
+            let read = match self.read_ahead.take(key).await {
+                Some(held) => {
+                    metrics::counter!("msghub_fallback_reads_total", "when" => "ahead")
+                        .increment(1);
+                    Ok(held)
+                }
+                None => {
+                    metrics::counter!("msghub_fallback_reads_total", "when" => "at_firing")
+                        .increment(1);
+                    self.prefetch_firing(*key, now_ms()).await
+                }
+            };
+            if let Ok((examined, p)) = read {
                 users += examined.max(1) as u64;
                 if let Some(p) = p {
                     out.insert(*key, p);
@@ -948,7 +1069,11 @@ impl Store {
 
     /// The step's undecided users (how many there are) and, when some are due already, the
     /// later steps' bindings of those.
-    async fn prefetch_firing(&self, key: TimerKey) -> Result<(usize, Option<Prefetched>), DbErr> {
+    async fn prefetch_firing(
+        &self,
+        key: TimerKey,
+        at: i64,
+    ) -> Result<(usize, Option<Prefetched>), DbErr> {
         let read = self.db.read();
         let Some(row) = read
             .query_one_raw(self.db.stmt(
@@ -977,7 +1102,7 @@ impl Store {
         let wait = i64::try_from(step.wait_ms).unwrap_or(i64::MAX / 2);
         // Users still being sent to or still waiting are not judged by this firing: their
         // bindings would be read for nothing.
-        let judged = judge_step(&rows, wait, now_ms())?;
+        let judged = judge_step(&rows, wait, at)?;
         if judged.due.is_empty() {
             return Ok((judged.examined, None));
         }
@@ -1794,6 +1919,42 @@ impl DispatchStore for Store {
         Ok(out)
     }
 
+    async fn prefetch_timers(&self, keys: &[TimerKey], at_ms: i64) {
+        let mut rest = keys.iter();
+        loop {
+            // A few at once; each is claimed only when its read starts, so a firing never
+            // waits for a read that has not begun.
+            let now = now_ms();
+            let claimed: Vec<TimerKey> = rest
+                .by_ref()
+                .filter(|key| self.read_ahead.claim(key, now))
+                .take(READ_AHEAD_CONCURRENCY)
+                .copied()
+                .collect();
+            if claimed.is_empty() {
+                return;
+            }
+            // Ends the claims however this ends (cancelled, a panic): nothing waits on them.
+            let mut claims = ReadClaims {
+                ahead: &self.read_ahead,
+                keys: claimed,
+            };
+            let reads = futures::future::join_all(
+                claims
+                    .keys
+                    .iter()
+                    .map(|key| self.prefetch_firing(*key, at_ms)),
+            )
+            .await;
+            for (key, read) in std::mem::take(&mut claims.keys).into_iter().zip(reads) {
+                if let Err(e) = &read {
+                    tracing::debug!(msgid = key.msgid, seq = key.seq, error = %e, "reading ahead for a fallback timer failed");
+                }
+                self.read_ahead.end(key, now_ms(), read.ok());
+            }
+        }
+    }
+
     async fn defer_message(&self, msgid: i64, until_ms: i64) -> StoreResult<()> {
         self.db
             .execute(
@@ -1898,11 +2059,7 @@ mod tests {
             &CallbackSettings::default(),
         )
         .unwrap();
-        Store {
-            db,
-            crypto,
-            callbacks,
-        }
+        Store::new(db, crypto, callbacks)
     }
 
     #[tokio::test]
@@ -1929,6 +2086,93 @@ mod tests {
         drop(held);
         bulk.await.unwrap().unwrap();
         bulk_finish.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn padded_delivery_inserts_store_and_return_each_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        // Counts on both sides of the returning paths and of the shapes: 3 → 4, 100 → 128,
+        // 1000 → 1024, 1500 → 1024 + 512.
+        for (msgid, n) in [(1i64, 3usize), (2, 100), (3, 1000), (4, 1500)] {
+            let resolved: Vec<Resolved> = (0..n)
+                .map(|i| Resolved {
+                    userid: Some(format!("u{i}")),
+                    channel_type: "sms".into(),
+                    address: format!("1300{i:07}"),
+                })
+                .collect();
+            let rows: Vec<NewDelivery> = resolved
+                .iter()
+                .map(|r| NewDelivery {
+                    msgid,
+                    seq: 0,
+                    channel_id: 7,
+                    resolved: r,
+                    step: 0,
+                })
+                .collect();
+            let txn = store.db.write().begin().await.unwrap();
+            let opened = store.insert_rows(&txn, &rows, 1, true).await.unwrap();
+            let again = store.insert_rows(&txn, &rows, 1, true).await.unwrap();
+            txn.commit().await.unwrap();
+            let mut addresses: Vec<String> = opened.iter().map(|o| o.address.clone()).collect();
+            addresses.sort();
+            let mut expected: Vec<String> = resolved.iter().map(|r| r.address.clone()).collect();
+            expected.sort();
+            assert_eq!(addresses, expected, "{n} rows");
+            assert!(again.is_empty(), "{n} rows inserted twice");
+            let stored = store
+                .db
+                .query_one(
+                    "SELECT COUNT(*) AS n FROM deliveries WHERE message_id = ?",
+                    vec![msgid.into()],
+                )
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(stored.try_get::<i64>("", "n").unwrap(), n as i64);
+        }
+    }
+
+    #[tokio::test]
+    async fn read_ahead_is_taken_once_while_fresh_and_bounded() {
+        let ahead = std::sync::Arc::new(ReadAhead::default());
+        let key = |seq| TimerKey {
+            msgid: 1,
+            seq,
+            step: 0,
+            due_at_ms: 5_000,
+        };
+        let now = now_ms();
+        assert!(ahead.claim(&key(0), now));
+        assert!(!ahead.claim(&key(0), now), "read twice at once");
+        // A firing waits for the read in flight instead of reading again.
+        let waiting = {
+            let ahead = ahead.clone();
+            tokio::spawn(async move { ahead.take(&key(0)).await.map(|(n, _)| n) })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        ahead.end(key(0), now_ms(), Some((1000, None)));
+        assert_eq!(waiting.await.unwrap(), Some(1000));
+        assert!(ahead.take(&key(0)).await.is_none(), "taken twice");
+        // A failed read leaves the reading to the firing; a key never read is not waited for.
+        assert!(ahead.claim(&key(1), now));
+        ahead.end(key(1), now, None);
+        assert!(ahead.take(&key(1)).await.is_none());
+        assert!(ahead.take(&key(9)).await.is_none());
+        // Too old to use: the firing reads again.
+        assert!(ahead.claim(&key(2), now));
+        ahead.end(key(2), now - READ_AHEAD_MAX_AGE_MS - 1, Some((10, None)));
+        assert!(ahead.take(&key(2)).await.is_none());
+        // Bounded; old entries make room.
+        for seq in 0..READ_AHEAD_TIMERS as i32 {
+            assert!(ahead.claim(&key(seq), now));
+            ahead.end(key(seq), now, Some((1, None)));
+        }
+        assert!(!ahead.claim(&key(-1), now));
+        assert!(ahead.claim(&key(-1), now + READ_AHEAD_MAX_AGE_MS + 1));
     }
 
     #[tokio::test]

@@ -325,6 +325,17 @@ impl Db {
         }
     }
 
+    /// The rows an insert of `n` rows whose conflict clause skips a repeated row (`ON
+    /// CONFLICT … DO NOTHING` on a unique key of the row) is padded to with copies of its
+    /// last row ([`padded_insert_rows`]), on SQLite; exact on Postgres (see [`Db::pad_to`]).
+    pub fn pad_insert_to(&self, n: usize, max: usize) -> usize {
+        if self.backend == DatabaseBackend::Sqlite {
+            padded_insert_rows(n, max)
+        } else {
+            n
+        }
+    }
+
     /// Insert rows cut into statements: power-of-two chunks on SQLite ([`pow2_chunks`]),
     /// chunks of `max` on Postgres (see [`Db::pad_to`]).
     pub fn chunks<'a, T>(&self, items: &'a [T], max: usize) -> Vec<&'a [T]> {
@@ -444,6 +455,21 @@ pub fn in_list(n: usize) -> String {
 /// power of two, and at least `n`).
 pub fn padded_rows(n: usize, max: usize) -> usize {
     n.max(1).next_power_of_two().min(max).max(n)
+}
+
+/// The row count an insert of `n` rows that skips a repeated row is padded to: the next power
+/// of two up to 64, then the next multiple of 128, at most `max` (and at least `n`). A thousand
+/// rows go in one statement of one of fifteen shapes, not in six power-of-two statements:
+/// each statement is a round trip to the writer's thread, which under load costs more than
+/// the copies of a row that the unique key skips.
+pub fn padded_insert_rows(n: usize, max: usize) -> usize {
+    let n = n.max(1);
+    let shape = if n <= 64 {
+        n.next_power_of_two()
+    } else {
+        n.div_ceil(128) * 128
+    };
+    shape.min(max).max(n)
 }
 
 /// Pad `values`, whose last `cols` values are a row, with `extra` copies of that row.
@@ -613,6 +639,17 @@ mod tests {
         assert_eq!(padded_rows(300, 512), 512);
         assert_eq!(padded_rows(512, 512), 512);
         assert_eq!(padded_rows(0, 512), 1);
+        assert_eq!(padded_insert_rows(0, 1024), 1);
+        assert_eq!(padded_insert_rows(3, 1024), 4);
+        assert_eq!(padded_insert_rows(64, 1024), 64);
+        assert_eq!(padded_insert_rows(65, 1024), 128);
+        assert_eq!(padded_insert_rows(1000, 1024), 1024);
+        assert_eq!(padded_insert_rows(129, 1024), 256);
+        assert_eq!(padded_insert_rows(700, 640), 700);
+        // Fifteen shapes for every count from 1 to 1024.
+        let shapes: std::collections::BTreeSet<usize> =
+            (1..=1024).map(|n| padded_insert_rows(n, 1024)).collect();
+        assert_eq!(shapes.len(), 15);
         let mut values: Vec<Value> = vec![0i64.into(), 1i64.into(), 2i64.into(), 3i64.into()];
         repeat_last_row(&mut values, 2, 2);
         let ints: Vec<Option<i64>> = values

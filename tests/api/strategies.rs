@@ -191,6 +191,13 @@ async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
     assert!(fired >= 2, "firings not timed:\n{metrics}");
+    // Their waits are seconds long: what the firings needed was read ahead of the deadlines.
+    let ahead: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("msghub_fallback_reads_total{when=\"ahead\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(ahead >= 1, "nothing read ahead:\n{metrics}");
 }
 
 /// A permanent provider failure on a step moves the user on without waiting for the timer.
