@@ -199,7 +199,8 @@ pub struct DispatchSettings {
     /// Most rows (deliveries opened, outcomes written) per such transaction: keeps each one
     /// short, so a send's acceptance never waits long behind bulk work on SQLite.
     pub write_batch_rows: usize,
-    /// How often due fallback timers are looked for (bounds how late one fires).
+    /// How often fallback timers are looked for. Those due within the next 250 ms are read
+    /// ahead and fired at their deadline; this bounds how late a timer with a shorter wait fires.
     pub timer_poll_ms: u64,
 }
 

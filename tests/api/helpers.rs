@@ -343,6 +343,15 @@ impl TestApp {
             .expect("metrics text")
     }
 
+    /// The value of one series (its name with labels, as `/metrics` prints it); 0 if absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub async fn count_rows(&self, table: &str) -> i64 {
         let r = self
             .db

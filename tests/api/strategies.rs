@@ -184,20 +184,15 @@ async fn a_three_step_chain_reaches_exactly_the_users_each_step_did_not() {
     assert_eq!(steps[1]["clicked"], json!(clicked.len()), "{s}");
     assert_eq!(app.count_rows("fallback_timers").await, 0);
     // The firings were timed: each against the deadline of the first user it moved on.
-    let metrics = app.metrics().await;
-    let fired: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("msghub_fallback_timer_lateness_seconds_count "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(fired >= 2, "firings not timed:\n{metrics}");
+    let fired = app
+        .metric("msghub_fallback_timer_lateness_seconds_count")
+        .await;
+    assert!(fired >= 2, "firings not timed: {fired}");
     // Their waits are seconds long: what the firings needed was read ahead of the deadlines.
-    let ahead: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("msghub_fallback_reads_total{when=\"ahead\"} "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    assert!(ahead >= 1, "nothing read ahead:\n{metrics}");
+    let ahead = app
+        .metric("msghub_fallback_reads_total{when=\"ahead\"}")
+        .await;
+    assert!(ahead >= 1, "nothing read ahead");
 }
 
 /// A permanent provider failure on a step moves the user on without waiting for the timer.
