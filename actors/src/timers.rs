@@ -264,12 +264,18 @@ impl FireTimers {
             // A reader that stopped when enough was held goes on from here.
             self.read_ahead(store, page.get(done + 1..).unwrap_or_default());
         }
-        match page.get(due) {
-            Some(first) => Next::At(first.due_at_ms),
-            // More may be due than one page held.
-            None if full => Next::Now,
-            None => Next::Tick,
-        }
+        next_poll(&page, due, full)
+    }
+}
+
+/// When to poll again after firing the first `due` timers of `page` (ordered by due time):
+/// at the first one not due yet; at once when every timer of a full page was due (more may
+/// be); else at the next tick.
+fn next_poll(page: &[TimerKey], due: usize, full: bool) -> Next {
+    match page.get(due) {
+        Some(first) => Next::At(first.due_at_ms),
+        None if full => Next::Now,
+        None => Next::Tick,
     }
 }
 
@@ -307,5 +313,33 @@ fn record(keys: &[TimerKey], fired: &[Fired], planner: &Recipient<DispatchMessag
                 shards: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(due_at_ms: i64) -> TimerKey {
+        TimerKey {
+            msgid: 1,
+            seq: 0,
+            step: 0,
+            due_at_ms,
+        }
+    }
+
+    #[test]
+    fn the_next_poll_is_at_the_first_deadline_not_yet_due() {
+        let page = [key(10), key(20), key(300), key(400)];
+        // Two were due: wake at the third's deadline, even when the page was full (the ones
+        // due later are not more work now).
+        assert_eq!(next_poll(&page, 2, false), Next::At(300));
+        assert_eq!(next_poll(&page, 2, true), Next::At(300));
+        // All due and the page full: more may be due at once.
+        assert_eq!(next_poll(&page, 4, true), Next::Now);
+        // All due, page not full; or nothing at all.
+        assert_eq!(next_poll(&page, 4, false), Next::Tick);
+        assert_eq!(next_poll(&[], 0, false), Next::Tick);
     }
 }
