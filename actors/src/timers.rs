@@ -2,9 +2,11 @@
 //!
 //! Deadlines live in the database, not in memory, so a million users waiting in fallback
 //! chains cost no memory here, and a restart loses no timer: the first poll after start fires
-//! every timer that fell due while the process was down. The actor polls for due timers at a
-//! short interval and fires each in its own transaction; a timer that queues a next step
-//! hands the message back to the planner.
+//! every timer that fell due while the process was down. The actor polls at a short interval
+//! for the timers due now and those due within [`READ_AHEAD_MS`]: it fires the due ones, a
+//! few per transaction, while what the others' firings will read is read ahead, and it wakes
+//! at the first of their deadlines. A timer that queues a next step hands the message back to
+//! the planner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +20,9 @@ use crate::store::{DispatchStore, Fired, TimerKey};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TimerConfig {
-    /// How often due timers are looked for; bounds how late a timer fires.
+    /// How often timers are looked for; bounds how late a timer fires that was armed or moved
+    /// (a step's outcome, a failure bringing it forward) less than [`READ_AHEAD_MS`] before
+    /// its deadline. Timers seen ahead of their deadline are fired at it.
     pub poll_interval: Duration,
     /// Timers fired per poll at most (the next poll continues at once when there were more).
     pub batch: u32,
@@ -240,10 +244,9 @@ impl FireTimers {
             }
         };
         let full = page.len() as u32 == limit;
-        // Ordered by due time: the due ones first, then those due soon. The first firing
-        // reads what its first timer needs itself (unless read ahead before).
+        // Ordered by due time: the due ones first, then those due soon.
         let due = page.partition_point(|k| k.due_at_ms <= now);
-        self.read_ahead(store, page.get(1..).unwrap_or_default());
+        self.read_ahead(store, &page[read_ahead_from(due)..]);
         let mut done = 0;
         while done < due {
             let rest = &page[done..due];
@@ -266,6 +269,13 @@ impl FireTimers {
         }
         next_poll(&page, due, full)
     }
+}
+
+/// Where the read-ahead of a page starts when its first `due` timers are due: after the
+/// first of them, whose firing starts at once and reads for it itself (beside the
+/// read-ahead); at the first timer when none is due yet.
+fn read_ahead_from(due: usize) -> usize {
+    due.min(1)
 }
 
 /// When to poll again after firing the first `due` timers of `page` (ordered by due time):
@@ -341,5 +351,14 @@ mod tests {
         // All due, page not full; or nothing at all.
         assert_eq!(next_poll(&page, 4, false), Next::Tick);
         assert_eq!(next_poll(&[], 0, false), Next::Tick);
+    }
+
+    #[test]
+    fn every_timer_not_firing_at_once_is_read_ahead() {
+        let page = [key(10), key(20), key(300)];
+        // None due: the first, due soonest, is read ahead too.
+        assert_eq!(&page[read_ahead_from(0)..], &page[..]);
+        // Some due: the first fires at once and reads for itself; the rest are read ahead.
+        assert_eq!(&page[read_ahead_from(2)..], &page[1..]);
     }
 }

@@ -54,7 +54,8 @@ type FiringReads = (usize, Option<Prefetched>);
 /// What firing each timer needs, read ahead of its deadline ([`DispatchStore::prefetch_timers`]),
 /// with when it was read. A firing takes its timer's entry, or waits for a read in flight
 /// rather than read it again. A timer moved since (its key holds its due time) or never fired
-/// leaves an entry that ages out.
+/// leaves an entry that is dropped once too old, when the next read or firing comes (so at
+/// most [`READ_AHEAD_TIMERS`] entries stay held while no timer is due).
 #[derive(Default)]
 struct ReadAhead {
     state: std::sync::Mutex<ReadAheadState>,
@@ -66,6 +67,14 @@ struct ReadAhead {
 struct ReadAheadState {
     held: HashMap<TimerKey, (i64, FiringReads)>,
     in_flight: HashSet<TimerKey>,
+}
+
+impl ReadAheadState {
+    /// Drop what is too old to be used.
+    fn prune(&mut self, now: i64) {
+        self.held
+            .retain(|_, (at, _)| now - *at <= READ_AHEAD_MAX_AGE_MS);
+    }
 }
 
 /// Keys claimed for reading ahead, ended unread when dropped before their reads ended.
@@ -92,9 +101,7 @@ impl ReadAhead {
     /// Claim `key` for reading: not held or in flight yet, and there is room.
     fn claim(&self, key: &TimerKey, now: i64) -> bool {
         let mut state = self.lock();
-        state
-            .held
-            .retain(|_, (at, _)| now - *at <= READ_AHEAD_MAX_AGE_MS);
+        state.prune(now);
         let room = state.held.len() + state.in_flight.len() < READ_AHEAD_TIMERS;
         if !room || state.held.contains_key(key) || state.in_flight.contains(key) {
             return false;
@@ -120,9 +127,11 @@ impl ReadAhead {
             let ended = self.ended.notified();
             {
                 let mut state = self.lock();
+                let now = now_ms();
                 if let Some((at, read)) = state.held.remove(key) {
-                    return (now_ms() - at <= READ_AHEAD_MAX_AGE_MS).then_some(read);
+                    return (now - at <= READ_AHEAD_MAX_AGE_MS).then_some(read);
                 }
+                state.prune(now);
                 if !state.in_flight.contains(key) {
                     return None;
                 }
@@ -1939,19 +1948,17 @@ impl DispatchStore for Store {
                 ahead: &self.read_ahead,
                 keys: claimed,
             };
-            let reads = futures::future::join_all(
-                claims
-                    .keys
-                    .iter()
-                    .map(|key| self.prefetch_firing(*key, at_ms)),
-            )
-            .await;
-            for (key, read) in std::mem::take(&mut claims.keys).into_iter().zip(reads) {
+            // Each read ends as soon as it is done: a firing waiting for one does not wait for
+            // the other.
+            futures::future::join_all(claims.keys.iter().map(|key| async move {
+                let read = self.prefetch_firing(*key, at_ms).await;
                 if let Err(e) = &read {
                     tracing::debug!(msgid = key.msgid, seq = key.seq, error = %e, "reading ahead for a fallback timer failed");
                 }
-                self.read_ahead.end(key, now_ms(), read.ok());
-            }
+                self.read_ahead.end(*key, now_ms(), read.ok());
+            }))
+            .await;
+            claims.keys.clear();
         }
     }
 
@@ -2133,11 +2140,40 @@ mod tests {
                 .unwrap();
             assert_eq!(stored.try_get::<i64>("", "n").unwrap(), n as i64);
         }
+        // A chunk whose last row (the one copied to pad it) is stored already: the rest go
+        // in, once each.
+        let resolved: Vec<Resolved> = (0..10)
+            .map(|i| Resolved {
+                userid: Some(format!("v{i}")),
+                channel_type: "sms".into(),
+                address: format!("1390{i:07}"),
+            })
+            .collect();
+        let row = |r| NewDelivery {
+            msgid: 5,
+            seq: 0,
+            channel_id: 7,
+            resolved: r,
+            step: 0,
+        };
+        let txn = store.db.write().begin().await.unwrap();
+        let last = store
+            .insert_rows(&txn, &[row(&resolved[9])], 1, true)
+            .await
+            .unwrap();
+        let rows: Vec<NewDelivery> = resolved.iter().map(row).collect();
+        let rest = store.insert_rows(&txn, &rows, 1, true).await.unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(last.len(), 1);
+        let mut got: Vec<String> = rest.into_iter().map(|o| o.address).collect();
+        got.sort();
+        let expected: Vec<String> = resolved[..9].iter().map(|r| r.address.clone()).collect();
+        assert_eq!(got, expected);
     }
 
     #[tokio::test]
     async fn read_ahead_is_taken_once_while_fresh_and_bounded() {
-        let ahead = std::sync::Arc::new(ReadAhead::default());
+        let ahead = ReadAhead::default();
         let key = |seq| TimerKey {
             msgid: 1,
             seq,
@@ -2148,14 +2184,11 @@ mod tests {
         assert!(ahead.claim(&key(0), now));
         assert!(!ahead.claim(&key(0), now), "read twice at once");
         // A firing waits for the read in flight instead of reading again.
-        let waiting = {
-            let ahead = ahead.clone();
-            tokio::spawn(async move { ahead.take(&key(0)).await.map(|(n, _)| n) })
-        };
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        let first = key(0);
+        let mut waiting = Box::pin(ahead.take(&first));
+        assert!(futures::poll!(&mut waiting).is_pending(), "did not wait");
         ahead.end(key(0), now_ms(), Some((1000, None)));
-        assert_eq!(waiting.await.unwrap(), Some(1000));
+        assert_eq!(waiting.await.map(|(n, _)| n), Some(1000));
         assert!(ahead.take(&key(0)).await.is_none(), "taken twice");
         // A failed read leaves the reading to the firing; a key never read is not waited for.
         assert!(ahead.claim(&key(1), now));
