@@ -209,26 +209,10 @@ impl FireTimers {
             store.prefetch_timers(&keys, now_ms() + READ_AHEAD_MS).await;
         });
     }
-}
 
-#[async_trait::async_trait]
-impl DueWork for FireTimers {
-    const NAME: &'static str = "fallback_timers";
-
-    async fn run(
-        &self,
-        store: &Arc<dyn DispatchStore>,
-        planner: &Recipient<DispatchMessage>,
-        limit: u32,
-    ) -> Next {
-        self.fire_due(store, planner, limit).await
-    }
-}
-
-impl FireTimers {
-    /// Fire every due timer of one page, many per transaction, while the timers after the
-    /// first (due now or within [`READ_AHEAD_MS`]) are read ahead beside them; say when the
-    /// first timer not due yet is.
+    /// Fire every due timer of one page, many per transaction, while the page's other timers
+    /// (due now or within [`READ_AHEAD_MS`], see [`read_ahead_from`]) are read ahead beside
+    /// them; say when the first timer not due yet is.
     async fn fire_due(
         &self,
         store: &Arc<dyn DispatchStore>,
@@ -268,6 +252,20 @@ impl FireTimers {
             self.read_ahead(store, page.get(done + 1..).unwrap_or_default());
         }
         next_poll(&page, due, full)
+    }
+}
+
+#[async_trait::async_trait]
+impl DueWork for FireTimers {
+    const NAME: &'static str = "fallback_timers";
+
+    async fn run(
+        &self,
+        store: &Arc<dyn DispatchStore>,
+        planner: &Recipient<DispatchMessage>,
+        limit: u32,
+    ) -> Next {
+        self.fire_due(store, planner, limit).await
     }
 }
 
