@@ -86,6 +86,9 @@ pub struct Fired {
     /// due time, armed when the shard was opened, is only a lower bound of it: a step's wait
     /// starts when the step was sent. `None` when it decided no one.
     pub deadline_ms: Option<i64>,
+    /// When the timer is due again (unix ms), if it was kept for users not due yet (often
+    /// a few ms after its first firing: the row is armed before the step is sent).
+    pub due_again_ms: Option<i64>,
 }
 
 #[async_trait]

@@ -232,6 +232,7 @@ impl FireTimers {
         let due = page.partition_point(|k| k.due_at_ms <= now);
         self.read_ahead(store, &page[read_ahead_from(due)..]);
         let mut done = 0;
+        let mut due_again: Option<i64> = None;
         while done < due {
             let rest = &page[done..due];
             let fired = match store.fire_timers(rest, self.max_users).await {
@@ -244,6 +245,11 @@ impl FireTimers {
                 }
             };
             record(rest, &fired, planner);
+            due_again = fired
+                .iter()
+                .filter_map(|f| f.due_again_ms)
+                .chain(due_again)
+                .min();
             if fired.is_empty() {
                 return Next::Tick;
             }
@@ -251,7 +257,7 @@ impl FireTimers {
             // A reader that stopped when enough was held goes on from here.
             self.read_ahead(store, page.get(done + 1..).unwrap_or_default());
         }
-        next_poll(&page, due, full)
+        sooner(next_poll(&page, due, full), due_again)
     }
 }
 
@@ -284,6 +290,16 @@ fn next_poll(page: &[TimerKey], due: usize, full: bool) -> Next {
         Some(first) => Next::At(first.due_at_ms),
         None if full => Next::Now,
         None => Next::Tick,
+    }
+}
+
+/// `next`, or a poll at `due_again` (a timer just moved to it) when that is sooner: a timer
+/// fired before its users were due is fired again when they are, not at the next tick.
+fn sooner(next: Next, due_again: Option<i64>) -> Next {
+    match (next, due_again) {
+        (Next::Now, _) | (_, None) => next,
+        (Next::At(at), Some(again)) => Next::At(at.min(again)),
+        (Next::Tick, Some(again)) => Next::At(again),
     }
 }
 
@@ -349,6 +365,16 @@ mod tests {
         // All due, page not full; or nothing at all.
         assert_eq!(next_poll(&page, 4, false), Next::Tick);
         assert_eq!(next_poll(&[], 0, false), Next::Tick);
+    }
+
+    #[test]
+    fn a_timer_moved_to_a_later_deadline_is_polled_for_then() {
+        assert_eq!(sooner(Next::Tick, Some(50)), Next::At(50));
+        assert_eq!(sooner(Next::At(300), Some(50)), Next::At(50));
+        assert_eq!(sooner(Next::At(30), Some(50)), Next::At(30));
+        assert_eq!(sooner(Next::Now, Some(50)), Next::Now);
+        assert_eq!(sooner(Next::At(300), None), Next::At(300));
+        assert_eq!(sooner(Next::Tick, None), Next::Tick);
     }
 
     #[test]

@@ -1339,6 +1339,7 @@ impl Store {
                 }
             }
         }
+        fired.due_again_ms = next_due;
         match next_due {
             Some(d) => {
                 txn.execute_raw(self.db.stmt(
