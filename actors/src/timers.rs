@@ -20,9 +20,9 @@ use crate::store::{DispatchStore, Fired, TimerKey};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TimerConfig {
-    /// How often timers are looked for; bounds how late a timer fires that was armed or moved
-    /// (a step's outcome, a failure bringing it forward) less than [`READ_AHEAD_MS`] before
-    /// its deadline. Timers seen ahead of their deadline are fired at it.
+    /// How often timers are looked for; bounds how late a timer fires that was armed, or
+    /// brought forward by a failure, less than [`READ_AHEAD_MS`] before its deadline. Timers
+    /// seen ahead of their deadline, or moved by a firing, are fired at it.
     pub poll_interval: Duration,
     /// Timers fired per poll at most (the next poll continues at once when there were more).
     pub batch: u32,
