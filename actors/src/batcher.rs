@@ -51,6 +51,14 @@ impl<T, R> Clone for LaneWriters<T, R> {
 }
 
 impl<T, R> LaneWriters<T, R> {
+    /// A writer for each lane, made by `writer`.
+    pub fn per_lane(writer: impl Fn(crate::plan::Lane) -> Batcher<T, R>) -> Self {
+        LaneWriters {
+            realtime: writer(crate::plan::Lane::Realtime),
+            bulk: writer(crate::plan::Lane::Bulk),
+        }
+    }
+
     /// Both lanes on one writer.
     #[cfg(test)]
     pub fn shared(writer: Batcher<T, R>) -> Self {

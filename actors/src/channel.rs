@@ -567,6 +567,30 @@ mod tests {
             .collect()
     }
 
+    /// Queue a job of `n` targets on `lane`; its report when it is done.
+    async fn enqueue(lanes: &ChannelLanes, lane: Lane, n: i64) -> oneshot::Receiver<JobReport> {
+        let (done, report) = oneshot::channel();
+        let job = ChannelJob {
+            plan: plan(),
+            targets: targets(n),
+            done,
+        };
+        lanes
+            .enqueue(lane, job)
+            .await
+            .map_err(|_| "lane closed")
+            .unwrap();
+        report
+    }
+
+    /// The report of a job, which must come within ten seconds.
+    async fn finished(report: oneshot::Receiver<JobReport>, what: &str) -> JobReport {
+        tokio::time::timeout(Duration::from_secs(10), report)
+            .await
+            .expect(what)
+            .expect("report")
+    }
+
     #[actix::test]
     async fn a_real_time_outcome_is_recorded_while_bulk_outcomes_wait() {
         // The bulk lane's outcome writer takes nothing until the gate opens (a blast's
@@ -588,38 +612,20 @@ mod tests {
             Arc::new(Retractions::default()),
         );
         let _addr = Supervisor::start(move |_| actor);
-        let mut reports = Vec::new();
-        for lane in [Lane::Bulk, Lane::Realtime] {
-            let (done, report) = oneshot::channel();
-            let job = ChannelJob {
-                plan: plan(),
-                targets: targets(3),
-                done,
-            };
-            lanes
-                .enqueue(lane, job)
-                .await
-                .map_err(|_| "lane closed")
-                .unwrap();
-            reports.push(report);
-        }
-        let bulk_report = reports.remove(0);
-        let realtime_report = reports.remove(0);
-        let report = tokio::time::timeout(Duration::from_secs(10), realtime_report)
-            .await
-            .expect("the real-time job was recorded behind the bulk one")
-            .expect("report");
+        let mut bulk_report = enqueue(&lanes, Lane::Bulk, 3).await;
+        let realtime_report = enqueue(&lanes, Lane::Realtime, 3).await;
+        let report = finished(
+            realtime_report,
+            "the real-time job was recorded behind the bulk one",
+        )
+        .await;
         assert_eq!(report.submitted, 3);
-        let mut bulk_report = bulk_report;
         assert!(
             bulk_report.try_recv().is_err(),
             "the bulk job was recorded through a closed gate"
         );
         gate.add_permits(1000);
-        let report = tokio::time::timeout(Duration::from_secs(10), bulk_report)
-            .await
-            .expect("bulk job finished")
-            .expect("report");
+        let report = finished(bulk_report, "bulk job finished").await;
         assert_eq!(report.submitted, 3);
     }
 
@@ -639,20 +645,7 @@ mod tests {
             Arc::new(Retractions::default()),
         );
         let _addr = Supervisor::start(move |_| actor);
-        let targets = targets(40);
-        let (done, report) = oneshot::channel();
-        lanes
-            .enqueue(
-                Lane::Bulk,
-                ChannelJob {
-                    plan: plan(),
-                    targets,
-                    done,
-                },
-            )
-            .await
-            .map_err(|_| "lane closed")
-            .unwrap();
+        let report = enqueue(&lanes, Lane::Bulk, 40).await;
         // Nothing is recorded, yet calls go on past the two slots, up to four unrecorded
         // chunks per slot, and no further.
         let bound = in_flight * Budget::UNRECORDED_PER_CALL;
@@ -666,10 +659,7 @@ mod tests {
         assert_eq!(provider.calls.load(Ordering::SeqCst), bound);
         // The database takes everything: every target is sent and reported.
         gate.add_permits(1000);
-        let report = tokio::time::timeout(Duration::from_secs(10), report)
-            .await
-            .expect("job finished")
-            .expect("report");
+        let report = finished(report, "job finished").await;
         assert_eq!(report.submitted, 40);
         assert_eq!(provider.calls.load(Ordering::SeqCst), 40);
         assert!(provider.most.load(Ordering::SeqCst) <= in_flight);

@@ -81,18 +81,10 @@ fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -
     );
     // Outcomes and finishes have a writer per lane: a transactional send's are recorded
     // before a blast's queued batches, on the writer's urgent turn.
-    let finish = LaneWriters {
-        realtime: finish_writer(store, Lane::Realtime, max),
-        bulk: finish_writer(store, Lane::Bulk, max),
-    };
-    let results = LaneWriters {
-        realtime: result_writer(store, Lane::Realtime, max, max_rows),
-        bulk: result_writer(store, Lane::Bulk, max, max_rows),
-    };
     DispatchWrites {
         open,
-        finish,
-        results,
+        finish: LaneWriters::per_lane(|lane| finish_writer(store, lane, max)),
+        results: LaneWriters::per_lane(|lane| result_writer(store, lane, max, max_rows)),
     }
 }
 
