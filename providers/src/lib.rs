@@ -14,6 +14,7 @@ mod creds;
 mod http;
 mod jpush;
 mod smtp;
+mod tencent;
 mod webhook;
 
 /// Knobs for the adapters built by [`build`]: process-wide ones plus the channel's receipt URL.
@@ -87,6 +88,33 @@ pub enum ConfigError {
     Client { kind: ChannelType, reason: String },
 }
 
+/// The SMS provider behind an `sms` channel, named by its credentials' `provider` field
+/// (absent: Aliyun, the first one msghub spoke).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsVendor {
+    Aliyun,
+    Tencent,
+}
+
+impl SmsVendor {
+    pub fn of(credentials: &serde_json::Value) -> Result<SmsVendor, ConfigError> {
+        match credentials.get("provider") {
+            None | Some(serde_json::Value::Null) => Ok(SmsVendor::Aliyun),
+            Some(serde_json::Value::String(s)) if s == "aliyun" => Ok(SmsVendor::Aliyun),
+            Some(serde_json::Value::String(s)) if s == "tencent" => Ok(SmsVendor::Tencent),
+            Some(_) => Err(ConfigError::Invalid {
+                kind: ChannelType::Sms,
+                field: "provider".into(),
+                reason: "must be \"aliyun\" or \"tencent\"".into(),
+            }),
+        }
+    }
+}
+
+/// Secret credential fields of `sms` channels, whichever their provider: Aliyun's
+/// `access_key_secret` and Tencent's `secret_key`.
+const SMS_SECRETS: &[&str] = &["access_key_secret", "secret_key"];
+
 /// Build the adapter for one configured channel.
 ///
 /// Clients (HTTP pool, SMTP pool) are created here and shared by every call of the adapter, so
@@ -98,7 +126,10 @@ pub fn build(
 ) -> Result<Arc<dyn Provider>, ConfigError> {
     match kind {
         ChannelType::App => jpush::build(credentials, options),
-        ChannelType::Sms => aliyun::build(credentials, options),
+        ChannelType::Sms => match SmsVendor::of(credentials)? {
+            SmsVendor::Aliyun => aliyun::build(credentials, options),
+            SmsVendor::Tencent => tencent::build(credentials, options),
+        },
         ChannelType::Email => smtp::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
@@ -109,7 +140,10 @@ pub fn build(
 pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<(), ConfigError> {
     match kind {
         ChannelType::App => jpush::config::parse(credentials).map(drop),
-        ChannelType::Sms => aliyun::config::parse(credentials).map(drop),
+        ChannelType::Sms => match SmsVendor::of(credentials)? {
+            SmsVendor::Aliyun => aliyun::config::parse(credentials).map(drop),
+            SmsVendor::Tencent => tencent::config::parse(credentials).map(drop),
+        },
         ChannelType::Email => smtp::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
@@ -121,7 +155,7 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
 pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
     match kind {
         ChannelType::App => jpush::config::SECRETS,
-        ChannelType::Sms => aliyun::config::SECRETS,
+        ChannelType::Sms => SMS_SECRETS,
         ChannelType::Email => smtp::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
@@ -160,7 +194,10 @@ mod tests {
     #[test]
     fn secret_fields_per_type() {
         assert_eq!(secret_fields(ChannelType::App), &["master_secret"]);
-        assert_eq!(secret_fields(ChannelType::Sms), &["access_key_secret"]);
+        assert_eq!(
+            secret_fields(ChannelType::Sms),
+            &["access_key_secret", "secret_key"]
+        );
         assert_eq!(secret_fields(ChannelType::Email), &["password"]);
         assert_eq!(secret_fields(ChannelType::Webhook), &["secret", "headers"]);
     }
@@ -218,6 +255,35 @@ mod tests {
     }
 
     #[test]
+    fn the_sms_provider_is_chosen_by_the_credentials() {
+        let aliyun = json!({"access_key_id": "i", "access_key_secret": "s", "sign_name": "n"});
+        assert_eq!(SmsVendor::of(&aliyun), Ok(SmsVendor::Aliyun));
+        let mut named = aliyun.clone();
+        named["provider"] = json!("aliyun");
+        assert_eq!(SmsVendor::of(&named), Ok(SmsVendor::Aliyun));
+        assert_eq!(validate(ChannelType::Sms, &named), Ok(()));
+        let tencent = json!({"provider": "tencent", "secret_id": "i", "secret_key": "s",
+                             "sdk_app_id": "1400000001", "sign_name": "n"});
+        assert_eq!(SmsVendor::of(&tencent), Ok(SmsVendor::Tencent));
+        assert_eq!(validate(ChannelType::Sms, &tencent), Ok(()));
+        // Each provider's fields belong to it alone.
+        let mut mixed = tencent.clone();
+        mixed["access_key_id"] = json!("i");
+        assert_eq!(
+            validate(ChannelType::Sms, &mixed).unwrap_err().to_string(),
+            "sms: unknown field \"access_key_id\""
+        );
+        for bad in [json!("twilio"), json!(1)] {
+            let mut creds = aliyun.clone();
+            creds["provider"] = bad;
+            assert_eq!(
+                validate(ChannelType::Sms, &creds).unwrap_err().to_string(),
+                "sms: provider must be \"aliyun\" or \"tencent\""
+            );
+        }
+    }
+
+    #[test]
     fn debug_redacts_the_receipt_url_token() {
         let options = AdapterOptions {
             receipt_url: Some("http://127.0.0.1:8080/receipts/3/SECRET-TOKEN".into()),
@@ -250,6 +316,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sms.max_batch(), 1000);
+        let tencent = build(
+            ChannelType::Sms,
+            &json!({"provider": "tencent", "secret_id": "i", "secret_key": "s", "sdk_app_id": "1400000001",
+                    "sign_name": "n"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(tencent.max_batch(), 200);
         let email = build(
             ChannelType::Email,
             &json!({"host": "smtp.example.com", "from": "Hub <hub@example.com>"}),

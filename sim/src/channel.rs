@@ -2,14 +2,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The four simulated delivery channels.
+/// The five simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// JPush push v3 (`/v3/push`).
     App,
-    /// Aliyun SMS (`/`).
+    /// Aliyun SMS (`/`, form POST).
     Sms,
+    /// Tencent Cloud SMS (`/`, JSON POST with `X-TC-Action`).
+    #[serde(rename = "tencent_sms")]
+    TencentSms,
     /// SMTP sink.
     Email,
     /// Webhook sink (`/webhook/{name}`).
@@ -18,23 +21,32 @@ pub enum Channel {
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 4] = [Channel::App, Channel::Sms, Channel::Email, Channel::Webhook];
+    pub const ALL: [Channel; 5] = [
+        Channel::App,
+        Channel::Sms,
+        Channel::TencentSms,
+        Channel::Email,
+        Channel::Webhook,
+    ];
 
-    /// Canonical lowercase name (`app`, `sms`, `email`, `webhook`).
+    /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
             Channel::Sms => "sms",
+            Channel::TencentSms => "tencent_sms",
             Channel::Email => "email",
             Channel::Webhook => "webhook",
         }
     }
 
-    /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `smtp`/`mail`.
+    /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
+    /// `smtp`/`mail`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
             "sms" | "aliyun" => Some(Channel::Sms),
+            "tencent_sms" | "tencent" => Some(Channel::TencentSms),
             "email" | "smtp" | "mail" => Some(Channel::Email),
             "webhook" => Some(Channel::Webhook),
             _ => None,
@@ -48,7 +60,7 @@ impl Channel {
     /// Normalises an address the way this channel records it (SMS strips the +86 prefix).
     pub fn normalise(self, address: &str) -> String {
         match self {
-            Channel::Sms => normalise_phone(address).unwrap_or_else(|| address.trim().to_string()),
+            Channel::Sms | Channel::TencentSms => normalise_phone(address).unwrap_or_else(|| address.trim().to_string()),
             _ => address.trim().to_string(),
         }
     }

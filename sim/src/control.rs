@@ -140,7 +140,7 @@ async fn events(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> Http
     HttpResponse::Ok().json(json!({"count": list.len(), "events": out}))
 }
 
-/// `POST /sim/receipts`: `{"channel":"app"|"sms", ...ReceiptConfig fields}` replaces that
+/// `POST /sim/receipts`: `{"channel":"app"|"sms"|"tencent_sms", ...ReceiptConfig fields}` replaces that
 /// channel's receipt configuration; absent fields take their defaults.
 async fn set_receipts(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
     let (channel, config) = match parse_request(&body) {
@@ -160,7 +160,7 @@ struct ReceiptQuery {
 }
 
 /// `GET /sim/receipts?channel=app[&msgid=ID]` → one channel's report; without `channel` →
-/// `{"app": ..., "sms": ...}`.
+/// `{"app": ..., "sms": ..., "tencent_sms": ...}`.
 async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -> HttpResponse {
     let msgid = q.msgid.as_deref();
     match q.channel.as_deref() {
@@ -169,7 +169,7 @@ async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -
             Err(e) => HttpResponse::BadRequest().json(json!({"error": e})),
         },
         None => {
-            let all: Map<String, Value> = [Channel::App, Channel::Sms]
+            let all: Map<String, Value> = [Channel::App, Channel::Sms, Channel::TencentSms]
                 .iter()
                 .map(|c| {
                     (

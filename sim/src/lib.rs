@@ -1,8 +1,10 @@
-//! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), a signed webhook
-//! sink and an SMTP sink, with recording, an event log, failure injection and a control API.
+//! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
+//! (API 3.0 + TC3-HMAC-SHA256), a signed webhook sink and an SMTP sink, with recording, an event
+//! log, failure injection and a control API.
 //!
-//! The JPush and Aliyun endpoints also push delivery receipts back (JPush `callback`, Aliyun
-//! SmsReport) as configured through `POST /sim/receipts`; see `docs/specs/receipts.md`.
+//! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
+//! Aliyun SmsReport, Tencent status callbacks) as configured through `POST /sim/receipts`; see
+//! `docs/specs/receipts.md`.
 //!
 //! Start it with [`start`]; inspect [`SimHandle::state`] in-process or `GET /sim/received` over HTTP.
 
@@ -14,6 +16,7 @@ mod jpush;
 mod receipts;
 mod smtp;
 mod state;
+mod tencent;
 pub mod webhook;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -47,6 +50,12 @@ pub struct SimConfig {
     pub aliyun_access_key_id: String,
     /// Aliyun AccessKeySecret (HMAC key is `secret + "&"`).
     pub aliyun_access_key_secret: String,
+    /// Tencent Cloud SecretId.
+    pub tencent_secret_id: String,
+    /// Tencent Cloud SecretKey (TC3 key derivation starts from `"TC3" + key`).
+    pub tencent_secret_key: String,
+    /// Tencent `SmsSdkAppId` the simulated account owns.
+    pub tencent_sdk_app_id: String,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -69,6 +78,9 @@ impl Default for SimConfig {
             jpush_master_secret: "sim-master-secret".into(),
             aliyun_access_key_id: "sim-ak".into(),
             aliyun_access_key_secret: "sim-ak-secret".into(),
+            tencent_secret_id: "sim-tencent-id".into(),
+            tencent_secret_key: "sim-tencent-key".into(),
+            tencent_sdk_app_id: "1400000001".into(),
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
@@ -209,6 +221,14 @@ fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/")
+            // Tencent API 3.0 names its action in a header; Aliyun RPC in the form.
+            .route(
+                web::post()
+                    .guard(actix_web::guard::fn_guard(|ctx| {
+                        ctx.head().headers().contains_key("x-tc-action")
+                    }))
+                    .to(tencent::api),
+            )
             .route(web::get().to(aliyun::rpc))
             .route(web::post().to(aliyun::rpc)),
     )

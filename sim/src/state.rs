@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 4],
+    channels: [ChannelState; 5],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -169,12 +169,7 @@ impl SimState {
         SimState {
             receipts: crate::receipts::Receipts::new(&config),
             config,
-            channels: [
-                ChannelState::new(),
-                ChannelState::new(),
-                ChannelState::new(),
-                ChannelState::new(),
-            ],
+            channels: std::array::from_fn(|_| ChannelState::new()),
             seq: AtomicU64::new(0),
             id_counter: AtomicU64::new(0),
             event_capacity: std::sync::atomic::AtomicUsize::new(DEFAULT_EVENT_CAPACITY),

@@ -1,5 +1,6 @@
-//! Receipts pushed by the simulator to a local receiver: JPush callbacks and Aliyun SmsReport,
-//! batching, retries, the loopback rule and the `/sim/receipts` control API.
+//! Receipts pushed by the simulator to a local receiver: JPush callbacks, Aliyun SmsReport and
+//! Tencent SMS status callbacks, batching, retries, the loopback rule and the `/sim/receipts`
+//! control API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -645,6 +646,109 @@ async fn many_receipts_arrive_in_full_batches() {
     assert_eq!(
         strings(&report(&c, &base, "channel=app&msgid=7").await["delivered"]).len(),
         1000
+    );
+    sim.stop().await;
+}
+
+#[actix_web::test]
+async fn tencent_statuses_name_each_number_by_its_serial() {
+    let sim = common::sim(|c| c.receipt_seed = Some(7)).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let (rx_base, rx) = receiver(0).await;
+    let cfg = json!({"channel": "tencent", "report_url": format!("{rx_base}/tencent"),
+                     "delivered_ratio": 0.5, "failed_ratio": 0.5, "delay_ms": 0, "batch_ms": 10});
+    let (s, v) = configure(&c, &base, cfg).await;
+    assert_eq!((s, v["channel"].as_str()), (200, Some("tencent_sms")), "{v}");
+
+    let phones: Vec<String> = (0..40).map(|i| format!("+86139000000{i:02}")).collect();
+    let body = json!({"PhoneNumberSet": phones, "SmsSdkAppId": "1400000001", "TemplateId": "1110",
+                      "SignName": "msghub", "SessionContext": "903"});
+    let (status, v) = common::TencentCall::default()
+        .send(&c, &base, &body.to_string())
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let serials: BTreeMap<String, String> = v["Response"]["SendStatusSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["SerialNo"].as_str().unwrap().to_string(),
+                s["PhoneNumber"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(serials.len(), 40);
+    let intl = json!({"PhoneNumberSet": ["+14155550100"], "SmsSdkAppId": "1400000001",
+                      "TemplateId": "1110", "SessionContext": "904"});
+    common::TencentCall::default()
+        .send(&c, &base, &intl.to_string())
+        .await;
+
+    settle(&c, &base, "channel=tencent_sms", |r| r["posted_items"] == 41).await;
+    let items = rx.items();
+    let (mut delivered, mut failed) = (BTreeSet::new(), BTreeSet::new());
+    for item in &items {
+        let keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // The documented seven fields (their wire order is checked where they are written).
+        assert_eq!(
+            keys,
+            [
+                "description",
+                "errmsg",
+                "mobile",
+                "nationcode",
+                "report_status",
+                "sid",
+                "user_receive_time"
+            ],
+            "{item}"
+        );
+        let t = item["user_receive_time"].as_str().unwrap();
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").is_ok(),
+            "{t}"
+        );
+        let e164 = format!(
+            "+{}{}",
+            item["nationcode"].as_str().unwrap(),
+            item["mobile"].as_str().unwrap()
+        );
+        if item["nationcode"] == "1" {
+            assert_eq!(e164, "+14155550100");
+            continue;
+        }
+        assert_eq!(item["nationcode"], "86");
+        let sid = item["sid"].as_str().unwrap();
+        assert_eq!(serials.get(sid), Some(&e164), "{item}");
+        match item["report_status"].as_str().unwrap() {
+            "SUCCESS" => {
+                assert_eq!(item["errmsg"], "DELIVRD");
+                delivered.insert(e164);
+            }
+            "FAIL" => {
+                assert_eq!(item["errmsg"], "UNDELIV");
+                failed.insert(e164);
+            }
+            other => panic!("report_status {other}"),
+        }
+    }
+    assert_eq!(delivered.len() + failed.len(), 40);
+    assert!(!delivered.is_empty() && !failed.is_empty(), "both drawn");
+    let one = report(&c, &base, "channel=tencent_sms&msgid=903").await;
+    assert_eq!(
+        strings(&one["delivered"]).into_iter().collect::<BTreeSet<_>>(),
+        delivered
+    );
+    assert_eq!(
+        strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(),
+        failed
     );
     sim.stop().await;
 }

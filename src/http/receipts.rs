@@ -2,11 +2,12 @@
 //! `POST /v1/events`.
 //!
 //! Each channel has its own receipt URL (`GET /api/channels/{id}` shows it), carrying a token
-//! derived from the master key, because some providers (Aliyun SmsReport) cannot sign their
-//! callbacks; JPush callbacks must also carry the app's Basic credentials. The body is read in
-//! the provider's own format and applied through the receipts writer, many requests per
-//! transaction. The provider gets its success answer only after the commit, so a failure makes
-//! it retry. Receipts naming no delivery of this channel are counted as unknown, never applied.
+//! derived from the master key, because some providers (Aliyun SmsReport, Tencent SMS status
+//! callbacks) cannot sign their callbacks; JPush callbacks must also carry the app's Basic
+//! credentials. The body is read in the provider's own format and applied through the receipts
+//! writer, many requests per transaction. The provider gets its success answer only after the
+//! commit, so a failure makes it retry. Receipts naming no delivery of this channel are counted
+//! as unknown, never applied.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -19,6 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use msghub_actors::batcher::Batcher;
 use msghub_actors::plan::DeliveryStatus;
 use msghub_actors::provider::ChannelType;
+use msghub_providers::SmsVendor;
 use serde_json::{Value, json};
 
 use super::State;
@@ -55,10 +57,29 @@ pub fn receipt_url(base: &str, crypto: &Crypto, channel_id: i64) -> String {
     )
 }
 
+/// The receipt format a channel's provider sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReceiptFormat {
+    /// JPush push callbacks (`app`).
+    JPush,
+    /// Aliyun SmsReport (`sms` on Aliyun).
+    AliyunReport,
+    /// Tencent SMS status callbacks (`sms` on Tencent).
+    TencentStatus,
+    /// The channel type has no provider receipts.
+    None,
+}
+
+/// How long a Tencent status callback waits, in steps, for the serials it names to be stored:
+/// the callback can overtake the outcome of the very call it reports (the provider answers the
+/// call, then reports; the hub commits the answer in its next outcome batch).
+const SERIAL_WAITS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+
 /// What the endpoint needs to know about a channel, cached for a few seconds.
 #[derive(Clone)]
 struct ChannelAuth {
     channel_type: ChannelType,
+    format: ReceiptFormat,
     /// The exact `Authorization` header the provider must send, when it signs.
     basic: Option<String>,
 }
@@ -107,8 +128,17 @@ impl ReceiptChannels {
                 }
                 _ => None,
             };
+            let format = match spec.channel_type {
+                ChannelType::App => ReceiptFormat::JPush,
+                ChannelType::Sms => match SmsVendor::of(&spec.credentials) {
+                    Ok(SmsVendor::Tencent) => ReceiptFormat::TencentStatus,
+                    _ => ReceiptFormat::AliyunReport,
+                },
+                _ => ReceiptFormat::None,
+            };
             ChannelAuth {
                 channel_type: spec.channel_type,
+                format,
                 basic,
             }
         });
@@ -193,19 +223,35 @@ async fn provider_receipts(
         )));
     }
     let t = auth.channel_type;
-    let (receipts, invalid) = match t {
-        ChannelType::App => parse_jpush(items, channel_id),
-        ChannelType::Sms => parse_sms_report(items, channel_id),
-        other => {
+    let (receipts, invalid, unmatched) = match auth.format {
+        ReceiptFormat::JPush => {
+            let (receipts, invalid) = parse_jpush(items, channel_id);
+            (receipts, invalid, 0)
+        }
+        ReceiptFormat::AliyunReport => {
+            let (receipts, invalid) = parse_sms_report(items, channel_id);
+            (receipts, invalid, 0)
+        }
+        ReceiptFormat::TencentStatus => {
+            let (statuses, invalid) = parse_tencent_status(items);
+            let (receipts, unmatched) = resolve_serials(&state, channel_id, statuses).await?;
+            (receipts, invalid, unmatched)
+        }
+        ReceiptFormat::None => {
             return Err(ApiError::invalid(format!(
-                "{other} channels have no provider receipts"
+                "{t} channels have no provider receipts"
             )));
         }
     };
-    let counts = apply(&state, t, receipts, invalid).await?;
-    Ok(match t {
+    let counts = apply(&state, t, receipts, invalid, unmatched).await?;
+    Ok(match auth.format {
         // Aliyun checks only the numeric code.
-        ChannelType::Sms => HttpResponse::Ok().json(json!({"code": 0, "msg": "接收成功"})),
+        ReceiptFormat::AliyunReport => {
+            HttpResponse::Ok().json(json!({"code": 0, "msg": "接收成功"}))
+        }
+        ReceiptFormat::TencentStatus => {
+            HttpResponse::Ok().json(json!({"result": 0, "errmsg": "OK"}))
+        }
         _ => HttpResponse::Ok().json(counts_json(&counts, invalid)),
     })
 }
@@ -225,15 +271,19 @@ async fn submit(
     state.receipts.submit(receipts).await
 }
 
+/// Apply `receipts`; `unmatched` more named no delivery before reaching the writer (a serial
+/// never stored, or stored for another number) and count as unknown too.
 async fn apply(
     state: &State,
     t: ChannelType,
     receipts: Vec<Receipt>,
     invalid: u64,
+    unmatched: u64,
 ) -> Result<ReceiptCounts, ApiError> {
-    let counts = submit(state, receipts)
+    let mut counts = submit(state, receipts)
         .await
         .map_err(|e| ApiError::internal("applying receipts", &e))?;
+    counts.unknown += unmatched;
     let code = t.code();
     for (result, n) in [
         ("applied", counts.applied),
@@ -330,6 +380,128 @@ fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
         }
     }
     (out, invalid)
+}
+
+/// One Tencent SMS status, before its serial is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SerialStatus {
+    sid: String,
+    /// The national number (`mobile`), checked against the delivery's address.
+    mobile: String,
+    kind: ReceiptKind,
+    code: Option<String>,
+    at_ms: i64,
+}
+
+/// `user_receive_time` (`yyyy-MM-dd HH:mm:ss`, China Standard Time) as unix ms.
+fn china_time_ms(text: &str) -> Option<i64> {
+    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
+    let offset = chrono::FixedOffset::east_opt(8 * 3600)?;
+    Some(
+        naive
+            .and_local_timezone(offset)
+            .single()?
+            .timestamp_millis(),
+    )
+}
+
+/// Tencent SMS status callbacks: `[{user_receive_time, nationcode, mobile, report_status,
+/// errmsg, description, sid}]`; `sid` is the `SerialNo` the send returned for the number.
+fn parse_tencent_status(items: &[Value]) -> (Vec<SerialStatus>, u64) {
+    let mut out = Vec::with_capacity(items.len());
+    let mut invalid = 0;
+    for item in items {
+        let field = |k: &str| item.get(k).and_then(Value::as_str);
+        let sid = field("sid").filter(|s| !s.is_empty() && s.len() <= 128);
+        let mobile = field("mobile")
+            .map(str::trim)
+            .filter(|m| !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_digit()));
+        let kind = match field("report_status") {
+            Some("SUCCESS") => Some(ReceiptKind::Delivered),
+            Some("FAIL") => Some(ReceiptKind::Undelivered),
+            _ => None,
+        };
+        match (sid, mobile, kind) {
+            (Some(sid), Some(mobile), Some(kind)) => out.push(SerialStatus {
+                sid: sid.to_string(),
+                mobile: mobile.to_string(),
+                kind,
+                code: field("errmsg")
+                    .filter(|c| kind == ReceiptKind::Undelivered && !c.is_empty() && c.len() <= 64)
+                    .map(str::to_string),
+                at_ms: field("user_receive_time")
+                    .and_then(china_time_ms)
+                    .unwrap_or_else(msghub_actors::plan::now_ms),
+            }),
+            _ => invalid += 1,
+        }
+    }
+    (out, invalid)
+}
+
+/// Whether a delivery's address is the callback's national `mobile` (`+86138…`, `86138…` and
+/// `138…` all are `138…`).
+fn same_number(address: &str, mobile: &str) -> bool {
+    let digits: String = address.chars().filter(char::is_ascii_digit).collect();
+    digits.ends_with(mobile)
+}
+
+/// The deliveries Tencent statuses name, by serial. A serial not stored yet is looked up again
+/// after each of [`SERIAL_WAITS`]; what still matches nothing (or another number) is returned
+/// as a count of unmatched statuses.
+async fn resolve_serials(
+    state: &State,
+    channel_id: i64,
+    mut pending: Vec<SerialStatus>,
+) -> Result<(Vec<Receipt>, u64), ApiError> {
+    let mut receipts = Vec::with_capacity(pending.len());
+    let mut unmatched = 0u64;
+    let mut waits = SERIAL_WAITS.iter();
+    loop {
+        let mut sids: Vec<&str> = pending.iter().map(|s| s.sid.as_str()).collect();
+        sids.sort_unstable();
+        sids.dedup();
+        let found = state
+            .db
+            .sms_by_serial(channel_id, &sids)
+            .await
+            .map_err(|e| ApiError::internal("receipt serials", &e))?;
+        let mut by_serial: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
+        for (serial, msgid, address) in &found {
+            by_serial
+                .entry(serial.as_str())
+                .or_default()
+                .push((*msgid, address.as_str()));
+        }
+        pending.retain(|status| {
+            let Some(deliveries) = by_serial.get(status.sid.as_str()) else {
+                return true;
+            };
+            let before = receipts.len();
+            receipts.extend(
+                deliveries
+                    .iter()
+                    .filter(|(_, address)| same_number(address, &status.mobile))
+                    .map(|(msgid, address)| Receipt {
+                        msgid: *msgid,
+                        channel_id,
+                        address: (*address).to_string(),
+                        kind: status.kind,
+                        at_ms: status.at_ms,
+                        code: status.code.clone(),
+                    }),
+            );
+            if receipts.len() == before {
+                unmatched += 1;
+            }
+            false
+        });
+        match waits.next() {
+            Some(wait) if !pending.is_empty() => tokio::time::sleep(*wait).await,
+            _ => break,
+        }
+    }
+    Ok((receipts, unmatched + pending.len() as u64))
 }
 
 /// `POST /v1/events`: clicks, reads and deliveries reported by the business's own app,
@@ -488,4 +660,53 @@ fn callback_event(c: Changed) -> Option<(i64, CallbackEvent)> {
             at_ms: c.at_ms,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn tencent_statuses_are_read_in_their_documented_shape() {
+        let items: Vec<Value> = serde_json::from_str(
+            r#"[{"user_receive_time":"2015-10-17 08:03:04","nationcode":"86","mobile":"13800000001",
+                 "report_status":"SUCCESS","errmsg":"DELIVRD","description":"用户短信送达成功","sid":"2433:1"},
+                {"user_receive_time":"bad","nationcode":"86","mobile":"13800000002",
+                 "report_status":"FAIL","errmsg":"MK:0001","description":"失败","sid":"2433:2"},
+                {"mobile":"13800000003","report_status":"SUCCESS"},
+                {"mobile":"13800000004","report_status":"UNKNOWN","sid":"2433:4"},
+                {"mobile":"+8613800000005","report_status":"SUCCESS","sid":"2433:5"},
+                {"mobile":"13800000006","report_status":"SUCCESS","sid":""}]"#,
+        )
+        .unwrap();
+        let before = msghub_actors::plan::now_ms();
+        let (statuses, invalid) = parse_tencent_status(&items);
+        assert_eq!(invalid, 4);
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(
+            statuses[0],
+            SerialStatus {
+                sid: "2433:1".into(),
+                mobile: "13800000001".into(),
+                kind: ReceiptKind::Delivered,
+                code: None,
+                // 08:03:04 in UTC+8.
+                at_ms: 1_445_040_184_000,
+            }
+        );
+        assert_eq!(statuses[1].kind, ReceiptKind::Undelivered);
+        assert_eq!(statuses[1].code.as_deref(), Some("MK:0001"));
+        assert!(statuses[1].at_ms >= before, "an unreadable time is now");
+    }
+
+    #[test]
+    fn a_status_matches_its_number_however_the_address_is_written() {
+        for address in ["13800000001", "+8613800000001", "8613800000001"] {
+            assert!(same_number(address, "13800000001"), "{address}");
+        }
+        assert!(!same_number("13800000002", "13800000001"));
+        assert!(!same_number("+8613800000001", "13800000002"));
+    }
 }

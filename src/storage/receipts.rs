@@ -1,5 +1,5 @@
-//! Receipts applied to deliveries: provider callbacks (JPush, Aliyun SmsReport) and client
-//! events, many requests per transaction.
+//! Receipts applied to deliveries: provider callbacks (JPush, Aliyun SmsReport, Tencent SMS
+//! status) and client events, many requests per transaction.
 //!
 //! A receipt names its delivery by (message, channel, address), the delivery's unique key.
 //! Receipts that match no delivery, such as another channel's message or an unknown id, are
@@ -218,6 +218,37 @@ impl Db {
         super::dispatch::bring_timers_forward(self, &txn, &failed_ids, now).await?;
         txn.commit().await?;
         Ok((counts, changed))
+    }
+
+    /// The deliveries of an `sms` channel named by the provider's id for their number (Tencent
+    /// `SerialNo`), for status callbacks that carry no msgid: `(provider_id, msgid, address)`
+    /// per match, found through the partial index `deliveries_sms_serial`.
+    pub async fn sms_by_serial(
+        &self,
+        channel_id: i64,
+        serials: &[&str],
+    ) -> Result<Vec<(String, i64, String)>, DbErr> {
+        let mut out = Vec::with_capacity(serials.len());
+        for chunk in serials.chunks(256) {
+            let Some(last) = chunk.last() else {
+                continue;
+            };
+            let rows = self.pad_to(chunk.len(), 256);
+            let mut values: Vec<Value> = Vec::with_capacity(rows + 1);
+            values.push(channel_id.into());
+            values.extend(chunk.iter().map(|s| Value::from(*s)));
+            values.extend((chunk.len()..rows).map(|_| Value::from(*last)));
+            let sql = format!(
+                "SELECT provider_id, message_id, address FROM deliveries \
+                 WHERE channel_type = 'sms' AND channel_id = ? AND provider_id IN ({})",
+                vec!["?"; rows].join(", ")
+            );
+            let cols = ["provider_id", "message_id", "address"];
+            for row in self.query_packed(self.read(), &cols, &sql, values).await? {
+                out.push((row.string(0)?, row.i64(1)?, row.string(2)?));
+            }
+        }
+        Ok(out)
     }
 
     /// The (channel, address) pairs of a user's deliveries of a message on one channel type,

@@ -7,13 +7,13 @@ use crate::ConfigError;
 use crate::creds::Creds;
 
 pub(crate) const FIELDS: &[&str] = &[
+    "provider",
     "access_key_id",
     "access_key_secret",
     "sign_name",
     "base_url",
     "region_id",
 ];
-pub(crate) const SECRETS: &[&str] = &["access_key_secret"];
 pub(crate) const DEFAULT_BASE_URL: &str = "https://dysmsapi.aliyuncs.com";
 pub(crate) const DEFAULT_REGION: &str = "cn-hangzhou";
 

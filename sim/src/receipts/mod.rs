@@ -1,8 +1,9 @@
-//! Delivery receipts pushed back by the simulated providers: JPush `callback` receipts and
-//! Aliyun SmsReport, drawn per target from each channel's [`ReceiptConfig`].
+//! Delivery receipts pushed back by the simulated providers: JPush `callback` receipts, Aliyun
+//! SmsReport and Tencent SMS status callbacks, drawn per target from each channel's
+//! [`ReceiptConfig`].
 //!
-//! Formats are in `docs/specs/receipts.md`. The handlers call [`Receipts::push_accepted`] or
-//! [`Receipts::sms_accepted`] after recording a call; everything after that (delays, batching,
+//! Formats are in `docs/specs/receipts.md`. The handlers call [`Receipts::push_accepted`],
+//! [`Receipts::sms_accepted`] or [`Receipts::tencent_accepted`] after recording a call; everything after that (delays, batching,
 //! retries) runs in the background on the runtime the simulator was started on.
 
 mod config;
@@ -55,6 +56,7 @@ pub(crate) struct PushCallback {
 pub(crate) struct Receipts {
     app: Mutex<Arc<Outbox>>,
     sms: Mutex<Arc<Outbox>>,
+    tencent: Mutex<Arc<Outbox>>,
     dice: Mutex<Dice>,
     courier: Arc<Courier>,
     /// `Authorization` of JPush receipts: Basic base64(app_key:master_secret).
@@ -75,6 +77,7 @@ impl Receipts {
                 courier.clone(),
             ))),
             sms: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
+            tencent: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             dice: Mutex::new(Dice::new(config.receipt_seed)),
             courier,
             jpush_auth,
@@ -90,6 +93,7 @@ impl Receipts {
         match channel {
             Channel::App => Some(&self.app),
             Channel::Sms => Some(&self.sms),
+            Channel::TencentSms => Some(&self.tencent),
             Channel::Email | Channel::Webhook => None,
         }
     }
@@ -103,7 +107,7 @@ impl Receipts {
         config.validate(channel)?;
         let outbox = self
             .outbox(channel)
-            .ok_or_else(|| format!("channel {channel} has no receipts; use app or sms"))?;
+            .ok_or_else(|| format!("channel {channel} has no receipts; use app, sms or tencent_sms"))?;
         outbox.set_config(config);
         Ok(())
     }
@@ -117,6 +121,7 @@ impl Receipts {
         for (slot, auth) in [
             (&self.app, Some(self.jpush_auth.clone())),
             (&self.sms, None),
+            (&self.tencent, None),
         ] {
             let fresh = Arc::new(Outbox::new(auth, self.courier.clone()));
             let old = std::mem::replace(&mut *lock(slot), fresh);
@@ -128,6 +133,7 @@ impl Receipts {
     pub(crate) fn close(&self) {
         lock(&self.app).close();
         lock(&self.sms).close();
+        lock(&self.tencent).close();
     }
 
     /// An accepted push: draws a receipt per registration id and schedules them.
@@ -235,6 +241,76 @@ impl Receipts {
         }
         outbox.schedule(url, vec![(delay, items)]);
     }
+
+    /// An accepted Tencent SendSms: draws a status per accepted number (`(SerialNo, E.164
+    /// number)`) and schedules the callbacks to the configured `report_url`. `session` is the
+    /// call's `SessionContext` (the msghub msgid), used only for the per-msgid lists: the
+    /// callback itself names the send by `sid` alone.
+    pub(crate) fn tencent_accepted(&self, session: &str, accepted: &[(String, String)]) {
+        let outbox = lock(&self.tencent).clone();
+        let config = outbox.config();
+        let Some(url) = config.report_url.as_deref().filter(|_| config.enabled) else {
+            return;
+        };
+        let key: Arc<str> = session.into();
+        let now = Utc::now();
+        let delay = millis(config.delay_ms);
+        let receive_time = china_time(now + TimeDelta::from_std(delay).unwrap_or_default());
+        let mut items = Vec::new();
+        {
+            let mut dice = lock(&self.dice);
+            for (sid, phone) in accepted {
+                let (report_status, event, errmsg, description) = match dice.roll(&config).0 {
+                    Fate::Delivered => ("SUCCESS", Event::Delivered, "DELIVRD", "用户短信送达成功"),
+                    Fate::Failed => ("FAIL", Event::Failed, "UNDELIV", "用户短信送达失败"),
+                    Fate::Silent => continue,
+                };
+                let (nationcode, mobile) = split_country(phone);
+                let report = TencentStatus {
+                    user_receive_time: &receive_time,
+                    nationcode,
+                    mobile,
+                    report_status,
+                    errmsg,
+                    description,
+                    sid,
+                };
+                items.extend(item(&key, phone, event, &report));
+            }
+        }
+        outbox.schedule(url, vec![(delay, items)]);
+    }
+}
+
+/// One Tencent SMS status callback item, fields in wire order.
+#[derive(Serialize)]
+struct TencentStatus<'a> {
+    user_receive_time: &'a str,
+    nationcode: &'a str,
+    mobile: &'a str,
+    report_status: &'static str,
+    errmsg: &'static str,
+    description: &'static str,
+    sid: &'a str,
+}
+
+/// `+8613800138000` → (`86`, `13800138000`): the country calling code by the ITU zones (1 and 7
+/// are one digit; the two-digit codes listed; the rest three).
+fn split_country(e164: &str) -> (&str, &str) {
+    let digits = e164.trim_start_matches('+');
+    const TWO: &[&str] = &[
+        "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
+        "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
+        "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+    ];
+    let len = if digits.starts_with('1') || digits.starts_with('7') {
+        1
+    } else if TWO.iter().any(|c| digits.starts_with(c)) {
+        2
+    } else {
+        3
+    };
+    digits.split_at(len.min(digits.len()))
 }
 
 /// One JPush receipt, fields in wire order.
@@ -336,6 +412,32 @@ mod tests {
             serde_json::to_string(&sms).unwrap(),
             r#"{"phone_number":"13800138000","send_time":"2026-01-02 03:04:05","report_time":"2026-01-02 03:04:06","success":false,"err_code":"UNDELIV","err_msg":"用户接收失败","sms_size":"1","biz_id":"9^0","out_id":"77"}"#
         );
+    }
+
+    #[test]
+    fn tencent_statuses_serialise_in_the_documented_order() {
+        let status = TencentStatus {
+            user_receive_time: "2015-10-17 08:03:04",
+            nationcode: "86",
+            mobile: "13800138000",
+            report_status: "SUCCESS",
+            errmsg: "DELIVRD",
+            description: "用户短信送达成功",
+            sid: "2433:1",
+        };
+        assert_eq!(
+            serde_json::to_string(&status).unwrap(),
+            r#"{"user_receive_time":"2015-10-17 08:03:04","nationcode":"86","mobile":"13800138000","report_status":"SUCCESS","errmsg":"DELIVRD","description":"用户短信送达成功","sid":"2433:1"}"#
+        );
+    }
+
+    #[test]
+    fn calling_codes_are_split_off_by_zone() {
+        assert_eq!(split_country("+8613800138000"), ("86", "13800138000"));
+        assert_eq!(split_country("+14155550100"), ("1", "4155550100"));
+        assert_eq!(split_country("+79161234567"), ("7", "9161234567"));
+        assert_eq!(split_country("+447911123456"), ("44", "7911123456"));
+        assert_eq!(split_country("+85291234567"), ("852", "91234567"));
     }
 
     #[test]
