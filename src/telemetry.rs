@@ -97,6 +97,11 @@ fn describe_metrics() {
          users due) was read: ahead of the deadline, or when the timer fired."
     );
     describe_counter!(
+        "msghub_receipt_serial_waits_total",
+        "Tencent SMS status callbacks that named serials not stored yet and waited for the \
+         outcome of their send to be committed (each wait counted)."
+    );
+    describe_counter!(
         "msghub_intake_moved_total",
         "Messages the intake journal's mover stored in the main database."
     );

@@ -18,8 +18,10 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         crate::run(
             manager,
-            &["CREATE INDEX deliveries_sms_serial ON deliveries (channel_id, provider_id) \
-               WHERE channel_type = 'sms'"],
+            &[
+                "CREATE INDEX deliveries_sms_serial ON deliveries (channel_id, provider_id) \
+               WHERE channel_type = 'sms'",
+            ],
         )
         .await
     }

@@ -60,7 +60,9 @@ impl Channel {
     /// Normalises an address the way this channel records it (SMS strips the +86 prefix).
     pub fn normalise(self, address: &str) -> String {
         match self {
-            Channel::Sms | Channel::TencentSms => normalise_phone(address).unwrap_or_else(|| address.trim().to_string()),
+            Channel::Sms | Channel::TencentSms => {
+                normalise_phone(address).unwrap_or_else(|| address.trim().to_string())
+            }
             _ => address.trim().to_string(),
         }
     }

@@ -170,7 +170,10 @@ fn check_gateway(req: &HttpRequest, body: &[u8], state: &SimState) -> Result<(),
         return Err(error("InvalidAction", "The action does not exist."));
     }
     if header(req, "x-tc-region").is_none_or(str::is_empty) {
-        return Err(error("InvalidRegion", "X-TC-Region is required by this version."));
+        return Err(error(
+            "InvalidRegion",
+            "X-TC-Region is required by this version.",
+        ));
     }
     Ok(())
 }
@@ -193,12 +196,7 @@ fn check_body(body: &[u8], state: &SimState) -> Result<SendSms, TcError> {
             .iter()
             .map(|p| p.as_str().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or_else(|| {
-                error(
-                    "InvalidParameterValue",
-                    "PhoneNumberSet must hold strings.",
-                )
-            })?,
+            .ok_or_else(|| error("InvalidParameterValue", "PhoneNumberSet must hold strings."))?,
         _ => return Err(error("MissingParameter", "PhoneNumberSet is required.")),
     };
     if phones.len() > MAX_NUMBERS {
@@ -257,20 +255,28 @@ fn check_body(body: &[u8], state: &SimState) -> Result<SendSms, TcError> {
     Ok(SendSms { phones, session })
 }
 
-fn injected_error(f: Injected) -> Result<TcError, HttpResponse> {
-    Ok(match f {
-        Injected::Status(429) => error("RequestLimitExceeded", "simulated request rate limit"),
-        // A gateway in front of the API failed: no Tencent body at all.
+/// What an injected fault answers: a Tencent API error, or a gateway failure in front of the
+/// API with no Tencent body at all.
+enum Fault {
+    Api(TcError),
+    Gateway(StatusCode),
+}
+
+fn injected_error(f: Injected) -> Fault {
+    match f {
+        Injected::Status(429) => Fault::Api(error(
+            "RequestLimitExceeded",
+            "simulated request rate limit",
+        )),
         Injected::Status(s) if s >= 500 => {
-            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Err(HttpResponse::build(status).body("<html><body>gateway error</body></html>"));
+            Fault::Gateway(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
         }
-        Injected::Status(_) => error("InvalidParameter", "simulated failure"),
-        Injected::Code(c) => TcError {
+        Injected::Status(_) => Fault::Api(error("InvalidParameter", "simulated failure")),
+        Injected::Code(c) => Fault::Api(TcError {
             message: format!("simulated {c}"),
             code: c,
-        },
-    })
+        }),
+    }
 }
 
 /// A number Tencent takes: `+` and 6–15 digits.
@@ -294,7 +300,10 @@ pub(crate) async fn api(
     if state.rate(c, true).exceeded {
         return error_response(
             &state,
-            error("RequestLimitExceeded", "The request rate limit is exceeded."),
+            error(
+                "RequestLimitExceeded",
+                "The request rate limit is exceeded.",
+            ),
         );
     }
     let send = match check_body(&body, &state) {
@@ -303,10 +312,10 @@ pub(crate) async fn api(
     };
     if let Some(f) = state.take_fault(c) {
         return match injected_error(f) {
-            Ok(e) => error_response(&state, e),
-            Err(raw) => {
+            Fault::Api(e) => error_response(&state, e),
+            Fault::Gateway(status) => {
                 state.fail(c);
-                raw
+                HttpResponse::build(status).body("<html><body>gateway error</body></html>")
             }
         };
     }
@@ -361,7 +370,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (a.secret_id, a.date, a.service, a.signed_headers, a.signature),
+            (
+                a.secret_id,
+                a.date,
+                a.service,
+                a.signed_headers,
+                a.signature
+            ),
             ("AKID", "2026-01-02", "sms", "content-type;host", "abc")
         );
         for bad in [

@@ -181,16 +181,17 @@ async fn faults_answer_as_tencent_does() {
             ..FaultPlan::default()
         },
     ));
-    let (_, v) = call
-        .send(&c, &base, &send_body(&["+8613800000001"]))
-        .await;
+    let (_, v) = call.send(&c, &base, &send_body(&["+8613800000001"])).await;
     assert_eq!(error_code(&v), "InternalError.Timeout", "{v}");
     let (_, v) = call
         .send(&c, &base, &send_body(&["+8613800000001", "+8613800000009"]))
         .await;
     let set = &v["Response"]["SendStatusSet"];
     assert_eq!(set[0]["Code"], "Ok", "{v}");
-    assert_eq!(set[1]["Code"], "FailedOperation.PhoneNumberInBlacklist", "{v}");
+    assert_eq!(
+        set[1]["Code"], "FailedOperation.PhoneNumberInBlacklist",
+        "{v}"
+    );
     assert_eq!(sim.state.count("tencent_sms", "13800000009"), 0);
 
     sim.state.set_faults(
@@ -201,9 +202,7 @@ async fn faults_answer_as_tencent_does() {
             ..FaultPlan::default()
         },
     );
-    let (status, v) = call
-        .send(&c, &base, &send_body(&["+8613800000001"]))
-        .await;
+    let (status, v) = call.send(&c, &base, &send_body(&["+8613800000001"])).await;
     assert_eq!((status, v), (503, Value::Null));
     sim.state.set_faults(
         "tencent_sms",
@@ -213,10 +212,12 @@ async fn faults_answer_as_tencent_does() {
             ..FaultPlan::default()
         },
     );
-    let (status, v) = call
-        .send(&c, &base, &send_body(&["+8613800000001"]))
-        .await;
-    assert_eq!((status, error_code(&v)), (200, "RequestLimitExceeded"), "{v}");
+    let (status, v) = call.send(&c, &base, &send_body(&["+8613800000001"])).await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (200, "RequestLimitExceeded"),
+        "{v}"
+    );
     assert_eq!(sim.state.count("tencent_sms", "13800000001"), 1);
     sim.stop().await;
 }

@@ -497,7 +497,10 @@ async fn resolve_serials(
             false
         });
         match waits.next() {
-            Some(wait) if !pending.is_empty() => tokio::time::sleep(*wait).await,
+            Some(wait) if !pending.is_empty() => {
+                metrics::counter!("msghub_receipt_serial_waits_total").increment(1);
+                tokio::time::sleep(*wait).await;
+            }
             _ => break,
         }
     }

@@ -279,8 +279,81 @@ impl Db {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::settings::DatabaseSettings;
+
+    /// Serials find their SMS deliveries on their channel only, through the partial index.
+    #[tokio::test]
+    async fn sms_deliveries_are_found_by_serial_through_the_partial_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
+        })
+        .await
+        .unwrap();
+        let rows = [
+            (1i64, 7i64, "sms", "13800000001", Some("2433:1")),
+            (1, 7, "sms", "13800000002", Some("2433:2")),
+            (2, 7, "sms", "+8613800000001", Some("2433:3")),
+            (1, 7, "sms", "13800000003", None),
+            // Another channel's serial, and an app delivery with a look-alike id.
+            (1, 8, "sms", "13800000004", Some("2433:4")),
+            (1, 9, "app", "reg-1", Some("2433:5")),
+        ];
+        for (msgid, channel, kind, address, provider_id) in rows {
+            db.execute(
+                "INSERT INTO deliveries (message_id, shard_seq, channel_id, channel_type, address, \
+                 step, status, attempts, provider_id, updated_at) VALUES (?, 0, ?, ?, ?, 0, 1, 1, ?, 0)",
+                vec![
+                    msgid.into(),
+                    channel.into(),
+                    kind.into(),
+                    address.into(),
+                    provider_id.map(str::to_string).into(),
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let mut found = db
+            .sms_by_serial(7, &["2433:1", "2433:3", "2433:4", "2433:5", "2433:9"])
+            .await
+            .unwrap();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("2433:1".to_string(), 1, "13800000001".to_string()),
+                ("2433:3".to_string(), 2, "+8613800000001".to_string()),
+            ]
+        );
+        assert_eq!(db.sms_by_serial(8, &["2433:4"]).await.unwrap().len(), 1);
+        assert!(db.sms_by_serial(9, &["2433:5"]).await.unwrap().is_empty());
+        // 300 serials: two statements, each padded.
+        let many: Vec<String> = (0..300).map(|i| format!("2433:{i}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(db.sms_by_serial(7, &refs).await.unwrap().len(), 3);
+
+        let plan = db
+            .query_all(
+                "EXPLAIN QUERY PLAN SELECT provider_id, message_id, address FROM deliveries \
+                 WHERE channel_type = 'sms' AND channel_id = ? AND provider_id IN (?, ?)",
+                vec![7i64.into(), "a".into(), "b".into()],
+            )
+            .await
+            .unwrap();
+        let detail: Vec<String> = plan
+            .iter()
+            .map(|r| r.try_get::<String>("", "detail").unwrap())
+            .collect();
+        assert!(
+            detail.iter().any(|d| d.contains("deliveries_sms_serial")),
+            "{detail:?}"
+        );
+    }
 
     #[test]
     fn receipts_only_move_a_delivery_forward() {

@@ -432,6 +432,167 @@ async fn receipts_are_verified_and_foreign_ones_rejected() {
     assert_eq!(probe["code"], json!(0));
 }
 
+/// An `sms` channel on Tencent Cloud SMS: the simulator's status callbacks name deliveries by
+/// serial alone, and the hub applies exactly the ones the simulator drew — even when a callback
+/// overtakes the commit of the send it reports (no delay in the simulator). Statuses for
+/// unknown serials, or for another number, are counted and never applied.
+#[actix_web::test]
+async fn tencent_sms_status_callbacks_apply_by_serial() {
+    let app = spawn_app().await;
+    let sim = msghub_sim::SimConfig::default();
+    let secret = sim.tencent_secret_key.clone();
+    let ch = app
+        .admin_post(
+            "/api/channels",
+            json!({"type": "sms", "name": "tencent sim", "credentials": {
+                "provider": "tencent", "secret_id": sim.tencent_secret_id, "secret_key": secret,
+                "sdk_app_id": sim.tencent_sdk_app_id, "sign_name": "msghub",
+                "base_url": app.sim.http_url()}}),
+        )
+        .await;
+    let tencent = ch["id"].as_i64().expect("channel id");
+    // The source sends SMS through Tencent only.
+    let resp = app
+        .client
+        .delete(format!(
+            "{}/api/sources/{}/grants/{}",
+            app.address,
+            app.source_id,
+            app.channel("sms")
+        ))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(resp.status().as_u16(), 204);
+    app.grant(tencent).await;
+    let shown = app
+        .admin_get(&format!("/api/channels/{tencent}"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !shown.contains(&secret),
+        "the secret key is masked: {shown}"
+    );
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    let url = shown["receipt_url"]
+        .as_str()
+        .expect("receipt url")
+        .to_string();
+    app.sim_post(
+        "/sim/receipts",
+        json!({"channel": "tencent_sms", "report_url": url, "delivered_ratio": 0.6,
+               "failed_ratio": 0.3, "delay_ms": 0, "batch_max": 50, "batch_ms": 20}),
+    )
+    .await;
+
+    const N: usize = 300;
+    app.add_users((0..N).map(
+        |i| json!({"userid": format!("t{i:03}"), "add": {"phone": format!("1370000{i:04}")}}),
+    ))
+    .await;
+    let users: Vec<String> = (0..N).map(|i| format!("t{i:03}")).collect();
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": users, "msg_sms": [{"temp_id": "1110", "temp_para": ["42"]}]}),
+        )
+        .await;
+    app.wait_done(&msgid, Duration::from_secs(30)).await;
+    assert_eq!(app.sim.state.total("tencent_sms"), N as u64);
+    assert_eq!(app.sim.state.total("sms"), 0);
+    // Every status the simulator drew was acknowledged by the hub.
+    let started = Instant::now();
+    let report = loop {
+        let r = app.sim_receipts("tencent_sms", &msgid).await;
+        if r["pending"] == 0 && r["dropped_items"] == 0 {
+            break r;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let national = |v: &Value| -> BTreeSet<String> {
+        addresses(v)
+            .into_iter()
+            .map(|a| a.trim_start_matches("+86").to_string())
+            .collect()
+    };
+    let (delivered, failed) = (national(&report["delivered"]), national(&report["failed"]));
+    assert!(
+        delivered.len() > N / 3 && failed.len() > N / 10 && delivered.len() + failed.len() < N,
+        "the draw: {} delivered, {} failed",
+        delivered.len(),
+        failed.len()
+    );
+    let rows: Value = app
+        .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let with_status = |status: &str| -> BTreeSet<String> {
+        rows["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .filter(|r| r["status"] == status)
+            .map(|r| r["address"].as_str().expect("address").to_string())
+            .collect()
+    };
+    assert_eq!(with_status("delivered"), delivered);
+    assert_eq!(with_status("undelivered"), failed);
+    assert_eq!(
+        with_status("submitted").len(),
+        N - delivered.len() - failed.len()
+    );
+    for r in rows["deliveries"].as_array().expect("deliveries") {
+        assert!(
+            r["provider_id"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("2433:")),
+            "{r}"
+        );
+    }
+
+    // Foreign statuses: an unknown serial, and a known serial for another number.
+    let row = &rows["deliveries"][0];
+    let serial = row["provider_id"].as_str().expect("serial");
+    let unknown_before = app
+        .metric(r#"msghub_receipts_total{channel_type="sms",result="unknown"}"#)
+        .await;
+    let status = |sid: &str, mobile: &str| {
+        json!({"user_receive_time": "2026-01-02 03:04:05", "nationcode": "86", "mobile": mobile,
+               "report_status": "SUCCESS", "errmsg": "DELIVRD", "description": "ok", "sid": sid})
+    };
+    let resp = app
+        .client
+        .post(&url)
+        .json(&json!([status("2433:1", "13700000001"), status(serial, "13999999999"), {"sid": serial}]))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, json!({"result": 0, "errmsg": "OK"}));
+    assert_eq!(
+        app.metric(r#"msghub_receipts_total{channel_type="sms",result="unknown"}"#)
+            .await,
+        unknown_before + 2
+    );
+    let again: Value = app
+        .admin_get(&format!(
+            "/api/messages/{msgid}/deliveries?userid={}",
+            row["userid"].as_str().expect("userid")
+        ))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["deliveries"][0]["status"], row["status"]);
+}
+
 /// A paced send (`option.spread_seconds`) spreads its deliveries evenly over the duration:
 /// counted in equal time buckets, each holds about its share.
 #[actix_web::test]

@@ -54,7 +54,9 @@ fn text(v: &Value, name: &str) -> String {
 
 /// One outcome per number of `phones` (E.164, as sent in `PhoneNumberSet`), in order.
 pub(crate) fn classify(reply: &Reply, phones: &[String]) -> Vec<Outcome> {
-    let response = reply.json().and_then(|mut j| j.get_mut("Response").map(Value::take));
+    let response = reply
+        .json()
+        .and_then(|mut j| j.get_mut("Response").map(Value::take));
     let Some(response) = response else {
         // No `Response` object: a proxy or load balancer answered.
         let class = fallback(reply.status);
@@ -170,7 +172,11 @@ mod tests {
                 1,
                 OutcomeClass::Gone,
             ),
-            ("UnauthorizedOperation.RequestIpNotInWhitelist", 2, OutcomeClass::Perm),
+            (
+                "UnauthorizedOperation.RequestIpNotInWhitelist",
+                2,
+                OutcomeClass::Perm,
+            ),
             ("Ok", 2, OutcomeClass::Perm),
         ];
         for (code, n, class) in table {
@@ -235,7 +241,10 @@ mod tests {
         r.retry_after = Some(Duration::from_secs(2));
         let out = classify(&r, &phones(2));
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].class, out[0].code.as_str()), (OutcomeClass::Retry, "503"));
+        assert_eq!(
+            (out[0].class, out[0].code.as_str()),
+            (OutcomeClass::Retry, "503")
+        );
         assert_eq!(out[0].retry_after, Some(Duration::from_secs(2)));
         assert!(out[0].message.contains("busy"), "{}", out[0].message);
         let out = classify(&reply(200, "not json"), &phones(1));

@@ -9,6 +9,7 @@ pub(crate) mod classify;
 pub(crate) mod config;
 pub(crate) mod sign;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -152,7 +153,8 @@ pub(crate) fn parse_content(content: &Value) -> Result<SmsTemplate, Outcome> {
 pub(crate) fn e164(address: &str) -> Option<String> {
     let a = address.trim();
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let international = |rest: &str| (digits(rest) && (6..=15).contains(&rest.len())).then(|| format!("+{rest}"));
+    let international =
+        |rest: &str| (digits(rest) && (6..=15).contains(&rest.len())).then(|| format!("+{rest}"));
     if let Some(rest) = a.strip_prefix('+') {
         international(rest)
     } else if let Some(rest) = a.strip_prefix("00") {
@@ -231,25 +233,26 @@ impl Provider for TencentProvider {
             Err(rejected) => return vec![rejected; targets.len()],
         };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; targets.len()];
-        let numbers: Vec<Option<String>> = targets.iter().map(|t| e164(&t.address)).collect();
-        // Mainland and international numbers may not share a call; a number written twice
-        // ("138…" and "+86138…") is sent once and both deliveries share its outcome.
+        // Each E.164 number and the targets it stands for: a number written twice ("138…" and
+        // "+86138…") is sent once and both deliveries share its outcome.
+        let mut numbers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, target) in targets.iter().enumerate() {
+            if let Some(phone) = e164(&target.address) {
+                numbers.entry(phone).or_default().push(i);
+            }
+        }
+        // Mainland and international numbers may not share a call.
         for mainland in [true, false] {
-            let mut phones: Vec<String> = numbers
-                .iter()
-                .flatten()
+            let phones: Vec<String> = numbers
+                .keys()
                 .filter(|p| p.starts_with("+86") == mainland)
                 .cloned()
                 .collect();
-            phones.sort_unstable();
-            phones.dedup();
             for chunk in phones.chunks(MAX_BATCH) {
                 let results = self.call(&template, chunk, req.msgid).await;
                 for (phone, outcome) in chunk.iter().zip(results) {
-                    for (slot, number) in outcomes.iter_mut().zip(&numbers) {
-                        if number.as_ref() == Some(phone) {
-                            *slot = Some(outcome.clone());
-                        }
+                    for &i in numbers.get(phone).into_iter().flatten() {
+                        outcomes[i] = Some(outcome.clone());
                     }
                 }
             }
@@ -280,8 +283,10 @@ mod tests {
     use super::*;
 
     fn config() -> TencentConfig {
-        config::parse(&json!({"provider": "tencent", "secret_id": "AKID", "secret_key": "k",
-                              "sdk_app_id": "1400006666", "sign_name": "默认签名"}))
+        config::parse(
+            &json!({"provider": "tencent", "secret_id": "AKID", "secret_key": "k",
+                              "sdk_app_id": "1400006666", "sign_name": "默认签名"}),
+        )
         .unwrap()
     }
 
@@ -303,7 +308,12 @@ mod tests {
         assert_eq!(t.template_id, "1110");
         assert_eq!(t.params, vec!["a", "b"]);
         assert_eq!(t.sign_name.as_deref(), Some("其他"));
-        assert!(parse_content(&json!({"temp_id": "1"})).unwrap().params.is_empty());
+        assert!(
+            parse_content(&json!({"temp_id": "1"}))
+                .unwrap()
+                .params
+                .is_empty()
+        );
     }
 
     #[test]

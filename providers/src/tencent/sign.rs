@@ -62,7 +62,10 @@ pub(crate) fn signature(
     service: &str,
     canonical_request: &str,
 ) -> String {
-    let k_date = hmac(format!("TC3{secret_key}").as_bytes(), &scope_date(timestamp));
+    let k_date = hmac(
+        format!("TC3{secret_key}").as_bytes(),
+        &scope_date(timestamp),
+    );
     let k_service = hmac(&k_date, service);
     let k_signing = hmac(&k_service, "tc3_request");
     hex::encode(hmac(

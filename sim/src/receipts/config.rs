@@ -120,7 +120,9 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
 pub(crate) fn receipt_channel(name: &str) -> Result<Channel, String> {
     match Channel::parse(name) {
         Some(c @ (Channel::App | Channel::Sms | Channel::TencentSms)) => Ok(c),
-        _ => Err(format!("channel {name:?} has no receipts; use app, sms or tencent_sms")),
+        _ => Err(format!(
+            "channel {name:?} has no receipts; use app, sms or tencent_sms"
+        )),
     }
 }
 

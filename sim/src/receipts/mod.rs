@@ -105,9 +105,9 @@ impl Receipts {
     /// Replaces the receipt configuration of `channel` after validating it.
     pub(crate) fn configure(&self, channel: Channel, config: ReceiptConfig) -> Result<(), String> {
         config.validate(channel)?;
-        let outbox = self
-            .outbox(channel)
-            .ok_or_else(|| format!("channel {channel} has no receipts; use app, sms or tencent_sms"))?;
+        let outbox = self.outbox(channel).ok_or_else(|| {
+            format!("channel {channel} has no receipts; use app, sms or tencent_sms")
+        })?;
         outbox.set_config(config);
         Ok(())
     }

@@ -53,7 +53,12 @@ fn sha256_hex(data: &[u8]) -> String {
 impl TencentCall<'_> {
     /// POSTs `body` to `base` (`http://127.0.0.1:PORT`); returns the status and the JSON answer
     /// (`Null` when the answer is not JSON).
-    pub async fn send(&self, c: &reqwest::Client, base: &str, body: &str) -> (u16, serde_json::Value) {
+    pub async fn send(
+        &self,
+        c: &reqwest::Client,
+        base: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         let host = base.trim_start_matches("http://");
         let content_type = "application/json; charset=utf-8";
         let canonical = format!(
