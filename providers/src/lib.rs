@@ -16,6 +16,7 @@ mod jpush;
 mod smtp;
 mod tencent;
 mod webhook;
+mod wechat;
 
 /// Knobs for the adapters built by [`build`]: process-wide ones plus the channel's receipt URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -131,6 +132,7 @@ pub fn build(
             SmsVendor::Tencent => tencent::build(credentials, options),
         },
         ChannelType::Email => smtp::build(credentials, options),
+        ChannelType::Wechatoa => wechat::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -145,6 +147,7 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
             SmsVendor::Tencent => tencent::config::parse(credentials).map(drop),
         },
         ChannelType::Email => smtp::config::parse(credentials).map(drop),
+        ChannelType::Wechatoa => wechat::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -157,6 +160,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::App => jpush::config::SECRETS,
         ChannelType::Sms => SMS_SECRETS,
         ChannelType::Email => smtp::config::SECRETS,
+        ChannelType::Wechatoa => wechat::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
     }
@@ -172,7 +176,6 @@ mod tests {
     #[test]
     fn unsupported_types_are_rejected_everywhere() {
         for kind in [
-            ChannelType::Wechatoa,
             ChannelType::Wechatmp,
             ChannelType::AlipayLife,
             ChannelType::DingtalkCc,
@@ -200,6 +203,7 @@ mod tests {
         );
         assert_eq!(secret_fields(ChannelType::Email), &["password"]);
         assert_eq!(secret_fields(ChannelType::Webhook), &["secret", "headers"]);
+        assert_eq!(secret_fields(ChannelType::Wechatoa), &["secret", "token"]);
     }
 
     #[test]
@@ -213,8 +217,8 @@ mod tests {
         let err = validate(ChannelType::App, &json!([])).unwrap_err();
         assert_eq!(err.to_string(), "app: credentials must be a JSON object");
         assert_eq!(
-            ConfigError::Unsupported(ChannelType::Wechatoa).to_string(),
-            "wechatoa: channel type is not supported yet"
+            ConfigError::Unsupported(ChannelType::Feishu).to_string(),
+            "feishu: channel type is not supported yet"
         );
     }
 
@@ -338,5 +342,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(hook.max_batch(), 1);
+        let oa = build(
+            ChannelType::Wechatoa,
+            &json!({"appid": "wx1234567890abcdef", "secret": "s", "token": "tok"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(oa.max_batch(), 1);
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The five simulated delivery channels.
+/// The six simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -17,19 +17,22 @@ pub enum Channel {
     Email,
     /// Webhook sink (`/webhook/{name}`).
     Webhook,
+    /// WeChat Official Account template messages (`/cgi-bin/message/template/send`).
+    Wechatoa,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 5] = [
+    pub const ALL: [Channel; 6] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
         Channel::Email,
         Channel::Webhook,
+        Channel::Wechatoa,
     ];
 
-    /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`).
+    /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -37,11 +40,12 @@ impl Channel {
             Channel::TencentSms => "tencent_sms",
             Channel::Email => "email",
             Channel::Webhook => "webhook",
+            Channel::Wechatoa => "wechatoa",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`.
+    /// `smtp`/`mail`, `wechat`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -49,6 +53,7 @@ impl Channel {
             "tencent_sms" | "tencent" => Some(Channel::TencentSms),
             "email" | "smtp" | "mail" => Some(Channel::Email),
             "webhook" => Some(Channel::Webhook),
+            "wechatoa" | "wechat" => Some(Channel::Wechatoa),
             _ => None,
         }
     }

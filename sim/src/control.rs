@@ -169,7 +169,12 @@ async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -
             Err(e) => HttpResponse::BadRequest().json(json!({"error": e})),
         },
         None => {
-            let all: Map<String, Value> = [Channel::App, Channel::Sms, Channel::TencentSms]
+            let all: Map<String, Value> = [
+                Channel::App,
+                Channel::Sms,
+                Channel::TencentSms,
+                Channel::Wechatoa,
+            ]
                 .iter()
                 .map(|c| {
                     (

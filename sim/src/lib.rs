@@ -1,5 +1,6 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
-//! (API 3.0 + TC3-HMAC-SHA256), a signed webhook sink and an SMTP sink, with recording, an event
+//! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
+//! `TEMPLATESENDJOBFINISH` events), a signed webhook sink and an SMTP sink, with recording, an event
 //! log, failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
@@ -18,6 +19,7 @@ mod smtp;
 mod state;
 mod tencent;
 pub mod webhook;
+mod wechat;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -56,6 +58,14 @@ pub struct SimConfig {
     pub tencent_secret_key: String,
     /// Tencent `SmsSdkAppId` the simulated account owns.
     pub tencent_sdk_app_id: String,
+    /// WeChat Official Account AppID.
+    pub wechat_appid: String,
+    /// WeChat AppSecret.
+    pub wechat_secret: String,
+    /// The Token of the account's server configuration: signs the event pushes.
+    pub wechat_token: String,
+    /// The account's original id (`gh_…`), the events' `ToUserName`.
+    pub wechat_original_id: String,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -81,6 +91,10 @@ impl Default for SimConfig {
             tencent_secret_id: "sim-tencent-id".into(),
             tencent_secret_key: "sim-tencent-key".into(),
             tencent_sdk_app_id: "1400000001".into(),
+            wechat_appid: "wx5151000000000001".into(),
+            wechat_secret: "sim-wechat-secret".into(),
+            wechat_token: "simWechatToken".into(),
+            wechat_original_id: "gh_5151000000001".into(),
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
@@ -233,6 +247,12 @@ fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(aliyun::rpc)),
     )
     .service(web::resource("/webhook/{name}").route(web::post().to(webhook::receive)))
+    .service(web::resource("/cgi-bin/token").route(web::get().to(wechat::classic_token)))
+    .service(web::resource("/cgi-bin/stable_token").route(web::post().to(wechat::stable_token)))
+    .service(
+        web::resource("/cgi-bin/message/template/send")
+            .route(web::post().to(wechat::template_send)),
+    )
     .configure(control::configure);
 }
 

@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 5],
+    channels: [ChannelState; 6],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -159,6 +159,8 @@ pub struct SimState {
     pub(crate) webhook_deliveries: Mutex<std::collections::HashSet<String>>,
     /// JPush pushes: `msg_id`s issued by accepted pushes, and those withdrawn since, in order.
     pub(crate) jpush_recalls: Mutex<crate::jpush::Recalls>,
+    /// WeChat access tokens issued and template sends deduped by `client_msg_id`.
+    pub(crate) wechat: Mutex<crate::wechat::WechatState>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
 }
@@ -178,6 +180,7 @@ impl SimState {
             jpush_cids: Mutex::new(HashMap::new()),
             webhook_deliveries: Mutex::new(std::collections::HashSet::new()),
             jpush_recalls: Mutex::new(crate::jpush::Recalls::default()),
+            wechat: Mutex::new(crate::wechat::WechatState::default()),
             broadcasts: AtomicU64::new(0),
         }
     }
@@ -308,8 +311,15 @@ impl SimState {
         lock(&self.jpush_cids).clear();
         lock(&self.webhook_deliveries).clear();
         *lock(&self.jpush_recalls) = crate::jpush::Recalls::default();
+        *lock(&self.wechat) = crate::wechat::WechatState::default();
         self.broadcasts.store(0, Ordering::Relaxed);
         self.receipts.reset();
+    }
+
+    /// Ends every WeChat access token issued so far, as their expiry would: sends presenting
+    /// one are refused with 42001 until a new token is fetched.
+    pub fn expire_wechat_tokens(&self) {
+        lock(&self.wechat).expire_all();
     }
 
     // ----- crate-internal hooks used by the endpoints -----

@@ -20,6 +20,7 @@ const APP_AUTH: &str = "sim-app-key:sim-master-secret";
 #[derive(Clone, Debug)]
 struct Seen {
     path: String,
+    query: String,
     authorization: Option<String>,
     content_type: Option<String>,
     body: Value,
@@ -62,9 +63,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, rx: web::Data<Receiver>) ->
         .is_ok();
     rx.seen.lock().unwrap().push(Seen {
         path: req.path().to_string(),
+        query: req.query_string().to_string(),
         authorization: header("authorization"),
         content_type: header("content-type"),
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        body: serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
         ok: !failing,
     });
     if failing {
@@ -758,5 +761,96 @@ async fn tencent_statuses_name_each_number_by_its_serial() {
         strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(),
         failed
     );
+    sim.stop().await;
+}
+
+/// The text of one XML element of a flat WeChat event (CDATA or not).
+fn xml_field(xml: &str, name: &str) -> String {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = xml.find(&open).unwrap() + open.len();
+    let end = xml[start..].find(&close).unwrap() + start;
+    let text = &xml[start..end];
+    text.strip_prefix("<![CDATA[")
+        .and_then(|t| t.strip_suffix("]]>"))
+        .unwrap_or(text)
+        .to_string()
+}
+
+#[actix_web::test]
+async fn wechat_events_are_pushed_one_per_post_and_signed() {
+    use sha1::Digest;
+    let sim = common::sim(|c| c.receipt_seed = Some(11)).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let (rx_base, rx) = receiver(1).await;
+    let cfg = json!({"channel": "wechat", "report_url": format!("{rx_base}/oa?x=1"),
+                     "delivered_ratio": 0.5, "failed_ratio": 0.5, "delay_ms": 0, "batch_ms": 5,
+                     "retry_delays_ms": [5]});
+    let (s, v) = configure(&c, &base, cfg).await;
+    assert_eq!((s, v["channel"].as_str()), (200, Some("wechatoa")), "{v}");
+    let token: Value = c
+        .post(format!("{base}/cgi-bin/stable_token"))
+        .json(&json!({"grant_type": "client_credential", "appid": "wx5151000000000001",
+                      "secret": "sim-wechat-secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap();
+    let mut msgids = BTreeMap::new();
+    for i in 0..20 {
+        let openid = format!("oUser{i:07}");
+        let v: Value = c
+            .post(format!("{base}/cgi-bin/message/template/send?access_token={token}"))
+            .json(&json!({"touser": openid, "template_id": "T", "client_msg_id": format!("msghub-905-{i}"),
+                          "data": {"a": {"value": "b"}}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        msgids.insert(v["msgid"].as_u64().unwrap().to_string(), openid);
+    }
+    settle(&c, &base, "channel=wechatoa", |r| r["posted_items"] == 20).await;
+    let requests: Vec<Seen> = rx.requests();
+    assert_eq!(requests.iter().filter(|r| !r.ok).count(), 1, "one refused, retried");
+    let (mut delivered, mut failed) = (BTreeSet::new(), BTreeSet::new());
+    for r in requests.iter().filter(|r| r.ok) {
+        assert_eq!(r.path, "/oa");
+        assert_eq!(r.content_type.as_deref(), Some("text/xml"));
+        let q: BTreeMap<String, String> = url::form_urlencoded::parse(r.query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(q["x"], "1", "the URL's own query is kept");
+        let mut parts = ["simWechatToken", q["timestamp"].as_str(), q["nonce"].as_str()];
+        parts.sort_unstable();
+        assert_eq!(
+            q["signature"],
+            hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()))
+        );
+        let xml = r.body.as_str().unwrap();
+        assert_eq!(xml_field(xml, "ToUserName"), "gh_5151000000001");
+        assert_eq!(xml_field(xml, "MsgType"), "event");
+        assert_eq!(xml_field(xml, "Event"), "TEMPLATESENDJOBFINISH");
+        let openid = xml_field(xml, "FromUserName");
+        let msgid = xml_field(xml, "MsgID");
+        assert_eq!(msgids.get(&msgid), Some(&openid), "{xml}");
+        assert!(xml_field(xml, "CreateTime").parse::<i64>().is_ok());
+        let even = msgid.parse::<u64>().unwrap() % 2 == 0;
+        match xml_field(xml, "Status").as_str() {
+            "success" => assert!(delivered.insert(openid)),
+            "failed:user block" if even => assert!(failed.insert(openid)),
+            "failed: system failed" if !even => assert!(failed.insert(openid)),
+            other => assert_eq!(other, "a known status", "{xml}"),
+        }
+    }
+    assert_eq!(delivered.len() + failed.len(), 20);
+    let one = report(&c, &base, "channel=wechatoa&msgid=905").await;
+    assert_eq!(strings(&one["delivered"]).into_iter().collect::<BTreeSet<_>>(), delivered);
+    assert_eq!(strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(), failed);
     sim.stop().await;
 }

@@ -83,9 +83,9 @@ impl ReceiptConfig {
         }
         match (channel, &self.report_url) {
             (_, None) => Ok(()),
-            (Channel::Sms | Channel::TencentSms, Some(url)) => check_url(url),
+            (Channel::Sms | Channel::TencentSms | Channel::Wechatoa, Some(url)) => check_url(url),
             (_, Some(_)) => Err(
-                "report_url is for the sms channels only; JPush receipts go to each push's callback.url"
+                "report_url is for the sms and wechatoa channels only; JPush receipts go to each push's callback.url"
                     .into(),
             ),
         }
@@ -108,7 +108,7 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
     let channel = match fields.remove("channel") {
         Some(Value::String(name)) => receipt_channel(&name)?,
         Some(_) => return Err("channel must be a string".into()),
-        None => return Err("channel is required (app, sms or tencent_sms)".into()),
+        None => return Err("channel is required (app, sms, tencent_sms or wechatoa)".into()),
     };
     let config: ReceiptConfig =
         serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())?;
@@ -119,9 +119,9 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
 /// The channels that send receipts.
 pub(crate) fn receipt_channel(name: &str) -> Result<Channel, String> {
     match Channel::parse(name) {
-        Some(c @ (Channel::App | Channel::Sms | Channel::TencentSms)) => Ok(c),
+        Some(c @ (Channel::App | Channel::Sms | Channel::TencentSms | Channel::Wechatoa)) => Ok(c),
         _ => Err(format!(
-            "channel {name:?} has no receipts; use app, sms or tencent_sms"
+            "channel {name:?} has no receipts; use app, sms, tencent_sms or wechatoa"
         )),
     }
 }
@@ -196,7 +196,7 @@ mod tests {
             ),
             (
                 r#"{"channel":"app","report_url":"http://127.0.0.1/"}"#,
-                "sms channels only",
+                "sms and wechatoa channels only",
             ),
             (
                 r#"{"channel":"sms","report_url":"ftp://127.0.0.1/"}"#,

@@ -57,6 +57,10 @@ pub(crate) struct Receipts {
     app: Mutex<Arc<Outbox>>,
     sms: Mutex<Arc<Outbox>>,
     tencent: Mutex<Arc<Outbox>>,
+    wechat: Mutex<Arc<Outbox>>,
+    /// The WeChat server configuration's Token, and the account's original id.
+    wechat_token: String,
+    wechat_original_id: String,
     dice: Mutex<Dice>,
     courier: Arc<Courier>,
     /// `Authorization` of JPush receipts: Basic base64(app_key:master_secret).
@@ -78,6 +82,9 @@ impl Receipts {
             ))),
             sms: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             tencent: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
+            wechat: Mutex::new(Arc::new(wechat_outbox(&config.wechat_token, &courier))),
+            wechat_token: config.wechat_token.clone(),
+            wechat_original_id: config.wechat_original_id.clone(),
             dice: Mutex::new(Dice::new(config.receipt_seed)),
             courier,
             jpush_auth,
@@ -94,6 +101,7 @@ impl Receipts {
             Channel::App => Some(&self.app),
             Channel::Sms => Some(&self.sms),
             Channel::TencentSms => Some(&self.tencent),
+            Channel::Wechatoa => Some(&self.wechat),
             Channel::Email | Channel::Webhook => None,
         }
     }
@@ -106,7 +114,7 @@ impl Receipts {
     pub(crate) fn configure(&self, channel: Channel, config: ReceiptConfig) -> Result<(), String> {
         config.validate(channel)?;
         let outbox = self.outbox(channel).ok_or_else(|| {
-            format!("channel {channel} has no receipts; use app, sms or tencent_sms")
+            format!("channel {channel} has no receipts; use app, sms, tencent_sms or wechatoa")
         })?;
         outbox.set_config(config);
         Ok(())
@@ -127,6 +135,8 @@ impl Receipts {
             let old = std::mem::replace(&mut *lock(slot), fresh);
             old.close();
         }
+        let fresh = Arc::new(wechat_outbox(&self.wechat_token, &self.courier));
+        std::mem::replace(&mut *lock(&self.wechat), fresh).close();
     }
 
     /// Stops every receipt task (the simulator is stopping).
@@ -134,6 +144,7 @@ impl Receipts {
         lock(&self.app).close();
         lock(&self.sms).close();
         lock(&self.tencent).close();
+        lock(&self.wechat).close();
     }
 
     /// An accepted push: draws a receipt per registration id and schedules them.
@@ -242,6 +253,35 @@ impl Receipts {
         outbox.schedule(url, vec![(delay, items)]);
     }
 
+    /// An accepted WeChat template send: draws its fate and schedules its
+    /// `TEMPLATESENDJOBFINISH` event for the configured `report_url`. A failure is reported as
+    /// `failed:user block` for even msgids and `failed: system failed` for odd ones. `key` is
+    /// msghub's msgid (from the `client_msg_id`), for the per-msgid lists.
+    pub(crate) fn wechat_accepted(&self, key: &str, msgid: u64, openid: &str) {
+        let outbox = lock(&self.wechat).clone();
+        let config = outbox.config();
+        let Some(url) = config.report_url.as_deref().filter(|_| config.enabled) else {
+            return;
+        };
+        let fate = lock(&self.dice).roll(&config).0;
+        let (status, event) = match fate {
+            Fate::Delivered => ("success", Event::Delivered),
+            Fate::Failed if msgid % 2 == 0 => ("failed:user block", Event::Failed),
+            Fate::Failed => ("failed: system failed", Event::Failed),
+            Fate::Silent => return,
+        };
+        let delay = millis(config.delay_ms);
+        let created = unix_after(Utc::now(), delay);
+        let xml = template_event(&self.wechat_original_id, openid, created, msgid, status);
+        let item = Item {
+            key: key.into(),
+            address: openid.to_string(),
+            event,
+            json: xml,
+        };
+        outbox.schedule(url, vec![(delay, vec![item])]);
+    }
+
     /// An accepted Tencent SendSms: draws a status per accepted number (`(SerialNo, E.164
     /// number)`) and schedules the callbacks to the configured `report_url`. `session` is the
     /// call's `SessionContext` (the msghub msgid), used only for the per-msgid lists: the
@@ -280,6 +320,27 @@ impl Receipts {
         }
         outbox.schedule(url, vec![(delay, items)]);
     }
+}
+
+/// The WeChat outbox: one signed XML event per POST.
+fn wechat_outbox(token: &str, courier: &Arc<Courier>) -> Outbox {
+    Outbox::with_wire(
+        None,
+        outbox::Wire::WechatXml {
+            token: token.to_string(),
+        },
+        courier.clone(),
+    )
+}
+
+/// A `TEMPLATESENDJOBFINISH` event, as WeChat pushes it (plaintext mode).
+fn template_event(original_id: &str, openid: &str, created: i64, msgid: u64, status: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{original_id}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID>\
+         <Status><![CDATA[{status}]]></Status></xml>"
+    )
 }
 
 /// One Tencent SMS status callback item, fields in wire order.

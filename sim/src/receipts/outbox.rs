@@ -62,7 +62,17 @@ impl DropReason {
     }
 }
 
-/// One receipt, already serialised as a JSON array element.
+/// How a receipt batch travels.
+#[derive(Clone, Debug)]
+pub(crate) enum Wire {
+    /// One POST per batch: a JSON array of the items (JPush, Aliyun, Tencent).
+    JsonArray,
+    /// One POST per item: its XML document, signed in the query as WeChat signs event pushes
+    /// (`signature = sha1(sort(token, timestamp, nonce))`).
+    WechatXml { token: String },
+}
+
+/// One receipt, already serialised as a JSON array element (or, for WeChat, an XML document).
 pub(crate) struct Item {
     /// msghub's msgid (JPush `params.msgid`, Aliyun `out_id`) for the per-msgid lists.
     pub key: Arc<str>,
@@ -130,11 +140,16 @@ pub(crate) struct Outbox {
     warned: AtomicU8,
     /// `Authorization` header value (JPush: Basic app_key:master_secret; Aliyun: none).
     auth: Option<String>,
+    wire: Wire,
     courier: Arc<Courier>,
 }
 
 impl Outbox {
     pub(crate) fn new(auth: Option<String>, courier: Arc<Courier>) -> Outbox {
+        Outbox::with_wire(auth, Wire::JsonArray, courier)
+    }
+
+    pub(crate) fn with_wire(auth: Option<String>, wire: Wire, courier: Arc<Courier>) -> Outbox {
         Outbox {
             config: Mutex::new(ReceiptConfig::default()),
             stats: Stats::default(),
@@ -143,6 +158,7 @@ impl Outbox {
             closed: AtomicBool::new(false),
             warned: AtomicU8::new(0),
             auth,
+            wire,
             courier,
         }
     }
@@ -262,8 +278,20 @@ impl Outbox {
         }
     }
 
-    /// POSTs one batch, retrying after each configured delay, then drops it and counts it.
+    /// POSTs one batch (or, one by one, its XML items), retrying after each configured delay,
+    /// then drops what was not acknowledged and counts it.
     async fn deliver(&self, url: &str, batch: Vec<Item>) {
+        if let Wire::WechatXml { token } = &self.wire {
+            for item in batch {
+                let body = item.json.clone();
+                self.post_with_retries(vec![item], || {
+                    let signed = signed_url(url, token);
+                    self.post(signed, body.clone(), "text/xml")
+                })
+                .await;
+            }
+            return;
+        }
         let mut body =
             String::with_capacity(batch.iter().map(|i| i.json.len() + 1).sum::<usize>() + 2);
         body.push('[');
@@ -274,6 +302,17 @@ impl Outbox {
             body.push_str(&item.json);
         }
         body.push(']');
+        self.post_with_retries(batch, || {
+            self.post(url.to_string(), body.clone(), "application/json")
+        })
+        .await;
+    }
+
+    async fn post_with_retries<F, Fut>(&self, batch: Vec<Item>, attempt_post: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
         let delays = lock(&self.config).retry_delays_ms.clone();
         for attempt in 0..=delays.len() {
             if let Some(wait) = attempt.checked_sub(1).and_then(|i| delays.get(i)) {
@@ -282,7 +321,7 @@ impl Outbox {
             if self.is_closed() {
                 return;
             }
-            match self.post(url, body.clone()).await {
+            match attempt_post().await {
                 Ok(()) => return self.acknowledged(batch),
                 Err(reason) => {
                     self.stats.failed_posts.fetch_add(1, Ordering::Relaxed);
@@ -295,12 +334,9 @@ impl Outbox {
         self.drop_items(n, DropReason::RetriesExhausted);
     }
 
-    async fn post(&self, url: &str, body: String) -> Result<(), String> {
+    async fn post(&self, url: String, body: String, content_type: &str) -> Result<(), String> {
         let client = self.courier.client().ok_or("no HTTP client")?;
-        let mut request = client
-            .post(url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+        let mut request = client.post(url).header(CONTENT_TYPE, content_type).body(body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth);
         }
@@ -370,6 +406,23 @@ impl Outbox {
             clicked,
         }
     }
+}
+
+/// `url` with WeChat's `signature`, `timestamp` and `nonce` query parameters.
+pub(crate) fn signed_url(url: &str, token: &str) -> String {
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let nonce = rand::random::<u32>().to_string();
+    let signature = wechat_signature(token, &timestamp, &nonce);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}signature={signature}&timestamp={timestamp}&nonce={nonce}")
+}
+
+/// `sha1` (lowercase hex) of the token, timestamp and nonce sorted and joined.
+pub(crate) fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
+    use sha1::{Digest, Sha1};
+    let mut parts = [token, timestamp, nonce];
+    parts.sort_unstable();
+    hex::encode(Sha1::digest(parts.concat().as_bytes()))
 }
 
 /// The batching task of one receiver URL: collects up to `batch_max` items or `batch_ms`, then

@@ -1,0 +1,148 @@
+//! WeChat OA replies → outcome class (providers.md §1.3 error table, Appendix A).
+
+use msghub_actors::provider::{Outcome, OutcomeClass};
+use serde_json::Value;
+
+use crate::http::{Reply, class_for_status, truncate, with_wait};
+
+/// The errcodes that mean the access token was refused: refresh it and send again.
+pub(crate) fn is_token_error(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40014 | 42001)
+}
+
+fn class_for_errcode(errcode: i64) -> OutcomeClass {
+    match errcode {
+        0 => OutcomeClass::Ok,
+        -1 => OutcomeClass::Retry,
+        c if is_token_error(c) => OutcomeClass::Token,
+        // Not a follower of this account / another account's openid, unsubscribed, blocked.
+        40003 | 43004 | 43019 => OutcomeClass::Gone,
+        45009 => OutcomeClass::Quota,
+        45011 => OutcomeClass::Rate,
+        // 41001 no token (a bug), 40037 template, 47001/47003 body, 48001/48004/43116
+        // permissions and bans, and every code not listed.
+        _ => OutcomeClass::Perm,
+    }
+}
+
+/// `(errcode, errmsg)` of a JSON reply, when it has an `errcode`.
+pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
+    let code = json.get("errcode")?.as_i64()?;
+    let message = json
+        .get("errmsg")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Some((code, message))
+}
+
+/// The outcome of one template send.
+pub(crate) fn classify(reply: &Reply) -> Outcome {
+    let json = reply.json();
+    let outcome = match json.as_ref().and_then(errcode) {
+        Some((0, _)) if reply.status == 200 => {
+            let msgid = json
+                .as_ref()
+                .and_then(|j| j.get("msgid"))
+                .and_then(|m| match m {
+                    Value::Number(n) => Some(n.to_string()),
+                    Value::String(s) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                });
+            Outcome::ok("0", msgid)
+        }
+        Some((code, message)) => {
+            let class = match class_for_errcode(code) {
+                // errcode 0 on a non-200 answer is not a send.
+                OutcomeClass::Ok => OutcomeClass::Perm,
+                class => class,
+            };
+            Outcome::failed(class, code.to_string(), truncate(&message))
+        }
+        None => {
+            let class = match class_for_status(reply.status) {
+                // A 2xx without an errcode is not a confirmed send, and a retry could send twice.
+                OutcomeClass::Ok => OutcomeClass::Perm,
+                class => class,
+            };
+            Outcome::failed(
+                class,
+                reply.status.to_string(),
+                format!("HTTP {}: {}", reply.status, reply.excerpt()),
+            )
+        }
+    };
+    with_wait(outcome, reply.retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: body.as_bytes().to_vec(),
+            retry_after: None,
+            rate_reset: None,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let table = [
+            (-1, OutcomeClass::Retry),
+            (40001, OutcomeClass::Token),
+            (40014, OutcomeClass::Token),
+            (42001, OutcomeClass::Token),
+            (41001, OutcomeClass::Perm),
+            (40003, OutcomeClass::Gone),
+            (43004, OutcomeClass::Gone),
+            (43019, OutcomeClass::Gone),
+            (40037, OutcomeClass::Perm),
+            (45009, OutcomeClass::Quota),
+            (45011, OutcomeClass::Rate),
+            (47001, OutcomeClass::Perm),
+            (47003, OutcomeClass::Perm),
+            (48001, OutcomeClass::Perm),
+            (99999, OutcomeClass::Perm),
+        ];
+        for (code, class) in table {
+            let o = classify(&reply(
+                200,
+                &format!(r#"{{"errcode":{code},"errmsg":"m{code}"}}"#),
+            ));
+            assert_eq!(
+                (o.class, o.code.clone(), o.message.clone()),
+                (class, code.to_string(), format!("m{code}")),
+                "{code}"
+            );
+            assert_eq!(o.provider_id, None);
+        }
+    }
+
+    #[test]
+    fn a_sent_message_keeps_its_msgid() {
+        let o = classify(&reply(
+            200,
+            r#"{"errcode":0,"errmsg":"ok","msgid":200228332}"#,
+        ));
+        assert_eq!(
+            (o.class, o.provider_id.as_deref()),
+            (OutcomeClass::Ok, Some("200228332"))
+        );
+    }
+
+    #[test]
+    fn answers_without_an_errcode_go_by_status() {
+        assert_eq!(classify(&reply(502, "bad gateway")).class, OutcomeClass::Retry);
+        assert_eq!(classify(&reply(429, "")).class, OutcomeClass::Rate);
+        assert_eq!(classify(&reply(200, "<html/>")).class, OutcomeClass::Perm);
+        assert_eq!(
+            classify(&reply(500, r#"{"errcode":0}"#)).class,
+            OutcomeClass::Perm
+        );
+    }
+}

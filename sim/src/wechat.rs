@@ -1,0 +1,266 @@
+//! WeChat Official Account simulator: access tokens (`GET /cgi-bin/token`, `POST
+//! /cgi-bin/stable_token`) and template messages (`POST /cgi-bin/message/template/send`), with
+//! WeChat's errcodes. Accepted sends get `TEMPLATESENDJOBFINISH` events pushed to the
+//! configured `report_url` of `wechatoa`, one XML event per POST, signed in the query with the
+//! server configuration's Token (`crate::receipts`).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+
+use crate::state::{Channel, Injected, SimState, lock};
+
+/// Lifetime of every token the simulator issues (WeChat: "a value within 7200 s").
+pub const TOKEN_SECONDS: u64 = 7200;
+/// `client_msg_id` dedupes sends to the same openid for this long.
+const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
+
+/// Tokens issued, and the sends already made per `openid + client_msg_id`.
+#[derive(Default)]
+pub(crate) struct WechatState {
+    /// The stable token (`stable_token` normal mode returns it while it is valid).
+    stable: Option<(String, Instant)>,
+    /// Classic tokens: each call issues one (the previous ones stay valid until they expire;
+    /// WeChat keeps the old one about 5 minutes).
+    classic: HashMap<String, Instant>,
+    sent: HashMap<(String, String), (u64, Instant)>,
+}
+
+impl WechatState {
+    fn issue(state: &SimState) -> String {
+        format!("SIMTOKEN_{:016x}{:08x}", rand::random::<u64>(), state.next_id())
+    }
+
+    pub(crate) fn expire_all(&mut self) {
+        let now = Instant::now();
+        if let Some((_, at)) = &mut self.stable {
+            *at = now;
+        }
+        for at in self.classic.values_mut() {
+            *at = now;
+        }
+    }
+
+    /// How a presented access token stands: valid, expired (42001) or unknown (40001).
+    fn check(&self, token: &str, now: Instant) -> Result<(), i64> {
+        let expiry = match &self.stable {
+            Some((t, at)) if t == token => Some(*at),
+            _ => self.classic.get(token).copied(),
+        };
+        match expiry {
+            Some(at) if at > now => Ok(()),
+            Some(_) => Err(42001),
+            None => Err(40001),
+        }
+    }
+}
+
+fn wx_error(state: &SimState, errcode: i64, errmsg: &str) -> HttpResponse {
+    state.fail(Channel::Wechatoa);
+    HttpResponse::Ok().json(json!({"errcode": errcode, "errmsg": errmsg}))
+}
+
+fn check_credentials(state: &SimState, appid: Option<&str>, secret: Option<&str>) -> Result<(), HttpResponse> {
+    let cfg = state.config();
+    if appid != Some(cfg.wechat_appid.as_str()) {
+        return Err(wx_error(state, 40013, "invalid appid"));
+    }
+    if secret != Some(cfg.wechat_secret.as_str()) {
+        return Err(wx_error(state, 40001, "invalid credential, access_token is invalid or not latest"));
+    }
+    Ok(())
+}
+
+fn token_answer(token: &str, expires_at: Instant) -> HttpResponse {
+    let left = expires_at.saturating_duration_since(Instant::now()).as_secs();
+    HttpResponse::Ok().json(json!({"access_token": token, "expires_in": left}))
+}
+
+/// `GET /cgi-bin/token?grant_type=client_credential&appid=…&secret=…`: a new token per call.
+pub(crate) async fn classic_token(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    let q: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+        return wx_error(&state, 40002, "invalid grant_type");
+    }
+    if let Err(e) = check_credentials(&state, q.get("appid").map(String::as_str), q.get("secret").map(String::as_str)) {
+        return e;
+    }
+    let token = WechatState::issue(&state);
+    let at = Instant::now() + Duration::from_secs(TOKEN_SECONDS);
+    lock(&state.wechat).classic.insert(token.clone(), at);
+    token_answer(&token, at)
+}
+
+/// `POST /cgi-bin/stable_token` (JSON): the same token while it is valid, unless
+/// `force_refresh`, which issues a new one and invalidates the old.
+pub(crate) async fn stable_token(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return wx_error(&state, 47001, "data format error");
+    };
+    if v.get("grant_type").and_then(Value::as_str) != Some("client_credential") {
+        return wx_error(&state, 40002, "invalid grant_type");
+    }
+    if let Err(e) = check_credentials(
+        &state,
+        v.get("appid").and_then(Value::as_str),
+        v.get("secret").and_then(Value::as_str),
+    ) {
+        return e;
+    }
+    let force = v.get("force_refresh").and_then(Value::as_bool).unwrap_or(false);
+    let now = Instant::now();
+    let mut wechat = lock(&state.wechat);
+    match &wechat.stable {
+        Some((token, at)) if *at > now && !force => token_answer(token, *at),
+        _ => {
+            let token = WechatState::issue(&state);
+            let at = now + Duration::from_secs(TOKEN_SECONDS);
+            wechat.stable = Some((token.clone(), at));
+            token_answer(&token, at)
+        }
+    }
+}
+
+fn template_errors(body: &Value) -> Result<(String, String), (i64, &'static str)> {
+    let Some(object) = body.as_object() else {
+        return Err((47001, "data format error"));
+    };
+    let touser = object
+        .get("touser")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((40003, "invalid openid"))?;
+    object
+        .get("template_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((40037, "invalid template_id"))?;
+    match object.get("data") {
+        Some(Value::Object(fields))
+            if fields
+                .values()
+                .all(|f| f.get("value").is_some_and(Value::is_string)) => {}
+        _ => return Err((47003, "argument invalid! data.value is required")),
+    }
+    if let Some(mp) = object.get("miniprogram")
+        && !mp.get("appid").is_some_and(Value::is_string)
+    {
+        return Err((47003, "argument invalid! miniprogram.appid is required"));
+    }
+    let client_msg_id = object
+        .get("client_msg_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    Ok((touser.trim().to_string(), client_msg_id))
+}
+
+/// msghub's msgid inside a `client_msg_id` of the form `msghub-{msgid}-{delivery}`, for the
+/// per-msgid receipt lists; empty otherwise.
+fn msghub_msgid(client_msg_id: &str) -> &str {
+    client_msg_id
+        .strip_prefix("msghub-")
+        .and_then(|rest| rest.split('-').next())
+        .unwrap_or_default()
+}
+
+/// `POST /cgi-bin/message/template/send?access_token=…`.
+pub(crate) async fn template_send(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> HttpResponse {
+    let c = Channel::Wechatoa;
+    SimState::delay(state.begin_call(c)).await;
+    let token = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned());
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return wx_error(&state, 41001, "access_token missing");
+    };
+    if let Err(code) = lock(&state.wechat).check(&token, Instant::now()) {
+        let message = if code == 42001 {
+            "access_token expired"
+        } else {
+            "invalid credential, access_token is invalid or not latest"
+        };
+        return wx_error(&state, code, message);
+    }
+    if state.rate(c, true).exceeded {
+        return wx_error(&state, 45011, "api minute-quota reach limit");
+    }
+    let parsed = serde_json::from_slice::<Value>(&body).map_err(|_| (47001, "data format error"));
+    let (openid, client_msg_id) = match parsed.and_then(|b| template_errors(&b)) {
+        Ok(v) => v,
+        Err((code, message)) => return wx_error(&state, code, message),
+    };
+    if let Some(f) = state.take_fault(c) {
+        return match f {
+            Injected::Status(429) => wx_error(&state, 45011, "api freq out of limit"),
+            Injected::Status(s) => {
+                state.fail(c);
+                HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
+                    .body("<html><body>upstream error</body></html>")
+            }
+            Injected::Code(code) => wx_error(&state, code.parse().unwrap_or(-1), "simulated error"),
+        };
+    }
+    if state.is_perm(c, &openid) {
+        return wx_error(&state, 43004, "require subscribe");
+    }
+    let now = Instant::now();
+    let key = (openid.clone(), client_msg_id.clone());
+    {
+        let mut wechat = lock(&state.wechat);
+        wechat.sent.retain(|_, (_, at)| now.duration_since(*at) < DEDUPE_WINDOW);
+        if !client_msg_id.is_empty()
+            && let Some((msgid, _)) = wechat.sent.get(&key)
+        {
+            // Sent already: WeChat sends one message per openid and client_msg_id.
+            return HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}));
+        }
+        let msgid = 200_000_000 + state.next_id();
+        if !client_msg_id.is_empty() {
+            wechat.sent.insert(key, (msgid, now));
+        }
+        drop(wechat);
+        state.record(c, vec![openid.clone()]);
+        state
+            .receipts
+            .wechat_accepted(msghub_msgid(&client_msg_id), msgid, &openid);
+        HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_msghub_msgid_is_read_from_the_client_msg_id() {
+        assert_eq!(msghub_msgid("msghub-77-5"), "77");
+        assert_eq!(msghub_msgid("order-1"), "");
+        assert_eq!(msghub_msgid(""), "");
+    }
+
+    #[test]
+    fn template_bodies_are_checked_like_wechat() {
+        let ok = json!({"touser": "o1", "template_id": "T", "data": {"a": {"value": "b"}}, "client_msg_id": "c"});
+        assert_eq!(template_errors(&ok), Ok(("o1".into(), "c".into())));
+        for (body, code) in [
+            (json!([]), 47001),
+            (json!({"template_id": "T", "data": {}}), 40003),
+            (json!({"touser": "o1", "data": {}}), 40037),
+            (json!({"touser": "o1", "template_id": "T", "data": {"a": "b"}}), 47003),
+            (json!({"touser": "o1", "template_id": "T", "data": {}, "miniprogram": {}}), 47003),
+        ] {
+            assert_eq!(template_errors(&body).unwrap_err().0, code, "{body}");
+        }
+    }
+}
