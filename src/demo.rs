@@ -30,6 +30,9 @@ pub struct SimEndpoints {
     pub aliyun_key_id: String,
     pub aliyun_key_secret: String,
     pub webhook_secret: String,
+    pub wechat_appid: String,
+    pub wechat_secret: String,
+    pub wechat_token: String,
 }
 
 fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
@@ -44,17 +47,22 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
         ChannelType::Email => {
             json!({"host": "127.0.0.1", "port": sim.smtp_port, "tls": "none", "from": "msghub demo <demo@msghub.local>"})
         }
+        ChannelType::Wechatoa => {
+            json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
+                   "base_url": sim.http_base})
+        }
         _ => {
             json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret})
         }
     }
 }
 
-const DEMO_TYPES: [ChannelType; 4] = [
+const DEMO_TYPES: [ChannelType; 5] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
     ChannelType::Webhook,
+    ChannelType::Wechatoa,
 ];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
@@ -127,6 +135,11 @@ pub async fn prepare(
                     "all".into(),
                     vec![(*userid).to_string()],
                 ),
+                (
+                    ChannelType::Wechatoa,
+                    "all".into(),
+                    vec![format!("oDemoUser{:019}", i + 1)],
+                ),
             ],
         })
         .collect();
@@ -162,6 +175,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          \x20 curl -s '{sim_http}/sim/received?channel=app'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=sms'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=email'\n\n\
+         A WeChat template message (msg_wechatoa) goes the same way:\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_wechatoa\":[{{\"template_id\":\"TPL_demo\",\"data\":{{\"thing1\":\"Hello from msghub\"}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=wechatoa'\n\n\
          Follow the message (use the msgid from the response):\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
         key = setup.source_key,

@@ -88,20 +88,27 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             aliyun_key_id: cfg.aliyun_access_key_id,
             aliyun_key_secret: cfg.aliyun_access_key_secret,
             webhook_secret: cfg.webhook_secret,
+            wechat_appid: cfg.wechat_appid,
+            wechat_secret: cfg.wechat_secret,
+            wechat_token: cfg.wechat_token,
         };
         let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
         // The simulated Aliyun account reports SMS delivery to the demo SMS channel's receipt
-        // URL, as an operator would set it in the Aliyun console (JPush gets its URL with
-        // every push).
-        if let Some((_, sms)) = setup.channels.iter().find(|(t, _)| t == "sms") {
-            let state = app.state();
-            let url = msghub::http::receipts::receipt_url(&state.public_url, &state.crypto, *sms);
-            let config = msghub_sim::ReceiptConfig {
-                report_url: Some(url),
-                ..msghub_sim::ReceiptConfig::default()
-            };
-            if let Err(e) = sim.state.set_receipts("sms", config) {
-                tracing::warn!(error = %e, "the simulator refused the SMS report URL");
+        // URL, and the simulated WeChat account pushes its events to the demo wechatoa
+        // channel's, as an operator would set them in the providers' consoles (JPush gets its
+        // URL with every push).
+        for kind in ["sms", "wechatoa"] {
+            if let Some((_, id)) = setup.channels.iter().find(|(t, _)| t == kind) {
+                let state = app.state();
+                let url =
+                    msghub::http::receipts::receipt_url(&state.public_url, &state.crypto, *id);
+                let config = msghub_sim::ReceiptConfig {
+                    report_url: Some(url),
+                    ..msghub_sim::ReceiptConfig::default()
+                };
+                if let Err(e) = sim.state.set_receipts(kind, config) {
+                    tracing::warn!(error = %e, channel = kind, "the simulator refused the receipt URL");
+                }
             }
         }
         let api = format!("http://127.0.0.1:{}", app.port());

@@ -97,9 +97,10 @@ fn describe_metrics() {
          users due) was read: ahead of the deadline, or when the timer fired."
     );
     describe_counter!(
-        "msghub_receipt_serial_waits_total",
-        "Tencent SMS status callbacks that named serials not stored yet and waited for the \
-         outcome of their send to be committed (each wait counted)."
+        "msghub_receipt_id_waits_total",
+        "Receipts naming their delivery by provider id (Tencent SMS serials, WeChat MsgIDs) \
+         that were not stored yet and waited for the outcome of their send to be committed \
+         (each wait counted)."
     );
     describe_counter!(
         "msghub_intake_moved_total",

@@ -13,7 +13,7 @@ mod m0005_audience_filters;
 mod m0006_lean_delivery_indexes;
 mod m0007_covering_bindings_index;
 mod m0008_step_index_without_judged;
-mod m0009_sms_serial_index;
+mod m0009_receipt_id_indexes;
 
 pub struct Migrator;
 
@@ -29,7 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_lean_delivery_indexes::Migration),
             Box::new(m0007_covering_bindings_index::Migration),
             Box::new(m0008_step_index_without_judged::Migration),
-            Box::new(m0009_sms_serial_index::Migration),
+            Box::new(m0009_receipt_id_indexes::Migration),
         ]
     }
 }

@@ -175,14 +175,14 @@ async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -
                 Channel::TencentSms,
                 Channel::Wechatoa,
             ]
-                .iter()
-                .map(|c| {
-                    (
-                        c.as_str().to_string(),
-                        json!(state.receipts.report(*c, msgid)),
-                    )
-                })
-                .collect();
+            .iter()
+            .map(|c| {
+                (
+                    c.as_str().to_string(),
+                    json!(state.receipts.report(*c, msgid)),
+                )
+            })
+            .collect();
             HttpResponse::Ok().json(all)
         }
     }

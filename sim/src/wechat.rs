@@ -31,7 +31,11 @@ pub(crate) struct WechatState {
 
 impl WechatState {
     fn issue(state: &SimState) -> String {
-        format!("SIMTOKEN_{:016x}{:08x}", rand::random::<u64>(), state.next_id())
+        format!(
+            "SIMTOKEN_{:016x}{:08x}",
+            rand::random::<u64>(),
+            state.next_id()
+        )
     }
 
     pub(crate) fn expire_all(&mut self) {
@@ -63,19 +67,29 @@ fn wx_error(state: &SimState, errcode: i64, errmsg: &str) -> HttpResponse {
     HttpResponse::Ok().json(json!({"errcode": errcode, "errmsg": errmsg}))
 }
 
-fn check_credentials(state: &SimState, appid: Option<&str>, secret: Option<&str>) -> Result<(), HttpResponse> {
+/// The errcode and errmsg refusing a token request's appid and secret, if they are wrong.
+fn bad_credentials(
+    state: &SimState,
+    appid: Option<&str>,
+    secret: Option<&str>,
+) -> Option<(i64, &'static str)> {
     let cfg = state.config();
     if appid != Some(cfg.wechat_appid.as_str()) {
-        return Err(wx_error(state, 40013, "invalid appid"));
+        return Some((40013, "invalid appid"));
     }
     if secret != Some(cfg.wechat_secret.as_str()) {
-        return Err(wx_error(state, 40001, "invalid credential, access_token is invalid or not latest"));
+        return Some((
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        ));
     }
-    Ok(())
+    None
 }
 
 fn token_answer(token: &str, expires_at: Instant) -> HttpResponse {
-    let left = expires_at.saturating_duration_since(Instant::now()).as_secs();
+    let left = expires_at
+        .saturating_duration_since(Instant::now())
+        .as_secs();
     HttpResponse::Ok().json(json!({"access_token": token, "expires_in": left}))
 }
 
@@ -87,8 +101,12 @@ pub(crate) async fn classic_token(req: HttpRequest, state: web::Data<SimState>) 
     if q.get("grant_type").map(String::as_str) != Some("client_credential") {
         return wx_error(&state, 40002, "invalid grant_type");
     }
-    if let Err(e) = check_credentials(&state, q.get("appid").map(String::as_str), q.get("secret").map(String::as_str)) {
-        return e;
+    if let Some((code, message)) = bad_credentials(
+        &state,
+        q.get("appid").map(String::as_str),
+        q.get("secret").map(String::as_str),
+    ) {
+        return wx_error(&state, code, message);
     }
     let token = WechatState::issue(&state);
     let at = Instant::now() + Duration::from_secs(TOKEN_SECONDS);
@@ -105,14 +123,17 @@ pub(crate) async fn stable_token(body: web::Bytes, state: web::Data<SimState>) -
     if v.get("grant_type").and_then(Value::as_str) != Some("client_credential") {
         return wx_error(&state, 40002, "invalid grant_type");
     }
-    if let Err(e) = check_credentials(
+    if let Some((code, message)) = bad_credentials(
         &state,
         v.get("appid").and_then(Value::as_str),
         v.get("secret").and_then(Value::as_str),
     ) {
-        return e;
+        return wx_error(&state, code, message);
     }
-    let force = v.get("force_refresh").and_then(Value::as_bool).unwrap_or(false);
+    let force = v
+        .get("force_refresh")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let now = Instant::now();
     let mut wechat = lock(&state.wechat);
     match &wechat.stable {
@@ -217,7 +238,9 @@ pub(crate) async fn template_send(
     let key = (openid.clone(), client_msg_id.clone());
     {
         let mut wechat = lock(&state.wechat);
-        wechat.sent.retain(|_, (_, at)| now.duration_since(*at) < DEDUPE_WINDOW);
+        wechat
+            .sent
+            .retain(|_, (_, at)| now.duration_since(*at) < DEDUPE_WINDOW);
         if !client_msg_id.is_empty()
             && let Some((msgid, _)) = wechat.sent.get(&key)
         {
@@ -257,8 +280,14 @@ mod tests {
             (json!([]), 47001),
             (json!({"template_id": "T", "data": {}}), 40003),
             (json!({"touser": "o1", "data": {}}), 40037),
-            (json!({"touser": "o1", "template_id": "T", "data": {"a": "b"}}), 47003),
-            (json!({"touser": "o1", "template_id": "T", "data": {}, "miniprogram": {}}), 47003),
+            (
+                json!({"touser": "o1", "template_id": "T", "data": {"a": "b"}}),
+                47003,
+            ),
+            (
+                json!({"touser": "o1", "template_id": "T", "data": {}, "miniprogram": {}}),
+                47003,
+            ),
         ] {
             assert_eq!(template_errors(&body).unwrap_err().0, code, "{body}");
         }

@@ -791,8 +791,10 @@ async fn wechat_events_are_pushed_one_per_post_and_signed() {
     assert_eq!((s, v["channel"].as_str()), (200, Some("wechatoa")), "{v}");
     let token: Value = c
         .post(format!("{base}/cgi-bin/stable_token"))
-        .json(&json!({"grant_type": "client_credential", "appid": "wx5151000000000001",
-                      "secret": "sim-wechat-secret"}))
+        .json(
+            &json!({"grant_type": "client_credential", "appid": "wx5151000000000001",
+                      "secret": "sim-wechat-secret"}),
+        )
         .send()
         .await
         .unwrap()
@@ -817,7 +819,11 @@ async fn wechat_events_are_pushed_one_per_post_and_signed() {
     }
     settle(&c, &base, "channel=wechatoa", |r| r["posted_items"] == 20).await;
     let requests: Vec<Seen> = rx.requests();
-    assert_eq!(requests.iter().filter(|r| !r.ok).count(), 1, "one refused, retried");
+    assert_eq!(
+        requests.iter().filter(|r| !r.ok).count(),
+        1,
+        "one refused, retried"
+    );
     let (mut delivered, mut failed) = (BTreeSet::new(), BTreeSet::new());
     for r in requests.iter().filter(|r| r.ok) {
         assert_eq!(r.path, "/oa");
@@ -826,7 +832,11 @@ async fn wechat_events_are_pushed_one_per_post_and_signed() {
             .into_owned()
             .collect();
         assert_eq!(q["x"], "1", "the URL's own query is kept");
-        let mut parts = ["simWechatToken", q["timestamp"].as_str(), q["nonce"].as_str()];
+        let mut parts = [
+            "simWechatToken",
+            q["timestamp"].as_str(),
+            q["nonce"].as_str(),
+        ];
         parts.sort_unstable();
         assert_eq!(
             q["signature"],
@@ -850,7 +860,15 @@ async fn wechat_events_are_pushed_one_per_post_and_signed() {
     }
     assert_eq!(delivered.len() + failed.len(), 20);
     let one = report(&c, &base, "channel=wechatoa&msgid=905").await;
-    assert_eq!(strings(&one["delivered"]).into_iter().collect::<BTreeSet<_>>(), delivered);
-    assert_eq!(strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(), failed);
+    assert_eq!(
+        strings(&one["delivered"])
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
+        delivered
+    );
+    assert_eq!(
+        strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(),
+        failed
+    );
     sim.stop().await;
 }

@@ -47,7 +47,10 @@ async fn tokens_are_issued_as_wechat_issues_them() {
     let token = first["access_token"].as_str().unwrap().to_string();
     assert!(first["expires_in"].as_u64().unwrap() > 7000, "{first}");
     // Normal mode: the same token while it is valid.
-    assert_eq!(stable(&c, &base, false).await["access_token"], token.as_str());
+    assert_eq!(
+        stable(&c, &base, false).await["access_token"],
+        token.as_str()
+    );
     // Force mode: a new one, and the old one is refused.
     let forced = stable(&c, &base, true).await["access_token"]
         .as_str()
@@ -73,7 +76,8 @@ async fn tokens_are_issued_as_wechat_issues_them() {
                 .unwrap()
         }
     };
-    let url = format!("{base}/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}");
+    let url =
+        format!("{base}/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret={SECRET}");
     let a = classic(url.clone()).await;
     let b = classic(url).await;
     assert_ne!(a["access_token"], b["access_token"]);
@@ -139,9 +143,18 @@ async fn template_sends_are_checked_recorded_and_deduped() {
         .unwrap();
     assert_eq!(missing["errcode"], 41001);
     for (body, code) in [
-        (json!({"template_id": "T", "data": {"a": {"value": "b"}}}), 40003),
-        (json!({"touser": "oUser0000001", "data": {"a": {"value": "b"}}}), 40037),
-        (json!({"touser": "oUser0000001", "template_id": "T", "data": {"a": "b"}}), 47003),
+        (
+            json!({"template_id": "T", "data": {"a": {"value": "b"}}}),
+            40003,
+        ),
+        (
+            json!({"touser": "oUser0000001", "data": {"a": {"value": "b"}}}),
+            40037,
+        ),
+        (
+            json!({"touser": "oUser0000001", "template_id": "T", "data": {"a": "b"}}),
+            47003,
+        ),
     ] {
         assert_eq!(send(&c, &base, &token, body).await["errcode"], code);
     }
@@ -177,7 +190,9 @@ async fn template_sends_are_checked_recorded_and_deduped() {
         },
     );
     let r = c
-        .post(format!("{base}/cgi-bin/message/template/send?access_token={token}"))
+        .post(format!(
+            "{base}/cgi-bin/message/template/send?access_token={token}"
+        ))
         .json(&template("oUser0000002", "w"))
         .send()
         .await

@@ -382,8 +382,9 @@ fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
           "rate_per_second": row.rate_per_second, "enabled": row.enabled,
           "created_at": row.created_at, "updated_at": row.updated_at});
     // Where the provider posts receipts (configure it in the provider's console where the
-    // provider asks for one, e.g. Aliyun SmsReport; JPush gets it with every push).
-    if matches!(row.channel_type.as_str(), "app" | "sms") {
+    // provider asks for one: Aliyun SmsReport, Tencent SMS callbacks, the WeChat account's
+    // server URL; JPush gets it with every push).
+    if matches!(row.channel_type.as_str(), "app" | "sms" | "wechatoa") {
         out["receipt_url"] = json!(super::receipts::receipt_url(
             &state.public_url,
             &state.crypto,

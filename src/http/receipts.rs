@@ -66,14 +66,17 @@ enum ReceiptFormat {
     AliyunReport,
     /// Tencent SMS status callbacks (`sms` on Tencent).
     TencentStatus,
+    /// WeChat event pushes (`wechatoa`): XML, signed with the server configuration's Token.
+    WechatEvent,
     /// The channel type has no provider receipts.
     None,
 }
 
-/// How long a Tencent status callback waits, in steps, for the serials it names to be stored:
-/// the callback can overtake the outcome of the very call it reports (the provider answers the
-/// call, then reports; the hub commits the answer in its next outcome batch).
-const SERIAL_WAITS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
+/// How long a receipt that names its delivery by provider id (Tencent `sid`, WeChat `MsgID`)
+/// waits, in steps, for the id to be stored: the receipt can overtake the outcome of the very
+/// call it reports (the provider answers the call, then reports; the hub commits the answer in
+/// its next outcome batch).
+const ID_WAITS: [Duration; 2] = [Duration::from_millis(250), Duration::from_secs(1)];
 
 /// What the endpoint needs to know about a channel, cached for a few seconds.
 #[derive(Clone)]
@@ -82,6 +85,8 @@ struct ChannelAuth {
     format: ReceiptFormat,
     /// The exact `Authorization` header the provider must send, when it signs.
     basic: Option<String>,
+    /// The Token WeChat signs event pushes with (`wechatoa` channels that set one).
+    wechat_token: Option<String>,
 }
 
 pub struct ReceiptChannels {
@@ -134,12 +139,23 @@ impl ReceiptChannels {
                     Ok(SmsVendor::Tencent) => ReceiptFormat::TencentStatus,
                     _ => ReceiptFormat::AliyunReport,
                 },
+                ChannelType::Wechatoa => ReceiptFormat::WechatEvent,
                 _ => ReceiptFormat::None,
+            };
+            let wechat_token = match spec.channel_type {
+                ChannelType::Wechatoa => spec
+                    .credentials
+                    .get("token")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+                _ => None,
             };
             ChannelAuth {
                 channel_type: spec.channel_type,
                 format,
                 basic,
+                wechat_token,
             }
         });
         if let Ok(mut cache) = self.cache.write() {
@@ -180,10 +196,227 @@ async fn channel_for(
     Ok((channel_id, auth))
 }
 
-/// `GET` on a receipt URL: Aliyun's console probes it and expects this answer.
-async fn probe(state: State, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
-    channel_for(&state, &path).await?;
+/// `GET` on a receipt URL: Aliyun's console probes it and expects `{"code":0}`; WeChat
+/// verifies a server URL by sending `signature`, `timestamp`, `nonce` and `echostr`, and
+/// expects `echostr` back when the signature is made with the configured Token.
+async fn probe(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, auth) = channel_for(&state, &path).await?;
+    if auth.format == ReceiptFormat::WechatEvent {
+        let query = wechat_query(&req);
+        verify_wechat(&auth, &query)?;
+        let echostr = query.get("echostr").cloned().unwrap_or_default();
+        return Ok(HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(echostr));
+    }
     Ok(HttpResponse::Ok().json(json!({"code": 0, "msg": "成功"})))
+}
+
+fn wechat_query(req: &HttpRequest) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// `sha1` (lowercase hex) of the Token, timestamp and nonce, sorted and joined.
+fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
+    use sha1::Digest;
+    let mut parts = [token, timestamp, nonce];
+    parts.sort_unstable();
+    hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()))
+}
+
+/// A WeChat push or URL check must be signed with the channel's Token.
+fn verify_wechat(auth: &ChannelAuth, query: &HashMap<String, String>) -> Result<(), ApiError> {
+    let Some(token) = &auth.wechat_token else {
+        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "no_token")
+            .increment(1);
+        return Err(ApiError::new(
+            403,
+            "forbidden",
+            "this wechatoa channel has no token: set credentials.token to the Token of the account's server configuration",
+        ));
+    };
+    let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
+    let expected = wechat_signature(token, field("timestamp"), field("nonce"));
+    if !constant_eq(field("signature").as_bytes(), expected.as_bytes()) {
+        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "signature")
+            .increment(1);
+        return Err(ApiError::new(
+            401,
+            "unauthorized",
+            "the WeChat signature does not match the channel's token",
+        ));
+    }
+    Ok(())
+}
+
+/// Most top-level elements read from one WeChat XML message.
+const MAX_XML_FIELDS: usize = 64;
+
+/// The top-level elements of a flat WeChat XML message (`<xml><Name>text</Name>…</xml>`),
+/// CDATA or escaped text alike. Nested elements are skipped; no entity is expanded beyond the
+/// five predefined ones and character references (a DOCTYPE's entities are unknown here).
+fn wechat_fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    let mut current: Option<String> = None;
+    let mut fields: HashMap<String, String> = HashMap::new();
+    let mut rooted = false;
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| format!("not well-formed XML: {e}"))?;
+        match event {
+            Event::Start(e) => {
+                depth += 1;
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                if depth == 1 {
+                    if name != "xml" || rooted {
+                        return Err("the root element must be <xml>".into());
+                    }
+                    rooted = true;
+                } else if depth == 2 {
+                    if fields.len() >= MAX_XML_FIELDS {
+                        return Err(format!("more than {MAX_XML_FIELDS} elements"));
+                    }
+                    fields.entry(name.clone()).or_default();
+                    current = Some(name);
+                }
+            }
+            Event::Empty(e) if depth == 1 => {
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                fields.entry(name).or_default();
+            }
+            Event::End(_) => {
+                if depth == 2 {
+                    current = None;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Text(t) if depth == 2 => {
+                let text = t.decode().map_err(|e| e.to_string())?;
+                if let Some(name) = &current {
+                    fields.entry(name.clone()).or_default().push_str(&text);
+                }
+            }
+            // `&amp;` and friends, and character references, arrive as events of their own.
+            Event::GeneralRef(r) if depth == 2 => {
+                let text = match r.resolve_char_ref().map_err(|e| e.to_string())? {
+                    Some(c) => c.to_string(),
+                    None => {
+                        let name = r.decode().map_err(|e| e.to_string())?;
+                        quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| format!("unknown entity &{name};"))?
+                            .to_string()
+                    }
+                };
+                if let Some(name) = &current {
+                    fields.entry(name.clone()).or_default().push_str(&text);
+                }
+            }
+            Event::CData(t) if depth == 2 => {
+                if let Some(name) = &current {
+                    fields
+                        .entry(name.clone())
+                        .or_default()
+                        .push_str(&String::from_utf8_lossy(&t));
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !rooted || depth != 0 {
+        return Err("the root element must be <xml>".into());
+    }
+    Ok(fields)
+}
+
+/// A `TEMPLATESENDJOBFINISH` event as a receipt to look up, `None` for any other message or
+/// event (WeChat pushes every event of the account to the same URL).
+fn template_event(fields: &HashMap<String, String>) -> Result<Option<IdStatus>, String> {
+    let get = |k: &str| fields.get(k).map(|v| v.trim()).unwrap_or_default();
+    if get("MsgType") != "event" || get("Event") != "TEMPLATESENDJOBFINISH" {
+        return Ok(None);
+    }
+    let msgid = get("MsgID");
+    if msgid.is_empty() || msgid.len() > 32 || !msgid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("MsgID must be the template send's msgid".into());
+    }
+    let openid = get("FromUserName");
+    if openid.is_empty() || openid.len() > 128 {
+        return Err("FromUserName must be the recipient's openid".into());
+    }
+    let status = get("Status");
+    let (kind, code) = match status {
+        "success" => (ReceiptKind::Delivered, None),
+        "failed:user block" => (ReceiptKind::Undelivered, Some("user_block")),
+        s if s.starts_with("failed") => (ReceiptKind::Undelivered, Some("system_failed")),
+        _ => {
+            return Err(format!(
+                "unknown Status {:?}",
+                status.chars().take(64).collect::<String>()
+            ));
+        }
+    };
+    let at_ms = get("CreateTime")
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s > 0 && *s < 100_000_000_000)
+        .map_or_else(msghub_actors::plan::now_ms, |s| s * 1000);
+    Ok(Some(IdStatus {
+        id: msgid.to_string(),
+        recipient: Recipient::Openid(openid.to_string()),
+        kind,
+        code: code.map(str::to_string),
+        at_ms,
+    }))
+}
+
+/// A WeChat event push: verified, read, and (for template send results) applied. WeChat wants
+/// `success` (or an empty answer) within 5 s; it retries three times otherwise.
+async fn wechat_event(
+    state: &State,
+    req: &HttpRequest,
+    channel_id: i64,
+    auth: &ChannelAuth,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let query = wechat_query(req);
+    verify_wechat(auth, &query)?;
+    if query.get("encrypt_type").is_some_and(|t| t == "aes") {
+        return Err(ApiError::invalid(
+            "encrypted (safe mode) event pushes are not supported: set the account's message encryption to plaintext or compatible mode",
+        ));
+    }
+    let fields = wechat_fields(body).map_err(ApiError::invalid)?;
+    let (statuses, invalid) = match template_event(&fields) {
+        Ok(Some(status)) => (vec![status], 0),
+        Ok(None) => {
+            return Ok(HttpResponse::Ok()
+                .content_type("text/plain")
+                .body("success"));
+        }
+        Err(e) => {
+            metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "invalid")
+                .increment(1);
+            return Err(ApiError::invalid(e));
+        }
+    };
+    let (receipts, unmatched) =
+        resolve_ids(state, ChannelType::Wechatoa, channel_id, statuses).await?;
+    apply(state, ChannelType::Wechatoa, receipts, invalid, unmatched).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain")
+        .body("success"))
 }
 
 async fn provider_receipts(
@@ -208,6 +441,9 @@ async fn provider_receipts(
                 "receipt callbacks must carry the channel's Basic credentials",
             ));
         }
+    }
+    if auth.format == ReceiptFormat::WechatEvent {
+        return wechat_event(&state, &req, channel_id, &auth, &body).await;
     }
     let value = parse_json(&body).map_err(ApiError::invalid)?;
     let items = value.as_array().ok_or_else(|| {
@@ -234,10 +470,10 @@ async fn provider_receipts(
         }
         ReceiptFormat::TencentStatus => {
             let (statuses, invalid) = parse_tencent_status(items);
-            let (receipts, unmatched) = resolve_serials(&state, channel_id, statuses).await?;
+            let (receipts, unmatched) = resolve_ids(&state, t, channel_id, statuses).await?;
             (receipts, invalid, unmatched)
         }
-        ReceiptFormat::None => {
+        ReceiptFormat::None | ReceiptFormat::WechatEvent => {
             return Err(ApiError::invalid(format!(
                 "{t} channels have no provider receipts"
             )));
@@ -382,12 +618,30 @@ fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
     (out, invalid)
 }
 
-/// One Tencent SMS status, before its serial is looked up.
+/// Who a receipt without a msgid says it is for, checked against the delivery it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct SerialStatus {
-    sid: String,
-    /// The national number (`mobile`), checked against the delivery's address.
-    mobile: String,
+enum Recipient {
+    /// Tencent's national number (`mobile`): `+86138…`, `86138…` and `138…` are all `138…`.
+    Mobile(String),
+    /// WeChat's openid (`FromUserName`), exactly.
+    Openid(String),
+}
+
+impl Recipient {
+    fn is(&self, address: &str) -> bool {
+        match self {
+            Recipient::Mobile(mobile) => same_number(address, mobile),
+            Recipient::Openid(openid) => address == openid,
+        }
+    }
+}
+
+/// One receipt that names its delivery by the provider's id (Tencent `sid`, WeChat `MsgID`),
+/// before the id is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IdStatus {
+    id: String,
+    recipient: Recipient,
     kind: ReceiptKind,
     code: Option<String>,
     at_ms: i64,
@@ -407,7 +661,7 @@ fn china_time_ms(text: &str) -> Option<i64> {
 
 /// Tencent SMS status callbacks: `[{user_receive_time, nationcode, mobile, report_status,
 /// errmsg, description, sid}]`; `sid` is the `SerialNo` the send returned for the number.
-fn parse_tencent_status(items: &[Value]) -> (Vec<SerialStatus>, u64) {
+fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
     let mut out = Vec::with_capacity(items.len());
     let mut invalid = 0;
     for item in items {
@@ -422,9 +676,9 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<SerialStatus>, u64) {
             _ => None,
         };
         match (sid, mobile, kind) {
-            (Some(sid), Some(mobile), Some(kind)) => out.push(SerialStatus {
-                sid: sid.to_string(),
-                mobile: mobile.to_string(),
+            (Some(sid), Some(mobile), Some(kind)) => out.push(IdStatus {
+                id: sid.to_string(),
+                recipient: Recipient::Mobile(mobile.to_string()),
                 kind,
                 code: field("errmsg")
                     .filter(|c| kind == ReceiptKind::Undelivered && !c.is_empty() && c.len() <= 64)
@@ -446,26 +700,27 @@ fn same_number(address: &str, mobile: &str) -> bool {
     digits.ends_with(mobile)
 }
 
-/// The deliveries Tencent statuses name, by serial. A serial not stored yet is looked up again
-/// after each of [`SERIAL_WAITS`]; what still matches nothing (or another number) is returned
-/// as a count of unmatched statuses.
-async fn resolve_serials(
+/// The deliveries receipts name by provider id. An id not stored yet is looked up again
+/// after each of [`ID_WAITS`]; what still matches nothing (or another recipient) is returned
+/// as a count of unmatched receipts.
+async fn resolve_ids(
     state: &State,
+    channel_type: ChannelType,
     channel_id: i64,
-    mut pending: Vec<SerialStatus>,
+    mut pending: Vec<IdStatus>,
 ) -> Result<(Vec<Receipt>, u64), ApiError> {
     let mut receipts = Vec::with_capacity(pending.len());
     let mut unmatched = 0u64;
-    let mut waits = SERIAL_WAITS.iter();
+    let mut waits = ID_WAITS.iter();
     loop {
-        let mut sids: Vec<&str> = pending.iter().map(|s| s.sid.as_str()).collect();
-        sids.sort_unstable();
-        sids.dedup();
+        let mut ids: Vec<&str> = pending.iter().map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let found = state
             .db
-            .sms_by_serial(channel_id, &sids)
+            .by_provider_id(channel_type, channel_id, &ids)
             .await
-            .map_err(|e| ApiError::internal("receipt serials", &e))?;
+            .map_err(|e| ApiError::internal("receipt provider ids", &e))?;
         let mut by_serial: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
         for (serial, msgid, address) in &found {
             by_serial
@@ -474,14 +729,14 @@ async fn resolve_serials(
                 .push((*msgid, address.as_str()));
         }
         pending.retain(|status| {
-            let Some(deliveries) = by_serial.get(status.sid.as_str()) else {
+            let Some(deliveries) = by_serial.get(status.id.as_str()) else {
                 return true;
             };
             let before = receipts.len();
             receipts.extend(
                 deliveries
                     .iter()
-                    .filter(|(_, address)| same_number(address, &status.mobile))
+                    .filter(|(_, address)| status.recipient.is(address))
                     .map(|(msgid, address)| Receipt {
                         msgid: *msgid,
                         channel_id,
@@ -498,7 +753,7 @@ async fn resolve_serials(
         });
         match waits.next() {
             Some(wait) if !pending.is_empty() => {
-                metrics::counter!("msghub_receipt_serial_waits_total").increment(1);
+                metrics::counter!("msghub_receipt_id_waits_total").increment(1);
                 tokio::time::sleep(*wait).await;
             }
             _ => break,
@@ -690,9 +945,9 @@ mod tests {
         assert_eq!(statuses.len(), 2);
         assert_eq!(
             statuses[0],
-            SerialStatus {
-                sid: "2433:1".into(),
-                mobile: "13800000001".into(),
+            IdStatus {
+                id: "2433:1".into(),
+                recipient: Recipient::Mobile("13800000001".into()),
                 kind: ReceiptKind::Delivered,
                 code: None,
                 // 08:03:04 in UTC+8.
@@ -702,6 +957,78 @@ mod tests {
         assert_eq!(statuses[1].kind, ReceiptKind::Undelivered);
         assert_eq!(statuses[1].code.as_deref(), Some("MK:0001"));
         assert!(statuses[1].at_ms >= before, "an unreadable time is now");
+    }
+
+    #[test]
+    fn wechat_signatures_sort_their_parts() {
+        // sha1("12345" + "1700000000" + "simWechatToken"), computed outside the crate.
+        assert_eq!(
+            wechat_signature("simWechatToken", "1700000000", "12345"),
+            "ed04b29a4de4bcada67037f357ef33d70c3da92b"
+        );
+    }
+
+    #[test]
+    fn wechat_template_events_are_read_from_their_xml() {
+        let xml = "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName>\
+                   <FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>\
+                   <CreateTime>1395658920</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+                   <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID>\
+                   <Status><![CDATA[success]]></Status></xml>";
+        let fields = wechat_fields(xml.as_bytes()).unwrap();
+        assert_eq!(fields["ToUserName"], "gh_7f083739789a");
+        assert_eq!(
+            template_event(&fields).unwrap(),
+            Some(IdStatus {
+                id: "200163836".into(),
+                recipient: Recipient::Openid("oia2TjuEGTNoeX76QEjQNrcURxG8".into()),
+                kind: ReceiptKind::Delivered,
+                code: None,
+                at_ms: 1_395_658_920_000,
+            })
+        );
+        for (status, code) in [
+            ("failed:user block", "user_block"),
+            ("failed: system failed", "system_failed"),
+        ] {
+            let failed = xml.replace("success", status);
+            let event = template_event(&wechat_fields(failed.as_bytes()).unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (event.kind, event.code.as_deref()),
+                (ReceiptKind::Undelivered, Some(code))
+            );
+        }
+        // Escaped text reads like CDATA; other events are not receipts.
+        let plain = "<xml><MsgType>event</MsgType><Event>subscribe</Event>\
+                     <FromUserName>o&amp;1&#x41;</FromUserName></xml>";
+        let fields = wechat_fields(plain.as_bytes()).unwrap();
+        assert_eq!(fields["FromUserName"], "o&1A");
+        assert_eq!(template_event(&fields), Ok(None));
+        for bad in [
+            xml.replace("200163836", "12a"),
+            xml.replace("success", "maybe"),
+            xml.replace(
+                "<FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>",
+                "",
+            ),
+        ] {
+            assert!(
+                template_event(&wechat_fields(bad.as_bytes()).unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "",
+            "<x><a>1</a></x>",
+            "<xml><a>1</xml>",
+            "not xml",
+            "<xml></xml><xml></xml>",
+            "<!DOCTYPE xml [<!ENTITY e \"boom\">]><xml><a>&e;</a></xml>",
+        ] {
+            assert!(wechat_fields(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Receipts applied to deliveries: provider callbacks (JPush, Aliyun SmsReport, Tencent SMS
-//! status) and client events, many requests per transaction.
+//! status, WeChat template events) and client events, many requests per transaction.
 //!
 //! A receipt names its delivery by (message, channel, address), the delivery's unique key.
 //! Receipts that match no delivery, such as another channel's message or an unknown id, are
@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use msghub_actors::plan::DeliveryStatus;
+use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 
 use super::{Db, now_ms, repeat_last_row, value_rows};
@@ -220,14 +221,22 @@ impl Db {
         Ok((counts, changed))
     }
 
-    /// The deliveries of an `sms` channel named by the provider's id for their number (Tencent
-    /// `SerialNo`), for status callbacks that carry no msgid: `(provider_id, msgid, address)`
-    /// per match, found through the partial index `deliveries_sms_serial`.
-    pub async fn sms_by_serial(
+    /// The deliveries of a channel named by the provider's ids, for receipts that carry no
+    /// msgid (Tencent SMS `SerialNo`, WeChat template `MsgID`): `(provider_id, msgid, address)`
+    /// per match, found through the partial indexes `deliveries_sms_serial` and
+    /// `deliveries_wechat_msgid`. Other channel types have no such receipts and find nothing.
+    pub async fn by_provider_id(
         &self,
+        channel_type: ChannelType,
         channel_id: i64,
         serials: &[&str],
     ) -> Result<Vec<(String, i64, String)>, DbErr> {
+        // A literal, so the partial index's predicate is seen to hold.
+        let kind = match channel_type {
+            ChannelType::Sms => "sms",
+            ChannelType::Wechatoa => "wechatoa",
+            _ => return Ok(Vec::new()),
+        };
         let mut out = Vec::with_capacity(serials.len());
         for chunk in serials.chunks(256) {
             let Some(last) = chunk.last() else {
@@ -240,7 +249,7 @@ impl Db {
             values.extend((chunk.len()..rows).map(|_| Value::from(*last)));
             let sql = format!(
                 "SELECT provider_id, message_id, address FROM deliveries \
-                 WHERE channel_type = 'sms' AND channel_id = ? AND provider_id IN ({})",
+                 WHERE channel_type = '{kind}' AND channel_id = ? AND provider_id IN ({})",
                 vec!["?"; rows].join(", ")
             );
             let cols = ["provider_id", "message_id", "address"];
@@ -284,9 +293,10 @@ mod tests {
     use super::*;
     use crate::settings::DatabaseSettings;
 
-    /// Serials find their SMS deliveries on their channel only, through the partial index.
+    /// Provider ids find their SMS and WeChat deliveries on their channel only, through the
+    /// partial indexes.
     #[tokio::test]
-    async fn sms_deliveries_are_found_by_serial_through_the_partial_index() {
+    async fn deliveries_are_found_by_provider_id_through_the_partial_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::connect(&DatabaseSettings {
             url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
@@ -302,6 +312,7 @@ mod tests {
             // Another channel's serial, and an app delivery with a look-alike id.
             (1, 8, "sms", "13800000004", Some("2433:4")),
             (1, 9, "app", "reg-1", Some("2433:5")),
+            (1, 10, "wechatoa", "oUser0000001", Some("200000001")),
         ];
         for (msgid, channel, kind, address, provider_id) in rows {
             db.execute(
@@ -319,7 +330,11 @@ mod tests {
             .unwrap();
         }
         let mut found = db
-            .sms_by_serial(7, &["2433:1", "2433:3", "2433:4", "2433:5", "2433:9"])
+            .by_provider_id(
+                ChannelType::Sms,
+                7,
+                &["2433:1", "2433:3", "2433:4", "2433:5", "2433:9"],
+            )
             .await
             .unwrap();
         found.sort();
@@ -330,29 +345,58 @@ mod tests {
                 ("2433:3".to_string(), 2, "+8613800000001".to_string()),
             ]
         );
-        assert_eq!(db.sms_by_serial(8, &["2433:4"]).await.unwrap().len(), 1);
-        assert!(db.sms_by_serial(9, &["2433:5"]).await.unwrap().is_empty());
+        assert_eq!(
+            db.by_provider_id(ChannelType::Sms, 8, &["2433:4"])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            db.by_provider_id(ChannelType::App, 9, &["2433:5"])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         // 300 serials: two statements, each padded.
         let many: Vec<String> = (0..300).map(|i| format!("2433:{i}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        assert_eq!(db.sms_by_serial(7, &refs).await.unwrap().len(), 3);
+        assert_eq!(
+            db.by_provider_id(ChannelType::Sms, 7, &refs)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
 
-        let plan = db
-            .query_all(
-                "EXPLAIN QUERY PLAN SELECT provider_id, message_id, address FROM deliveries \
-                 WHERE channel_type = 'sms' AND channel_id = ? AND provider_id IN (?, ?)",
-                vec![7i64.into(), "a".into(), "b".into()],
-            )
+        let found = db
+            .by_provider_id(ChannelType::Wechatoa, 10, &["200000001", "2433:1"])
             .await
             .unwrap();
-        let detail: Vec<String> = plan
-            .iter()
-            .map(|r| r.try_get::<String>("", "detail").unwrap())
-            .collect();
-        assert!(
-            detail.iter().any(|d| d.contains("deliveries_sms_serial")),
-            "{detail:?}"
+        assert_eq!(
+            found,
+            vec![("200000001".to_string(), 1, "oUser0000001".to_string())]
         );
+        for (kind, index) in [
+            ("sms", "deliveries_sms_serial"),
+            ("wechatoa", "deliveries_wechat_msgid"),
+        ] {
+            let plan = db
+                .query_all(
+                    &format!(
+                        "EXPLAIN QUERY PLAN SELECT provider_id, message_id, address FROM deliveries \
+                         WHERE channel_type = '{kind}' AND channel_id = ? AND provider_id IN (?, ?)"
+                    ),
+                    vec![7i64.into(), "a".into(), "b".into()],
+                )
+                .await
+                .unwrap();
+            let detail: Vec<String> = plan
+                .iter()
+                .map(|r| r.try_get::<String>("", "detail").unwrap())
+                .collect();
+            assert!(detail.iter().any(|d| d.contains(index)), "{detail:?}");
+        }
     }
 
     #[test]

@@ -593,6 +593,190 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
     assert_eq!(again["deliveries"][0]["status"], row["status"]);
 }
 
+fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
+    use sha1::Digest;
+    let (timestamp, nonce) = ("1700000000", "8271");
+    let mut parts = [token, timestamp, nonce];
+    parts.sort_unstable();
+    let signature = hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()));
+    format!("{url}?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}")
+}
+
+/// A `wechatoa` channel: the URL check WeChat makes when the URL is saved, template sends
+/// through the simulator (a token that expires between two messages is fetched again), and
+/// `TEMPLATESENDJOBFINISH` events applied by MsgID to exactly the deliveries the simulator
+/// drew. Unsigned pushes are refused; other events and unknown MsgIDs change nothing.
+#[actix_web::test]
+async fn wechat_template_events_apply_by_msgid() {
+    let app = spawn_app().await;
+    let sim = msghub_sim::SimConfig::default();
+    let ch = app
+        .admin_post(
+            "/api/channels",
+            json!({"type": "wechatoa", "name": "oa sim", "credentials": {
+                "appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
+                "base_url": app.sim.http_url()}}),
+        )
+        .await;
+    let oa = ch["id"].as_i64().expect("channel id");
+    app.grant(oa).await;
+    let shown = app
+        .admin_get(&format!("/api/channels/{oa}"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !shown.contains(&sim.wechat_secret) && !shown.contains(&sim.wechat_token),
+        "secret and token are masked: {shown}"
+    );
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    let url = shown["receipt_url"]
+        .as_str()
+        .expect("receipt url")
+        .to_string();
+
+    // The server URL check: echostr back when signed with the token, refused otherwise.
+    let check = app
+        .client
+        .get(wechat_signed(&url, &sim.wechat_token, "&echostr=4711"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(check.status().as_u16(), 200);
+    assert_eq!(check.text().await.expect("text"), "4711");
+    let forged = app
+        .client
+        .get(wechat_signed(&url, "otherToken", "&echostr=4711"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(forged.status().as_u16(), 401);
+
+    app.sim_post(
+        "/sim/receipts",
+        json!({"channel": "wechatoa", "report_url": url, "delivered_ratio": 0.6,
+               "failed_ratio": 0.3, "delay_ms": 0, "batch_ms": 10}),
+    )
+    .await;
+    const N: usize = 200;
+    app.add_users((0..N).map(
+        |i| json!({"userid": format!("w{i:03}"), "add": {"wechatoa": format!("oUser{i:07}")}}),
+    ))
+    .await;
+    let msg = json!([{"type": 0, "template_id": "TPL_order", "url": "https://shop.test/o/1",
+                      "data": {"thing1": "Order shipped", "time2": {"value": "2026-11-30 10:00"}}}]);
+    let first: Vec<String> = (0..N / 2).map(|i| format!("w{i:03}")).collect();
+    let second: Vec<String> = (N / 2..N).map(|i| format!("w{i:03}")).collect();
+    let m1 = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": first, "msg_wechatoa": msg}),
+        )
+        .await;
+    app.wait_done(&m1, Duration::from_secs(30)).await;
+    // The cached token expires: the next sends are refused once (42001), fetch a new token
+    // and go through.
+    app.sim.state.expire_wechat_tokens();
+    let m2 = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": second, "msg_wechatoa": msg}),
+        )
+        .await;
+    let s2 = app.wait_done(&m2, Duration::from_secs(30)).await;
+    assert_eq!(app.sim.state.total("wechatoa"), N as u64, "{s2}");
+
+    let started = Instant::now();
+    for msgid in [&m1, &m2] {
+        let report = loop {
+            let r = app.sim_receipts("wechatoa", msgid).await;
+            if r["pending"] == 0 && r["dropped_items"] == 0 {
+                break r;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (delivered, failed) = (
+            addresses(&report["delivered"]),
+            addresses(&report["failed"]),
+        );
+        assert!(
+            delivered.len() > N / 8 && !failed.is_empty() && delivered.len() + failed.len() < N / 2,
+            "the draw for {msgid}: {report}"
+        );
+        let rows: Value = app
+            .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let rows = rows["deliveries"].as_array().expect("deliveries").clone();
+        assert_eq!(rows.len(), N / 2);
+        let with_status = |status: &str| -> BTreeSet<String> {
+            rows.iter()
+                .filter(|r| r["status"] == status)
+                .map(|r| r["address"].as_str().expect("address").to_string())
+                .collect()
+        };
+        assert_eq!(with_status("delivered"), delivered, "{msgid}");
+        assert_eq!(with_status("undelivered"), failed, "{msgid}");
+        assert!(
+            rows.iter().all(|r| r["provider_id"].is_string()),
+            "{rows:?}"
+        );
+    }
+
+    // Unsigned: refused. Another event: answered, nothing applied. Unknown MsgID: unknown.
+    let event = |msgid: &str, status: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[oUser0000001]]></FromUserName>\
+             <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[{status}]]></Status></xml>"
+        )
+    };
+    let unsigned = app
+        .client
+        .post(&url)
+        .body(event("1", "success"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unsigned.status().as_u16(), 401);
+    let unknown_before = app
+        .metric(r#"msghub_receipts_total{channel_type="wechatoa",result="unknown"}"#)
+        .await;
+    let signed = wechat_signed(&url, &sim.wechat_token, "");
+    for body in [
+        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>"
+            .to_string(),
+        event("999999999999", "success"),
+    ] {
+        let r = app
+            .client
+            .post(&signed)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.text().await.expect("text"), "success");
+    }
+    assert_eq!(
+        app.metric(r#"msghub_receipts_total{channel_type="wechatoa",result="unknown"}"#)
+            .await,
+        unknown_before + 1
+    );
+    let bad = app
+        .client
+        .post(&signed)
+        .body("<xml><MsgType>event")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status().as_u16(), 400);
+}
+
 /// A paced send (`option.spread_seconds`) spreads its deliveries evenly over the duration:
 /// counted in equal time buckets, each holds about its share.
 #[actix_web::test]

@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn answers_without_an_errcode_go_by_status() {
-        assert_eq!(classify(&reply(502, "bad gateway")).class, OutcomeClass::Retry);
+        assert_eq!(
+            classify(&reply(502, "bad gateway")).class,
+            OutcomeClass::Retry
+        );
         assert_eq!(classify(&reply(429, "")).class, OutcomeClass::Rate);
         assert_eq!(classify(&reply(200, "<html/>")).class, OutcomeClass::Perm);
         assert_eq!(

@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(c.base_url, "https://api.weixin.qq.com");
         assert_eq!(c.token.as_deref(), Some("hubToken1"));
         let shown = format!("{c:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("hubToken1"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hubToken1"),
+            "{shown}"
+        );
         let mut without = ok();
         without.as_object_mut().unwrap().remove("token");
         assert_eq!(parse(&without).unwrap().token, None);

@@ -243,7 +243,8 @@ impl WechatProvider {
                     // A refused appid/secret is the configuration, not a stale token.
                     outcome.class = OutcomeClass::Perm;
                 }
-                outcome.message = truncate(&format!("getting an access token: {}", outcome.message));
+                outcome.message =
+                    truncate(&format!("getting an access token: {}", outcome.message));
                 Err(outcome)
             }
         }
@@ -274,9 +275,14 @@ impl WechatProvider {
                 Ok(token) => token,
                 Err(outcome) => return outcome,
             };
-            let Ok(url) = reqwest::Url::parse_with_params(&self.send_url, [("access_token", &*token)])
+            let Ok(url) =
+                reqwest::Url::parse_with_params(&self.send_url, [("access_token", &*token)])
             else {
-                return Outcome::failed(OutcomeClass::Perm, "base_url", "the send URL is not valid");
+                return Outcome::failed(
+                    OutcomeClass::Perm,
+                    "base_url",
+                    "the send URL is not valid",
+                );
             };
             let request = self.client.post(url).json(&body);
             let reply = match http::execute(request).await {

@@ -266,7 +266,7 @@ impl Receipts {
         let fate = lock(&self.dice).roll(&config).0;
         let (status, event) = match fate {
             Fate::Delivered => ("success", Event::Delivered),
-            Fate::Failed if msgid % 2 == 0 => ("failed:user block", Event::Failed),
+            Fate::Failed if msgid.is_multiple_of(2) => ("failed:user block", Event::Failed),
             Fate::Failed => ("failed: system failed", Event::Failed),
             Fate::Silent => return,
         };
@@ -334,7 +334,13 @@ fn wechat_outbox(token: &str, courier: &Arc<Courier>) -> Outbox {
 }
 
 /// A `TEMPLATESENDJOBFINISH` event, as WeChat pushes it (plaintext mode).
-fn template_event(original_id: &str, openid: &str, created: i64, msgid: u64, status: &str) -> String {
+fn template_event(
+    original_id: &str,
+    openid: &str,
+    created: i64,
+    msgid: u64,
+    status: &str,
+) -> String {
     format!(
         "<xml><ToUserName><![CDATA[{original_id}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
          <CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>\

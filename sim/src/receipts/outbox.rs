@@ -336,7 +336,10 @@ impl Outbox {
 
     async fn post(&self, url: String, body: String, content_type: &str) -> Result<(), String> {
         let client = self.courier.client().ok_or("no HTTP client")?;
-        let mut request = client.post(url).header(CONTENT_TYPE, content_type).body(body);
+        let mut request = client
+            .post(url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth);
         }
