@@ -73,7 +73,24 @@ pub async fn prepare(
     admin_token: Option<String>,
 ) -> anyhow::Result<DemoSetup> {
     if let Some(sealed) = state.db.setting(DEMO_SETTING).await? {
-        let setup: DemoSetup = serde_json::from_slice(&state.crypto.decrypt(&sealed)?)?;
+        let mut setup: DemoSetup = serde_json::from_slice(&state.crypto.decrypt(&sealed)?)?;
+        // A demo made by an older version lacks the channel types added since: add them.
+        let missing: Vec<ChannelType> = DEMO_TYPES
+            .into_iter()
+            .filter(|t| !setup.channels.iter().any(|(code, _)| code == t.code()))
+            .collect();
+        if !missing.is_empty()
+            && let Some(source) = state.db.source_by_key(&setup.source_key).await?
+        {
+            for t in missing {
+                let id = create_demo_channel(state, sim, t, source.id).await?;
+                setup.channels.push((t.code().to_string(), id));
+            }
+            state.db.apply_user_ops(&demo_users()).await?;
+            let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
+            state.db.put_setting(DEMO_SETTING, &sealed).await?;
+            state.sources.invalidate();
+        }
         for (code, id) in &setup.channels {
             if let Some(t) = ChannelType::from_code(code) {
                 let patch = ChannelPatch {
@@ -94,28 +111,54 @@ pub async fn prepare(
         .await?;
     let mut channels = Vec::new();
     for t in DEMO_TYPES {
-        let creds = credentials(t, sim);
-        let row = state
-            .db
-            .create_channel(
-                &state.crypto,
-                NewChannel {
-                    channel_type: t,
-                    name: &format!("demo {t} (simulator)"),
-                    credentials: &creds,
-                    rate_per_second: 0,
-                    enabled: true,
-                },
-            )
-            .await?;
-        state.db.grant(source.id, row.id).await?;
-        channels.push((t.code().to_string(), row.id));
+        let id = create_demo_channel(state, sim, t, source.id).await?;
+        channels.push((t.code().to_string(), id));
     }
+    state.db.apply_user_ops(&demo_users()).await?;
+    let setup = DemoSetup {
+        source_key,
+        source_secret,
+        admin_token,
+        channels,
+    };
+    let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
+    state.db.put_setting(DEMO_SETTING, &sealed).await?;
+    state.sources.invalidate();
+    Ok(setup)
+}
+
+/// A demo channel of type `t` on the simulator, granted to the demo source.
+async fn create_demo_channel(
+    state: &AppState,
+    sim: &SimEndpoints,
+    t: ChannelType,
+    source_id: i64,
+) -> anyhow::Result<i64> {
+    let creds = credentials(t, sim);
+    let row = state
+        .db
+        .create_channel(
+            &state.crypto,
+            NewChannel {
+                channel_type: t,
+                name: &format!("demo {t} (simulator)"),
+                credentials: &creds,
+                rate_per_second: 0,
+                enabled: true,
+            },
+        )
+        .await?;
+    state.db.grant(source_id, row.id).await?;
+    Ok(row.id)
+}
+
+/// The two demo users, bound on every demo channel type (adding them again changes nothing).
+fn demo_users() -> Vec<UserOp> {
     let users = [
         ("demo-user-1", "13800000001", "alice@example.com"),
         ("demo-user-2", "13800000002", "bob@example.com"),
     ];
-    let ops: Vec<UserOp> = users
+    users
         .iter()
         .enumerate()
         .map(|(i, (userid, phone, email))| UserOp {
@@ -142,18 +185,7 @@ pub async fn prepare(
                 ),
             ],
         })
-        .collect();
-    state.db.apply_user_ops(&ops).await?;
-    let setup = DemoSetup {
-        source_key,
-        source_secret,
-        admin_token,
-        channels,
-    };
-    let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
-    state.db.put_setting(DEMO_SETTING, &sealed).await?;
-    state.sources.invalidate();
-    Ok(setup)
+        .collect()
 }
 
 /// The welcome text with the first curl commands.

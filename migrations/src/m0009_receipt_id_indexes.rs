@@ -2,7 +2,8 @@
 //! callbacks name a delivery by its `SerialNo` (`sid`) alone, WeChat `TEMPLATESENDJOBFINISH`
 //! events by the template send's `MsgID` (and the openid). The receipt endpoint looks such
 //! deliveries up by `(channel_id, provider_id)`. The indexes are partial: only `sms` and
-//! `wechatoa` rows pay for them, not the push and webhook deliveries of a broadcast.
+//! `wechatoa` rows the provider accepted (with an id) pay for them, not the push and webhook
+//! deliveries of a broadcast, nor rows still queued.
 
 use sea_orm_migration::prelude::*;
 
@@ -21,9 +22,9 @@ impl MigrationTrait for Migration {
             manager,
             &[
                 "CREATE INDEX deliveries_sms_serial ON deliveries (channel_id, provider_id) \
-                 WHERE channel_type = 'sms'",
+                 WHERE channel_type = 'sms' AND provider_id IS NOT NULL",
                 "CREATE INDEX deliveries_wechat_msgid ON deliveries (channel_id, provider_id) \
-                 WHERE channel_type = 'wechatoa'",
+                 WHERE channel_type = 'wechatoa' AND provider_id IS NOT NULL",
             ],
         )
         .await

@@ -203,7 +203,10 @@ mod tests {
         );
         assert_eq!(secret_fields(ChannelType::Email), &["password"]);
         assert_eq!(secret_fields(ChannelType::Webhook), &["secret", "headers"]);
-        assert_eq!(secret_fields(ChannelType::Wechatoa), &["secret", "token"]);
+        assert_eq!(
+            secret_fields(ChannelType::Wechatoa),
+            &["secret", "token", "encoding_aes_key"]
+        );
     }
 
     #[test]

@@ -220,7 +220,9 @@ async fn api_errors_content_errors_and_transport_failures() {
         targets: &targets,
         ttl: None,
     };
-    for o in provider.send(req).await {
+    let out = provider.send(req).await;
+    assert_eq!(out.len(), 2);
+    for o in out {
         assert_eq!(
             (o.class, o.code.as_str(), o.message.as_str()),
             (OutcomeClass::Rate, "RequestLimitExceeded", "slow down")
@@ -229,13 +231,14 @@ async fn api_errors_content_errors_and_transport_failures() {
     // Named parameters cannot fill a positional template: refused before any call.
     let named = json!({"temp_id": "1110", "temp_para": {"code": "1234"}});
     let before = server.requests().len();
-    for o in provider
+    let out = provider
         .send(SendRequest {
             content: &named,
             ..req
         })
-        .await
-    {
+        .await;
+    assert_eq!(out.len(), 2);
+    for o in out {
         assert_eq!(
             (o.class, o.code.as_str()),
             (OutcomeClass::Perm, "invalid_content")
@@ -244,7 +247,9 @@ async fn api_errors_content_errors_and_transport_failures() {
     assert_eq!(server.requests().len(), before);
 
     let down = adapter(&closed_port_url().await);
-    for o in down.send(req).await {
+    let out = down.send(req).await;
+    assert_eq!(out.len(), 2);
+    for o in out {
         assert_eq!((o.class, o.code.as_str()), (OutcomeClass::Retry, "connect"));
     }
 }

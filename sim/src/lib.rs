@@ -30,7 +30,7 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use receipts::{ReceiptConfig, ReceiptReport};
+pub use receipts::{ReceiptConfig, ReceiptReport, WechatMode};
 pub use state::{
     Channel, DEFAULT_EVENT_CAPACITY, FaultPlan, SimEvent, SimState, UNLIMITED_RATE, normalise_phone,
 };
@@ -66,6 +66,9 @@ pub struct SimConfig {
     pub wechat_token: String,
     /// The account's original id (`gh_…`), the events' `ToUserName`.
     pub wechat_original_id: String,
+    /// The server configuration's EncodingAESKey (43 characters): encrypts the event pushes
+    /// in the compatible and safe modes.
+    pub wechat_encoding_aes_key: String,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -95,6 +98,7 @@ impl Default for SimConfig {
             wechat_secret: "sim-wechat-secret".into(),
             wechat_token: "simWechatToken".into(),
             wechat_original_id: "gh_5151000000001".into(),
+            wechat_encoding_aes_key: "simWechatEncodingAesKey0123456789abcdefghij".into(),
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),

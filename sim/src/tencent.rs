@@ -1,6 +1,9 @@
 //! Tencent Cloud SMS simulator: `SendSms` of API 3.0 (version 2021-01-11) — a JSON POST to `/`
 //! carrying `X-TC-Action` — with the TC3-HMAC-SHA256 signature verified as Tencent computes it.
 //!
+//! The signature is checked by code of its own, written from Tencent's published algorithm apart
+//! from the hub's signer, so the two check each other.
+//!
 //! API-level failures answer HTTP 200 with `Response.Error`; otherwise each number gets its own
 //! `Code` and, when accepted, a `SerialNo`. Accepted numbers get status callbacks when a
 //! `report_url` is configured for `tencent_sms` (`crate::receipts`).

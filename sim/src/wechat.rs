@@ -1,6 +1,8 @@
 //! WeChat Official Account simulator: access tokens (`GET /cgi-bin/token`, `POST
 //! /cgi-bin/stable_token`) and template messages (`POST /cgi-bin/message/template/send`), with
-//! WeChat's errcodes. Accepted sends get `TEMPLATESENDJOBFINISH` events pushed to the
+//! WeChat's errcodes. Written from WeChat's published behaviour on its own, apart from the
+//! hub's adapter, so the two check each other. Not simulated: `force_refresh`'s limits (20 a
+//! day, 30 s apart). Accepted sends get `TEMPLATESENDJOBFINISH` events pushed to the
 //! configured `report_url` of `wechatoa`, one XML event per POST, signed in the query with the
 //! server configuration's Token (`crate::receipts`).
 
@@ -15,6 +17,8 @@ use crate::state::{Channel, Injected, SimState, lock};
 
 /// Lifetime of every token the simulator issues (WeChat: "a value within 7200 s").
 pub const TOKEN_SECONDS: u64 = 7200;
+/// How long a classic token stays valid once a newer one was issued.
+const CLASSIC_GRACE: Duration = Duration::from_secs(300);
 /// `client_msg_id` dedupes sends to the same openid for this long.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 
@@ -23,8 +27,8 @@ const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 pub(crate) struct WechatState {
     /// The stable token (`stable_token` normal mode returns it while it is valid).
     stable: Option<(String, Instant)>,
-    /// Classic tokens: each call issues one (the previous ones stay valid until they expire;
-    /// WeChat keeps the old one about 5 minutes).
+    /// Classic tokens: each call issues one and leaves the previous ones valid for
+    /// [`CLASSIC_GRACE`] at most, as WeChat does while a refresh spreads.
     classic: HashMap<String, Instant>,
     sent: HashMap<(String, String), (u64, Instant)>,
 }
@@ -109,8 +113,15 @@ pub(crate) async fn classic_token(req: HttpRequest, state: web::Data<SimState>) 
         return wx_error(&state, code, message);
     }
     let token = WechatState::issue(&state);
-    let at = Instant::now() + Duration::from_secs(TOKEN_SECONDS);
-    lock(&state.wechat).classic.insert(token.clone(), at);
+    let now = Instant::now();
+    let at = now + Duration::from_secs(TOKEN_SECONDS);
+    let mut wechat = lock(&state.wechat);
+    // Older tokens end within the grace; ended ones are forgotten (a 40001 from then on).
+    wechat.classic.retain(|_, until| *until > now);
+    for until in wechat.classic.values_mut() {
+        *until = (*until).min(now + CLASSIC_GRACE);
+    }
+    wechat.classic.insert(token.clone(), at);
     token_answer(&token, at)
 }
 

@@ -13,6 +13,7 @@ pub mod retract;
 pub mod rules;
 pub mod send;
 pub mod users;
+mod wechat_events;
 
 use std::sync::Arc;
 

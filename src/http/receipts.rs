@@ -23,7 +23,7 @@ use msghub_actors::provider::ChannelType;
 use msghub_providers::SmsVendor;
 use serde_json::{Value, json};
 
-use super::State;
+use super::{State, wechat_events};
 use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
 use crate::domain::{kind_of, parse_json};
 use crate::error::{ApiError, JumsError};
@@ -87,6 +87,9 @@ struct ChannelAuth {
     basic: Option<String>,
     /// The Token WeChat signs event pushes with (`wechatoa` channels that set one).
     wechat_token: Option<String>,
+    /// The key of encrypted pushes (`encoding_aes_key`), and the appid they must be for.
+    wechat_aes: Option<wechat_events::AesKey>,
+    wechat_appid: String,
 }
 
 pub struct ReceiptChannels {
@@ -142,20 +145,22 @@ impl ReceiptChannels {
                 ChannelType::Wechatoa => ReceiptFormat::WechatEvent,
                 _ => ReceiptFormat::None,
             };
-            let wechat_token = match spec.channel_type {
-                ChannelType::Wechatoa => spec
-                    .credentials
-                    .get("token")
+            let text = |k: &str| {
+                spec.credentials
+                    .get(k)
                     .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string),
-                _ => None,
+                    .filter(|t| !t.is_empty() && spec.channel_type == ChannelType::Wechatoa)
             };
+            let wechat_token = text("token").map(str::to_string);
+            let wechat_aes = text("encoding_aes_key").and_then(wechat_events::AesKey::parse);
+            let wechat_appid = text("appid").unwrap_or_default().to_string();
             ChannelAuth {
                 channel_type: spec.channel_type,
                 format,
                 basic,
                 wechat_token,
+                wechat_aes,
+                wechat_appid,
             }
         });
         if let Ok(mut cache) = self.cache.write() {
@@ -222,167 +227,84 @@ fn wechat_query(req: &HttpRequest) -> HashMap<String, String> {
         .collect()
 }
 
-/// `sha1` (lowercase hex) of the Token, timestamp and nonce, sorted and joined.
-fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
-    use sha1::Digest;
-    let mut parts = [token, timestamp, nonce];
-    parts.sort_unstable();
-    hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()))
-}
-
-/// A WeChat push or URL check must be signed with the channel's Token.
+/// A WeChat push or URL check must be signed with the channel's Token, and recently.
 fn verify_wechat(auth: &ChannelAuth, query: &HashMap<String, String>) -> Result<(), ApiError> {
-    let Some(token) = &auth.wechat_token else {
-        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "no_token")
-            .increment(1);
-        return Err(ApiError::new(
-            403,
-            "forbidden",
-            "this wechatoa channel has no token: set credentials.token to the Token of the account's server configuration",
-        ));
-    };
+    let token = wechat_token(auth)?;
     let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
-    let expected = wechat_signature(token, field("timestamp"), field("nonce"));
-    if !constant_eq(field("signature").as_bytes(), expected.as_bytes()) {
-        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "signature")
-            .increment(1);
-        return Err(ApiError::new(
-            401,
-            "unauthorized",
-            "the WeChat signature does not match the channel's token",
-        ));
+    let expected = wechat_events::signature(&[token, field("timestamp"), field("nonce")]);
+    let now = chrono::Utc::now().timestamp();
+    if !constant_eq(field("signature").as_bytes(), expected.as_bytes())
+        || !wechat_events::fresh(field("timestamp"), now)
+    {
+        return Err(wechat_unsigned());
     }
     Ok(())
 }
 
-/// Most top-level elements read from one WeChat XML message.
-const MAX_XML_FIELDS: usize = 64;
-
-/// The top-level elements of a flat WeChat XML message (`<xml><Name>text</Name>…</xml>`),
-/// CDATA or escaped text alike. Nested elements are skipped; no entity is expanded beyond the
-/// five predefined ones and character references (a DOCTYPE's entities are unknown here).
-fn wechat_fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
-    use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(body);
-    let mut buf = Vec::new();
-    let mut depth = 0usize;
-    let mut current: Option<String> = None;
-    let mut fields: HashMap<String, String> = HashMap::new();
-    let mut rooted = false;
-    loop {
-        let event = reader
-            .read_event_into(&mut buf)
-            .map_err(|e| format!("not well-formed XML: {e}"))?;
-        match event {
-            Event::Start(e) => {
-                depth += 1;
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                if depth == 1 {
-                    if name != "xml" || rooted {
-                        return Err("the root element must be <xml>".into());
-                    }
-                    rooted = true;
-                } else if depth == 2 {
-                    if fields.len() >= MAX_XML_FIELDS {
-                        return Err(format!("more than {MAX_XML_FIELDS} elements"));
-                    }
-                    fields.entry(name.clone()).or_default();
-                    current = Some(name);
-                }
-            }
-            Event::Empty(e) if depth == 1 => {
-                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                fields.entry(name).or_default();
-            }
-            Event::End(_) => {
-                if depth == 2 {
-                    current = None;
-                }
-                depth = depth.saturating_sub(1);
-            }
-            Event::Text(t) if depth == 2 => {
-                let text = t.decode().map_err(|e| e.to_string())?;
-                if let Some(name) = &current {
-                    fields.entry(name.clone()).or_default().push_str(&text);
-                }
-            }
-            // `&amp;` and friends, and character references, arrive as events of their own.
-            Event::GeneralRef(r) if depth == 2 => {
-                let text = match r.resolve_char_ref().map_err(|e| e.to_string())? {
-                    Some(c) => c.to_string(),
-                    None => {
-                        let name = r.decode().map_err(|e| e.to_string())?;
-                        quick_xml::escape::resolve_predefined_entity(&name)
-                            .ok_or_else(|| format!("unknown entity &{name};"))?
-                            .to_string()
-                    }
-                };
-                if let Some(name) = &current {
-                    fields.entry(name.clone()).or_default().push_str(&text);
-                }
-            }
-            Event::CData(t) if depth == 2 => {
-                if let Some(name) = &current {
-                    fields
-                        .entry(name.clone())
-                        .or_default()
-                        .push_str(&String::from_utf8_lossy(&t));
-                }
-            }
-            Event::Eof => break,
-            _ => {}
-        }
-        buf.clear();
-    }
-    if !rooted || depth != 0 {
-        return Err("the root element must be <xml>".into());
-    }
-    Ok(fields)
+fn wechat_token(auth: &ChannelAuth) -> Result<&str, ApiError> {
+    auth.wechat_token.as_deref().ok_or_else(|| {
+        metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "no_token")
+            .increment(1);
+        ApiError::new(
+            403,
+            "forbidden",
+            "this wechatoa channel has no token: set credentials.token to the Token of the account's server configuration",
+        )
+    })
 }
 
-/// A `TEMPLATESENDJOBFINISH` event as a receipt to look up, `None` for any other message or
-/// event (WeChat pushes every event of the account to the same URL).
-fn template_event(fields: &HashMap<String, String>) -> Result<Option<IdStatus>, String> {
-    let get = |k: &str| fields.get(k).map(|v| v.trim()).unwrap_or_default();
-    if get("MsgType") != "event" || get("Event") != "TEMPLATESENDJOBFINISH" {
-        return Ok(None);
+fn wechat_unsigned() -> ApiError {
+    metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "signature")
+        .increment(1);
+    ApiError::new(
+        401,
+        "unauthorized",
+        "the WeChat signature does not match the channel's token, or its timestamp is more than 5 minutes away",
+    )
+}
+
+/// The message of a push: the body itself in plaintext mode; with `encrypt_type=aes`
+/// (compatible and safe modes) the `Encrypt` envelope, checked against `msg_signature` and
+/// opened with the channel's `encoding_aes_key`. Without a key, a compatible-mode push is read
+/// from its plaintext copy; a safe-mode one cannot be read.
+fn wechat_message(
+    auth: &ChannelAuth,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<HashMap<String, String>, ApiError> {
+    let outer = wechat_events::fields(body).map_err(ApiError::invalid)?;
+    if query.get("encrypt_type").is_none_or(|t| t != "aes") {
+        return Ok(outer);
     }
-    let msgid = get("MsgID");
-    if msgid.is_empty() || msgid.len() > 32 || !msgid.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("MsgID must be the template send's msgid".into());
-    }
-    let openid = get("FromUserName");
-    if openid.is_empty() || openid.len() > 128 {
-        return Err("FromUserName must be the recipient's openid".into());
-    }
-    let status = get("Status");
-    let (kind, code) = match status {
-        "success" => (ReceiptKind::Delivered, None),
-        "failed:user block" => (ReceiptKind::Undelivered, Some("user_block")),
-        s if s.starts_with("failed") => (ReceiptKind::Undelivered, Some("system_failed")),
-        _ => {
-            return Err(format!(
-                "unknown Status {:?}",
-                status.chars().take(64).collect::<String>()
-            ));
+    let encrypt = outer.get("Encrypt").filter(|e| !e.is_empty());
+    let plaintext = outer.contains_key("MsgType");
+    match (&auth.wechat_aes, encrypt) {
+        (Some(key), Some(encrypt)) => {
+            let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
+            let token = wechat_token(auth)?;
+            let expected =
+                wechat_events::signature(&[token, field("timestamp"), field("nonce"), encrypt]);
+            if !constant_eq(field("msg_signature").as_bytes(), expected.as_bytes()) {
+                return Err(wechat_unsigned());
+            }
+            let xml = key
+                .decrypt(encrypt, &auth.wechat_appid)
+                .map_err(ApiError::invalid)?;
+            wechat_events::fields(xml.as_bytes()).map_err(ApiError::invalid)
         }
-    };
-    let at_ms = get("CreateTime")
-        .parse::<i64>()
-        .ok()
-        .filter(|s| *s > 0 && *s < 100_000_000_000)
-        .map_or_else(msghub_actors::plan::now_ms, |s| s * 1000);
-    Ok(Some(IdStatus {
-        id: msgid.to_string(),
-        recipient: Recipient::Openid(openid.to_string()),
-        kind,
-        code: code.map(str::to_string),
-        at_ms,
-    }))
+        (_, _) if plaintext => Ok(outer),
+        (None, _) => Err(ApiError::invalid(
+            "an encrypted (safe mode) push needs the channel's encoding_aes_key: set credentials.encoding_aes_key to the account's EncodingAESKey",
+        )),
+        (Some(_), None) => Err(ApiError::invalid(
+            "encrypt_type=aes but the message has no Encrypt",
+        )),
+    }
 }
 
 /// A WeChat event push: verified, read, and (for template send results) applied. WeChat wants
-/// `success` (or an empty answer) within 5 s; it retries three times otherwise.
+/// `success` (or an empty answer) within 5 s and retries three times otherwise; a send result
+/// naming a MsgID not stored even after the waits is answered 503, so WeChat brings it again.
 async fn wechat_event(
     state: &State,
     req: &HttpRequest,
@@ -392,14 +314,9 @@ async fn wechat_event(
 ) -> Result<HttpResponse, ApiError> {
     let query = wechat_query(req);
     verify_wechat(auth, &query)?;
-    if query.get("encrypt_type").is_some_and(|t| t == "aes") {
-        return Err(ApiError::invalid(
-            "encrypted (safe mode) event pushes are not supported: set the account's message encryption to plaintext or compatible mode",
-        ));
-    }
-    let fields = wechat_fields(body).map_err(ApiError::invalid)?;
-    let (statuses, invalid) = match template_event(&fields) {
-        Ok(Some(status)) => (vec![status], 0),
+    let fields = wechat_message(auth, &query, body)?;
+    let status = match wechat_events::template_event(&fields) {
+        Ok(Some(status)) => status,
         Ok(None) => {
             return Ok(HttpResponse::Ok()
                 .content_type("text/plain")
@@ -411,9 +328,24 @@ async fn wechat_event(
             return Err(ApiError::invalid(e));
         }
     };
-    let (receipts, unmatched) =
-        resolve_ids(state, ChannelType::Wechatoa, channel_id, statuses).await?;
-    apply(state, ChannelType::Wechatoa, receipts, invalid, unmatched).await?;
+    let resolved = resolve_ids(state, ChannelType::Wechatoa, channel_id, vec![status]).await?;
+    if resolved.missing > 0 {
+        metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "retry")
+            .increment(resolved.missing);
+        return Err(ApiError::new(
+            503,
+            "not_yet",
+            "no delivery has this MsgID yet; WeChat will push it again",
+        ));
+    }
+    apply(
+        state,
+        ChannelType::Wechatoa,
+        resolved.receipts,
+        0,
+        resolved.mismatched,
+    )
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain")
         .body("success"))
@@ -470,8 +402,12 @@ async fn provider_receipts(
         }
         ReceiptFormat::TencentStatus => {
             let (statuses, invalid) = parse_tencent_status(items);
-            let (receipts, unmatched) = resolve_ids(&state, t, channel_id, statuses).await?;
-            (receipts, invalid, unmatched)
+            let resolved = resolve_ids(&state, t, channel_id, statuses).await?;
+            (
+                resolved.receipts,
+                invalid,
+                resolved.mismatched + resolved.missing,
+            )
         }
         ReceiptFormat::None | ReceiptFormat::WechatEvent => {
             return Err(ApiError::invalid(format!(
@@ -620,9 +556,10 @@ fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
 
 /// Who a receipt without a msgid says it is for, checked against the delivery it names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Recipient {
-    /// Tencent's national number (`mobile`): `+86138…`, `86138…` and `138…` are all `138…`.
-    Mobile(String),
+pub(super) enum Recipient {
+    /// Tencent's `nationcode` and national number (`mobile`): `+86138…`, `86138…` and `138…`
+    /// are all (`86`, `138…`).
+    Mobile { nationcode: String, mobile: String },
     /// WeChat's openid (`FromUserName`), exactly.
     Openid(String),
 }
@@ -630,7 +567,7 @@ enum Recipient {
 impl Recipient {
     fn is(&self, address: &str) -> bool {
         match self {
-            Recipient::Mobile(mobile) => same_number(address, mobile),
+            Recipient::Mobile { nationcode, mobile } => same_number(address, nationcode, mobile),
             Recipient::Openid(openid) => address == openid,
         }
     }
@@ -639,12 +576,12 @@ impl Recipient {
 /// One receipt that names its delivery by the provider's id (Tencent `sid`, WeChat `MsgID`),
 /// before the id is looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct IdStatus {
-    id: String,
-    recipient: Recipient,
-    kind: ReceiptKind,
-    code: Option<String>,
-    at_ms: i64,
+pub(super) struct IdStatus {
+    pub(super) id: String,
+    pub(super) recipient: Recipient,
+    pub(super) kind: ReceiptKind,
+    pub(super) code: Option<String>,
+    pub(super) at_ms: i64,
 }
 
 /// `user_receive_time` (`yyyy-MM-dd HH:mm:ss`, China Standard Time) as unix ms.
@@ -669,7 +606,11 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
         let sid = field("sid").filter(|s| !s.is_empty() && s.len() <= 128);
         let mobile = field("mobile")
             .map(str::trim)
-            .filter(|m| !m.is_empty() && m.len() <= 32 && m.bytes().all(|b| b.is_ascii_digit()));
+            .filter(|m| all_digits(m, 5..=20));
+        let nationcode = field("nationcode")
+            .map(str::trim)
+            .filter(|c| all_digits(c, 1..=4))
+            .unwrap_or_default();
         let kind = match field("report_status") {
             Some("SUCCESS") => Some(ReceiptKind::Delivered),
             Some("FAIL") => Some(ReceiptKind::Undelivered),
@@ -678,7 +619,10 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
         match (sid, mobile, kind) {
             (Some(sid), Some(mobile), Some(kind)) => out.push(IdStatus {
                 id: sid.to_string(),
-                recipient: Recipient::Mobile(mobile.to_string()),
+                recipient: Recipient::Mobile {
+                    nationcode: nationcode.to_string(),
+                    mobile: mobile.to_string(),
+                },
                 kind,
                 code: field("errmsg")
                     .filter(|c| kind == ReceiptKind::Undelivered && !c.is_empty() && c.len() <= 64)
@@ -693,24 +637,36 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
     (out, invalid)
 }
 
-/// Whether a delivery's address is the callback's national `mobile` (`+86138…`, `86138…` and
-/// `138…` all are `138…`).
-fn same_number(address: &str, mobile: &str) -> bool {
+fn all_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
+    lengths.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a delivery's address is the callback's number: written nationally (`138…`, the
+/// `mobile`) or with the calling code (`+86138…`, `86138…`: `nationcode` + `mobile`).
+fn same_number(address: &str, nationcode: &str, mobile: &str) -> bool {
     let digits: String = address.chars().filter(char::is_ascii_digit).collect();
-    digits.ends_with(mobile)
+    digits == mobile || (!nationcode.is_empty() && digits == format!("{nationcode}{mobile}"))
+}
+
+/// What receipts named by provider id came to.
+struct Resolved {
+    receipts: Vec<Receipt>,
+    /// Named a delivery of another recipient: foreign, or forged.
+    mismatched: u64,
+    /// Named no delivery at all, even after the waits.
+    missing: u64,
 }
 
 /// The deliveries receipts name by provider id. An id not stored yet is looked up again
-/// after each of [`ID_WAITS`]; what still matches nothing (or another recipient) is returned
-/// as a count of unmatched receipts.
+/// after each of [`ID_WAITS`].
 async fn resolve_ids(
     state: &State,
     channel_type: ChannelType,
     channel_id: i64,
     mut pending: Vec<IdStatus>,
-) -> Result<(Vec<Receipt>, u64), ApiError> {
+) -> Result<Resolved, ApiError> {
     let mut receipts = Vec::with_capacity(pending.len());
-    let mut unmatched = 0u64;
+    let mut mismatched = 0u64;
     let mut waits = ID_WAITS.iter();
     loop {
         let mut ids: Vec<&str> = pending.iter().map(|s| s.id.as_str()).collect();
@@ -747,7 +703,7 @@ async fn resolve_ids(
                     }),
             );
             if receipts.len() == before {
-                unmatched += 1;
+                mismatched += 1;
             }
             false
         });
@@ -759,7 +715,11 @@ async fn resolve_ids(
             _ => break,
         }
     }
-    Ok((receipts, unmatched + pending.len() as u64))
+    Ok(Resolved {
+        receipts,
+        mismatched,
+        missing: pending.len() as u64,
+    })
 }
 
 /// `POST /v1/events`: clicks, reads and deliveries reported by the business's own app,
@@ -947,7 +907,10 @@ mod tests {
             statuses[0],
             IdStatus {
                 id: "2433:1".into(),
-                recipient: Recipient::Mobile("13800000001".into()),
+                recipient: Recipient::Mobile {
+                    nationcode: "86".into(),
+                    mobile: "13800000001".into(),
+                },
                 kind: ReceiptKind::Delivered,
                 code: None,
                 // 08:03:04 in UTC+8.
@@ -960,83 +923,16 @@ mod tests {
     }
 
     #[test]
-    fn wechat_signatures_sort_their_parts() {
-        // sha1("12345" + "1700000000" + "simWechatToken"), computed outside the crate.
-        assert_eq!(
-            wechat_signature("simWechatToken", "1700000000", "12345"),
-            "ed04b29a4de4bcada67037f357ef33d70c3da92b"
-        );
-    }
-
-    #[test]
-    fn wechat_template_events_are_read_from_their_xml() {
-        let xml = "<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName>\
-                   <FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>\
-                   <CreateTime>1395658920</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-                   <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID>\
-                   <Status><![CDATA[success]]></Status></xml>";
-        let fields = wechat_fields(xml.as_bytes()).unwrap();
-        assert_eq!(fields["ToUserName"], "gh_7f083739789a");
-        assert_eq!(
-            template_event(&fields).unwrap(),
-            Some(IdStatus {
-                id: "200163836".into(),
-                recipient: Recipient::Openid("oia2TjuEGTNoeX76QEjQNrcURxG8".into()),
-                kind: ReceiptKind::Delivered,
-                code: None,
-                at_ms: 1_395_658_920_000,
-            })
-        );
-        for (status, code) in [
-            ("failed:user block", "user_block"),
-            ("failed: system failed", "system_failed"),
-        ] {
-            let failed = xml.replace("success", status);
-            let event = template_event(&wechat_fields(failed.as_bytes()).unwrap())
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                (event.kind, event.code.as_deref()),
-                (ReceiptKind::Undelivered, Some(code))
-            );
-        }
-        // Escaped text reads like CDATA; other events are not receipts.
-        let plain = "<xml><MsgType>event</MsgType><Event>subscribe</Event>\
-                     <FromUserName>o&amp;1&#x41;</FromUserName></xml>";
-        let fields = wechat_fields(plain.as_bytes()).unwrap();
-        assert_eq!(fields["FromUserName"], "o&1A");
-        assert_eq!(template_event(&fields), Ok(None));
-        for bad in [
-            xml.replace("200163836", "12a"),
-            xml.replace("success", "maybe"),
-            xml.replace(
-                "<FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>",
-                "",
-            ),
-        ] {
-            assert!(
-                template_event(&wechat_fields(bad.as_bytes()).unwrap()).is_err(),
-                "{bad}"
-            );
-        }
-        for bad in [
-            "",
-            "<x><a>1</a></x>",
-            "<xml><a>1</xml>",
-            "not xml",
-            "<xml></xml><xml></xml>",
-            "<!DOCTYPE xml [<!ENTITY e \"boom\">]><xml><a>&e;</a></xml>",
-        ] {
-            assert!(wechat_fields(bad.as_bytes()).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn a_status_matches_its_number_however_the_address_is_written() {
         for address in ["13800000001", "+8613800000001", "8613800000001"] {
-            assert!(same_number(address, "13800000001"), "{address}");
+            assert!(same_number(address, "86", "13800000001"), "{address}");
         }
-        assert!(!same_number("13800000002", "13800000001"));
-        assert!(!same_number("+8613800000001", "13800000002"));
+        assert!(same_number("13800000001", "", "13800000001"));
+        assert!(!same_number("13800000002", "86", "13800000001"));
+        assert!(!same_number("+8613800000001", "86", "13800000002"));
+        // Only the whole number: a tail or another calling code is not it.
+        assert!(!same_number("+8613800000001", "86", "00000001"));
+        assert!(!same_number("+8513800000001", "86", "13800000001"));
+        assert!(!same_number("+8613800000001", "", "13800000001"));
     }
 }

@@ -593,19 +593,25 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
     assert_eq!(again["deliveries"][0]["status"], row["status"]);
 }
 
-fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
+/// `url` signed as WeChat signs its pushes, at `timestamp`.
+fn wechat_signed_at(url: &str, token: &str, timestamp: i64, extra: &str) -> String {
     use sha1::Digest;
-    let (timestamp, nonce) = ("1700000000", "8271");
-    let mut parts = [token, timestamp, nonce];
+    let (timestamp, nonce) = (timestamp.to_string(), "8271");
+    let mut parts = [token, timestamp.as_str(), nonce];
     parts.sort_unstable();
     let signature = hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()));
     format!("{url}?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}")
 }
 
+fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
+    wechat_signed_at(url, token, chrono::Utc::now().timestamp(), extra)
+}
+
 /// A `wechatoa` channel: the URL check WeChat makes when the URL is saved, template sends
 /// through the simulator (a token that expires between two messages is fetched again), and
-/// `TEMPLATESENDJOBFINISH` events applied by MsgID to exactly the deliveries the simulator
-/// drew. Unsigned pushes are refused; other events and unknown MsgIDs change nothing.
+/// `TEMPLATESENDJOBFINISH` events — plain, safe (encrypted) and compatible — applied by MsgID to
+/// exactly the deliveries the simulator drew. Unsigned, stale and forged pushes are refused;
+/// other events change nothing; an unknown MsgID is answered 503 so WeChat pushes it again.
 #[actix_web::test]
 async fn wechat_template_events_apply_by_msgid() {
     let app = spawn_app().await;
@@ -615,7 +621,7 @@ async fn wechat_template_events_apply_by_msgid() {
             "/api/channels",
             json!({"type": "wechatoa", "name": "oa sim", "credentials": {
                 "appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
-                "base_url": app.sim.http_url()}}),
+                "encoding_aes_key": sim.wechat_encoding_aes_key, "base_url": app.sim.http_url()}}),
         )
         .await;
     let oa = ch["id"].as_i64().expect("channel id");
@@ -626,84 +632,104 @@ async fn wechat_template_events_apply_by_msgid() {
         .text()
         .await
         .expect("text");
-    assert!(
-        !shown.contains(&sim.wechat_secret) && !shown.contains(&sim.wechat_token),
-        "secret and token are masked: {shown}"
-    );
+    for secret in [
+        &sim.wechat_secret,
+        &sim.wechat_token,
+        &sim.wechat_encoding_aes_key,
+    ] {
+        assert!(!shown.contains(secret.as_str()), "masked: {shown}");
+    }
     let shown: Value = serde_json::from_str(&shown).expect("json");
     let url = shown["receipt_url"]
         .as_str()
         .expect("receipt url")
         .to_string();
 
-    // The server URL check: echostr back when signed with the token, refused otherwise.
-    let check = app
-        .client
-        .get(wechat_signed(&url, &sim.wechat_token, "&echostr=4711"))
-        .send()
+    // The server URL check: echostr back when signed with the token, recently.
+    let get = |u: String| {
+        let client = app.client.clone();
+        async move {
+            let r = client.get(u).send().await.expect("get");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(
+        get(wechat_signed(&url, &sim.wechat_token, "&echostr=4711")).await,
+        (200, "4711".to_string())
+    );
+    assert_eq!(
+        get(wechat_signed(&url, "otherToken", "&echostr=4711"))
+            .await
+            .0,
+        401
+    );
+    let stale = chrono::Utc::now().timestamp() - 600;
+    assert_eq!(
+        get(wechat_signed_at(
+            &url,
+            &sim.wechat_token,
+            stale,
+            "&echostr=4711"
+        ))
         .await
-        .expect("get");
-    assert_eq!(check.status().as_u16(), 200);
-    assert_eq!(check.text().await.expect("text"), "4711");
-    let forged = app
-        .client
-        .get(wechat_signed(&url, "otherToken", "&echostr=4711"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(forged.status().as_u16(), 401);
+        .0,
+        401
+    );
 
-    app.sim_post(
-        "/sim/receipts",
-        json!({"channel": "wechatoa", "report_url": url, "delivered_ratio": 0.6,
-               "failed_ratio": 0.3, "delay_ms": 0, "batch_ms": 10}),
-    )
-    .await;
-    const N: usize = 200;
+    const N: usize = 240;
     app.add_users((0..N).map(
         |i| json!({"userid": format!("w{i:03}"), "add": {"wechatoa": format!("oUser{i:07}")}}),
     ))
     .await;
     let msg = json!([{"type": 0, "template_id": "TPL_order", "url": "https://shop.test/o/1",
                       "data": {"thing1": "Order shipped", "time2": {"value": "2026-11-30 10:00"}}}]);
-    let first: Vec<String> = (0..N / 2).map(|i| format!("w{i:03}")).collect();
-    let second: Vec<String> = (N / 2..N).map(|i| format!("w{i:03}")).collect();
-    let m1 = app
-        .send_ok(
-            "/v1/sent",
-            json!({"aud_userid": first, "msg_wechatoa": msg}),
+    let third = N / 3;
+    let mut msgids = Vec::new();
+    for (part, mode) in ["plain", "safe", "compatible"].into_iter().enumerate() {
+        app.sim_post(
+            "/sim/receipts",
+            json!({"channel": "wechatoa", "report_url": url, "delivered_ratio": 0.6,
+                   "failed_ratio": 0.3, "delay_ms": 0, "batch_ms": 10, "wechat_mode": mode}),
         )
         .await;
-    app.wait_done(&m1, Duration::from_secs(30)).await;
-    // The cached token expires: the next sends are refused once (42001), fetch a new token
-    // and go through.
-    app.sim.state.expire_wechat_tokens();
-    let m2 = app
-        .send_ok(
-            "/v1/sent",
-            json!({"aud_userid": second, "msg_wechatoa": msg}),
-        )
-        .await;
-    let s2 = app.wait_done(&m2, Duration::from_secs(30)).await;
-    assert_eq!(app.sim.state.total("wechatoa"), N as u64, "{s2}");
-
-    let started = Instant::now();
-    for msgid in [&m1, &m2] {
+        if mode == "safe" {
+            // The cached token expires: the next sends are refused once (42001), fetch a new
+            // token and go through.
+            app.sim.state.expire_wechat_tokens();
+        }
+        let users: Vec<String> = (part * third..(part + 1) * third)
+            .map(|i| format!("w{i:03}"))
+            .collect();
+        let msgid = app
+            .send_ok(
+                "/v1/sent",
+                json!({"aud_userid": users, "msg_wechatoa": msg}),
+            )
+            .await;
+        app.wait_done(&msgid, Duration::from_secs(30)).await;
+        let started = Instant::now();
         let report = loop {
-            let r = app.sim_receipts("wechatoa", msgid).await;
-            if r["pending"] == 0 && r["dropped_items"] == 0 {
+            let r = app.sim_receipts("wechatoa", &msgid).await;
+            if r["pending"] == 0 {
                 break r;
             }
             assert!(started.elapsed() < Duration::from_secs(30), "{r}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        assert_eq!(report["dropped_items"], 0, "{mode}: {report}");
+        msgids.push((mode, msgid, report));
+    }
+    assert_eq!(app.sim.state.total("wechatoa"), N as u64);
+    for (mode, msgid, report) in &msgids {
         let (delivered, failed) = (
             addresses(&report["delivered"]),
             addresses(&report["failed"]),
         );
         assert!(
-            delivered.len() > N / 8 && !failed.is_empty() && delivered.len() + failed.len() < N / 2,
-            "the draw for {msgid}: {report}"
+            delivered.len() > third / 4
+                && !failed.is_empty()
+                && delivered.len() + failed.len() < third,
+            "the draw for {mode}: {report}"
         );
         let rows: Value = app
             .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
@@ -712,69 +738,85 @@ async fn wechat_template_events_apply_by_msgid() {
             .await
             .expect("json");
         let rows = rows["deliveries"].as_array().expect("deliveries").clone();
-        assert_eq!(rows.len(), N / 2);
+        assert_eq!(rows.len(), third);
         let with_status = |status: &str| -> BTreeSet<String> {
             rows.iter()
                 .filter(|r| r["status"] == status)
                 .map(|r| r["address"].as_str().expect("address").to_string())
                 .collect()
         };
-        assert_eq!(with_status("delivered"), delivered, "{msgid}");
-        assert_eq!(with_status("undelivered"), failed, "{msgid}");
+        assert_eq!(with_status("delivered"), delivered, "{mode}");
+        assert_eq!(with_status("undelivered"), failed, "{mode}");
         assert!(
             rows.iter().all(|r| r["provider_id"].is_string()),
             "{rows:?}"
         );
     }
 
-    // Unsigned: refused. Another event: answered, nothing applied. Unknown MsgID: unknown.
-    let event = |msgid: &str, status: &str| {
+    // Unsigned: refused. Another event: answered, nothing applied. A known MsgID for another
+    // openid: unknown. An unknown MsgID: 503, for WeChat to bring again.
+    let event = |msgid: &str, openid: &str| {
         format!(
-            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[oUser0000001]]></FromUserName>\
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
              <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-             <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[{status}]]></Status></xml>"
+             <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status></xml>"
         )
     };
-    let unsigned = app
-        .client
-        .post(&url)
-        .body(event("1", "success"))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(unsigned.status().as_u16(), 401);
-    let unknown_before = app
-        .metric(r#"msghub_receipts_total{channel_type="wechatoa",result="unknown"}"#)
-        .await;
-    let signed = wechat_signed(&url, &sim.wechat_token, "");
-    for body in [
-        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>"
-            .to_string(),
-        event("999999999999", "success"),
-    ] {
-        let r = app
-            .client
-            .post(&signed)
-            .body(body)
-            .send()
+    let post = |u: String, body: String| {
+        let client = app.client.clone();
+        async move {
+            let r = client.post(u).body(body).send().await.expect("post");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(post(url.clone(), event("1", "oUser0000001")).await.0, 401);
+    let metric = |result: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!(
+                r#"msghub_receipts_total{{channel_type="wechatoa",result="{result}"}}"#
+            ))
             .await
-            .expect("post");
-        assert_eq!(r.status().as_u16(), 200);
-        assert_eq!(r.text().await.expect("text"), "success");
-    }
-    assert_eq!(
-        app.metric(r#"msghub_receipts_total{channel_type="wechatoa",result="unknown"}"#)
-            .await,
-        unknown_before + 1
-    );
-    let bad = app
-        .client
-        .post(&signed)
-        .body("<xml><MsgType>event")
-        .send()
+        }
+    };
+    let (unknown, retry) = (metric("unknown").await, metric("retry").await);
+    let known_rows: Value = app
+        .admin_get(&format!("/api/messages/{}/deliveries?limit=1", msgids[0].1))
         .await
-        .expect("post");
-    assert_eq!(bad.status().as_u16(), 400);
+        .json()
+        .await
+        .expect("json");
+    let known = known_rows["deliveries"][0]["provider_id"]
+        .as_str()
+        .expect("msgid")
+        .to_string();
+    let signed = || wechat_signed(&url, &sim.wechat_token, "");
+    let other_event =
+        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+    assert_eq!(
+        post(signed(), other_event.to_string()).await,
+        (200, "success".to_string())
+    );
+    assert_eq!(
+        post(signed(), event(&known, "oSomeoneElse01")).await,
+        (200, "success".to_string())
+    );
+    assert_eq!(
+        post(signed(), event("999999999999", "oUser0000001"))
+            .await
+            .0,
+        503
+    );
+    assert_eq!(metric("unknown").await, unknown + 1);
+    assert_eq!(metric("retry").await, retry + 1);
+    // Encrypted without a valid msg_signature: refused.
+    let forged = format!("{}&encrypt_type=aes&msg_signature=00", signed());
+    let body = "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><Encrypt><![CDATA[AAAA]]></Encrypt></xml>";
+    assert_eq!(post(forged, body.to_string()).await.0, 401);
+    assert_eq!(
+        post(signed(), "<xml><MsgType>event".to_string()).await.0,
+        400
+    );
 }
 
 /// A paced send (`option.spread_seconds`) spreads its deliveries evenly over the duration:

@@ -30,8 +30,13 @@ fn class_for_code(code: &str, one_number: bool) -> Option<OutcomeClass> {
         c if c.starts_with("LimitExceeded.") => OutcomeClass::Rate,
         c if c == "InternalError" || c.starts_with("InternalError.") => OutcomeClass::Retry,
         // Unsubscribed or carrier do-not-disturb: this address will not take SMS.
-        "FailedOperation.PhoneNumberInBlacklist" => OutcomeClass::Gone,
-        "InvalidParameterValue.IncorrectPhoneNumber" if one_number => OutcomeClass::Gone,
+        // Only a code about one known number may mark that number: for a whole call it does
+        // not say which.
+        "FailedOperation.PhoneNumberInBlacklist" | "InvalidParameterValue.IncorrectPhoneNumber"
+            if one_number =>
+        {
+            OutcomeClass::Gone
+        }
         _ => return None,
     })
 }
@@ -176,6 +181,16 @@ mod tests {
                 "UnauthorizedOperation.RequestIpNotInWhitelist",
                 2,
                 OutcomeClass::Perm,
+            ),
+            (
+                "FailedOperation.PhoneNumberInBlacklist",
+                2,
+                OutcomeClass::Perm,
+            ),
+            (
+                "FailedOperation.PhoneNumberInBlacklist",
+                1,
+                OutcomeClass::Gone,
             ),
             ("Ok", 2, OutcomeClass::Perm),
         ];

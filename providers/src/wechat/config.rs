@@ -1,10 +1,12 @@
 //! Credentials of a `wechatoa` channel: a WeChat Official Account (服务号) and the server
 //! configuration its events come back through.
 //!
-//! `{"appid", "secret", "token", "base_url"}`: `appid`/`secret` get access tokens
-//! (`/cgi-bin/stable_token`); `token` is the "Token" of the account's server configuration,
-//! with which WeChat signs the event pushes (`TEMPLATESENDJOBFINISH`) it sends to the channel's
-//! receipt URL. Without `token` the channel sends but cannot verify, so it accepts no receipts.
+//! `{"appid", "secret", "token", "encoding_aes_key", "base_url"}`: `appid`/`secret` get access
+//! tokens (`/cgi-bin/stable_token`); `token` is the "Token" of the account's server
+//! configuration, with which WeChat signs the event pushes (`TEMPLATESENDJOBFINISH`) it sends to
+//! the channel's receipt URL, and `encoding_aes_key` its "EncodingAESKey", which opens them in
+//! the compatible and safe encryption modes. Without `token` the channel sends but cannot
+//! verify, so it accepts no receipts.
 
 use msghub_actors::provider::ChannelType;
 use serde_json::Value;
@@ -12,8 +14,8 @@ use serde_json::Value;
 use crate::ConfigError;
 use crate::creds::Creds;
 
-pub(crate) const FIELDS: &[&str] = &["appid", "secret", "token", "base_url"];
-pub(crate) const SECRETS: &[&str] = &["secret", "token"];
+pub(crate) const FIELDS: &[&str] = &["appid", "secret", "token", "encoding_aes_key", "base_url"];
+pub(crate) const SECRETS: &[&str] = &["secret", "token", "encoding_aes_key"];
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
 
 #[derive(Clone)]
@@ -43,6 +45,22 @@ pub(crate) fn parse(credentials: &Value) -> Result<WechatConfig, ConfigError> {
     if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) || appid.len() > 32 {
         return Err(c.invalid("appid", "must be the account's AppID (letters and digits)"));
     }
+    if let Some(key) = c.optional_str("encoding_aes_key")? {
+        use base64::Engine;
+        // WeChat's keys are 43 random letters and digits: the last one's low bits are not
+        // zero, as strict base64 wants, and WeChat's own samples decode them anyway.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+        );
+        let decoded = lenient.decode(format!("{key}="));
+        if key.len() != 43 || decoded.map_or(true, |k| k.len() != 32) {
+            return Err(c.invalid(
+                "encoding_aes_key",
+                "must be the account's 43-character EncodingAESKey",
+            ));
+        }
+    }
     let token = c.optional_str("token")?;
     if let Some(t) = &token
         && (!(3..=32).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -70,6 +88,9 @@ mod tests {
 
     #[test]
     fn defaults() {
+        let mut with_key = ok();
+        with_key["encoding_aes_key"] = json!("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
+        assert!(parse(&with_key).is_ok());
         let c = parse(&ok()).unwrap();
         assert_eq!(c.base_url, "https://api.weixin.qq.com");
         assert_eq!(c.token.as_deref(), Some("hubToken1"));
@@ -107,6 +128,10 @@ mod tests {
                 "wechatoa: token must be 3 to 32 letters and digits",
             ),
             (with("token", json!(7)), "wechatoa: token must be a string"),
+            (
+                with("encoding_aes_key", json!("short")),
+                "wechatoa: encoding_aes_key must be the account's 43-character EncodingAESKey",
+            ),
             (
                 with("aes_key", json!("x")),
                 "wechatoa: unknown field \"aes_key\"",

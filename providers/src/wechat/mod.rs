@@ -26,6 +26,8 @@ const INVALID_CONTENT: &str = "invalid_content";
 const INVALID_ADDRESS: &str = "invalid_address";
 /// A cached token is refreshed this long before WeChat says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
+/// How long a failed token fetch answers the sends that waited for it, and those after.
+const FAILED_FETCH_HOLD: Duration = Duration::from_secs(5);
 
 pub(crate) fn build(
     credentials: &Value,
@@ -40,6 +42,7 @@ pub(crate) fn build(
         config,
         concurrency: options.pool_size.max(1),
         token: RwLock::new(None),
+        failed: RwLock::new(None),
         refreshing: tokio::sync::Mutex::new(()),
     }))
 }
@@ -58,6 +61,8 @@ struct WechatProvider {
     token_url: String,
     concurrency: usize,
     token: RwLock<Option<Token>>,
+    /// The last fetch, when it failed: when, and the outcome it gave.
+    failed: RwLock<Option<(Instant, Outcome)>>,
     /// Held while a token is being fetched, so concurrent sends wait for one fetch.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -197,7 +202,9 @@ fn usable_openid(address: &str) -> bool {
 }
 
 impl WechatProvider {
-    /// The cached token, or a fresh one from `stable_token` (one fetch at a time).
+    /// The cached token, or a fresh one from `stable_token` (one fetch at a time). A fetch that
+    /// failed is the answer for [`FAILED_FETCH_HOLD`] to every send that waited for it, so a
+    /// hanging or refusing token endpoint costs one call per hold, not one per send.
     async fn token(&self) -> Result<Arc<str>, Outcome> {
         let cached = || {
             self.token
@@ -214,40 +221,80 @@ impl WechatProvider {
         if let Some(token) = cached() {
             return Ok(token);
         }
+        if let Some((at, outcome)) = self.failed.read().ok().and_then(|f| f.clone())
+            && at.elapsed() < FAILED_FETCH_HOLD
+        {
+            return Err(outcome);
+        }
+        let fetched = self.fetch_token().await;
+        if let Ok(mut failed) = self.failed.write() {
+            *failed = fetched.as_ref().err().map(|o| (Instant::now(), o.clone()));
+        }
+        let (value, lifetime) = fetched?;
+        if let Ok(mut slot) = self.token.write() {
+            *slot = Some(Token {
+                value: value.clone(),
+                until: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
+            });
+        }
+        Ok(value)
+    }
+
+    /// One `stable_token` call: the token and how long it lives. A failure never quotes the
+    /// answer's body (it may hold a token) and is never `Ok`: no send happened.
+    async fn fetch_token(&self) -> Result<(Arc<str>, Duration), Outcome> {
         let request = self.client.post(&self.token_url).json(&json!({
             "grant_type": "client_credential",
             "appid": self.config.appid,
             "secret": self.config.secret,
             "force_refresh": false,
         }));
-        let reply = http::execute(request).await?;
+        let reply = http::execute(request).await.map_err(|mut transport| {
+            transport.message =
+                truncate(&format!("getting an access token: {}", transport.message));
+            transport
+        })?;
         let json = reply.json().unwrap_or(Value::Null);
-        let token = json.get("access_token").and_then(Value::as_str);
-        let expires_in = json.get("expires_in").and_then(Value::as_u64);
-        match (token, expires_in) {
-            (Some(token), Some(expires_in)) if reply.status == 200 && !token.is_empty() => {
-                let value: Arc<str> = token.into();
-                let lifetime = Duration::from_secs(expires_in).saturating_sub(TOKEN_MARGIN);
-                if let Ok(mut slot) = self.token.write() {
-                    *slot = Some(Token {
-                        value: value.clone(),
-                        until: Instant::now() + lifetime,
-                    });
-                }
-                Ok(value)
+        let token = json
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty());
+        // A number, or a number in a string as some token proxies answer; WeChat's own limit
+        // when absent.
+        let expires_in = match json.get("expires_in") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .unwrap_or(7200);
+        if let (Some(token), 200) = (token, reply.status) {
+            return Ok((token.into(), Duration::from_secs(expires_in)));
+        }
+        let failed = match classify::errcode(&json) {
+            Some((code, message)) if code != 0 => {
+                let class = match classify::classify(&reply).class {
+                    // A refused appid or secret is the configuration, not a stale token.
+                    OutcomeClass::Token | OutcomeClass::Ok => OutcomeClass::Perm,
+                    class => class,
+                };
+                Outcome::failed(class, code.to_string(), message)
             }
             _ => {
-                // The send never happened: the token call's failure decides.
-                let mut outcome = classify::classify(&reply);
-                if outcome.class == OutcomeClass::Token {
-                    // A refused appid/secret is the configuration, not a stale token.
-                    outcome.class = OutcomeClass::Perm;
-                }
-                outcome.message =
-                    truncate(&format!("getting an access token: {}", outcome.message));
-                Err(outcome)
+                let class = match http::class_for_status(reply.status) {
+                    OutcomeClass::Ok => OutcomeClass::Perm,
+                    class => class,
+                };
+                Outcome::failed(
+                    class,
+                    reply.status.to_string(),
+                    format!("HTTP {}: the answer holds no access_token", reply.status),
+                )
             }
-        }
+        };
+        Err(Outcome {
+            message: truncate(&format!("getting an access token: {}", failed.message)),
+            ..failed
+        })
     }
 
     /// Forget `used` if it is still the cached token (another send may have replaced it).

@@ -39,6 +39,21 @@ pub struct ReceiptConfig {
     /// SmsReport URL (one per account, as set in the Aliyun console); `None` = no reports.
     /// JPush has none: each push names its own `callback.url`.
     pub report_url: Option<String>,
+    /// How the WeChat account encrypts its event pushes (`wechatoa` only).
+    pub wechat_mode: WechatMode,
+}
+
+/// The message encryption mode of a WeChat account's server configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WechatMode {
+    /// The event XML as it is.
+    #[default]
+    Plain,
+    /// The plaintext fields and an `Encrypt` envelope of the same message.
+    Compatible,
+    /// Only the `Encrypt` envelope.
+    Safe,
 }
 
 impl Default for ReceiptConfig {
@@ -54,6 +69,7 @@ impl Default for ReceiptConfig {
             batch_ms: 100,
             retry_delays_ms: vec![1000, 5000, 10_000],
             report_url: None,
+            wechat_mode: WechatMode::Plain,
         }
     }
 }
@@ -61,6 +77,9 @@ impl Default for ReceiptConfig {
 impl ReceiptConfig {
     /// Checks the ranges; the message names the offending field.
     pub fn validate(&self, channel: Channel) -> Result<(), String> {
+        if self.wechat_mode != WechatMode::Plain && channel != Channel::Wechatoa {
+            return Err("wechat_mode is for channel wechatoa only".into());
+        }
         for (name, ratio) in [
             ("delivered_ratio", self.delivered_ratio),
             ("failed_ratio", self.failed_ratio),

@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::runtime::Handle;
 
-pub use config::ReceiptConfig;
+pub use config::{ReceiptConfig, WechatMode};
 pub(crate) use config::{parse_request, receipt_channel};
 use courier::Courier;
 use draw::{Dice, Fate};
@@ -58,9 +58,8 @@ pub(crate) struct Receipts {
     sms: Mutex<Arc<Outbox>>,
     tencent: Mutex<Arc<Outbox>>,
     wechat: Mutex<Arc<Outbox>>,
-    /// The WeChat server configuration's Token, and the account's original id.
-    wechat_token: String,
-    wechat_original_id: String,
+    /// How the WeChat account signs and encrypts its pushes.
+    wechat_account: outbox::WechatAccount,
     dice: Mutex<Dice>,
     courier: Arc<Courier>,
     /// `Authorization` of JPush receipts: Basic base64(app_key:master_secret).
@@ -82,9 +81,8 @@ impl Receipts {
             ))),
             sms: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             tencent: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
-            wechat: Mutex::new(Arc::new(wechat_outbox(&config.wechat_token, &courier))),
-            wechat_token: config.wechat_token.clone(),
-            wechat_original_id: config.wechat_original_id.clone(),
+            wechat: Mutex::new(Arc::new(wechat_outbox(&wechat_account(config), &courier))),
+            wechat_account: wechat_account(config),
             dice: Mutex::new(Dice::new(config.receipt_seed)),
             courier,
             jpush_auth,
@@ -135,7 +133,7 @@ impl Receipts {
             let old = std::mem::replace(&mut *lock(slot), fresh);
             old.close();
         }
-        let fresh = Arc::new(wechat_outbox(&self.wechat_token, &self.courier));
+        let fresh = Arc::new(wechat_outbox(&self.wechat_account, &self.courier));
         std::mem::replace(&mut *lock(&self.wechat), fresh).close();
     }
 
@@ -272,7 +270,13 @@ impl Receipts {
         };
         let delay = millis(config.delay_ms);
         let created = unix_after(Utc::now(), delay);
-        let xml = template_event(&self.wechat_original_id, openid, created, msgid, status);
+        let xml = template_event(
+            &self.wechat_account.original_id,
+            openid,
+            created,
+            msgid,
+            status,
+        );
         let item = Item {
             key: key.into(),
             address: openid.to_string(),
@@ -322,13 +326,20 @@ impl Receipts {
     }
 }
 
+fn wechat_account(config: &SimConfig) -> outbox::WechatAccount {
+    outbox::WechatAccount {
+        token: config.wechat_token.clone(),
+        appid: config.wechat_appid.clone(),
+        original_id: config.wechat_original_id.clone(),
+        encoding_aes_key: config.wechat_encoding_aes_key.clone(),
+    }
+}
+
 /// The WeChat outbox: one signed XML event per POST.
-fn wechat_outbox(token: &str, courier: &Arc<Courier>) -> Outbox {
+fn wechat_outbox(account: &outbox::WechatAccount, courier: &Arc<Courier>) -> Outbox {
     Outbox::with_wire(
         None,
-        outbox::Wire::WechatXml {
-            token: token.to_string(),
-        },
+        outbox::Wire::WechatXml(account.clone()),
         courier.clone(),
     )
 }

@@ -68,8 +68,18 @@ pub(crate) enum Wire {
     /// One POST per batch: a JSON array of the items (JPush, Aliyun, Tencent).
     JsonArray,
     /// One POST per item: its XML document, signed in the query as WeChat signs event pushes
-    /// (`signature = sha1(sort(token, timestamp, nonce))`).
-    WechatXml { token: String },
+    /// (`signature = sha1(sort(token, timestamp, nonce))`), and in the compatible and safe
+    /// modes of the channel's configuration wrapped in an `Encrypt` envelope.
+    WechatXml(WechatAccount),
+}
+
+/// What a WeChat account signs and encrypts its pushes with.
+#[derive(Clone, Debug)]
+pub(crate) struct WechatAccount {
+    pub token: String,
+    pub appid: String,
+    pub original_id: String,
+    pub encoding_aes_key: String,
 }
 
 /// One receipt, already serialised as a JSON array element (or, for WeChat, an XML document).
@@ -281,12 +291,13 @@ impl Outbox {
     /// POSTs one batch (or, one by one, its XML items), retrying after each configured delay,
     /// then drops what was not acknowledged and counts it.
     async fn deliver(&self, url: &str, batch: Vec<Item>) {
-        if let Wire::WechatXml { token } = &self.wire {
+        if let Wire::WechatXml(account) = &self.wire {
+            let mode = lock(&self.config).wechat_mode;
             for item in batch {
-                let body = item.json.clone();
+                let xml = item.json.clone();
                 self.post_with_retries(vec![item], || {
-                    let signed = signed_url(url, token);
-                    self.post(signed, body.clone(), "text/xml")
+                    let (url, body) = wechat_push(url, account, mode, &xml);
+                    self.post(url, body, "text/xml")
                 })
                 .await;
             }
@@ -411,21 +422,81 @@ impl Outbox {
     }
 }
 
-/// `url` with WeChat's `signature`, `timestamp` and `nonce` query parameters.
-pub(crate) fn signed_url(url: &str, token: &str) -> String {
+/// One push of `xml` as the account sends it in `mode`: the URL with WeChat's `signature`,
+/// `timestamp` and `nonce` (and with `encrypt_type=aes` and `msg_signature` when encrypted),
+/// and the body. Written from WeChat's published scheme on its own, apart from the hub's reader,
+/// so the two check each other.
+pub(crate) fn wechat_push(
+    url: &str,
+    account: &WechatAccount,
+    mode: super::config::WechatMode,
+    xml: &str,
+) -> (String, String) {
+    use super::config::WechatMode;
     let timestamp = chrono::Utc::now().timestamp().to_string();
     let nonce = rand::random::<u32>().to_string();
-    let signature = wechat_signature(token, &timestamp, &nonce);
+    let signature = wechat_signature(&[&account.token, &timestamp, &nonce]);
     let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}signature={signature}&timestamp={timestamp}&nonce={nonce}")
+    let signed = format!("{url}{sep}signature={signature}&timestamp={timestamp}&nonce={nonce}");
+    if mode == WechatMode::Plain {
+        return (signed, xml.to_string());
+    }
+    let encrypt = wechat_encrypt(&account.encoding_aes_key, &account.appid, xml);
+    let msg_signature = wechat_signature(&[&account.token, &timestamp, &nonce, &encrypt]);
+    let envelope = format!("<Encrypt><![CDATA[{encrypt}]]></Encrypt>");
+    let body = match mode {
+        // The plaintext fields stay, with the envelope added.
+        WechatMode::Compatible => xml.replacen("</xml>", &format!("{envelope}</xml>"), 1),
+        _ => format!(
+            "<xml><ToUserName><![CDATA[{}]]></ToUserName>{envelope}</xml>",
+            account.original_id
+        ),
+    };
+    (
+        format!("{signed}&encrypt_type=aes&msg_signature={msg_signature}"),
+        body,
+    )
 }
 
-/// `sha1` (lowercase hex) of the token, timestamp and nonce sorted and joined.
-pub(crate) fn wechat_signature(token: &str, timestamp: &str, nonce: &str) -> String {
+/// `sha1` (lowercase hex) of the parts sorted and joined.
+pub(crate) fn wechat_signature(parts: &[&str]) -> String {
     use sha1::{Digest, Sha1};
-    let mut parts = [token, timestamp, nonce];
-    parts.sort_unstable();
-    hex::encode(Sha1::digest(parts.concat().as_bytes()))
+    let mut sorted = parts.to_vec();
+    sorted.sort_unstable();
+    hex::encode(Sha1::digest(sorted.concat().as_bytes()))
+}
+
+/// Base64 of AES-256-CBC (key `base64(EncodingAESKey + "=")`, IV its first 16 bytes) over 16
+/// random bytes, the message's length (4 bytes, big-endian), the message and the appid,
+/// PKCS#7-padded to a multiple of 32 bytes.
+pub(crate) fn wechat_encrypt(encoding_aes_key: &str, appid: &str, xml: &str) -> String {
+    use aes::cipher::block_padding::NoPadding;
+    use aes::cipher::{BlockModeEncrypt, KeyIvInit};
+    use base64::Engine;
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let key = lenient
+        .decode(format!("{encoding_aes_key}="))
+        .unwrap_or_default();
+    let mut plain: Vec<u8> = (0..16).map(|_| rand::random::<u8>()).collect();
+    plain.extend_from_slice(&(xml.len() as u32).to_be_bytes());
+    plain.extend_from_slice(xml.as_bytes());
+    plain.extend_from_slice(appid.as_bytes());
+    let pad = 32 - plain.len() % 32;
+    plain.extend(std::iter::repeat_n(pad as u8, pad));
+    let len = plain.len();
+    let Some(iv) = key.get(..16) else {
+        return String::new();
+    };
+    match cbc::Encryptor::<aes::Aes256>::new_from_slices(&key, iv) {
+        Ok(cipher) => match cipher.encrypt_padded::<NoPadding>(&mut plain, len) {
+            Ok(sealed) => base64::engine::general_purpose::STANDARD.encode(sealed),
+            Err(_) => String::new(),
+        },
+        Err(_) => String::new(),
+    }
 }
 
 /// The batching task of one receiver URL: collects up to `batch_max` items or `batch_ms`, then
