@@ -569,11 +569,22 @@ async fn the_control_api_validates_reports_and_resets_receipts() {
     let defaults = json!({
         "enabled": true, "delivered_ratio": 1.0, "failed_ratio": 0.0, "clicked_ratio": 0.0,
         "delay_ms": 50, "click_delay_ms": 50, "batch_max": 100, "batch_ms": 100,
-        "retry_delays_ms": [1000, 5000, 10000], "report_url": null
+        "retry_delays_ms": [1000, 5000, 10000], "report_url": null, "wechat_mode": "plain"
     });
     let all = report(&c, &base, "").await;
-    assert_eq!(all["app"]["config"], defaults);
-    assert_eq!(all["sms"]["config"], defaults);
+    for channel in ["app", "sms", "tencent_sms", "wechatoa"] {
+        assert_eq!(all[channel]["config"], defaults, "{channel}");
+    }
+    // The encryption mode is the WeChat account's alone.
+    let (s, v) = configure(&c, &base, json!({"channel": "sms", "wechat_mode": "safe"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = configure(
+        &c,
+        &base,
+        json!({"channel": "wechatoa", "wechat_mode": "secret"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
     for key in [
         "posted_batches",
         "posted_items",
