@@ -59,6 +59,17 @@ impl Reply {
     pub(crate) fn excerpt(&self) -> String {
         truncate(String::from_utf8_lossy(&self.body).trim())
     }
+
+    /// The outcome of an answer that carries no code the adapter knows (a proxy or load
+    /// balancer answered, or the body is not the provider's): classed by status
+    /// ([`class_without_code`]), quoting the body.
+    pub(crate) fn unrecognised(&self) -> Outcome {
+        Outcome::failed(
+            class_without_code(self.status),
+            self.status.to_string(),
+            format!("HTTP {}: {}", self.status, self.excerpt()),
+        )
+    }
 }
 
 /// Send a prepared request and capture the reply, or turn the failure into a `Retry` outcome.
@@ -140,6 +151,16 @@ pub(crate) fn class_for_status(status: u16) -> OutcomeClass {
         408 | 500..=599 => OutcomeClass::Retry,
         // 3xx (redirects are not followed) and 4xx: the request or the configuration is wrong.
         _ => OutcomeClass::Perm,
+    }
+}
+
+/// Class by HTTP status of an answer without a known provider code. A 2xx that does not say the
+/// send was accepted is not a confirmed send; and provider sends are not idempotent, so it is
+/// not retried either: `Perm`.
+pub(crate) fn class_without_code(status: u16) -> OutcomeClass {
+    match class_for_status(status) {
+        OutcomeClass::Ok => OutcomeClass::Perm,
+        class => class,
     }
 }
 

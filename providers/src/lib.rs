@@ -18,6 +18,18 @@ mod tencent;
 mod webhook;
 mod wechat;
 
+/// The code of a content an adapter refuses before any call: permanent, the request is wrong.
+pub(crate) const INVALID_CONTENT: &str = "invalid_content";
+
+/// A content refused before any call, with the reason.
+pub(crate) fn rejected(message: impl Into<String>) -> msghub_actors::provider::Outcome {
+    msghub_actors::provider::Outcome::failed(
+        msghub_actors::provider::OutcomeClass::Perm,
+        INVALID_CONTENT,
+        message,
+    )
+}
+
 /// Knobs for the adapters built by [`build`]: process-wide ones plus the channel's receipt URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdapterOptions {

@@ -3,7 +3,7 @@
 use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, class_for_status, truncate, with_wait};
+use crate::http::{Reply, class_without_code, truncate, with_wait};
 
 /// Class of a `Code`, or `None` when only the HTTP status can tell.
 fn class_for_code(code: &str, targets: usize) -> Option<OutcomeClass> {
@@ -21,15 +21,6 @@ fn class_for_code(code: &str, targets: usize) -> Option<OutcomeClass> {
     })
 }
 
-/// Class by HTTP status for unknown codes and code-less replies. A 2xx without a known `Code`
-/// is not a confirmed send, but SendSms is not idempotent, so it is not retried either.
-fn fallback(status: u16) -> OutcomeClass {
-    match class_for_status(status) {
-        OutcomeClass::Ok => OutcomeClass::Perm,
-        class => class,
-    }
-}
-
 /// One outcome for the whole call: SendSms accepts or rejects all numbers together.
 pub(crate) fn classify(reply: &Reply, targets: usize) -> Outcome {
     let json = reply.json();
@@ -41,21 +32,16 @@ pub(crate) fn classify(reply: &Reply, targets: usize) -> Outcome {
     };
     let outcome = match field("Code") {
         Some(code) => {
-            let class = class_for_code(&code, targets).unwrap_or_else(|| fallback(reply.status));
+            let class =
+                class_for_code(&code, targets).unwrap_or_else(|| class_without_code(reply.status));
             if class == OutcomeClass::Ok {
                 Outcome::ok(code, field("BizId"))
             } else {
                 Outcome::failed(class, code, truncate(&field("Message").unwrap_or_default()))
             }
         }
-        None => {
-            // No JSON `Code`: a proxy or load balancer answered.
-            Outcome::failed(
-                fallback(reply.status),
-                reply.status.to_string(),
-                format!("HTTP {}: {}", reply.status, reply.excerpt()),
-            )
-        }
+        // No JSON `Code`: a proxy or load balancer answered.
+        None => reply.unrecognised(),
     };
     with_wait(outcome, reply.retry_after)
 }

@@ -16,14 +16,13 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use crate::http::{self, per_chunk};
-use crate::{AdapterOptions, ConfigError};
+use crate::{AdapterOptions, ConfigError, rejected};
 use config::AliyunConfig;
 
 /// `PhoneNumbers` accepts at most 1000 numbers.
 pub(crate) const MAX_BATCH: usize = 1000;
 
 const API_VERSION: &str = "2017-05-25";
-const INVALID_CONTENT: &str = "invalid_content";
 const INVALID_ADDRESS: &str = "invalid_address";
 
 pub(crate) fn build(
@@ -55,10 +54,6 @@ pub(crate) struct SmsTemplate {
     pub template_param: Option<String>,
     /// `sign_name` → `SignName`, overriding the channel's.
     pub sign_name: Option<String>,
-}
-
-fn rejected(message: impl Into<String>) -> Outcome {
-    Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
 }
 
 pub(crate) fn parse_content(content: &Value) -> Result<SmsTemplate, Outcome> {
@@ -211,6 +206,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::INVALID_CONTENT;
     use serde_json::json;
 
     fn config() -> AliyunConfig {

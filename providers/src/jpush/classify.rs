@@ -3,7 +3,7 @@
 use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, class_for_status, truncate, with_wait};
+use crate::http::{Reply, class_without_code, truncate, with_wait};
 
 /// Class of a JPush business error code, or `None` to fall back on the HTTP status.
 fn class_for_code(code: i64) -> Option<OutcomeClass> {
@@ -35,14 +35,10 @@ pub(crate) fn classify(reply: &Reply) -> Outcome {
                 .and_then(Value::as_str)
                 .map(truncate)
                 .unwrap_or_default();
-            let class = class_for_code(code).unwrap_or_else(|| fallback(reply.status));
+            let class = class_for_code(code).unwrap_or_else(|| class_without_code(reply.status));
             Outcome::failed(class, code.to_string(), message)
         }
-        None => Outcome::failed(
-            fallback(reply.status),
-            reply.status.to_string(),
-            format!("HTTP {}: {}", reply.status, reply.excerpt()),
-        ),
+        None => reply.unrecognised(),
     };
     // JPush reports its window reset on every reply; Retry-After is the generic fallback.
     let wait = match outcome.class {
@@ -50,14 +46,6 @@ pub(crate) fn classify(reply: &Reply) -> Outcome {
         _ => reply.retry_after,
     };
     with_wait(outcome, wait)
-}
-
-/// A 2xx that still carries an error object is treated by status like any other failure.
-fn fallback(status: u16) -> OutcomeClass {
-    match class_for_status(status) {
-        OutcomeClass::Ok => OutcomeClass::Perm,
-        class => class,
-    }
 }
 
 /// JPush ids are strings in current docs but numbers in old SDKs; accept both.

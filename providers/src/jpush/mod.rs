@@ -17,14 +17,11 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, per_chunk};
-use crate::{AdapterOptions, ConfigError};
+use crate::{AdapterOptions, ConfigError, rejected};
 use config::JpushConfig;
 
 /// JPush caps `audience.registration_id` at 1000 ids.
 pub(crate) const MAX_BATCH: usize = 1000;
-
-/// Outcome code for content rejected before calling JPush.
-const INVALID_CONTENT: &str = "invalid_content";
 
 /// `callback.type` bitmask msghub asks for: 1 received + 2 clicked + 4 not received.
 pub(crate) const CALLBACK_TYPES: u8 = 1 | 2 | 4;
@@ -171,10 +168,6 @@ pub(crate) fn receipt_callback(receipt_url: Option<&str>, msgid: i64) -> Option<
     })
 }
 
-fn rejected(message: impl Into<String>) -> Outcome {
-    Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
-}
-
 /// The JSON body of one push: `msg_app` plus audience and the options msghub controls.
 ///
 /// Pure so the exact wire shape is unit-tested; a content JPush would reject for its shape is
@@ -233,6 +226,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::INVALID_CONTENT;
 
     fn targets(ids: &[&str]) -> Vec<Target> {
         ids.iter()

@@ -19,12 +19,11 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::Value;
 
 use crate::http::per_target;
-use crate::{AdapterOptions, ConfigError};
+use crate::{AdapterOptions, ConfigError, INVALID_CONTENT, rejected};
 use config::{SmtpConfig, TlsMode};
 
 pub(crate) const MAX_BATCH: usize = 1;
 
-const INVALID_CONTENT: &str = "invalid_content";
 const INVALID_ADDRESS: &str = "invalid_address";
 
 pub(crate) fn build(
@@ -98,10 +97,6 @@ pub(crate) struct EmailContent {
     pub subject: String,
     /// `text` is HTML in JUMS.
     pub html: String,
-}
-
-fn rejected(message: impl Into<String>) -> Outcome {
-    Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
 }
 
 pub(crate) fn parse_content(content: &Value) -> Result<EmailContent, Outcome> {

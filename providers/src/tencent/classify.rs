@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, class_for_status, truncate, with_wait};
+use crate::http::{Reply, class_without_code, truncate, with_wait};
 
 /// Class of a Tencent code, or `None` when only the HTTP status can tell. `one_number`: the
 /// code concerns a single known number (a per-number status, or a call with one number).
@@ -41,15 +41,6 @@ fn class_for_code(code: &str, one_number: bool) -> Option<OutcomeClass> {
     })
 }
 
-/// Class by HTTP status for unknown codes. A 2xx without a known code is not a confirmed send,
-/// and SendSms is not idempotent, so it is not retried either.
-fn fallback(status: u16) -> OutcomeClass {
-    match class_for_status(status) {
-        OutcomeClass::Ok => OutcomeClass::Perm,
-        class => class,
-    }
-}
-
 fn text(v: &Value, name: &str) -> String {
     v.get(name)
         .and_then(Value::as_str)
@@ -64,18 +55,12 @@ pub(crate) fn classify(reply: &Reply, phones: &[String]) -> Vec<Outcome> {
         .and_then(|mut j| j.get_mut("Response").map(Value::take));
     let Some(response) = response else {
         // No `Response` object: a proxy or load balancer answered.
-        let class = fallback(reply.status);
-        let outcome = Outcome::failed(
-            class,
-            reply.status.to_string(),
-            format!("HTTP {}: {}", reply.status, reply.excerpt()),
-        );
-        return vec![with_wait(outcome, reply.retry_after); phones.len()];
+        return vec![with_wait(reply.unrecognised(), reply.retry_after); phones.len()];
     };
     if let Some(error) = response.get("Error") {
         let code = text(error, "Code");
-        let class =
-            class_for_code(&code, phones.len() == 1).unwrap_or_else(|| fallback(reply.status));
+        let class = class_for_code(&code, phones.len() == 1)
+            .unwrap_or_else(|| class_without_code(reply.status));
         let class = if class == OutcomeClass::Ok {
             OutcomeClass::Perm
         } else {

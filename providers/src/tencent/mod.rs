@@ -18,7 +18,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::http;
-use crate::{AdapterOptions, ConfigError};
+use crate::{AdapterOptions, ConfigError, rejected};
 use config::TencentConfig;
 
 /// `PhoneNumberSet` holds at most 200 numbers.
@@ -27,7 +27,6 @@ pub(crate) const MAX_BATCH: usize = 200;
 const SERVICE: &str = "sms";
 const ACTION: &str = "SendSms";
 const API_VERSION: &str = "2021-01-11";
-const INVALID_CONTENT: &str = "invalid_content";
 const INVALID_ADDRESS: &str = "invalid_address";
 
 pub(crate) fn build(
@@ -75,10 +74,6 @@ pub(crate) struct SmsTemplate {
     pub params: Vec<String>,
     /// `sign_name` → `SignName`, overriding the channel's.
     pub sign_name: Option<String>,
-}
-
-fn rejected(message: impl Into<String>) -> Outcome {
-    Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
 }
 
 fn param_text(v: &Value) -> Option<String> {
@@ -281,6 +276,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::INVALID_CONTENT;
 
     fn config() -> TencentConfig {
         config::parse(

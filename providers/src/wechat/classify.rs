@@ -3,7 +3,7 @@
 use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, class_for_status, truncate, with_wait};
+use crate::http::{Reply, truncate, with_wait};
 
 /// The errcodes that mean the access token was refused: refresh it and send again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
@@ -59,18 +59,7 @@ pub(crate) fn classify(reply: &Reply) -> Outcome {
             };
             Outcome::failed(class, code.to_string(), truncate(&message))
         }
-        None => {
-            let class = match class_for_status(reply.status) {
-                // A 2xx without an errcode is not a confirmed send, and a retry could send twice.
-                OutcomeClass::Ok => OutcomeClass::Perm,
-                class => class,
-            };
-            Outcome::failed(
-                class,
-                reply.status.to_string(),
-                format!("HTTP {}: {}", reply.status, reply.excerpt()),
-            )
-        }
+        None => reply.unrecognised(),
     };
     with_wait(outcome, reply.retry_after)
 }

@@ -19,10 +19,9 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, per_target, truncate};
-use crate::{AdapterOptions, ConfigError};
+use crate::{AdapterOptions, ConfigError, rejected};
 use config::WechatConfig;
 
-const INVALID_CONTENT: &str = "invalid_content";
 const INVALID_ADDRESS: &str = "invalid_address";
 /// A cached token is refreshed this long before WeChat says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
@@ -77,10 +76,6 @@ pub(crate) struct Template {
     /// `key → {"value", "color"?}`.
     pub data: Map<String, Value>,
     pub color: Option<String>,
-}
-
-fn rejected(message: impl Into<String>) -> Outcome {
-    Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, message)
 }
 
 fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<String>, Outcome> {
@@ -279,17 +274,11 @@ impl WechatProvider {
                 };
                 Outcome::failed(class, code.to_string(), message)
             }
-            _ => {
-                let class = match http::class_for_status(reply.status) {
-                    OutcomeClass::Ok => OutcomeClass::Perm,
-                    class => class,
-                };
-                Outcome::failed(
-                    class,
-                    reply.status.to_string(),
-                    format!("HTTP {}: the answer holds no access_token", reply.status),
-                )
-            }
+            _ => Outcome::failed(
+                http::class_without_code(reply.status),
+                reply.status.to_string(),
+                format!("HTTP {}: the answer holds no access_token", reply.status),
+            ),
         };
         Err(Outcome {
             message: truncate(&format!("getting an access token: {}", failed.message)),
@@ -377,6 +366,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use crate::INVALID_CONTENT;
 
     #[test]
     fn content_mapping() {
