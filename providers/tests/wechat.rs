@@ -168,3 +168,50 @@ async fn a_refused_account_fails_without_sending() {
             .all(|r| r.path == "/cgi-bin/stable_token")
     );
 }
+
+#[tokio::test]
+async fn a_failed_token_fetch_answers_the_sends_after_it_for_a_while() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let server = MockServer::start(move |r: &Captured| {
+        if r.path == "/cgi-bin/stable_token" {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        Canned::new(503, "busy")
+    })
+    .await;
+    let provider = adapter(&server.base_url);
+    let openids: Vec<String> = (0..6).map(|i| format!("oUser{i:07}")).collect();
+    let refs: Vec<&str> = openids.iter().map(String::as_str).collect();
+    let targets = targets(&refs);
+    let content = content();
+    let req = SendRequest {
+        msgid: 1,
+        content: &content,
+        targets: &targets,
+        ttl: None,
+    };
+    for _ in 0..2 {
+        let out = provider.send(req).await;
+        assert_eq!(out.len(), 6);
+        for o in &out {
+            assert_eq!(
+                (o.class, o.code.as_str()),
+                (OutcomeClass::Retry, "503"),
+                "{o:?}"
+            );
+            // The retry is asked to come after the failure's hold, not at once.
+            assert!(
+                o.retry_after.is_some_and(|w| w > std::time::Duration::ZERO),
+                "{o:?}"
+            );
+            assert!(
+                !o.message.contains("busy"),
+                "the body is not quoted: {}",
+                o.message
+            );
+        }
+    }
+    // Twelve sends, one fetch.
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+}

@@ -219,13 +219,18 @@ impl WechatProvider {
         if let Some((at, outcome)) = self.failed.read().ok().and_then(|f| f.clone())
             && at.elapsed() < FAILED_FETCH_HOLD
         {
-            return Err(outcome);
+            // A transient failure asks the retry to come after the hold, not spend its
+            // attempts on the same answer.
+            return Err(http::with_wait(
+                outcome,
+                Some(FAILED_FETCH_HOLD.saturating_sub(at.elapsed())),
+            ));
         }
         let fetched = self.fetch_token().await;
         if let Ok(mut failed) = self.failed.write() {
             *failed = fetched.as_ref().err().map(|o| (Instant::now(), o.clone()));
         }
-        let (value, lifetime) = fetched?;
+        let (value, lifetime) = fetched.map_err(|o| http::with_wait(o, Some(FAILED_FETCH_HOLD)))?;
         if let Ok(mut slot) = self.token.write() {
             *slot = Some(Token {
                 value: value.clone(),
