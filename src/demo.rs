@@ -85,10 +85,12 @@ pub async fn prepare(
             for t in missing {
                 let id = create_demo_channel(state, sim, t, source.id).await?;
                 setup.channels.push((t.code().to_string(), id));
+                // Kept after each channel: a start that fails half-way does not make the
+                // same channel twice the next time.
+                let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
+                state.db.put_setting(DEMO_SETTING, &sealed).await?;
             }
             state.db.apply_user_ops(&demo_users()).await?;
-            let sealed = state.crypto.encrypt(&serde_json::to_vec(&setup)?)?;
-            state.db.put_setting(DEMO_SETTING, &sealed).await?;
             state.sources.invalidate();
         }
         for (code, id) in &setup.channels {

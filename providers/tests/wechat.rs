@@ -181,7 +181,7 @@ async fn a_failed_token_fetch_answers_the_sends_after_it_for_a_while() {
     })
     .await;
     let provider = adapter(&server.base_url);
-    let openids: Vec<String> = (0..6).map(|i| format!("oUser{i:07}")).collect();
+    let openids: Vec<String> = (0..12).map(|i| format!("oUser{i:07}")).collect();
     let refs: Vec<&str> = openids.iter().map(String::as_str).collect();
     let targets = targets(&refs);
     let content = content();
@@ -191,9 +191,9 @@ async fn a_failed_token_fetch_answers_the_sends_after_it_for_a_while() {
         targets: &targets,
         ttl: None,
     };
-    for _ in 0..2 {
+    {
         let out = provider.send(req).await;
-        assert_eq!(out.len(), 6);
+        assert_eq!(out.len(), 12);
         for o in &out {
             assert_eq!(
                 (o.class, o.code.as_str()),
@@ -212,6 +212,6 @@ async fn a_failed_token_fetch_answers_the_sends_after_it_for_a_while() {
             );
         }
     }
-    // Twelve sends, one fetch.
+    // Twelve sends, four at a time, one fetch.
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 }

@@ -27,9 +27,10 @@ const DEDUPE_WINDOW: Duration = Duration::from_secs(600);
 pub(crate) struct WechatState {
     /// The stable token (`stable_token` normal mode returns it while it is valid).
     stable: Option<(String, Instant)>,
-    /// Classic tokens: each call issues one and leaves the previous ones valid for
-    /// [`CLASSIC_GRACE`] at most, as WeChat does while a refresh spreads.
-    classic: HashMap<String, Instant>,
+    /// Classic tokens: when each expires, and when a newer one retired it. Each call issues
+    /// one and leaves the previous ones valid for [`CLASSIC_GRACE`], as WeChat does while a
+    /// refresh spreads; past that they are unknown (40001), not expired (42001).
+    classic: HashMap<String, (Instant, Option<Instant>)>,
     sent: HashMap<(String, String), (u64, Instant)>,
 }
 
@@ -47,21 +48,25 @@ impl WechatState {
         if let Some((_, at)) = &mut self.stable {
             *at = now;
         }
-        for at in self.classic.values_mut() {
+        for (at, _) in self.classic.values_mut() {
             *at = now;
         }
     }
 
     /// How a presented access token stands: valid, expired (42001) or unknown (40001).
     fn check(&self, token: &str, now: Instant) -> Result<(), i64> {
-        let expiry = match &self.stable {
-            Some((t, at)) if t == token => Some(*at),
-            _ => self.classic.get(token).copied(),
+        let (expiry, retired) = match &self.stable {
+            Some((t, at)) if t == token => (Some(*at), None),
+            _ => match self.classic.get(token) {
+                Some((at, retired)) => (Some(*at), *retired),
+                None => (None, None),
+            },
         };
-        match expiry {
-            Some(at) if at > now => Ok(()),
-            Some(_) => Err(42001),
-            None => Err(40001),
+        match (expiry, retired) {
+            (_, Some(end)) if end <= now => Err(40001),
+            (Some(at), _) if at > now => Ok(()),
+            (Some(_), _) => Err(42001),
+            (None, _) => Err(40001),
         }
     }
 }
@@ -116,12 +121,15 @@ pub(crate) async fn classic_token(req: HttpRequest, state: web::Data<SimState>) 
     let now = Instant::now();
     let at = now + Duration::from_secs(TOKEN_SECONDS);
     let mut wechat = lock(&state.wechat);
-    // Older tokens end within the grace; ended ones are forgotten (a 40001 from then on).
-    wechat.classic.retain(|_, until| *until > now);
-    for until in wechat.classic.values_mut() {
-        *until = (*until).min(now + CLASSIC_GRACE);
+    // Older tokens end within the grace; those ended a day ago are forgotten.
+    let day = Duration::from_secs(86_400);
+    wechat.classic.retain(|_, (until, retired)| {
+        now.saturating_duration_since((*retired).unwrap_or(*until).min(*until)) < day
+    });
+    for (_, retired) in wechat.classic.values_mut() {
+        retired.get_or_insert(now + CLASSIC_GRACE);
     }
-    wechat.classic.insert(token.clone(), at);
+    wechat.classic.insert(token.clone(), (at, None));
     token_answer(&token, at)
 }
 

@@ -81,6 +81,12 @@ async fn tokens_are_issued_as_wechat_issues_them() {
     let a = classic(url.clone()).await;
     let b = classic(url).await;
     assert_ne!(a["access_token"], b["access_token"]);
+    // The older one still works for a while (WeChat's grace while a refresh spreads).
+    let older = a["access_token"].as_str().unwrap();
+    assert_eq!(
+        send(&c, &base, older, template("oUser0000001", "grace")).await["errcode"],
+        0
+    );
     for (q, code) in [
         (
             format!("{base}/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret=wrong"),

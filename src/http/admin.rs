@@ -482,6 +482,7 @@ async fn update_channel(
         .await
         .map_err(internal)?;
     state.sources.invalidate();
+    state.receipt_channels.forget(*id);
     state.dispatch.channel_changed(*id).await;
     get_channel(state, req, id).await
 }

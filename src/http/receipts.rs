@@ -107,6 +107,14 @@ impl Default for ReceiptChannels {
 const CACHE_TTL: Duration = Duration::from_secs(5);
 
 impl ReceiptChannels {
+    /// Drop what is cached of a channel whose credentials changed: its next receipt reads them
+    /// again (a new token or key applies at once, not after the cache's few seconds).
+    pub fn forget(&self, channel_id: i64) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(&channel_id);
+        }
+    }
+
     async fn get(&self, state: &State, channel_id: i64) -> Result<Option<ChannelAuth>, ApiError> {
         if let Ok(cache) = self.cache.read()
             && let Some((at, hit)) = cache.get(&channel_id)
@@ -259,47 +267,50 @@ fn wechat_unsigned() -> ApiError {
     ApiError::new(
         401,
         "unauthorized",
-        "the WeChat signature does not match the channel's token, or its timestamp is more than 5 minutes away",
+        "the WeChat signature (and, on a channel with an encoding_aes_key, the encrypted message's msg_signature) does not match the channel's token, or its timestamp is more than 5 minutes away",
     )
 }
 
-/// The message of a push: the body itself in plaintext mode; with `encrypt_type=aes`
-/// (compatible and safe modes) the `Encrypt` envelope, checked against `msg_signature` and
-/// opened with the channel's `encoding_aes_key`. Without a key, a compatible-mode push is read
-/// from its plaintext copy; a safe-mode one cannot be read.
+/// The message of a push. A channel with an `encoding_aes_key` takes encrypted pushes only
+/// (compatible or safe mode): `encrypt_type=aes`, an `Encrypt` envelope matching
+/// `msg_signature`, opened with the key — never the plaintext copy, which `signature` does not
+/// cover. A channel without a key reads the plaintext (plaintext mode, or the copy of the
+/// compatible mode) and cannot read safe-mode pushes.
 fn wechat_message(
     auth: &ChannelAuth,
     query: &HashMap<String, String>,
     body: &[u8],
 ) -> Result<HashMap<String, String>, ApiError> {
     let outer = wechat_events::fields(body).map_err(ApiError::invalid)?;
-    if query.get("encrypt_type").is_none_or(|t| t != "aes") {
-        return Ok(outer);
-    }
-    let encrypt = outer.get("Encrypt").filter(|e| !e.is_empty());
-    let plaintext = outer.contains_key("MsgType");
-    match (&auth.wechat_aes, encrypt) {
-        (Some(key), Some(encrypt)) => {
-            let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
-            let token = wechat_token(auth)?;
-            let expected =
-                wechat_events::signature(&[token, field("timestamp"), field("nonce"), encrypt]);
-            if !constant_eq(field("msg_signature").as_bytes(), expected.as_bytes()) {
-                return Err(wechat_unsigned());
-            }
-            let xml = key
-                .decrypt(encrypt, &auth.wechat_appid)
-                .map_err(ApiError::invalid)?;
-            wechat_events::fields(xml.as_bytes()).map_err(ApiError::invalid)
+    let Some(key) = &auth.wechat_aes else {
+        if outer.contains_key("MsgType") {
+            return Ok(outer);
         }
-        (_, _) if plaintext => Ok(outer),
-        (None, _) => Err(ApiError::invalid(
+        return Err(ApiError::invalid(
             "an encrypted (safe mode) push needs the channel's encoding_aes_key: set credentials.encoding_aes_key to the account's EncodingAESKey",
-        )),
-        (Some(_), None) => Err(ApiError::invalid(
-            "encrypt_type=aes but the message has no Encrypt",
-        )),
+        ));
+    };
+    let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
+    let encrypt = outer
+        .get("Encrypt")
+        .map(String::as_str)
+        .filter(|e| !e.is_empty());
+    let (Some(encrypt), "aes") = (encrypt, field("encrypt_type")) else {
+        return Err(wechat_unsigned());
+    };
+    let token = wechat_token(auth)?;
+    let expected = wechat_events::signature(&[token, field("timestamp"), field("nonce"), encrypt]);
+    if !constant_eq(field("msg_signature").as_bytes(), expected.as_bytes()) {
+        return Err(wechat_unsigned());
     }
+    // One answer for every failure past the signature: what went wrong inside is logged, not
+    // shown (an answer per cause would help someone probing the envelope).
+    key.decrypt(encrypt, &auth.wechat_appid)
+        .and_then(|xml| wechat_events::fields(xml.as_bytes()))
+        .map_err(|e| {
+            tracing::debug!(error = %e, "an encrypted WeChat push could not be read");
+            ApiError::invalid("the encrypted message could not be read with the channel's encoding_aes_key and appid")
+        })
 }
 
 /// A WeChat event push: verified, read, and (for template send results) applied. WeChat wants
@@ -642,9 +653,15 @@ fn all_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
 }
 
 /// Whether a delivery's address is the callback's number: written nationally (`138…`, the
-/// `mobile`) or with the calling code (`+86138…`, `86138…`: `nationcode` + `mobile`).
+/// `mobile`) or with the calling code (`+86138…`, `0086138…`, `86138…`: `nationcode` +
+/// `mobile`).
 fn same_number(address: &str, nationcode: &str, mobile: &str) -> bool {
     let digits: String = address.chars().filter(char::is_ascii_digit).collect();
+    // `0086…` is `+86…`, as the adapter sends it.
+    let digits = match address.trim().strip_prefix("00") {
+        Some(_) => &digits[2..],
+        None => digits.as_str(),
+    };
     digits == mobile || (!nationcode.is_empty() && digits == format!("{nationcode}{mobile}"))
 }
 
@@ -928,6 +945,8 @@ mod tests {
             assert!(same_number(address, "86", "13800000001"), "{address}");
         }
         assert!(same_number("13800000001", "", "13800000001"));
+        assert!(same_number("008613800000001", "86", "13800000001"));
+        assert!(same_number("0085291234567", "852", "91234567"));
         assert!(!same_number("13800000002", "86", "13800000001"));
         assert!(!same_number("+8613800000001", "86", "13800000002"));
         // Only the whole number: a tail or another calling code is not it.

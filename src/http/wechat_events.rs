@@ -32,7 +32,7 @@ pub fn signature(parts: &[&str]) -> String {
 pub fn fresh(timestamp: &str, now: i64) -> bool {
     timestamp
         .parse::<i64>()
-        .is_ok_and(|t| (now - t).abs() <= MAX_SKEW_SECS)
+        .is_ok_and(|t| now.abs_diff(t) <= MAX_SKEW_SECS.unsigned_abs())
 }
 
 /// The top-level elements of a flat WeChat XML message (`<xml><Name>text</Name>…</xml>`),
@@ -211,11 +211,14 @@ impl AesKey {
             .get(16..20)
             .and_then(|b| b.try_into().ok())
             .ok_or("Encrypt does not decrypt with this key")?;
-        let len = u32::from_be_bytes(len_bytes) as usize;
-        let message = plain
-            .get(20..20 + len)
+        let end = usize::try_from(u32::from_be_bytes(len_bytes))
+            .ok()
+            .and_then(|len| len.checked_add(20))
             .ok_or("Encrypt does not decrypt with this key")?;
-        if &plain[20 + len..] != appid.as_bytes() {
+        let message = plain
+            .get(20..end)
+            .ok_or("Encrypt does not decrypt with this key")?;
+        if &plain[end..] != appid.as_bytes() {
             return Err("the message is for another appid".into());
         }
         String::from_utf8(message.to_vec()).map_err(|_| "the message is not UTF-8".into())
@@ -239,6 +242,8 @@ mod tests {
         assert!(!fresh("1700000301", 1_700_000_000));
         assert!(!fresh("1699999699", 1_700_000_000));
         assert!(!fresh("soon", 1_700_000_000));
+        assert!(!fresh(&i64::MIN.to_string(), 1_700_000_000));
+        assert!(!fresh(&i64::MAX.to_string(), 1_700_000_000));
     }
 
     /// The sample of WeChat's message encryption guide (token `QDG6eK`, appid

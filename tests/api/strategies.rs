@@ -609,9 +609,11 @@ fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
 
 /// A `wechatoa` channel: the URL check WeChat makes when the URL is saved, template sends
 /// through the simulator (a token that expires between two messages is fetched again), and
-/// `TEMPLATESENDJOBFINISH` events — plain, safe (encrypted) and compatible — applied by MsgID to
+/// `TEMPLATESENDJOBFINISH` events — plaintext on a channel without a key, then safe
+/// (encrypted) and compatible once the channel has its `encoding_aes_key` — applied by MsgID to
 /// exactly the deliveries the simulator drew. Unsigned, stale and forged pushes are refused;
-/// other events change nothing; an unknown MsgID is answered 503 so WeChat pushes it again.
+/// other events change nothing; an unknown MsgID is answered 503 so WeChat pushes it again; a
+/// channel with a key trusts no plaintext.
 #[actix_web::test]
 async fn wechat_template_events_apply_by_msgid() {
     let app = spawn_app().await;
@@ -621,25 +623,17 @@ async fn wechat_template_events_apply_by_msgid() {
             "/api/channels",
             json!({"type": "wechatoa", "name": "oa sim", "credentials": {
                 "appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
-                "encoding_aes_key": sim.wechat_encoding_aes_key, "base_url": app.sim.http_url()}}),
+                "base_url": app.sim.http_url()}}),
         )
         .await;
     let oa = ch["id"].as_i64().expect("channel id");
     app.grant(oa).await;
-    let shown = app
+    let shown: Value = app
         .admin_get(&format!("/api/channels/{oa}"))
         .await
-        .text()
+        .json()
         .await
-        .expect("text");
-    for secret in [
-        &sim.wechat_secret,
-        &sim.wechat_token,
-        &sim.wechat_encoding_aes_key,
-    ] {
-        assert!(!shown.contains(secret.as_str()), "masked: {shown}");
-    }
-    let shown: Value = serde_json::from_str(&shown).expect("json");
+        .expect("json");
     let url = shown["receipt_url"]
         .as_str()
         .expect("receipt url")
@@ -684,19 +678,58 @@ async fn wechat_template_events_apply_by_msgid() {
     let msg = json!([{"type": 0, "template_id": "TPL_order", "url": "https://shop.test/o/1",
                       "data": {"thing1": "Order shipped", "time2": {"value": "2026-11-30 10:00"}}}]);
     let third = N / 3;
+    let event = |msgid: &str, openid: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+             <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status></xml>"
+        )
+    };
+    let post = |u: String, body: String| {
+        let client = app.client.clone();
+        async move {
+            let r = client.post(u).body(body).send().await.expect("post");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let metric = |result: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!(
+                r#"msghub_receipts_total{{channel_type="wechatoa",result="{result}"}}"#
+            ))
+            .await
+        }
+    };
+    let signed = || wechat_signed(&url, &sim.wechat_token, "");
     let mut msgids = Vec::new();
     for (part, mode) in ["plain", "safe", "compatible"].into_iter().enumerate() {
+        if mode == "safe" {
+            // The account turns encryption on: its key goes into the channel (the secrets
+            // sent back masked keep their stored values), and applies to the next push.
+            let resp = app
+                .client
+                .patch(format!("{}/api/channels/{oa}", app.address))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .json(
+                    &json!({"credentials": {"appid": sim.wechat_appid, "secret": "******",
+                    "token": "******", "encoding_aes_key": sim.wechat_encoding_aes_key,
+                    "base_url": app.sim.http_url()}}),
+                )
+                .send()
+                .await
+                .expect("patch");
+            assert_eq!(resp.status().as_u16(), 200);
+            // The cached token expires: the next sends are refused once (42001), fetch a new
+            // token and go through.
+            app.sim.state.expire_wechat_tokens();
+        }
         app.sim_post(
             "/sim/receipts",
             json!({"channel": "wechatoa", "report_url": url, "delivered_ratio": 0.6,
                    "failed_ratio": 0.3, "delay_ms": 0, "batch_ms": 10, "wechat_mode": mode}),
         )
         .await;
-        if mode == "safe" {
-            // The cached token expires: the next sends are refused once (42001), fetch a new
-            // token and go through.
-            app.sim.state.expire_wechat_tokens();
-        }
         let users: Vec<String> = (part * third..(part + 1) * third)
             .map(|i| format!("w{i:03}"))
             .collect();
@@ -717,10 +750,6 @@ async fn wechat_template_events_apply_by_msgid() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(report["dropped_items"], 0, "{mode}: {report}");
-        msgids.push((mode, msgid, report));
-    }
-    assert_eq!(app.sim.state.total("wechatoa"), N as u64);
-    for (mode, msgid, report) in &msgids {
         let (delivered, failed) = (
             addresses(&report["delivered"]),
             addresses(&report["failed"]),
@@ -751,37 +780,55 @@ async fn wechat_template_events_apply_by_msgid() {
             rows.iter().all(|r| r["provider_id"].is_string()),
             "{rows:?}"
         );
-    }
+        msgids.push(msgid);
 
-    // Unsigned: refused. Another event: answered, nothing applied. A known MsgID for another
-    // openid: unknown. An unknown MsgID: 503, for WeChat to bring again.
-    let event = |msgid: &str, openid: &str| {
-        format!(
-            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
-             <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>\
-             <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID><Status><![CDATA[success]]></Status></xml>"
-        )
-    };
-    let post = |u: String, body: String| {
-        let client = app.client.clone();
-        async move {
-            let r = client.post(u).body(body).send().await.expect("post");
-            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        if mode == "plain" {
+            // Unsigned: refused. Another event: answered, nothing applied. A known MsgID for
+            // another openid: unknown. An unknown MsgID: 503, for WeChat to bring again.
+            assert_eq!(post(url.clone(), event("1", "oUser0000001")).await.0, 401);
+            let (unknown, retry) = (metric("unknown").await, metric("retry").await);
+            let known = rows[0]["provider_id"].as_str().expect("msgid").to_string();
+            let other_event = "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+            assert_eq!(
+                post(signed(), other_event.to_string()).await,
+                (200, "success".to_string())
+            );
+            assert_eq!(
+                post(signed(), event(&known, "oSomeoneElse01")).await,
+                (200, "success".to_string())
+            );
+            assert_eq!(
+                post(signed(), event("999999999999", "oUser0000001"))
+                    .await
+                    .0,
+                503
+            );
+            assert_eq!(metric("unknown").await, unknown + 1);
+            assert_eq!(metric("retry").await, retry + 1);
+            assert_eq!(
+                post(signed(), "<xml><MsgType>event".to_string()).await.0,
+                400
+            );
         }
-    };
-    assert_eq!(post(url.clone(), event("1", "oUser0000001")).await.0, 401);
-    let metric = |result: &'static str| {
-        let app = &app;
-        async move {
-            app.metric(&format!(
-                r#"msghub_receipts_total{{channel_type="wechatoa",result="{result}"}}"#
-            ))
-            .await
-        }
-    };
-    let (unknown, retry) = (metric("unknown").await, metric("retry").await);
+    }
+    assert_eq!(app.sim.state.total("wechatoa"), N as u64);
+    let shown = app
+        .admin_get(&format!("/api/channels/{oa}"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    for secret in [
+        &sim.wechat_secret,
+        &sim.wechat_token,
+        &sim.wechat_encoding_aes_key,
+    ] {
+        assert!(!shown.contains(secret.as_str()), "masked: {shown}");
+    }
+    // With a key, a correctly signed plaintext push is not trusted (the signature does not
+    // cover the body), nor an envelope whose msg_signature does not match.
     let known_rows: Value = app
-        .admin_get(&format!("/api/messages/{}/deliveries?limit=1", msgids[0].1))
+        .admin_get(&format!("/api/messages/{}/deliveries?limit=1", msgids[1]))
         .await
         .json()
         .await
@@ -790,33 +837,10 @@ async fn wechat_template_events_apply_by_msgid() {
         .as_str()
         .expect("msgid")
         .to_string();
-    let signed = || wechat_signed(&url, &sim.wechat_token, "");
-    let other_event =
-        "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
-    assert_eq!(
-        post(signed(), other_event.to_string()).await,
-        (200, "success".to_string())
-    );
-    assert_eq!(
-        post(signed(), event(&known, "oSomeoneElse01")).await,
-        (200, "success".to_string())
-    );
-    assert_eq!(
-        post(signed(), event("999999999999", "oUser0000001"))
-            .await
-            .0,
-        503
-    );
-    assert_eq!(metric("unknown").await, unknown + 1);
-    assert_eq!(metric("retry").await, retry + 1);
-    // Encrypted without a valid msg_signature: refused.
+    assert_eq!(post(signed(), event(&known, "oUser0000080")).await.0, 401);
     let forged = format!("{}&encrypt_type=aes&msg_signature=00", signed());
     let body = "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><Encrypt><![CDATA[AAAA]]></Encrypt></xml>";
     assert_eq!(post(forged, body.to_string()).await.0, 401);
-    assert_eq!(
-        post(signed(), "<xml><MsgType>event".to_string()).await.0,
-        400
-    );
 }
 
 /// A paced send (`option.spread_seconds`) spreads its deliveries evenly over the duration:

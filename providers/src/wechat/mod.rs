@@ -25,8 +25,11 @@ use config::WechatConfig;
 const INVALID_ADDRESS: &str = "invalid_address";
 /// A cached token is refreshed this long before WeChat says it expires.
 const TOKEN_MARGIN: Duration = Duration::from_secs(60);
-/// How long a failed token fetch answers the sends that waited for it, and those after.
-const FAILED_FETCH_HOLD: Duration = Duration::from_secs(5);
+/// How long a failed token fetch answers the sends that waited for it, and those after: one
+/// fetch per second at most while the token endpoint fails, and a retry hint past it.
+const FAILED_FETCH_HOLD: Duration = Duration::from_secs(1);
+/// WeChat's token lifetime; a longer `expires_in` is read as this.
+const MAX_TOKEN_SECONDS: u64 = 7200;
 
 pub(crate) fn build(
     credentials: &Value,
@@ -196,10 +199,18 @@ fn usable_openid(address: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A failed fetch's outcome for a send during its hold: a transient class waits at least the
+/// rest of the hold (or longer, when the token endpoint asked so).
+fn after_hold(outcome: Outcome, hold: Duration) -> Outcome {
+    let wait = outcome.retry_after.map_or(hold, |asked| asked.max(hold));
+    http::with_wait(outcome, Some(wait))
+}
+
 impl WechatProvider {
     /// The cached token, or a fresh one from `stable_token` (one fetch at a time). A fetch that
-    /// failed is the answer for [`FAILED_FETCH_HOLD`] to every send that waited for it, so a
-    /// hanging or refusing token endpoint costs one call per hold, not one per send.
+    /// failed is the answer for [`FAILED_FETCH_HOLD`] to every send that waited for it and
+    /// those after, so a hanging or refusing token endpoint costs one call per hold, not one
+    /// per send.
     async fn token(&self) -> Result<Arc<str>, Outcome> {
         let cached = || {
             self.token
@@ -221,20 +232,21 @@ impl WechatProvider {
         {
             // A transient failure asks the retry to come after the hold, not spend its
             // attempts on the same answer.
-            return Err(http::with_wait(
-                outcome,
-                Some(FAILED_FETCH_HOLD.saturating_sub(at.elapsed())),
-            ));
+            let hold = FAILED_FETCH_HOLD.saturating_sub(at.elapsed());
+            return Err(after_hold(outcome, hold));
         }
         let fetched = self.fetch_token().await;
         if let Ok(mut failed) = self.failed.write() {
             *failed = fetched.as_ref().err().map(|o| (Instant::now(), o.clone()));
         }
-        let (value, lifetime) = fetched.map_err(|o| http::with_wait(o, Some(FAILED_FETCH_HOLD)))?;
+        let (value, lifetime) = fetched.map_err(|o| after_hold(o, FAILED_FETCH_HOLD))?;
+        let now = Instant::now();
         if let Ok(mut slot) = self.token.write() {
             *slot = Some(Token {
                 value: value.clone(),
-                until: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN),
+                until: now
+                    .checked_add(lifetime.saturating_sub(TOKEN_MARGIN))
+                    .unwrap_or(now),
             });
         }
         Ok(value)
@@ -266,7 +278,8 @@ impl WechatProvider {
             Some(Value::String(s)) => s.trim().parse().ok(),
             _ => None,
         }
-        .unwrap_or(7200);
+        .unwrap_or(MAX_TOKEN_SECONDS)
+        .min(MAX_TOKEN_SECONDS);
         if let (Some(token), 200) = (token, reply.status) {
             return Ok((token.into(), Duration::from_secs(expires_in)));
         }
@@ -279,8 +292,13 @@ impl WechatProvider {
                 };
                 Outcome::failed(class, code.to_string(), message)
             }
+            // No errcode: a proxy, a captive page, or garbled JSON. Asking again sends
+            // nothing, so a 2xx is worth another try.
             _ => Outcome::failed(
-                http::class_without_code(reply.status),
+                match http::class_for_status(reply.status) {
+                    OutcomeClass::Ok => OutcomeClass::Retry,
+                    class => class,
+                },
                 reply.status.to_string(),
                 format!("HTTP {}: the answer holds no access_token", reply.status),
             ),
