@@ -13,6 +13,7 @@ mod aliyun;
 mod creds;
 mod http;
 mod jpush;
+mod sms;
 mod smtp;
 mod tencent;
 mod webhook;

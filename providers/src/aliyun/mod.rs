@@ -16,7 +16,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use crate::http::{self, per_chunk};
-use crate::{AdapterOptions, ConfigError, rejected};
+use crate::{AdapterOptions, ConfigError, rejected, sms};
 use config::AliyunConfig;
 
 /// `PhoneNumbers` accepts at most 1000 numbers.
@@ -57,30 +57,14 @@ pub(crate) struct SmsTemplate {
 }
 
 pub(crate) fn parse_content(content: &Value) -> Result<SmsTemplate, Outcome> {
-    let Some(object) = content.as_object() else {
-        return Err(rejected("msg_sms must be a JSON object"));
-    };
-    let template_code = match object.get("temp_id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) if object.contains_key("content") => {
-            return Err(rejected(
-                "free-text SMS not supported by Aliyun; use temp_id",
-            ));
-        }
-        None | Some(Value::Null) => return Err(rejected("msg_sms.temp_id is required")),
-        Some(_) => return Err(rejected("msg_sms.temp_id must be a string or a number")),
-    };
+    let object = sms::object(content)?;
+    let template_code = sms::template_id(object, "Aliyun")?;
     let template_param = match object.get("temp_para") {
         None | Some(Value::Null) => None,
         Some(para @ Value::Object(_)) => Some(para.to_string()),
         Some(_) => return Err(rejected("msg_sms.temp_para must be an object")),
     };
-    let sign_name = match object.get("sign_name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(_) => return Err(rejected("msg_sms.sign_name must be a non-empty string")),
-    };
+    let sign_name = sms::sign_name(object)?;
     Ok(SmsTemplate {
         template_code,
         template_param,

@@ -18,7 +18,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::http;
-use crate::{AdapterOptions, ConfigError, rejected};
+use crate::{AdapterOptions, ConfigError, rejected, sms};
 use config::TencentConfig;
 
 /// `PhoneNumberSet` holds at most 200 numbers.
@@ -113,29 +113,13 @@ fn positional(para: &Value) -> Result<Vec<String>, Outcome> {
 }
 
 pub(crate) fn parse_content(content: &Value) -> Result<SmsTemplate, Outcome> {
-    let Some(object) = content.as_object() else {
-        return Err(rejected("msg_sms must be a JSON object"));
-    };
-    let template_id = match object.get("temp_id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        None | Some(Value::Null) if object.contains_key("content") => {
-            return Err(rejected(
-                "free-text SMS not supported by Tencent; use temp_id",
-            ));
-        }
-        None | Some(Value::Null) => return Err(rejected("msg_sms.temp_id is required")),
-        Some(_) => return Err(rejected("msg_sms.temp_id must be a string or a number")),
-    };
+    let object = sms::object(content)?;
+    let template_id = sms::template_id(object, "Tencent")?;
     let params = match object.get("temp_para") {
         None | Some(Value::Null) => Vec::new(),
         Some(para) => positional(para)?,
     };
-    let sign_name = match object.get("sign_name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(_) => return Err(rejected("msg_sms.sign_name must be a non-empty string")),
-    };
+    let sign_name = sms::sign_name(object)?;
     Ok(SmsTemplate {
         template_id,
         params,
