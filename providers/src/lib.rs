@@ -31,6 +31,19 @@ pub(crate) fn rejected(message: impl Into<String>) -> msghub_actors::provider::O
     )
 }
 
+/// The E.164 form in which the `sms` adapters send a number (an 11-digit mainland number gets
+/// `+86`, `00` reads as `+`), `None` for what they do not send. Receipts that name a number are
+/// compared in this form.
+pub fn sms_e164(address: &str) -> Option<String> {
+    tencent::e164(address)
+}
+
+/// The message key of a `wechatoa` channel's `encoding_aes_key`, as its credentials are
+/// validated.
+pub fn wechat_aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
+    wechat::config::aes_key(encoding_aes_key)
+}
+
 /// Knobs for the adapters built by [`build`]: process-wide ones plus the channel's receipt URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdapterOptions {

@@ -652,17 +652,14 @@ fn all_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
     lengths.contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether a delivery's address is the callback's number: written nationally (`138…`, the
-/// `mobile`) or with the calling code (`+86138…`, `0086138…`, `86138…`: `nationcode` +
-/// `mobile`).
+/// Whether a delivery's address is the callback's number: with a `nationcode`, the address in
+/// the E.164 form the adapter sent it in (`138…`, `86138…`, `+86138…`, `0086138…` all are
+/// `+86138…`) is `+{nationcode}{mobile}`; without one, the address is `mobile` as written.
 fn same_number(address: &str, nationcode: &str, mobile: &str) -> bool {
-    let digits: String = address.chars().filter(char::is_ascii_digit).collect();
-    // `0086…` is `+86…`, as the adapter sends it.
-    let digits = match address.trim().strip_prefix("00") {
-        Some(_) => &digits[2..],
-        None => digits.as_str(),
-    };
-    digits == mobile || (!nationcode.is_empty() && digits == format!("{nationcode}{mobile}"))
+    if nationcode.is_empty() {
+        return address.trim() == mobile;
+    }
+    msghub_providers::sms_e164(address).is_some_and(|sent| sent == format!("+{nationcode}{mobile}"))
 }
 
 /// What receipts named by provider id came to.

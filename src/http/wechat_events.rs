@@ -175,17 +175,7 @@ pub struct AesKey([u8; 32]);
 impl AesKey {
     /// The key of a 43-character `EncodingAESKey`, or `None` when it is not one.
     pub fn parse(encoding_aes_key: &str) -> Option<AesKey> {
-        if encoding_aes_key.len() != 43 {
-            return None;
-        }
-        // 43 random letters and digits: the last one's low bits are not zero, as strict base64
-        // wants; WeChat's own samples decode them anyway.
-        let lenient = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-        );
-        let bytes = lenient.decode(format!("{encoding_aes_key}=")).ok()?;
-        Some(AesKey(bytes.try_into().ok()?))
+        msghub_providers::wechat_aes_key(encoding_aes_key).map(AesKey)
     }
 
     /// The message inside an `Encrypt` text: base64 of AES-256-CBC over (16 random bytes, the

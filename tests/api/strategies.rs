@@ -35,6 +35,19 @@ impl TestApp {
         self.sim.state.received(channel).into_keys().collect()
     }
 
+    /// The simulator's receipt report for one message once nothing is pending.
+    async fn settled_receipts(&self, channel: &str, msgid: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let r = self.sim_receipts(channel, msgid).await;
+            if r["pending"] == 0 {
+                return r;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let started = Instant::now();
         while !done() {
@@ -46,6 +59,16 @@ impl TestApp {
 
 fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     items.into_iter().collect()
+}
+
+/// The addresses of the deliveries (as `/api/messages/{msgid}/deliveries` lists them) in a
+/// status.
+fn with_status(deliveries: &[Value], status: &str) -> BTreeSet<String> {
+    deliveries
+        .iter()
+        .filter(|r| r["status"] == status)
+        .map(|r| r["address"].as_str().expect("address").to_string())
+        .collect()
 }
 
 fn addresses(v: &Value) -> BTreeSet<String> {
@@ -504,15 +527,8 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
     assert_eq!(app.sim.state.total("tencent_sms"), N as u64);
     assert_eq!(app.sim.state.total("sms"), 0);
     // Every status the simulator drew was acknowledged by the hub.
-    let started = Instant::now();
-    let report = loop {
-        let r = app.sim_receipts("tencent_sms", &msgid).await;
-        if r["pending"] == 0 && r["dropped_items"] == 0 {
-            break r;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{r}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let report = app.settled_receipts("tencent_sms", &msgid).await;
+    assert_eq!(report["dropped_items"], 0, "{report}");
     let national = |v: &Value| -> BTreeSet<String> {
         addresses(v)
             .into_iter()
@@ -532,15 +548,8 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
         .json()
         .await
         .expect("json");
-    let with_status = |status: &str| -> BTreeSet<String> {
-        rows["deliveries"]
-            .as_array()
-            .expect("deliveries")
-            .iter()
-            .filter(|r| r["status"] == status)
-            .map(|r| r["address"].as_str().expect("address").to_string())
-            .collect()
-    };
+    let deliveries = rows["deliveries"].as_array().expect("deliveries");
+    let with_status = |status: &str| with_status(deliveries, status);
     assert_eq!(with_status("delivered"), delivered);
     assert_eq!(with_status("undelivered"), failed);
     assert_eq!(
@@ -740,15 +749,7 @@ async fn wechat_template_events_apply_by_msgid() {
             )
             .await;
         app.wait_done(&msgid, Duration::from_secs(30)).await;
-        let started = Instant::now();
-        let report = loop {
-            let r = app.sim_receipts("wechatoa", &msgid).await;
-            if r["pending"] == 0 {
-                break r;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "{r}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let report = app.settled_receipts("wechatoa", &msgid).await;
         assert_eq!(report["dropped_items"], 0, "{mode}: {report}");
         let (delivered, failed) = (
             addresses(&report["delivered"]),
@@ -768,12 +769,7 @@ async fn wechat_template_events_apply_by_msgid() {
             .expect("json");
         let rows = rows["deliveries"].as_array().expect("deliveries").clone();
         assert_eq!(rows.len(), third);
-        let with_status = |status: &str| -> BTreeSet<String> {
-            rows.iter()
-                .filter(|r| r["status"] == status)
-                .map(|r| r["address"].as_str().expect("address").to_string())
-                .collect()
-        };
+        let with_status = |status: &str| with_status(&rows, status);
         assert_eq!(with_status("delivered"), delivered, "{mode}");
         assert_eq!(with_status("undelivered"), failed, "{mode}");
         assert!(

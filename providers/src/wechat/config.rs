@@ -39,27 +39,38 @@ impl std::fmt::Debug for WechatConfig {
     }
 }
 
+/// The 32-byte message key of a 43-character `EncodingAESKey`: `base64(key + "=")`.
+/// WeChat's keys are 43 random letters and digits, so the last one's low bits are not zero as
+/// strict base64 wants; WeChat's own samples decode them anyway.
+pub(crate) fn aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    if encoding_aes_key.len() != 43 {
+        return None;
+    }
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    lenient
+        .decode(format!("{encoding_aes_key}="))
+        .ok()?
+        .try_into()
+        .ok()
+}
+
 pub(crate) fn parse(credentials: &Value) -> Result<WechatConfig, ConfigError> {
     let c = Creds::parse(ChannelType::Wechatoa, credentials, FIELDS)?;
     let appid = c.required_str("appid")?;
     if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) || appid.len() > 32 {
         return Err(c.invalid("appid", "must be the account's AppID (letters and digits)"));
     }
-    if let Some(key) = c.optional_str("encoding_aes_key")? {
-        use base64::Engine;
-        // WeChat's keys are 43 random letters and digits: the last one's low bits are not
-        // zero, as strict base64 wants, and WeChat's own samples decode them anyway.
-        let lenient = base64::engine::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
-        );
-        let decoded = lenient.decode(format!("{key}="));
-        if key.len() != 43 || decoded.map_or(true, |k| k.len() != 32) {
-            return Err(c.invalid(
-                "encoding_aes_key",
-                "must be the account's 43-character EncodingAESKey",
-            ));
-        }
+    if let Some(key) = c.optional_str("encoding_aes_key")?
+        && aes_key(&key).is_none()
+    {
+        return Err(c.invalid(
+            "encoding_aes_key",
+            "must be the account's 43-character EncodingAESKey",
+        ));
     }
     let token = c.optional_str("token")?;
     if let Some(t) = &token
