@@ -14,6 +14,7 @@ mod m0006_lean_delivery_indexes;
 mod m0007_covering_bindings_index;
 mod m0008_step_index_without_judged;
 mod m0009_receipt_id_indexes;
+mod m0010_suppressions;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_covering_bindings_index::Migration),
             Box::new(m0008_step_index_without_judged::Migration),
             Box::new(m0009_receipt_id_indexes::Migration),
+            Box::new(m0010_suppressions::Migration),
         ]
     }
 }

@@ -36,7 +36,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .configure(super::messages::api_routes)
             .configure(super::callback_urls::api_routes)
             .configure(super::rules::api_routes)
-            .configure(super::lists::api_routes),
+            .configure(super::lists::api_routes)
+            .configure(super::suppressions::api_routes),
     );
 }
 

@@ -12,6 +12,7 @@ pub mod receipts;
 pub mod retract;
 pub mod rules;
 pub mod send;
+pub mod suppressions;
 pub mod users;
 mod wechat_events;
 

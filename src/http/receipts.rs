@@ -23,12 +23,14 @@ use msghub_actors::provider::ChannelType;
 use msghub_providers::SmsVendor;
 use serde_json::{Value, json};
 
-use super::{State, wechat_events};
+use super::State;
+use super::wechat_events::{self, WechatEvent};
 use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
 use crate::domain::{kind_of, parse_json};
 use crate::error::{ApiError, JumsError};
 use crate::storage::crypto::Crypto;
 use crate::storage::receipts::{Changed, Receipt, ReceiptCounts, ReceiptKind};
+use crate::storage::suppressions::SuppressReason;
 
 pub type ReceiptWriter = Batcher<Vec<Receipt>, ReceiptCounts>;
 
@@ -326,18 +328,47 @@ async fn wechat_event(
     let query = wechat_query(req);
     verify_wechat(auth, &query)?;
     let fields = wechat_message(auth, &query, body)?;
-    let status = match wechat_events::template_event(&fields) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            return Ok(HttpResponse::Ok()
-                .content_type("text/plain")
-                .body("success"));
+    let success = || {
+        HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("success")
+    };
+    let status = match wechat_events::event(&fields) {
+        Ok(Some(WechatEvent::TemplateSent(status))) => status,
+        // Following the account again is consent again: whatever suppressed the openid is
+        // lifted; unfollowing suppresses it (template sends to it would fail with 43004).
+        Ok(Some(WechatEvent::Subscribed(openid))) => {
+            state
+                .db
+                .remove_suppressions(ChannelType::Wechatoa, &[&openid])
+                .await
+                .map_err(|e| ApiError::internal("lifting a suppression", &e))?;
+            return Ok(success());
         }
+        Ok(Some(WechatEvent::Unsubscribed(openid))) => {
+            state
+                .db
+                .add_suppressions(
+                    ChannelType::Wechatoa,
+                    &[&openid],
+                    SuppressReason::Unsubscribed,
+                    None,
+                )
+                .await
+                .map_err(|e| ApiError::internal("suppressing an address", &e))?;
+            return Ok(success());
+        }
+        Ok(None) => return Ok(success()),
         Err(e) => {
             metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "invalid")
                 .increment(1);
             return Err(ApiError::invalid(e));
         }
+    };
+    // A user who refused the account's template messages is not sent them again.
+    let blocked = match (&status.recipient, status.code.as_deref()) {
+        (Recipient::Openid(openid), Some(wechat_events::USER_BLOCK)) => Some(openid.clone()),
+        _ => None,
     };
     let resolved = resolve_ids(state, ChannelType::Wechatoa, channel_id, vec![status]).await?;
     if resolved.missing > 0 {
@@ -349,6 +380,7 @@ async fn wechat_event(
             "no delivery has this MsgID yet; WeChat will push it again",
         ));
     }
+    let ours = !resolved.receipts.is_empty();
     apply(
         state,
         ChannelType::Wechatoa,
@@ -357,9 +389,19 @@ async fn wechat_event(
         resolved.mismatched,
     )
     .await?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("success"))
+    if let (Some(openid), true) = (blocked, ours) {
+        state
+            .db
+            .add_suppressions(
+                ChannelType::Wechatoa,
+                &[&openid],
+                SuppressReason::Blocked,
+                Some(wechat_events::USER_BLOCK),
+            )
+            .await
+            .map_err(|e| ApiError::internal("suppressing an address", &e))?;
+    }
+    Ok(success())
 }
 
 async fn provider_receipts(

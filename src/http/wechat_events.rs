@@ -126,25 +126,48 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
     Ok(fields)
 }
 
-/// A `TEMPLATESENDJOBFINISH` event as a receipt to look up, `None` for any other message or
-/// event (WeChat pushes every event of the account to the same URL).
-pub(super) fn template_event(fields: &HashMap<String, String>) -> Result<Option<IdStatus>, String> {
+/// The code a template send's `failed:user block` result is stored with.
+pub(super) const USER_BLOCK: &str = "user_block";
+
+/// The events of an account's push msghub acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum WechatEvent {
+    /// `TEMPLATESENDJOBFINISH`: a template send's result, as a receipt to look up.
+    TemplateSent(IdStatus),
+    /// `subscribe`: the user (`FromUserName`) follows the account (again).
+    Subscribed(String),
+    /// `unsubscribe`: the user stopped following the account.
+    Unsubscribed(String),
+}
+
+/// The event of a push, `None` for any other message or event (WeChat pushes every message
+/// and event of the account to the same URL).
+pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEvent>, String> {
     let get = |k: &str| fields.get(k).map(|v| v.trim()).unwrap_or_default();
-    if get("MsgType") != "event" || get("Event") != "TEMPLATESENDJOBFINISH" {
+    if get("MsgType") != "event" {
         return Ok(None);
+    }
+    let kind = get("Event");
+    if !matches!(kind, "TEMPLATESENDJOBFINISH" | "subscribe" | "unsubscribe") {
+        return Ok(None);
+    }
+    let openid = get("FromUserName");
+    if openid.is_empty() || openid.len() > 128 || openid.chars().any(char::is_control) {
+        return Err("FromUserName must be the user's openid".into());
+    }
+    match kind {
+        "subscribe" => return Ok(Some(WechatEvent::Subscribed(openid.to_string()))),
+        "unsubscribe" => return Ok(Some(WechatEvent::Unsubscribed(openid.to_string()))),
+        _ => {}
     }
     let msgid = get("MsgID");
     if msgid.is_empty() || msgid.len() > 32 || !msgid.bytes().all(|b| b.is_ascii_digit()) {
         return Err("MsgID must be the template send's msgid".into());
     }
-    let openid = get("FromUserName");
-    if openid.is_empty() || openid.len() > 128 {
-        return Err("FromUserName must be the recipient's openid".into());
-    }
     let status = get("Status");
     let (kind, code) = match status {
         "success" => (ReceiptKind::Delivered, None),
-        "failed:user block" => (ReceiptKind::Undelivered, Some("user_block")),
+        "failed:user block" => (ReceiptKind::Undelivered, Some(USER_BLOCK)),
         s if s.starts_with("failed") => (ReceiptKind::Undelivered, Some("system_failed")),
         _ => {
             return Err(format!(
@@ -158,13 +181,13 @@ pub(super) fn template_event(fields: &HashMap<String, String>) -> Result<Option<
         .ok()
         .filter(|s| *s > 0 && *s < 100_000_000_000)
         .map_or_else(msghub_actors::plan::now_ms, |s| s * 1000);
-    Ok(Some(IdStatus {
+    Ok(Some(WechatEvent::TemplateSent(IdStatus {
         id: msgid.to_string(),
         recipient: Recipient::Openid(openid.to_string()),
         kind,
         code: code.map(str::to_string),
         at_ms,
-    }))
+    })))
 }
 
 /// The account's message key: `base64(EncodingAESKey + "=")`, 32 bytes; its first 16 are the
@@ -275,34 +298,53 @@ mod tests {
         let f = fields(xml.as_bytes()).unwrap();
         assert_eq!(f["ToUserName"], "gh_7f083739789a");
         assert_eq!(
-            template_event(&f).unwrap(),
-            Some(IdStatus {
+            event(&f).unwrap(),
+            Some(WechatEvent::TemplateSent(IdStatus {
                 id: "200163836".into(),
                 recipient: Recipient::Openid("oia2TjuEGTNoeX76QEjQNrcURxG8".into()),
                 kind: ReceiptKind::Delivered,
                 code: None,
                 at_ms: 1_395_658_920_000,
-            })
+            }))
         );
         for (status, code) in [
             ("failed:user block", "user_block"),
             ("failed: system failed", "system_failed"),
         ] {
             let failed = xml.replace("success", status);
-            let event = template_event(&fields(failed.as_bytes()).unwrap())
-                .unwrap()
-                .unwrap();
+            let read = event(&fields(failed.as_bytes()).unwrap()).unwrap();
+            let sent = match read {
+                Some(WechatEvent::TemplateSent(sent)) => Some((sent.kind, sent.code)),
+                _ => None,
+            };
             assert_eq!(
-                (event.kind, event.code.as_deref()),
-                (ReceiptKind::Undelivered, Some(code))
+                sent,
+                Some((ReceiptKind::Undelivered, Some(code.to_string()))),
+                "{status}"
             );
         }
-        // Escaped text reads like CDATA; other events are not receipts.
+        // Escaped text reads like CDATA; (un)subscribe events name their user.
         let plain = "<xml><MsgType>event</MsgType><Event>subscribe</Event>\
                      <FromUserName>o&amp;1&#x41;</FromUserName></xml>";
         let f = fields(plain.as_bytes()).unwrap();
         assert_eq!(f["FromUserName"], "o&1A");
-        assert_eq!(template_event(&f), Ok(None));
+        assert_eq!(event(&f), Ok(Some(WechatEvent::Subscribed("o&1A".into()))));
+        let gone = plain.replace(">subscribe<", ">unsubscribe<");
+        assert_eq!(
+            event(&fields(gone.as_bytes()).unwrap()),
+            Ok(Some(WechatEvent::Unsubscribed("o&1A".into())))
+        );
+        // Other events and messages are not acted on.
+        for other in [
+            plain.replace(">subscribe<", ">SCAN<"),
+            plain.replace(">event<", ">text<"),
+        ] {
+            assert_eq!(
+                event(&fields(other.as_bytes()).unwrap()),
+                Ok(None),
+                "{other}"
+            );
+        }
         for bad in [
             xml.replace("200163836", "12a"),
             xml.replace("success", "maybe"),
@@ -310,11 +352,9 @@ mod tests {
                 "<FromUserName><![CDATA[oia2TjuEGTNoeX76QEjQNrcURxG8]]></FromUserName>",
                 "",
             ),
+            plain.replace("o&amp;1&#x41;", ""),
         ] {
-            assert!(
-                template_event(&fields(bad.as_bytes()).unwrap()).is_err(),
-                "{bad}"
-            );
+            assert!(event(&fields(bad.as_bytes()).unwrap()).is_err(), "{bad}");
         }
         let many: String = (0..65).map(|i| format!("<F{i}/>")).collect();
         for bad in [

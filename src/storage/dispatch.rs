@@ -8,13 +8,14 @@ use msghub_actors::plan::{
     Audience, ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
     ShardSpec, StepCondition,
 };
-use msghub_actors::provider::{ChannelType, Target};
+use msghub_actors::provider::{ChannelType, OutcomeClass, Target};
 use msghub_actors::store::{
     ChannelSpec, DispatchStore, Fired, PlannedPage, StoreError, StoreResult, SweptPage, TimerKey,
 };
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
+use super::suppressions::{NOT_SUPPRESSED, gone_sql};
 use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
@@ -564,13 +565,14 @@ impl Store {
         let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let ids: Vec<&str> = userids.iter().copied().collect();
         let type_filter = match types {
-            Some(t) => format!(" AND channel_type IN ({})", in_list(t.len())),
+            Some(t) => format!(" AND b.channel_type IN ({})", in_list(t.len())),
             None => String::new(),
         };
         for chunk in ids.chunks(2048) {
             let rows = self.db.pad_to(chunk.len(), 2048);
             let sql = format!(
-                "SELECT userid, channel_type, address FROM bindings WHERE userid IN ({}){type_filter}",
+                "SELECT b.userid, b.channel_type, b.address FROM bindings b \
+                 WHERE b.userid IN ({}){type_filter} AND {NOT_SUPPRESSED}",
                 in_list(rows)
             );
             let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
@@ -711,7 +713,8 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT b.userid, b.channel_type, b.address FROM bindings b WHERE b.channel_type IN ({}) AND {filter}",
+            "SELECT b.userid, b.channel_type, b.address FROM bindings b \
+             WHERE b.channel_type IN ({}) AND {filter} AND {NOT_SUPPRESSED}",
             in_list(types.len())
         );
         let mut all: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
@@ -1811,7 +1814,27 @@ impl DispatchStore for Store {
         bring_timers_forward(&self.db, &txn, &failed, now)
             .await
             .map_err(err)?;
+        // An address its provider called gone is not resolved again (see `suppressions`).
+        let gone: Vec<i64> = results
+            .iter()
+            .filter(|r| r.class == OutcomeClass::Gone)
+            .map(|r| r.delivery_id)
+            .collect();
+        let mut suppressed = 0;
+        for chunk in gone.chunks(512) {
+            let mut values: Vec<Value> = vec![now.into()];
+            values.extend(chunk.iter().map(|id| Value::from(*id)));
+            suppressed += txn
+                .execute_raw(self.db.stmt(&gone_sql(chunk.len()), values))
+                .await
+                .map_err(err)?
+                .rows_affected();
+        }
         txn.commit().await.map_err(err)?;
+        if suppressed > 0 {
+            metrics::counter!("msghub_suppressions_added_total", "reason" => "gone")
+                .increment(suppressed);
+        }
         self.callbacks.emit_results(results);
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod retract;
 pub mod rules;
 pub mod schedule;
 pub mod sources;
+pub mod suppressions;
 pub mod users;
 
 use std::sync::Arc;

@@ -12,3 +12,4 @@ mod refusals;
 mod retries;
 mod schedule;
 mod strategies;
+mod suppressions;

@@ -612,7 +612,7 @@ fn wechat_signed_at(url: &str, token: &str, timestamp: i64, extra: &str) -> Stri
     format!("{url}?signature={signature}&timestamp={timestamp}&nonce={nonce}{extra}")
 }
 
-fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
+pub(crate) fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
     wechat_signed_at(url, token, chrono::Utc::now().timestamp(), extra)
 }
 
@@ -712,6 +712,7 @@ async fn wechat_template_events_apply_by_msgid() {
     };
     let signed = || wechat_signed(&url, &sim.wechat_token, "");
     let mut msgids = Vec::new();
+    let mut blocked = BTreeSet::new();
     for (part, mode) in ["plain", "safe", "compatible"].into_iter().enumerate() {
         if mode == "safe" {
             // The account turns encryption on: its key goes into the channel (the secrets
@@ -776,6 +777,13 @@ async fn wechat_template_events_apply_by_msgid() {
             rows.iter().all(|r| r["provider_id"].is_string()),
             "{rows:?}"
         );
+        // The simulator reports even MsgIDs' failures as `failed:user block`: those users
+        // are suppressed.
+        blocked.extend(rows.iter().filter_map(|r| {
+            let even = r["provider_id"].as_str()?.parse::<u64>().ok()? % 2 == 0;
+            (r["status"] == "undelivered" && even)
+                .then(|| r["address"].as_str().map(str::to_string))?
+        }));
         msgids.push(msgid);
 
         if mode == "plain" {
@@ -784,7 +792,8 @@ async fn wechat_template_events_apply_by_msgid() {
             assert_eq!(post(url.clone(), event("1", "oUser0000001")).await.0, 401);
             let (unknown, retry) = (metric("unknown").await, metric("retry").await);
             let known = rows[0]["provider_id"].as_str().expect("msgid").to_string();
-            let other_event = "<xml><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event></xml>";
+            let other_event = "<xml><FromUserName><![CDATA[oUser0000001]]></FromUserName>\
+                               <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[CLICK]]></Event></xml>";
             assert_eq!(
                 post(signed(), other_event.to_string()).await,
                 (200, "success".to_string())
@@ -793,13 +802,18 @@ async fn wechat_template_events_apply_by_msgid() {
                 post(signed(), event(&known, "oSomeoneElse01")).await,
                 (200, "success".to_string())
             );
+            // Nor does a block reported that way suppress anyone.
+            let blocked =
+                event(&known, "oSomeoneElse01").replace("[success]", "[failed:user block]");
+            assert_eq!(post(signed(), blocked).await, (200, "success".to_string()));
+            assert!(app.suppressed("?address=oSomeoneElse01").await.is_empty());
             assert_eq!(
                 post(signed(), event("999999999999", "oUser0000001"))
                     .await
                     .0,
                 503
             );
-            assert_eq!(metric("unknown").await, unknown + 1);
+            assert_eq!(metric("unknown").await, unknown + 2);
             assert_eq!(metric("retry").await, retry + 1);
             assert_eq!(
                 post(signed(), "<xml><MsgType>event".to_string()).await.0,
@@ -808,6 +822,16 @@ async fn wechat_template_events_apply_by_msgid() {
         }
     }
     assert_eq!(app.sim.state.total("wechatoa"), N as u64);
+    assert!(!blocked.is_empty(), "no user block drawn");
+    let suppressed = app.suppressed("?channel_type=wechatoa").await;
+    assert!(
+        suppressed.iter().all(|s| s.2 == "blocked"),
+        "{suppressed:?}"
+    );
+    assert_eq!(
+        suppressed.into_iter().map(|s| s.1).collect::<BTreeSet<_>>(),
+        blocked
+    );
     let shown = app
         .admin_get(&format!("/api/channels/{oa}"))
         .await

@@ -1,0 +1,275 @@
+//! Suppressed addresses (`/api/suppressions`): channel addresses audience resolution skips.
+//!
+//! An address is suppressed when its provider answers that it is gone (an outcome of class
+//! `gone`: an unknown registration id, a number the carrier refuses, a mailbox that does not
+//! exist, a WeChat user who never followed the account), when WeChat reports that the user
+//! unsubscribed or blocked the account's template messages, or by an operator. A bound address
+//! found here is not resolved — the user has no address on that channel type, so a fallback
+//! chain moves on at once — while the business's bindings stay as given. Raw-address sends
+//! (`audience.raw`) name their addresses themselves and are not filtered.
+
+use msghub_actors::provider::ChannelType;
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
+use serde::Serialize;
+
+use super::{Db, in_list, now_ms, value_rows};
+
+/// The condition that keeps a binding `b` whose address is not suppressed.
+pub const NOT_SUPPRESSED: &str = "NOT EXISTS (SELECT 1 FROM suppressions s \
+     WHERE s.channel_type = b.channel_type AND s.address = b.address)";
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// The provider answered that the recipient does not exist or cannot be reached.
+    Gone,
+    /// The user unsubscribed (a WeChat `unsubscribe` event).
+    Unsubscribed,
+    /// The user refused the account's template messages (`failed:user block`).
+    Blocked,
+    /// An operator suppressed it.
+    Manual,
+}
+
+impl SuppressReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::Gone => "gone",
+            SuppressReason::Unsubscribed => "unsubscribed",
+            SuppressReason::Blocked => "blocked",
+            SuppressReason::Manual => "manual",
+        }
+    }
+}
+
+/// One suppressed address as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Suppression {
+    pub channel_type: String,
+    pub address: String,
+    pub reason: String,
+    /// The provider's code (`1011`, `43004`, `5.1.1`, …) when a provider said so.
+    pub code: Option<String>,
+    /// The channel and message whose delivery found the address gone.
+    pub channel_id: Option<i64>,
+    pub msgid: Option<i64>,
+    pub created_at: i64,
+}
+
+/// The statement that suppresses the addresses of `rows` deliveries a provider called gone
+/// (their ids are its parameters after `created_at`), keeping an earlier suppression as it is.
+/// Rows go in key order, as every insert here does, so two writers on Postgres never wait for
+/// each other's keys in opposite orders.
+pub fn gone_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO suppressions (channel_type, address, reason, code, channel_id, message_id, created_at) \
+         SELECT channel_type, address, 'gone', code, channel_id, message_id, ? FROM deliveries \
+         WHERE id IN ({}) ORDER BY channel_type, address ON CONFLICT (channel_type, address) DO NOTHING",
+        in_list(rows)
+    )
+}
+
+impl Db {
+    /// Suppress addresses in one transaction; how many were not suppressed before.
+    pub async fn add_suppressions(
+        &self,
+        channel_type: ChannelType,
+        addresses: &[&str],
+        reason: SuppressReason,
+        code: Option<&str>,
+    ) -> Result<u64, DbErr> {
+        let now = now_ms();
+        let mut addresses = addresses.to_vec();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let txn = self.write().begin().await?;
+        let mut added = 0;
+        for chunk in addresses.chunks(1000) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+            for address in chunk {
+                values.extend([
+                    channel_type.code().into(),
+                    (*address).into(),
+                    reason.as_str().into(),
+                    code.map(str::to_string).into(),
+                    now.into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO suppressions (channel_type, address, reason, code, created_at) VALUES {} \
+                 ON CONFLICT (channel_type, address) DO NOTHING",
+                value_rows(chunk.len(), 5)
+            );
+            added += txn
+                .execute_raw(self.stmt(&sql, values))
+                .await?
+                .rows_affected();
+        }
+        txn.commit().await?;
+        if added > 0 {
+            metrics::counter!("msghub_suppressions_added_total", "reason" => reason.as_str())
+                .increment(added);
+        }
+        Ok(added)
+    }
+
+    /// Lift suppressions in one transaction; how many there were.
+    pub async fn remove_suppressions(
+        &self,
+        channel_type: ChannelType,
+        addresses: &[&str],
+    ) -> Result<u64, DbErr> {
+        let txn = self.write().begin().await?;
+        let mut removed = 0;
+        for chunk in addresses.chunks(1000) {
+            let sql = format!(
+                "DELETE FROM suppressions WHERE channel_type = ? AND address IN ({})",
+                in_list(chunk.len())
+            );
+            let mut values: Vec<Value> = vec![channel_type.code().into()];
+            values.extend(chunk.iter().map(|a| Value::from(*a)));
+            removed += txn
+                .execute_raw(self.stmt(&sql, values))
+                .await?
+                .rows_affected();
+        }
+        txn.commit().await?;
+        Ok(removed)
+    }
+
+    /// A page of suppressions in (channel type, address) order after `after`, of one channel
+    /// type or all, optionally only those of one address.
+    pub async fn suppressions(
+        &self,
+        channel_type: Option<ChannelType>,
+        address: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: u64,
+    ) -> Result<Vec<Suppression>, DbErr> {
+        let mut sql =
+            "SELECT channel_type, address, reason, code, channel_id, message_id, created_at \
+                       FROM suppressions WHERE 1 = 1"
+                .to_string();
+        let mut values: Vec<Value> = Vec::new();
+        if let Some(t) = channel_type {
+            sql.push_str(" AND channel_type = ?");
+            values.push(t.code().into());
+        }
+        if let Some(a) = address {
+            sql.push_str(" AND address = ?");
+            values.push(a.into());
+        }
+        if let Some((t, a)) = after {
+            sql.push_str(" AND (channel_type > ? OR (channel_type = ? AND address > ?))");
+            values.extend([t.into(), t.into(), a.into()]);
+        }
+        sql.push_str(" ORDER BY channel_type, address LIMIT ?");
+        values.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+        self.query_all(&sql, values)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Suppression {
+                    channel_type: r.try_get("", "channel_type")?,
+                    address: r.try_get("", "address")?,
+                    reason: r.try_get("", "reason")?,
+                    code: r.try_get("", "code")?,
+                    channel_id: r.try_get("", "channel_id")?,
+                    msgid: r.try_get("", "message_id")?,
+                    created_at: r.try_get("", "created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::settings::DatabaseSettings;
+
+    #[tokio::test]
+    async fn suppressions_are_added_once_listed_in_order_and_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            ..DatabaseSettings::default()
+        })
+        .await
+        .unwrap();
+        let added = db
+            .add_suppressions(
+                ChannelType::Sms,
+                &["+8613800000002", "+8613800000001", "+8613800000001"],
+                SuppressReason::Manual,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(added, 2);
+        // An address already suppressed keeps its first reason.
+        let again = db
+            .add_suppressions(
+                ChannelType::Sms,
+                &["+8613800000001"],
+                SuppressReason::Gone,
+                Some("isv.MOBILE_NUMBER_ILLEGAL"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
+        db.add_suppressions(
+            ChannelType::App,
+            &["regid-1"],
+            SuppressReason::Gone,
+            Some("1011"),
+        )
+        .await
+        .unwrap();
+
+        let all = db.suppressions(None, None, None, 10).await.unwrap();
+        let keys: Vec<(&str, &str, &str)> = all
+            .iter()
+            .map(|s| {
+                (
+                    s.channel_type.as_str(),
+                    s.address.as_str(),
+                    s.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("app", "regid-1", "gone"),
+                ("sms", "+8613800000001", "manual"),
+                ("sms", "+8613800000002", "manual"),
+            ]
+        );
+        assert_eq!(all[0].code.as_deref(), Some("1011"));
+        let page = db
+            .suppressions(None, None, Some(("sms", "+8613800000001")), 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].address, "+8613800000002");
+        let sms = db
+            .suppressions(Some(ChannelType::Sms), Some("+8613800000002"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(sms.len(), 1);
+
+        let removed = db
+            .remove_suppressions(ChannelType::Sms, &["+8613800000001", "+8613800000009"])
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(
+            db.suppressions(None, None, None, 10).await.unwrap().len(),
+            2
+        );
+    }
+}
