@@ -103,6 +103,11 @@ fn describe_metrics() {
          (each wait counted)."
     );
     describe_counter!(
+        "msghub_suppressions_added_total",
+        "Addresses suppressed (skipped by audience resolution from then on), by reason: gone \
+         (a provider's answer), unsubscribed or blocked (WeChat events), manual."
+    );
+    describe_counter!(
         "msghub_intake_moved_total",
         "Messages the intake journal's mover stored in the main database."
     );
