@@ -2006,7 +2006,7 @@ impl DispatchStore for Store {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::settings::{CallbackSettings, DatabaseSettings};
+    use crate::settings::CallbackSettings;
 
     fn row(
         userid: &str,
@@ -2075,12 +2075,7 @@ mod tests {
     }
 
     async fn sqlite_store(dir: &tempfile::TempDir) -> Store {
-        let db = Db::connect(&DatabaseSettings {
-            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
-            ..DatabaseSettings::default()
-        })
-        .await
-        .unwrap();
+        let db = crate::storage::test_sqlite(dir).await;
         // 32 zero bytes.
         let crypto = Crypto::from_base64(&format!("{}=", "A".repeat(43))).unwrap();
         crate::startup::install_crypto_provider();

@@ -552,6 +552,18 @@ fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// A migrated SQLite database in `dir`, for the storage modules' tests.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) async fn test_sqlite(dir: &tempfile::TempDir) -> Db {
+    Db::connect(&crate::settings::DatabaseSettings {
+        url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+        ..crate::settings::DatabaseSettings::default()
+    })
+    .await
+    .expect("test database")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

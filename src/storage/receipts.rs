@@ -306,19 +306,13 @@ impl Db {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::settings::DatabaseSettings;
 
     /// Provider ids find their SMS and WeChat deliveries on their channel only, through the
     /// partial indexes.
     #[tokio::test]
     async fn deliveries_are_found_by_provider_id_through_the_partial_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&DatabaseSettings {
-            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
-            ..DatabaseSettings::default()
-        })
-        .await
-        .unwrap();
+        let db = crate::storage::test_sqlite(&dir).await;
         let rows = [
             (1i64, 7i64, "sms", "13800000001", Some("2433:1")),
             (1, 7, "sms", "13800000002", Some("2433:2")),

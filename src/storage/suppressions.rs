@@ -189,17 +189,11 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use crate::settings::DatabaseSettings;
 
     #[tokio::test]
     async fn suppressions_are_added_once_listed_in_order_and_lifted() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&DatabaseSettings {
-            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
-            ..DatabaseSettings::default()
-        })
-        .await
-        .unwrap();
+        let db = crate::storage::test_sqlite(&dir).await;
         let added = db
             .add_suppressions(
                 ChannelType::Sms,

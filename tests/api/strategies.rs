@@ -48,6 +48,29 @@ impl TestApp {
         }
     }
 
+    /// A `wechatoa` channel on the simulator's account, granted to the test source: its id
+    /// and receipt URL.
+    pub(crate) async fn wechat_channel(&self, sim: &msghub_sim::SimConfig) -> (i64, String) {
+        let ch = self
+            .admin_post(
+                "/api/channels",
+                json!({"type": "wechatoa", "name": "oa sim", "credentials": {
+                    "appid": sim.wechat_appid, "secret": sim.wechat_secret,
+                    "token": sim.wechat_token, "base_url": self.sim.http_url()}}),
+            )
+            .await;
+        let oa = ch["id"].as_i64().expect("channel id");
+        self.grant(oa).await;
+        let shown: Value = self
+            .admin_get(&format!("/api/channels/{oa}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        let url = shown["receipt_url"].as_str().expect("receipt url");
+        (oa, url.to_string())
+    }
+
     async fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         let started = Instant::now();
         while !done() {
@@ -627,26 +650,7 @@ pub(crate) fn wechat_signed(url: &str, token: &str, extra: &str) -> String {
 async fn wechat_template_events_apply_by_msgid() {
     let app = spawn_app().await;
     let sim = msghub_sim::SimConfig::default();
-    let ch = app
-        .admin_post(
-            "/api/channels",
-            json!({"type": "wechatoa", "name": "oa sim", "credentials": {
-                "appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
-                "base_url": app.sim.http_url()}}),
-        )
-        .await;
-    let oa = ch["id"].as_i64().expect("channel id");
-    app.grant(oa).await;
-    let shown: Value = app
-        .admin_get(&format!("/api/channels/{oa}"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let url = shown["receipt_url"]
-        .as_str()
-        .expect("receipt url")
-        .to_string();
+    let (oa, url) = app.wechat_channel(&sim).await;
 
     // The server URL check: echostr back when signed with the token, recently.
     let get = |u: String| {
