@@ -105,7 +105,8 @@ pub enum OutcomeClass {
     Quota,
     /// Bad request or configuration: fail this delivery.
     Perm,
-    /// Recipient invalid or unsubscribed: fail and mark the binding.
+    /// Recipient invalid or unsubscribed: fail, and suppress the address (its bindings are
+    /// no longer resolved until the suppression is lifted).
     Gone,
 }
 
