@@ -1822,10 +1822,13 @@ impl DispatchStore for Store {
             .collect();
         let mut suppressed = 0;
         for chunk in gone.chunks(512) {
+            // Padded with the last id, like every keyed statement (few shapes to prepare).
+            let rows = self.db.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = vec![now.into()];
             values.extend(chunk.iter().map(|id| Value::from(*id)));
+            repeat_last_row(&mut values, 1, rows - chunk.len());
             suppressed += txn
-                .execute_raw(self.db.stmt(&gone_sql(chunk.len()), values))
+                .execute_raw(self.db.stmt(&gone_sql(rows), values))
                 .await
                 .map_err(err)?
                 .rows_affected();
