@@ -352,7 +352,6 @@ async fn wechat_event(
                     ChannelType::Wechatoa,
                     &[&openid],
                     SuppressReason::Unsubscribed,
-                    None,
                 )
                 .await
                 .map_err(|e| ApiError::internal("suppressing an address", &e))?;
@@ -365,11 +364,6 @@ async fn wechat_event(
             return Err(ApiError::invalid(e));
         }
     };
-    // A user who refused the account's template messages is not sent them again.
-    let blocked = match (&status.recipient, status.code.as_deref()) {
-        (Recipient::Openid(openid), Some(wechat_events::USER_BLOCK)) => Some(openid.clone()),
-        _ => None,
-    };
     let resolved = resolve_ids(state, ChannelType::Wechatoa, channel_id, vec![status]).await?;
     if resolved.missing > 0 {
         metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "retry")
@@ -380,7 +374,6 @@ async fn wechat_event(
             "no delivery has this MsgID yet; WeChat will push it again",
         ));
     }
-    let ours = !resolved.receipts.is_empty();
     apply(
         state,
         ChannelType::Wechatoa,
@@ -389,18 +382,6 @@ async fn wechat_event(
         resolved.mismatched,
     )
     .await?;
-    if let (Some(openid), true) = (blocked, ours) {
-        state
-            .db
-            .add_suppressions(
-                ChannelType::Wechatoa,
-                &[&openid],
-                SuppressReason::Blocked,
-                Some(wechat_events::USER_BLOCK),
-            )
-            .await
-            .map_err(|e| ApiError::internal("suppressing an address", &e))?;
-    }
     Ok(success())
 }
 
@@ -560,6 +541,7 @@ fn parse_jpush(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
                     kind,
                     at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
                     code: None,
+                    suppress: None,
                 })
             }
             _ => invalid += 1,
@@ -599,6 +581,7 @@ fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
                         .and_then(Value::as_str)
                         .filter(|c| !success && c.len() <= 64)
                         .map(str::to_string),
+                    suppress: None,
                 })
             }
             _ => invalid += 1,
@@ -635,6 +618,8 @@ pub(super) struct IdStatus {
     pub(super) kind: ReceiptKind,
     pub(super) code: Option<String>,
     pub(super) at_ms: i64,
+    /// See [`Receipt::suppress`].
+    pub(super) suppress: Option<SuppressReason>,
 }
 
 /// `user_receive_time` (`yyyy-MM-dd HH:mm:ss`, China Standard Time) as unix ms.
@@ -683,6 +668,7 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
                 at_ms: field("user_receive_time")
                     .and_then(china_time_ms)
                     .unwrap_or_else(msghub_actors::plan::now_ms),
+                suppress: None,
             }),
             _ => invalid += 1,
         }
@@ -756,6 +742,7 @@ async fn resolve_ids(
                         kind: status.kind,
                         at_ms: status.at_ms,
                         code: status.code.clone(),
+                        suppress: status.suppress,
                     }),
             );
             if receipts.len() == before {
@@ -862,6 +849,7 @@ async fn client_events(
             kind,
             at_ms: at,
             code: None,
+            suppress: None,
         }));
     }
     let counts = submit(&state, receipts)
@@ -971,6 +959,7 @@ mod tests {
                 code: None,
                 // 08:03:04 in UTC+8.
                 at_ms: 1_445_040_184_000,
+                suppress: None,
             }
         );
         assert_eq!(statuses[1].kind, ReceiptKind::Undelivered);

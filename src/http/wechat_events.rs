@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use super::receipts::{IdStatus, Recipient};
 use crate::storage::receipts::ReceiptKind;
+use crate::storage::suppressions::SuppressReason;
 
 /// Pushes signed longer ago (or further ahead) than this are refused: a signed URL seen once
 /// (in a proxy log, say) cannot be replayed later. WeChat's own retries come within 15 s.
@@ -126,9 +127,6 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
     Ok(fields)
 }
 
-/// The code a template send's `failed:user block` result is stored with.
-pub(super) const USER_BLOCK: &str = "user_block";
-
 /// The events of an account's push msghub acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum WechatEvent {
@@ -165,10 +163,15 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
         return Err("MsgID must be the template send's msgid".into());
     }
     let status = get("Status");
-    let (kind, code) = match status {
-        "success" => (ReceiptKind::Delivered, None),
-        "failed:user block" => (ReceiptKind::Undelivered, Some(USER_BLOCK)),
-        s if s.starts_with("failed") => (ReceiptKind::Undelivered, Some("system_failed")),
+    let (kind, code, suppress) = match status {
+        "success" => (ReceiptKind::Delivered, None, None),
+        // The user refused the account's template messages: not sent them again.
+        "failed:user block" => (
+            ReceiptKind::Undelivered,
+            Some("user_block"),
+            Some(SuppressReason::Blocked),
+        ),
+        s if s.starts_with("failed") => (ReceiptKind::Undelivered, Some("system_failed"), None),
         _ => {
             return Err(format!(
                 "unknown Status {:?}",
@@ -187,6 +190,7 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
         kind,
         code: code.map(str::to_string),
         at_ms,
+        suppress,
     })))
 }
 
@@ -305,21 +309,28 @@ mod tests {
                 kind: ReceiptKind::Delivered,
                 code: None,
                 at_ms: 1_395_658_920_000,
+                suppress: None,
             }))
         );
-        for (status, code) in [
-            ("failed:user block", "user_block"),
-            ("failed: system failed", "system_failed"),
+        for (status, code, suppress) in [
+            (
+                "failed:user block",
+                "user_block",
+                Some(SuppressReason::Blocked),
+            ),
+            ("failed: system failed", "system_failed", None),
         ] {
             let failed = xml.replace("success", status);
             let read = event(&fields(failed.as_bytes()).unwrap()).unwrap();
             let sent = match read {
-                Some(WechatEvent::TemplateSent(sent)) => Some((sent.kind, sent.code)),
+                Some(WechatEvent::TemplateSent(sent)) => {
+                    Some((sent.kind, sent.code, sent.suppress))
+                }
                 _ => None,
             };
             assert_eq!(
                 sent,
-                Some((ReceiptKind::Undelivered, Some(code.to_string()))),
+                Some((ReceiptKind::Undelivered, Some(code.to_string()), suppress)),
                 "{status}"
             );
         }

@@ -15,7 +15,7 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::suppressions::{NOT_SUPPRESSED, gone_sql};
+use super::suppressions::{NOT_SUPPRESSED, SuppressReason, count_added, suppress_deliveries};
 use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
@@ -1815,29 +1815,17 @@ impl DispatchStore for Store {
             .await
             .map_err(err)?;
         // An address its provider called gone is not resolved again (see `suppressions`).
-        let gone: Vec<i64> = results
+        let gone: Vec<i64> = sorted
             .iter()
             .filter(|r| r.class == OutcomeClass::Gone)
             .map(|r| r.delivery_id)
             .collect();
-        let mut suppressed = 0;
-        for chunk in gone.chunks(512) {
-            // Padded with the last id, like every keyed statement (few shapes to prepare).
-            let rows = self.db.pad_to(chunk.len(), 512);
-            let mut values: Vec<Value> = vec![now.into()];
-            values.extend(chunk.iter().map(|id| Value::from(*id)));
-            repeat_last_row(&mut values, 1, rows - chunk.len());
-            suppressed += txn
-                .execute_raw(self.db.stmt(&gone_sql(rows), values))
+        let suppressed =
+            suppress_deliveries(&self.db, &txn, &gone, SuppressReason::Gone, None, now)
                 .await
-                .map_err(err)?
-                .rows_affected();
-        }
+                .map_err(err)?;
         txn.commit().await.map_err(err)?;
-        if suppressed > 0 {
-            metrics::counter!("msghub_suppressions_added_total", "reason" => "gone")
-                .increment(suppressed);
-        }
+        count_added(SuppressReason::Gone, suppressed);
         self.callbacks.emit_results(results);
         Ok(())
     }

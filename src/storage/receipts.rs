@@ -12,6 +12,7 @@ use msghub_actors::plan::DeliveryStatus;
 use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 
+use super::suppressions::{SuppressReason, count_added, suppress_deliveries};
 use super::{Db, now_ms, repeat_last_row, value_rows};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +60,9 @@ pub struct Receipt {
     pub at_ms: i64,
     /// The provider's code for a failure (`UNDELIV`, ...).
     pub code: Option<String>,
+    /// The receipt also says the address is not to be sent to again (a WeChat user who
+    /// blocked the account's messages): applied with the receipt, when it names a delivery.
+    pub suppress: Option<SuppressReason>,
 }
 
 /// What happened to one request's receipts.
@@ -187,6 +191,7 @@ impl Db {
         let mut updates: HashMap<i64, (DeliveryStatus, i64)> = HashMap::new();
         let mut changed = Vec::new();
         let mut failed_ids = Vec::new();
+        let mut suppress: HashMap<(SuppressReason, Option<String>), Vec<i64>> = HashMap::new();
         for batch in batches {
             let mut c = ReceiptCounts::default();
             for r in batch {
@@ -194,6 +199,12 @@ impl Db {
                     c.unknown += 1;
                     continue;
                 };
+                if let Some(reason) = r.suppress {
+                    suppress
+                        .entry((reason, r.code.clone()))
+                        .or_default()
+                        .push(m.id);
+                }
                 match r.kind.next(m.status) {
                     Some(next) => {
                         c.applied += 1;
@@ -239,7 +250,15 @@ impl Db {
         }
         // "Not delivered" moves a fallback user on at once, like a permanent failure.
         super::dispatch::bring_timers_forward(self, &txn, &failed_ids, now).await?;
+        let mut suppressed = Vec::new();
+        for ((reason, code), ids) in &suppress {
+            let n = suppress_deliveries(self, &txn, ids, *reason, code.as_deref(), now).await?;
+            suppressed.push((*reason, n));
+        }
         txn.commit().await?;
+        for (reason, n) in suppressed {
+            count_added(reason, n);
+        }
         Ok((counts, changed))
     }
 

@@ -12,14 +12,14 @@ use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
 use serde::Serialize;
 
-use super::{Db, in_list, now_ms, value_rows};
+use super::{Db, in_list, now_ms, repeat_last_row, value_rows};
 
 /// The condition that keeps a binding `b` whose address is not suppressed.
 pub const NOT_SUPPRESSED: &str = "NOT EXISTS (SELECT 1 FROM suppressions s \
      WHERE s.channel_type = b.channel_type AND s.address = b.address)";
 
 /// Why an address is suppressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SuppressReason {
     /// The provider answered that the recipient does not exist or cannot be reached.
@@ -57,17 +57,47 @@ pub struct Suppression {
     pub created_at: i64,
 }
 
-/// The statement that suppresses the addresses of `rows` deliveries a provider called gone
-/// (their ids are its parameters after `created_at`), keeping an earlier suppression as it is.
-/// Rows go in key order, as every insert here does, so two writers on Postgres never wait for
-/// each other's keys in opposite orders.
-pub fn gone_sql(rows: usize) -> String {
-    format!(
-        "INSERT INTO suppressions (channel_type, address, reason, code, channel_id, message_id, created_at) \
-         SELECT channel_type, address, 'gone', code, channel_id, message_id, ? FROM deliveries \
-         WHERE id IN ({}) ORDER BY channel_type, address ON CONFLICT (channel_type, address) DO NOTHING",
-        in_list(rows)
-    )
+/// Count addresses newly suppressed for `reason` (after their transaction committed).
+pub fn count_added(reason: SuppressReason, added: u64) {
+    if added > 0 {
+        metrics::counter!("msghub_suppressions_added_total", "reason" => reason.as_str())
+            .increment(added);
+    }
+}
+
+/// Suppress, inside `txn`, the addresses of the deliveries `ids` for `reason`, with `code`
+/// (or, when `None`, the delivery's own code: the provider's answer); an address suppressed
+/// before keeps its first reason. How many were newly suppressed. Rows go in key order, as
+/// every insert here does, so two writers on Postgres never wait for each other's keys in
+/// opposite orders; the id list is padded like every keyed statement (few shapes).
+pub(super) async fn suppress_deliveries<C: ConnectionTrait>(
+    db: &Db,
+    txn: &C,
+    ids: &[i64],
+    reason: SuppressReason,
+    code: Option<&str>,
+    now: i64,
+) -> Result<u64, DbErr> {
+    let mut added = 0;
+    for chunk in ids.chunks(512) {
+        let rows = db.pad_to(chunk.len(), 512);
+        let mut values: Vec<Value> = vec![code.map(str::to_string).into(), now.into()];
+        values.extend(chunk.iter().map(|id| Value::from(*id)));
+        repeat_last_row(&mut values, 1, rows - chunk.len());
+        let sql = format!(
+            "INSERT INTO suppressions (channel_type, address, reason, code, channel_id, message_id, created_at) \
+             SELECT channel_type, address, '{}', COALESCE(?, code), channel_id, message_id, ? \
+             FROM deliveries WHERE id IN ({}) ORDER BY channel_type, address \
+             ON CONFLICT (channel_type, address) DO NOTHING",
+            reason.as_str(),
+            in_list(rows)
+        );
+        added += txn
+            .execute_raw(db.stmt(&sql, values))
+            .await?
+            .rows_affected();
+    }
+    Ok(added)
 }
 
 impl Db {
@@ -77,7 +107,6 @@ impl Db {
         channel_type: ChannelType,
         addresses: &[&str],
         reason: SuppressReason,
-        code: Option<&str>,
     ) -> Result<u64, DbErr> {
         let now = now_ms();
         let mut addresses = addresses.to_vec();
@@ -86,20 +115,19 @@ impl Db {
         let txn = self.write().begin().await?;
         let mut added = 0;
         for chunk in addresses.chunks(1000) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
             for address in chunk {
                 values.extend([
                     channel_type.code().into(),
                     (*address).into(),
                     reason.as_str().into(),
-                    code.map(str::to_string).into(),
                     now.into(),
                 ]);
             }
             let sql = format!(
-                "INSERT INTO suppressions (channel_type, address, reason, code, created_at) VALUES {} \
+                "INSERT INTO suppressions (channel_type, address, reason, created_at) VALUES {} \
                  ON CONFLICT (channel_type, address) DO NOTHING",
-                value_rows(chunk.len(), 5)
+                value_rows(chunk.len(), 4)
             );
             added += txn
                 .execute_raw(self.stmt(&sql, values))
@@ -107,10 +135,7 @@ impl Db {
                 .rows_affected();
         }
         txn.commit().await?;
-        if added > 0 {
-            metrics::counter!("msghub_suppressions_added_total", "reason" => reason.as_str())
-                .increment(added);
-        }
+        count_added(reason, added);
         Ok(added)
     }
 
@@ -199,30 +224,37 @@ mod tests {
                 ChannelType::Sms,
                 &["+8613800000002", "+8613800000001", "+8613800000001"],
                 SuppressReason::Manual,
-                None,
             )
             .await
             .unwrap();
         assert_eq!(added, 2);
         // An address already suppressed keeps its first reason.
         let again = db
-            .add_suppressions(
-                ChannelType::Sms,
-                &["+8613800000001"],
-                SuppressReason::Gone,
-                Some("isv.MOBILE_NUMBER_ILLEGAL"),
-            )
+            .add_suppressions(ChannelType::Sms, &["+8613800000001"], SuppressReason::Gone)
             .await
             .unwrap();
         assert_eq!(again, 0);
-        db.add_suppressions(
-            ChannelType::App,
-            &["regid-1"],
-            SuppressReason::Gone,
-            Some("1011"),
-        )
-        .await
-        .unwrap();
+        // Deliveries a provider called gone (the same address in two messages): suppressed with
+        // their own code, each address once (the id list is padded with copies of its last id).
+        for (id, kind, address, code) in [
+            (1i64, "app", "regid-1", "1011"),
+            (2, "app", "regid-1", "1011"),
+            (3, "sms", "+8613800000001", "isv.MOBILE_NUMBER_ILLEGAL"),
+        ] {
+            db.execute(
+                "INSERT INTO deliveries (id, message_id, shard_seq, channel_id, channel_type, address, \
+                 step, status, attempts, code, updated_at) VALUES (?, ?, 0, 4, ?, ?, 0, 3, 1, ?, 0)",
+                vec![id.into(), id.into(), kind.into(), address.into(), code.into()],
+            )
+            .await
+            .unwrap();
+        }
+        let txn = db.write().begin().await.unwrap();
+        let gone = suppress_deliveries(&db, &txn, &[1, 2, 3], SuppressReason::Gone, None, 5)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(gone, 1);
 
         let all = db.suppressions(None, None, None, 10).await.unwrap();
         let keys: Vec<(&str, &str, &str)> = all
