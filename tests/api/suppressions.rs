@@ -146,6 +146,15 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
         "{received:?}"
     );
     assert!(reachable.iter().all(|a| received[a] == 2), "{received:?}");
+    // A raw-address send names its address itself: not filtered.
+    let raw = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_webhook": [hook(1)], "msg_webhook": webhook_msg()}),
+        )
+        .await;
+    app.wait_done(&raw, Duration::from_secs(30)).await;
+    assert_eq!(app.sim.state.received("webhook").get(&hook(1)), Some(&1));
 
     // A fallback chain: the suppressed users have no webhook address, so they get the SMS
     // step at once instead of after the (hour-long) wait.
