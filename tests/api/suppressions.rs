@@ -150,7 +150,7 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     let raw = app
         .send_ok(
             "/v1/sent",
-            json!({"aud_webhook": [hook(1)], "msg_webhook": webhook_msg()}),
+            json!({"aud_webhook": [{"data": [hook(1)]}], "msg_webhook": webhook_msg()}),
         )
         .await;
     app.wait_done(&raw, Duration::from_secs(30)).await;
