@@ -85,6 +85,10 @@ async fn auth_and_channel_refusals_carry_jums_codes_and_store_nothing() {
         (200, Some(0)),
         "other channels still work: {resp}"
     );
+    // Accepted is durable in the intake journal (SQLite); the mover moves it to `messages`.
+    let accepted = resp["msgid"].as_str().expect("msgid").to_string();
+    app.wait_done(&accepted, std::time::Duration::from_secs(30))
+        .await;
 
     // Disabled source.
     app.admin_patch(
