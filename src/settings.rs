@@ -286,6 +286,10 @@ pub struct StrategySettings {
     pub quiet_hours: String,
     /// The UTC offset of the quiet hours' local time.
     pub quiet_hours_utc_offset: String,
+    /// SMS replies that unsubscribe the number (Aliyun SmsUp, Tencent reply callbacks): a
+    /// reply that is one of these — case, surrounding spaces and punctuation and full-width
+    /// forms aside — suppresses the number (reason `unsubscribed`). Empty: replies never do.
+    pub sms_unsubscribe_replies: Vec<String>,
 }
 
 impl Default for StrategySettings {
@@ -293,6 +297,9 @@ impl Default for StrategySettings {
         StrategySettings {
             quiet_hours: String::new(),
             quiet_hours_utc_offset: "+08:00".into(),
+            sms_unsubscribe_replies: ["TD", "T", "R", "退订", "STOP", "UNSUBSCRIBE"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -121,6 +121,10 @@ impl Application {
         let port = local.port();
         let public_url = public_url(&settings.server.public_url, local);
         let d = &settings.dispatch;
+        let unsubscribe_replies = crate::http::sms_replies::UnsubscribeReplies::new(
+            &settings.strategies.sms_unsubscribe_replies,
+        )
+        .map_err(|e| anyhow::anyhow!("strategies.sms_unsubscribe_replies: {e}"))?;
         let topology = TopologyConfig {
             planner: PlannerConfig {
                 shard_size: d.shard_size,
@@ -229,6 +233,7 @@ impl Application {
             rules: crate::http::rules::RuleCache::new(db.clone()),
             receipts,
             receipt_channels: Default::default(),
+            unsubscribe_replies,
             public_url,
             db,
             crypto,

@@ -103,9 +103,14 @@ fn describe_metrics() {
          (each wait counted)."
     );
     describe_counter!(
+        "msghub_sms_replies_total",
+        "SMS replies pushed by providers (Aliyun SmsUp, Tencent reply callbacks), by result: \
+         unsubscribe (the number is suppressed), other, invalid."
+    );
+    describe_counter!(
         "msghub_suppressions_added_total",
         "Addresses suppressed (skipped by audience resolution from then on), by reason: gone \
-         (a provider's answer), unsubscribed or blocked (WeChat events), manual."
+         (a provider's answer), unsubscribed (WeChat events, SMS replies), blocked, manual."
     );
     describe_counter!(
         "msghub_intake_moved_total",

@@ -38,6 +38,25 @@ pub fn sms_e164(address: &str) -> Option<String> {
     tencent::e164(address)
 }
 
+/// Every spelling of `address` that the `sms` adapters send as the same number — for a
+/// mainland number `+86138…`, `0086138…`, `138…` and `86138…`; for another `+852…` and
+/// `00852…` — E.164 first. Just the address (trimmed) for what they do not send.
+pub fn sms_spellings(address: &str) -> Vec<String> {
+    let Some(e164) = tencent::e164(address) else {
+        return vec![address.trim().to_string()];
+    };
+    let digits = &e164[1..];
+    let mut out = vec![e164.clone(), format!("00{digits}")];
+    if let Some(national) = e164
+        .strip_prefix("+86")
+        .filter(|n| n.len() == 11 && n.starts_with('1'))
+    {
+        out.push(national.to_string());
+        out.push(format!("86{national}"));
+    }
+    out
+}
+
 /// The message key of a `wechatoa` channel's `encoding_aes_key`, as its credentials are
 /// validated.
 pub fn wechat_aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
@@ -218,6 +237,30 @@ mod tests {
             ));
             assert!(secret_fields(kind).is_empty());
         }
+    }
+
+    #[test]
+    fn every_spelling_of_a_number_is_sent_as_that_number() {
+        let mainland = sms_spellings("8613800000001");
+        assert_eq!(
+            mainland,
+            vec![
+                "+8613800000001",
+                "008613800000001",
+                "13800000001",
+                "8613800000001"
+            ]
+        );
+        for spelling in &mainland {
+            assert_eq!(sms_e164(spelling).as_deref(), Some("+8613800000001"));
+            assert_eq!(&sms_spellings(spelling), &mainland, "{spelling}");
+        }
+        let hk = sms_spellings("0085291234567");
+        assert_eq!(hk, vec!["+85291234567", "0085291234567"]);
+        for spelling in &hk {
+            assert_eq!(sms_e164(spelling).as_deref(), Some("+85291234567"));
+        }
+        assert_eq!(sms_spellings(" 12345 "), vec!["12345"]);
     }
 
     #[test]

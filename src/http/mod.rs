@@ -12,6 +12,7 @@ pub mod receipts;
 pub mod retract;
 pub mod rules;
 pub mod send;
+pub mod sms_replies;
 pub mod suppressions;
 pub mod users;
 mod wechat_events;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub rules: rules::RuleCache,
     pub receipts: receipts::ReceiptWriter,
     pub receipt_channels: receipts::ReceiptChannels,
+    /// SMS replies that unsubscribe their number (`strategies.sms_unsubscribe_replies`).
+    pub unsubscribe_replies: sms_replies::UnsubscribeReplies,
     /// How providers reach this server (`http://host:port`), for receipt URLs.
     pub public_url: String,
     pub admin_token_hash: String,

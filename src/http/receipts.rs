@@ -24,6 +24,7 @@ use msghub_providers::SmsVendor;
 use serde_json::{Value, json};
 
 use super::State;
+use super::sms_replies;
 use super::wechat_events::{self, WechatEvent};
 use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
 use crate::domain::{kind_of, parse_json};
@@ -352,6 +353,7 @@ async fn wechat_event(
                     ChannelType::Wechatoa,
                     &[&openid],
                     SuppressReason::Unsubscribed,
+                    None,
                 )
                 .await
                 .map_err(|e| ApiError::internal("suppressing an address", &e))?;
@@ -412,6 +414,16 @@ async fn provider_receipts(
         return wechat_event(&state, &req, channel_id, &auth, &body).await;
     }
     let value = parse_json(&body).map_err(ApiError::invalid)?;
+    if auth.format == ReceiptFormat::TencentStatus && sms_replies::is_tencent_reply(&value) {
+        match sms_replies::tencent_reply(&value) {
+            Ok(reply) => sms_replies::apply(&state, &[reply], 0).await?,
+            Err(e) => {
+                sms_replies::apply(&state, &[], 1).await?;
+                return Err(ApiError::invalid(format!("reply callback: {e}")));
+            }
+        }
+        return Ok(HttpResponse::Ok().json(json!({"result": 0, "errmsg": "OK"})));
+    }
     let items = value.as_array().ok_or_else(|| {
         ApiError::invalid(format!(
             "receipts must be a JSON array, got {}",
@@ -431,7 +443,18 @@ async fn provider_receipts(
             (receipts, invalid, 0)
         }
         ReceiptFormat::AliyunReport => {
-            let (receipts, invalid) = parse_sms_report(items, channel_id);
+            // SmsUp replies come to the same URL when it is entered for both pushes.
+            let (ups, reports): (Vec<&Value>, Vec<&Value>) =
+                items.iter().partition(|i| sms_replies::is_aliyun_reply(i));
+            if !ups.is_empty() {
+                let replies: Vec<_> = ups
+                    .iter()
+                    .filter_map(|i| sms_replies::aliyun_reply(i))
+                    .collect();
+                let invalid = (ups.len() - replies.len()) as u64;
+                sms_replies::apply(&state, &replies, invalid).await?;
+            }
+            let (receipts, invalid) = parse_sms_report(&reports, channel_id);
             (receipts, invalid, 0)
         }
         ReceiptFormat::TencentStatus => {
@@ -552,7 +575,7 @@ fn parse_jpush(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
 
 /// Aliyun SmsReport: `[{phone_number, success, err_code, out_id, biz_id, report_time, ...}]`;
 /// `out_id` is the msghub msgid the adapter sent as `OutId`.
-fn parse_sms_report(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
+fn parse_sms_report(items: &[&Value], channel_id: i64) -> (Vec<Receipt>, u64) {
     let mut out = Vec::with_capacity(items.len());
     let mut invalid = 0;
     for item in items {

@@ -65,7 +65,7 @@ async fn add(
     let (t, addresses) = body.validated()?;
     let added = state
         .db
-        .add_suppressions(t, &addresses, SuppressReason::Manual)
+        .add_suppressions(t, &addresses, SuppressReason::Manual, None)
         .await
         .map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"added": added})))

@@ -100,67 +100,98 @@ pub(super) async fn suppress_deliveries<C: ConnectionTrait>(
     Ok(added)
 }
 
+/// The rows that stand for `addresses`: for `sms`, every spelling the adapters send as the same
+/// number (`138…`, `86138…`, `+86138…`, `0086138…`), so a number is skipped however a business
+/// bound it; otherwise the addresses themselves. Sorted and without repeats.
+fn keys(channel_type: ChannelType, addresses: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = match channel_type {
+        ChannelType::Sms => addresses
+            .iter()
+            .flat_map(|a| msghub_providers::sms_spellings(a))
+            .collect(),
+        _ => addresses.iter().map(|a| (*a).to_string()).collect(),
+    };
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// How many addresses (numbers, for `sms`) the rows `written` stand for.
+fn addresses_in(channel_type: ChannelType, written: &[String]) -> u64 {
+    let distinct: std::collections::HashSet<String> = written
+        .iter()
+        .map(|a| match channel_type {
+            ChannelType::Sms => msghub_providers::sms_e164(a).unwrap_or_else(|| a.clone()),
+            _ => a.clone(),
+        })
+        .collect();
+    distinct.len() as u64
+}
+
 impl Db {
-    /// Suppress addresses in one transaction; how many were not suppressed before.
+    /// Suppress addresses in one transaction, with the provider's `code` when one reported
+    /// it; how many were not suppressed before (an `sms` number counts once, and counts when
+    /// any of its spellings was new).
     pub async fn add_suppressions(
         &self,
         channel_type: ChannelType,
         addresses: &[&str],
         reason: SuppressReason,
+        code: Option<&str>,
     ) -> Result<u64, DbErr> {
         let now = now_ms();
-        let mut addresses = addresses.to_vec();
-        addresses.sort_unstable();
-        addresses.dedup();
+        let keys = keys(channel_type, addresses);
         let txn = self.write().begin().await?;
-        let mut added = 0;
-        for chunk in addresses.chunks(1000) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
+        let mut written = Vec::new();
+        for chunk in keys.chunks(1000) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 5);
             for address in chunk {
                 values.extend([
                     channel_type.code().into(),
-                    (*address).into(),
+                    address.as_str().into(),
                     reason.as_str().into(),
+                    code.map(str::to_string).into(),
                     now.into(),
                 ]);
             }
             let sql = format!(
-                "INSERT INTO suppressions (channel_type, address, reason, created_at) VALUES {} \
-                 ON CONFLICT (channel_type, address) DO NOTHING",
-                value_rows(chunk.len(), 4)
+                "INSERT INTO suppressions (channel_type, address, reason, code, created_at) VALUES {} \
+                 ON CONFLICT (channel_type, address) DO NOTHING RETURNING address",
+                value_rows(chunk.len(), 5)
             );
-            added += txn
-                .execute_raw(self.stmt(&sql, values))
-                .await?
-                .rows_affected();
+            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
+                written.push(row.try_get::<String>("", "address")?);
+            }
         }
         txn.commit().await?;
+        let added = addresses_in(channel_type, &written);
         count_added(reason, added);
         Ok(added)
     }
 
-    /// Lift suppressions in one transaction; how many there were.
+    /// Lift suppressions in one transaction (an `sms` number in every spelling); how many
+    /// addresses were suppressed.
     pub async fn remove_suppressions(
         &self,
         channel_type: ChannelType,
         addresses: &[&str],
     ) -> Result<u64, DbErr> {
+        let keys = keys(channel_type, addresses);
         let txn = self.write().begin().await?;
-        let mut removed = 0;
-        for chunk in addresses.chunks(1000) {
+        let mut removed = Vec::new();
+        for chunk in keys.chunks(1000) {
             let sql = format!(
-                "DELETE FROM suppressions WHERE channel_type = ? AND address IN ({})",
+                "DELETE FROM suppressions WHERE channel_type = ? AND address IN ({}) RETURNING address",
                 in_list(chunk.len())
             );
             let mut values: Vec<Value> = vec![channel_type.code().into()];
-            values.extend(chunk.iter().map(|a| Value::from(*a)));
-            removed += txn
-                .execute_raw(self.stmt(&sql, values))
-                .await?
-                .rows_affected();
+            values.extend(chunk.iter().map(|a| Value::from(a.as_str())));
+            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
+                removed.push(row.try_get::<String>("", "address")?);
+            }
         }
         txn.commit().await?;
-        Ok(removed)
+        Ok(addresses_in(channel_type, &removed))
     }
 
     /// A page of suppressions in (channel type, address) order after `after`, of one channel
@@ -219,18 +250,25 @@ mod tests {
     async fn suppressions_are_added_once_listed_in_order_and_lifted() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::storage::test_sqlite(&dir).await;
+        // A number is suppressed in every spelling, and counted once.
         let added = db
             .add_suppressions(
                 ChannelType::Sms,
-                &["+8613800000002", "+8613800000001", "+8613800000001"],
+                &["+8613800000002", "+8613800000001", "13800000001"],
                 SuppressReason::Manual,
+                None,
             )
             .await
             .unwrap();
         assert_eq!(added, 2);
         // An address already suppressed keeps its first reason.
         let again = db
-            .add_suppressions(ChannelType::Sms, &["+8613800000001"], SuppressReason::Gone)
+            .add_suppressions(
+                ChannelType::Sms,
+                &["008613800000001"],
+                SuppressReason::Gone,
+                Some("x"),
+            )
             .await
             .unwrap();
         assert_eq!(again, 0);
@@ -273,14 +311,21 @@ mod tests {
                 ("app", "regid-1", "gone"),
                 ("sms", "+8613800000001", "manual"),
                 ("sms", "+8613800000002", "manual"),
+                ("sms", "008613800000001", "manual"),
+                ("sms", "008613800000002", "manual"),
+                ("sms", "13800000001", "manual"),
+                ("sms", "13800000002", "manual"),
+                ("sms", "8613800000001", "manual"),
+                ("sms", "8613800000002", "manual"),
             ]
         );
         assert_eq!(all[0].code.as_deref(), Some("1011"));
+        assert_eq!(all[1].code, None);
         let page = db
             .suppressions(None, None, Some(("sms", "+8613800000001")), 10)
             .await
             .unwrap();
-        assert_eq!(page.len(), 1);
+        assert_eq!(page.len(), 7);
         assert_eq!(page[0].address, "+8613800000002");
         let sms = db
             .suppressions(Some(ChannelType::Sms), Some("+8613800000002"), None, 10)
@@ -288,14 +333,45 @@ mod tests {
             .unwrap();
         assert_eq!(sms.len(), 1);
 
+        // Lifting a number lifts every spelling; one never suppressed counts for nothing.
         let removed = db
-            .remove_suppressions(ChannelType::Sms, &["+8613800000001", "+8613800000009"])
+            .remove_suppressions(ChannelType::Sms, &["13800000001", "+8613800000009"])
             .await
             .unwrap();
         assert_eq!(removed, 1);
+        let left: Vec<String> = db
+            .suppressions(None, None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.address)
+            .collect();
         assert_eq!(
-            db.suppressions(None, None, None, 10).await.unwrap().len(),
-            2
+            left,
+            vec![
+                "regid-1",
+                "+8613800000002",
+                "008613800000002",
+                "13800000002",
+                "8613800000002"
+            ]
+        );
+        // A provider's code is kept with the rows it added.
+        db.add_suppressions(
+            ChannelType::Sms,
+            &["+8613800000003"],
+            SuppressReason::Unsubscribed,
+            Some("TD"),
+        )
+        .await
+        .unwrap();
+        let td = db
+            .suppressions(Some(ChannelType::Sms), Some("13800000003"), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (td[0].reason.as_str(), td[0].code.as_deref()),
+            ("unsubscribed", Some("TD"))
         );
     }
 }

@@ -1,7 +1,8 @@
 //! Suppressed addresses (`/api/suppressions`), end to end against the simulator: an address its
 //! provider called gone is not sent to again — a fallback chain moves its user on at once —
 //! until the suppression is lifted; WeChat users who unsubscribe or block the account's
-//! template messages are suppressed, and following the account again lifts it.
+//! template messages are suppressed, and following the account again lifts it; an SMS reply
+//! "TD" suppresses its number.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -48,6 +49,30 @@ impl TestApp {
                 )
             })
             .collect()
+    }
+
+    /// What `suppressed` lists, as a set (the code as JSON text): rows of one number's
+    /// spellings come in the database's collation order.
+    async fn suppressed_set(&self, query: &str) -> BTreeSet<(String, String, String, String)> {
+        self.suppressed(query)
+            .await
+            .into_iter()
+            .map(|(t, a, r, code)| (t, a, r, code.to_string()))
+            .collect()
+    }
+
+    /// A channel's receipt URL, as `GET /api/channels/{id}` shows it.
+    async fn receipt_url(&self, channel_id: i64) -> String {
+        let shown: Value = self
+            .admin_get(&format!("/api/channels/{channel_id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        shown["receipt_url"]
+            .as_str()
+            .expect("receipt url")
+            .to_string()
     }
 
     /// The addresses of one message's deliveries.
@@ -230,22 +255,28 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     expected.extend((0..N).filter(|i| ![1, 2].contains(i)).map(hook));
     assert_eq!(app.delivered_to(&tagged).await, expected);
     assert_eq!(app.sim.state.received("webhook")[&hook(0)], 1);
+    // A number is kept in every spelling the SMS adapters send as that number.
     assert_eq!(
-        app.suppressed("?channel_type=sms").await,
-        vec![("sms".into(), phone(5), "manual".into(), Value::Null)]
+        app.suppressed_set("?channel_type=sms").await,
+        spellings(&phone(5))
+            .into_iter()
+            .map(|a| ("sms".into(), a, "manual".into(), "null".into()))
+            .collect()
     );
 
     // Pages: the `next` of a full page continues after its last row.
     let page: Value = app
-        .admin_get("/api/suppressions?limit=2")
+        .admin_get("/api/suppressions?channel_type=webhook&limit=1")
         .await
         .json()
         .await
         .expect("json");
-    assert_eq!(page["suppressions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["suppressions"].as_array().map(Vec::len), Some(1));
     let next = page["next"].as_str().expect("next");
     assert_eq!(next, format!("webhook:{}", hook(1)));
-    let rest = app.suppressed(&format!("?after={next}")).await;
+    let rest = app
+        .suppressed(&format!("?channel_type=webhook&after={next}"))
+        .await;
     assert_eq!(
         rest.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
         [hook(2)]
@@ -272,7 +303,153 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     }
     let resp = app.admin_get("/api/suppressions?after=nocolon").await;
     assert_eq!(resp.status().as_u16(), 400);
-    assert_eq!(app.suppressed("?channel_type=sms").await.len(), 1);
+    assert_eq!(app.suppressed("?channel_type=sms").await.len(), 4);
+}
+
+/// The spellings of a mainland number written `138…`.
+fn spellings(national: &str) -> BTreeSet<String> {
+    [
+        national.to_string(),
+        format!("86{national}"),
+        format!("+86{national}"),
+        format!("0086{national}"),
+    ]
+    .into()
+}
+
+/// SMS replies: an Aliyun SmsUp push or a Tencent reply callback whose text is an unsubscribe
+/// keyword ("TD", "退订", …, however written) suppresses the number in every spelling, so the
+/// next send skips the user whichever way the business bound the number; other replies change
+/// nothing. Lifting the number (in any spelling) makes it reachable again.
+#[actix_web::test]
+async fn sms_unsubscribe_replies_suppress_the_number() {
+    let app = spawn_app().await;
+    let sim = msghub_sim::SimConfig::default();
+    let national = |i: usize| format!("1370000{i:04}");
+    // Bound as the business writes them: national, E.164, 86…, national.
+    let bound = [
+        national(0),
+        format!("+86{}", national(1)),
+        format!("86{}", national(2)),
+        national(3),
+    ];
+    app.add_users(
+        bound
+            .iter()
+            .enumerate()
+            .map(|(i, p)| json!({"userid": format!("r{i}"), "add": {"phone": p}})),
+    )
+    .await;
+    let aliyun_url = app.receipt_url(app.channel("sms")).await;
+    // Aliyun SmsUp, the reports' URL entered for replies too: a report and replies together.
+    let up = |phone: &str, content: &str, seq: u64| {
+        json!({"phone_number": phone, "send_time": "2026-12-01 09:00:00", "content": content,
+               "sign_name": "msghub", "dest_code": "1234", "sequence_id": seq})
+    };
+    let resp = app
+        .client
+        .post(&aliyun_url)
+        .json(&json!([
+            up(&national(0), "TD", 1),
+            up(&national(1), "好的，收到", 2),
+            up(&national(2), "ｔｄ。", 3),
+            {"phone_number": national(1), "success": true, "err_code": "DELIVERED",
+             "biz_id": "1^1", "out_id": "1", "report_time": "2026-12-01 09:00:00"},
+        ]))
+        .send()
+        .await
+        .expect("smsup");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.expect("json")["code"], 0);
+
+    // A Tencent account's reply callback (its channel need not send for this source).
+    let ch = app
+        .admin_post(
+            "/api/channels",
+            json!({"type": "sms", "name": "tencent sim", "credentials": {
+                "provider": "tencent", "secret_id": sim.tencent_secret_id,
+                "secret_key": sim.tencent_secret_key, "sdk_app_id": sim.tencent_sdk_app_id,
+                "sign_name": "msghub", "base_url": app.sim.http_url()}}),
+        )
+        .await;
+    let tencent_url = app
+        .receipt_url(ch["id"].as_i64().expect("channel id"))
+        .await;
+    let reply = |mobile: &str, text: &str| {
+        json!({"extend": "", "mobile": mobile, "nationcode": "86", "sign": "msghub",
+               "text": text, "time": 1_764_550_000})
+    };
+    let resp = app
+        .client
+        .post(&tencent_url)
+        .json(&reply(&national(3), "退订"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.expect("json")["result"], 0);
+    let resp = app
+        .client
+        .post(&tencent_url)
+        .json(&reply("138-0000", "TD"))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(resp.status().as_u16(), 400, "a malformed reply is refused");
+
+    let mut expected = BTreeSet::new();
+    for (i, code) in [(0, "TD"), (2, "TD"), (3, "退订")] {
+        for a in spellings(&national(i)) {
+            expected.insert((
+                "sms".to_string(),
+                a,
+                "unsubscribed".to_string(),
+                json!(code).to_string(),
+            ));
+        }
+    }
+    assert_eq!(app.suppressed_set("?channel_type=sms").await, expected);
+    assert_eq!(
+        app.metric("msghub_sms_replies_total{result=\"unsubscribe\"}")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.metric("msghub_sms_replies_total{result=\"other\"}")
+            .await,
+        1
+    );
+
+    let sms = json!([{"temp_id": "SMS_1", "temp_para": {"code": "9"}}]);
+    let users = json!(["r0", "r1", "r2", "r3"]);
+    let first = app
+        .send_ok("/v1/sent", json!({"aud_userid": users, "msg_sms": sms}))
+        .await;
+    app.wait_done(&first, Duration::from_secs(30)).await;
+    assert_eq!(
+        app.delivered_to(&first).await,
+        BTreeSet::from([bound[1].clone()])
+    );
+
+    // Lifted by hand, in another spelling than the one bound.
+    let (status, body) = app
+        .suppressions_call(
+            "DELETE",
+            json!({"channel_type": "sms", "addresses": [format!("0086{}", national(0))]}),
+            ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!((status, &body["removed"]), (200, &json!(1)), "{body}");
+    let second = app
+        .send_ok("/v1/sent", json!({"aud_userid": users, "msg_sms": sms}))
+        .await;
+    app.wait_done(&second, Duration::from_secs(30)).await;
+    assert_eq!(
+        app.delivered_to(&second).await,
+        BTreeSet::from([bound[0].clone(), bound[1].clone()])
+    );
+    let received = app.sim.state.received("sms");
+    assert_eq!(received.values().sum::<u32>(), 3, "{received:?}");
 }
 
 /// WeChat pushes: `unsubscribe` suppresses the openid, a `failed:user block` template result
