@@ -56,6 +56,8 @@ pub enum SkipReason {
     Duplicate,
     /// The target's frequency cap for the day is used up.
     Capped,
+    /// The address is suppressed (gone, unsubscribed, blocked or by hand).
+    Suppressed,
 }
 
 impl SkipReason {
@@ -65,6 +67,7 @@ impl SkipReason {
             SkipReason::NotWhitelisted => "not_whitelisted",
             SkipReason::Duplicate => "duplicate",
             SkipReason::Capped => "capped",
+            SkipReason::Suppressed => "suppressed",
         }
     }
 }

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use msghub_actors::direct::Claims;
+use msghub_actors::filters::{AudienceFilters, SkipReason};
 use msghub_actors::plan::{
     Audience, ChannelBatch, DeliveryResult, DeliveryStatus, Lane, MessagePlan, OpenShard, Shard,
     ShardSpec, StepCondition,
@@ -15,7 +16,7 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::suppressions::{NOT_SUPPRESSED, SuppressReason, count_added, suppress_deliveries};
+use super::suppressions::{SUPPRESSED, SuppressReason, count_added, suppress_deliveries};
 use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
@@ -250,7 +251,12 @@ pub(super) struct Resolved {
     userid: Option<String>,
     channel_type: String,
     address: String,
+    /// The address is suppressed: the target gets a skipped delivery (code `suppressed`).
+    suppressed: bool,
 }
+
+/// A user's binding as the dispatch reads it: (channel type, address, suppressed).
+pub(super) type Binding = (String, String, bool);
 
 /// The later steps' bindings of the users a fallback firing will judge, read on a reader
 /// before the firing takes the writer: a thousand users' bindings are a lookup of a millisecond
@@ -261,7 +267,7 @@ struct Prefetched {
     /// The step's users that were due when it was read.
     covered: HashSet<String>,
     /// Their bindings on the later steps' channel types.
-    bindings: HashMap<String, Vec<(String, String)>>,
+    bindings: HashMap<String, Vec<Binding>>,
 }
 
 impl Prefetched {
@@ -273,7 +279,7 @@ impl Prefetched {
         conn: &C,
         users: &BTreeSet<&str>,
         later: &BTreeSet<&str>,
-    ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
+    ) -> Result<HashMap<String, Vec<Binding>>, DbErr> {
         let missing: BTreeSet<&str> = users
             .iter()
             .filter(|u| !self.covered.contains(**u))
@@ -462,28 +468,43 @@ fn target_events(
     };
     let found: HashSet<(&str, &str)> = resolved
         .iter()
-        .filter_map(|r| Some((r.userid.as_deref()?, r.channel_type.as_str())))
+        .filter(|r| !r.suppressed)
+        .filter_map(user_and_type)
+        .collect();
+    let suppressed: HashSet<(&str, &str)> = resolved
+        .iter()
+        .filter(|r| r.suppressed)
+        .filter_map(user_and_type)
         .collect();
     let mut seen: HashSet<&str> = HashSet::new();
     for user in users.iter().filter(|u| seen.insert(u.as_str())) {
         for c in &plan.channels {
             let t = c.channel_type.code();
             if !found.contains(&(user.as_str(), t)) {
+                let error = if suppressed.contains(&(user.as_str(), t)) {
+                    (
+                        "suppressed",
+                        format!("the user's {t} address is suppressed"),
+                    )
+                } else {
+                    ("no_address", format!("the user has no {t} address bound"))
+                };
                 events.push(CallbackEvent {
                     kind: CallbackKind::TargetInvalid,
                     userid: Some(user.clone()),
                     channel_type: c.channel_type,
                     address: String::new(),
-                    error: Some((
-                        "no_address".into(),
-                        format!("the user has no {t} address bound"),
-                    )),
+                    error: Some((error.0.into(), error.1)),
                     at_ms: now,
                 });
             }
         }
     }
     events
+}
+
+fn user_and_type(r: &Resolved) -> Option<(&str, &str)> {
+    Some((r.userid.as_deref()?, r.channel_type.as_str()))
 }
 
 /// The userids a shard of a listed audience covers (all of them, or a paced slice).
@@ -561,8 +582,8 @@ impl Store {
         conn: &C,
         userids: &BTreeSet<&str>,
         types: Option<&BTreeSet<&str>>,
-    ) -> Result<HashMap<String, Vec<(String, String)>>, DbErr> {
-        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    ) -> Result<HashMap<String, Vec<Binding>>, DbErr> {
+        let mut out: HashMap<String, Vec<Binding>> = HashMap::new();
         let ids: Vec<&str> = userids.iter().copied().collect();
         let type_filter = match types {
             Some(t) => format!(" AND b.channel_type IN ({})", in_list(t.len())),
@@ -571,18 +592,20 @@ impl Store {
         for chunk in ids.chunks(2048) {
             let rows = self.db.pad_to(chunk.len(), 2048);
             let sql = format!(
-                "SELECT b.userid, b.channel_type, b.address FROM bindings b \
-                 WHERE b.userid IN ({}){type_filter} AND {NOT_SUPPRESSED}",
+                "SELECT b.userid, b.channel_type, b.address, {SUPPRESSED} AS suppressed FROM bindings b \
+                 WHERE b.userid IN ({}){type_filter}",
                 in_list(rows)
             );
             let mut values: Vec<Value> = chunk.iter().map(|u| Value::from(*u)).collect();
             repeat_last_row(&mut values, 1, rows - chunk.len());
             values.extend(types.into_iter().flatten().map(|t| Value::from(*t)));
-            let cols = ["userid", "channel_type", "address"];
+            let cols = ["userid", "channel_type", "address", "suppressed"];
             for r in self.db.query_packed(conn, &cols, &sql, values).await? {
-                out.entry(r.string(0)?)
-                    .or_default()
-                    .push((r.string(1)?, r.string(2)?));
+                out.entry(r.string(0)?).or_default().push((
+                    r.string(1)?,
+                    r.string(2)?,
+                    r.i64(3)? != 0,
+                ));
             }
         }
         // Each user's bindings in (channel type, address) order, however they were read.
@@ -640,11 +663,12 @@ impl Store {
                                 .get(u)
                                 .into_iter()
                                 .flatten()
-                                .filter(|(t, _)| types.contains(&t.as_str()))
-                                .map(move |(t, a)| Resolved {
+                                .filter(|(t, _, _)| types.contains(&t.as_str()))
+                                .map(move |(t, a, suppressed)| Resolved {
                                     userid: Some(u.clone()),
                                     channel_type: t.clone(),
                                     address: a.clone(),
+                                    suppressed: *suppressed,
                                 })
                         })
                         .collect()
@@ -702,6 +726,7 @@ impl Store {
                         userid: None,
                         channel_type: t.code().to_string(),
                         address: a.clone(),
+                        suppressed: false,
                     })
                     .collect());
             }
@@ -713,13 +738,13 @@ impl Store {
             }
         };
         let sql = format!(
-            "SELECT b.userid, b.channel_type, b.address FROM bindings b \
-             WHERE b.channel_type IN ({}) AND {filter} AND {NOT_SUPPRESSED}",
+            "SELECT b.userid, b.channel_type, b.address, {SUPPRESSED} AS suppressed FROM bindings b \
+             WHERE b.channel_type IN ({}) AND {filter}",
             in_list(types.len())
         );
         let mut all: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
         all.append(&mut values);
-        let cols = ["userid", "channel_type", "address"];
+        let cols = ["userid", "channel_type", "address", "suppressed"];
         let mut resolved = self
             .db
             .query_packed(self.db.read(), &cols, &sql, all)
@@ -730,6 +755,7 @@ impl Store {
                     userid: Some(r.string(0)?),
                     channel_type: r.string(1)?,
                     address: r.string(2)?,
+                    suppressed: r.i64(3)? != 0,
                 })
             })
             .collect::<Result<Vec<_>, DbErr>>()?;
@@ -851,11 +877,24 @@ impl Store {
                 .flat_map(|(_, o, resolved)| {
                     resolved
                         .iter()
+                        .filter(|r| !r.suppressed)
                         .filter_map(|r| NewDelivery::of(&o.plan, o.shard.seq, r, 0))
                 })
                 .collect();
             for r in self.insert_rows(txn, &rows, now, fresh).await? {
                 push(r);
+            }
+        }
+        // Suppressed addresses: counted as skipped, never sent.
+        for (_, o, resolved) in shards {
+            let skipped: Vec<filters::SkippedRow> = resolved
+                .iter()
+                .filter(|r| r.suppressed)
+                .map(|r| (r, 0, SkipReason::Suppressed))
+                .collect();
+            if !skipped.is_empty() {
+                self.insert_skipped(txn, &o.plan, o.shard.seq, &skipped, now)
+                    .await?;
             }
         }
         // Opened before a restart: whatever has no recorded outcome (see `open_one`).
@@ -1261,8 +1300,12 @@ impl Store {
                     None => self.bindings_of(txn, &advancing, Some(&later)).await?,
                 };
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
-                if let Some(f) = &plan.filters {
+                // Suppressed addresses are skipped like filtered ones, and counted.
+                let filtered = plan.filters.is_some() || bindings.values().flatten().any(|b| b.2);
+                if filtered {
                     // The filters pick each user's step among all later ones.
+                    let none = AudienceFilters::default();
+                    let f = plan.filters.as_deref().unwrap_or(&none);
                     let later = filters::later_rows(&plan, k + 1, &bindings, &advancing);
                     let chosen = self.choose(txn, &plan, f, &later, k + 1, now).await?;
                     self.insert_skipped(txn, &plan, key.seq, &chosen.skipped, now)
@@ -1275,14 +1318,14 @@ impl Store {
                         .map(|(r, j)| ((*r).clone(), *j))
                         .collect();
                 }
-                for user in advancing.iter().filter(|_| plan.filters.is_none()) {
+                for user in advancing.iter().filter(|_| !filtered) {
                     let found = steps.iter().enumerate().skip(k + 1).find_map(|(j, s)| {
                         let addresses: Vec<&String> = bindings
                             .get(*user)
                             .into_iter()
                             .flatten()
-                            .filter(|(t, _)| t == s.channel_type.code())
-                            .map(|(_, a)| a)
+                            .filter(|(t, _, _)| t == s.channel_type.code())
+                            .map(|(_, a, _)| a)
                             .collect();
                         (!addresses.is_empty()).then_some((j, s.channel_type, addresses))
                     });
@@ -1296,6 +1339,7 @@ impl Store {
                                         userid: Some((*user).to_string()),
                                         channel_type: t.code().to_string(),
                                         address: a.clone(),
+                                        suppressed: false,
                                     },
                                     j,
                                 )
@@ -1999,6 +2043,65 @@ mod tests {
     use super::*;
     use crate::settings::CallbackSettings;
 
+    /// A listed user's channel is reported valid when a delivery was queued, invalid with
+    /// `suppressed` when every address there is suppressed, `no_address` when none is bound.
+    #[test]
+    fn target_events_tell_a_suppressed_address_from_a_missing_one() {
+        use msghub_actors::plan::{Lane, PlannedChannel, Strategy};
+        let users: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let plan = MessagePlan {
+            msgid: 1,
+            source_id: 1,
+            lane: Lane::Realtime,
+            audience: Audience::Userids(users.clone()),
+            channels: vec![PlannedChannel {
+                channel_id: 7,
+                channel_type: ChannelType::Sms,
+                content: serde_json::json!({}),
+            }],
+            ttl_seconds: None,
+            spread_seconds: None,
+            strategy: Strategy::Concurrent,
+            callback: None,
+            priority: None,
+            filters: None,
+        };
+        let resolved = |userid: &str, suppressed| Resolved {
+            userid: Some(userid.into()),
+            channel_type: "sms".into(),
+            address: format!("{userid}-phone"),
+            suppressed,
+        };
+        let resolved = vec![resolved("a", false), resolved("b", true)];
+        let batches = vec![ChannelBatch {
+            channel_id: 7,
+            targets: vec![Target {
+                delivery_id: 1,
+                address: "a-phone".into(),
+                userid: Some("a".into()),
+            }],
+        }];
+        let events = target_events(&plan, Some(&users), &resolved, &batches, 5);
+        let got: Vec<(CallbackKind, Option<&str>, Option<&str>)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.userid.as_deref(),
+                    e.error.as_ref().map(|(code, _)| code.as_str()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (CallbackKind::TargetValid, Some("a"), None),
+                (CallbackKind::TargetInvalid, Some("b"), Some("suppressed")),
+                (CallbackKind::TargetInvalid, Some("c"), Some("no_address")),
+            ]
+        );
+    }
+
     fn row(
         userid: &str,
         sent_at: Option<i64>,
@@ -2117,6 +2220,7 @@ mod tests {
                     userid: Some(format!("u{i}")),
                     channel_type: "sms".into(),
                     address: format!("1300{i:07}"),
+                    suppressed: false,
                 })
                 .collect();
             let rows: Vec<NewDelivery> = resolved
@@ -2157,6 +2261,7 @@ mod tests {
                 userid: Some(format!("v{i}")),
                 channel_type: "sms".into(),
                 address: format!("1390{i:07}"),
+                suppressed: false,
             })
             .collect();
         let row = |r| NewDelivery {
@@ -2236,13 +2341,19 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // "b"'s number is suppressed: read with its flag.
+        store
+            .db
+            .add_suppressions(ChannelType::Sms, &["1302"], SuppressReason::Manual, None)
+            .await
+            .unwrap();
         // "a" was read ahead (with an address the database no longer has: the read-ahead is
         // what is used), "c" was read ahead and has none; "b" was not covered.
         let prefetched = Prefetched {
             covered: ["a", "c"].into_iter().map(String::from).collect(),
             bindings: [(
                 "a".to_string(),
-                vec![("sms".to_string(), "1300".to_string())],
+                vec![("sms".to_string(), "1300".to_string(), false)],
             )]
             .into_iter()
             .collect(),
@@ -2260,11 +2371,11 @@ mod tests {
             vec![
                 (
                     "a".to_string(),
-                    vec![("sms".to_string(), "1300".to_string())]
+                    vec![("sms".to_string(), "1300".to_string(), false)]
                 ),
                 (
                     "b".to_string(),
-                    vec![("sms".to_string(), "1302".to_string())]
+                    vec![("sms".to_string(), "1302".to_string(), true)]
                 ),
             ]
         );

@@ -3,10 +3,11 @@
 //! An address is suppressed when its provider answers that it is gone (an outcome of class
 //! `gone`: an unknown registration id, a number the carrier refuses, a mailbox that does not
 //! exist, a WeChat user who never followed the account), when WeChat reports that the user
-//! unsubscribed or blocked the account's template messages, or by an operator. A bound address
-//! found here is not resolved — the user has no address on that channel type, so a fallback
-//! chain moves on at once — while the business's bindings stay as given. Raw-address sends
-//! (`audience.raw`) name their addresses themselves and are not filtered.
+//! unsubscribed or blocked the account's template messages, when an SMS reply unsubscribes the
+//! number, or by an operator. A bound address found here is read with a flag and skipped — a
+//! `skipped` delivery with code `suppressed`, so a fallback chain moves on at once — while the
+//! business's bindings stay as given. Raw-address sends (`audience.raw`) name their addresses
+//! themselves and are not filtered.
 
 use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
@@ -14,9 +15,9 @@ use serde::Serialize;
 
 use super::{Db, in_list, now_ms, repeat_last_row, value_rows};
 
-/// The condition that keeps a binding `b` whose address is not suppressed.
-pub const NOT_SUPPRESSED: &str = "NOT EXISTS (SELECT 1 FROM suppressions s \
-     WHERE s.channel_type = b.channel_type AND s.address = b.address)";
+/// Whether a binding `b`'s address is suppressed, as a column: 1 or 0 (one primary-key probe).
+pub const SUPPRESSED: &str = "CASE WHEN EXISTS (SELECT 1 FROM suppressions s \
+     WHERE s.channel_type = b.channel_type AND s.address = b.address) THEN 1 ELSE 0 END";
 
 /// Why an address is suppressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -75,8 +75,25 @@ impl TestApp {
             .to_string()
     }
 
-    /// The addresses of one message's deliveries.
+    /// The addresses of one message's deliveries that were sent (not skipped).
     async fn delivered_to(&self, msgid: &str) -> BTreeSet<String> {
+        self.deliveries_where(msgid, |r| r["status"] != "skipped")
+            .await
+    }
+
+    /// The addresses of one message's deliveries skipped because they are suppressed.
+    async fn suppressed_in(&self, msgid: &str) -> BTreeSet<String> {
+        self.deliveries_where(msgid, |r| {
+            r["status"] == "skipped" && r["code"] == "suppressed"
+        })
+        .await
+    }
+
+    async fn deliveries_where(
+        &self,
+        msgid: &str,
+        keep: impl Fn(&Value) -> bool,
+    ) -> BTreeSet<String> {
         let rows: Value = self
             .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
             .await
@@ -87,6 +104,7 @@ impl TestApp {
             .as_array()
             .expect("deliveries")
             .iter()
+            .filter(|r| keep(r))
             .map(|r| r["address"].as_str().expect("address").to_string())
             .collect()
     }
@@ -164,6 +182,10 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     app.wait_done(&second, Duration::from_secs(30)).await;
     let reachable: BTreeSet<String> = (3..N).map(hook).collect();
     assert_eq!(app.delivered_to(&second).await, reachable);
+    // Counted, not dropped: each suppressed target is a skipped delivery with its reason.
+    assert_eq!(app.suppressed_in(&second).await, gone);
+    let s = app.status(&second).await;
+    assert_eq!(s["channels"][0]["skipped"], json!(3), "{s}");
     // Each working receiver got both messages; the gone ones only the refused first one.
     let received = app.sim.state.received("webhook");
     assert!(
@@ -221,8 +243,14 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
         s["state"], "waiting",
         "the others wait for their timer: {s}"
     );
-    assert_eq!(s["steps"][0]["target"], json!(N - 3), "{s}");
+    // The suppressed users were skipped at the webhook step (counted, never sent).
+    assert_eq!(
+        (&s["steps"][0]["target"], &s["steps"][0]["skipped"]),
+        (&json!(N), &json!(3)),
+        "{s}"
+    );
     assert_eq!(s["steps"][1]["target"], json!(3), "{s}");
+    assert_eq!(app.suppressed_in(&chain).await, gone);
     let sent = app.sim.state.total("sms") - sms_before;
     assert_eq!(sent, 3);
 
@@ -254,6 +282,10 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     let mut expected: BTreeSet<String> = (0..N).filter(|i| *i != 5).map(phone).collect();
     expected.extend((0..N).filter(|i| ![1, 2].contains(i)).map(hook));
     assert_eq!(app.delivered_to(&tagged).await, expected);
+    assert_eq!(
+        app.suppressed_in(&tagged).await,
+        BTreeSet::from([phone(5), hook(1), hook(2)])
+    );
     assert_eq!(app.sim.state.received("webhook")[&hook(0)], 1);
     // A number is kept in every spelling the SMS adapters send as that number.
     assert_eq!(
@@ -430,6 +462,38 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
         app.delivered_to(&first).await,
         BTreeSet::from([bound[1].clone()])
     );
+    let skipped: BTreeSet<String> = [0, 2, 3].map(|i| bound[i].clone()).into();
+    assert_eq!(app.suppressed_in(&first).await, skipped);
+
+    // A fallback chain whose SMS step comes when its timer fires: the suppressed numbers are
+    // skipped there, and the chain ends for those users.
+    app.add_users(
+        (0..4).map(|i| json!({"userid": format!("r{i}"), "add": {"webhook": format!("rwh-{i}")}})),
+    )
+    .await;
+    let rule = app
+        .create_rule(json!({"type": "fallback", "steps": [
+            {"channel": "webhook", "wait_seconds": 1, "condition": "not_clicked"},
+            {"channel": "sms"}]}))
+        .await;
+    let chain = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": users, "rule_id": rule, "msg_webhook": [{"event": "n"}],
+                   "msg_sms": sms}),
+        )
+        .await;
+    let s = app.wait_done(&chain, Duration::from_secs(30)).await;
+    assert_eq!(
+        (
+            &s["steps"][1]["target"],
+            &s["steps"][1]["skipped"],
+            &s["steps"][1]["sent"]
+        ),
+        (&json!(4), &json!(3), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(app.suppressed_in(&chain).await, skipped);
 
     // Lifted by hand, in another spelling than the one bound.
     let (status, body) = app
@@ -449,7 +513,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
         BTreeSet::from([bound[0].clone(), bound[1].clone()])
     );
     let received = app.sim.state.received("sms");
-    assert_eq!(received.values().sum::<u32>(), 3, "{received:?}");
+    assert_eq!(received.values().sum::<u32>(), 4, "{received:?}");
 }
 
 /// WeChat pushes: `unsubscribe` suppresses the openid, a `failed:user block` template result

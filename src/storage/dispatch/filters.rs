@@ -1,12 +1,13 @@
-//! Audience filters, applied where deliveries are created: black- and whitelists, dedup and
-//! frequency caps, decided and recorded in the transaction that inserts the deliveries.
+//! Audience filters, applied where deliveries are created: suppressed addresses, black- and
+//! whitelists, dedup and frequency caps, decided and recorded in the transaction that inserts
+//! the deliveries.
 //!
 //! Filtered-out targets are not dropped: they get a delivery with status `Skipped` and the
 //! reason as its `code`, already judged, so they are counted and never sent or retried. In a
 //! fallback chain a user whose rows at a step are all skipped moves on to the next step at
 //! once, as if they had no address there.
 //!
-//! Cost: a message without filters never gets here. With filters, a shard costs one query per
+//! Cost: a message without filters whose targets have no suppressed address never gets here. With filters, a shard costs one query per
 //! filter kind in use (list entries, dedup keys, cap counters) and one upsert each, whatever
 //! its size. Dedup and caps read and write their tables under a per-source lock on Postgres
 //! (SQLite has one writer), so two shards of the same source never both pass the same check.
@@ -129,8 +130,12 @@ fn chains<'a>(plan: &MessagePlan, resolved: &'a [Resolved], from: usize) -> Vec<
 /// List memberships of the candidates: `(list id, is a userid entry)` → values.
 type ListHits = HashMap<(i64, bool), HashSet<String>>;
 
-/// Why the lists skip this row, if they do.
+/// Why the row is skipped before dedup and caps are considered: its address is suppressed, or
+/// the lists skip it.
 fn list_reason(f: &AudienceFilters, hits: &ListHits, r: &Resolved) -> Option<SkipReason> {
+    if r.suppressed {
+        return Some(SkipReason::Suppressed);
+    }
     let has = |list: i64, user: bool, value: &str| {
         hits.get(&(list, user)).is_some_and(|s| s.contains(value))
     };
@@ -148,7 +153,7 @@ fn list_reason(f: &AudienceFilters, hits: &ListHits, r: &Resolved) -> Option<Ski
 
 impl Store {
     /// The deliveries that open a shard (see [`first_steps`]), with the message's filters
-    /// applied when it has any.
+    /// applied when it has any, and suppressed addresses skipped when there are any.
     pub(super) async fn first_steps_filtered<'a, C: ConnectionTrait>(
         &self,
         txn: &C,
@@ -156,13 +161,13 @@ impl Store {
         resolved: &'a [Resolved],
         now: i64,
     ) -> Result<(Vec<(&'a Resolved, i16)>, Vec<SkippedRow<'a>>), DbErr> {
-        match &plan.filters {
-            None => Ok((first_steps(plan, resolved), Vec::new())),
-            Some(f) => {
-                let chosen = self.choose(txn, plan, f, resolved, 0, now).await?;
-                Ok((chosen.live, chosen.skipped))
-            }
+        if plan.filters.is_none() && !resolved.iter().any(|r| r.suppressed) {
+            return Ok((first_steps(plan, resolved), Vec::new()));
         }
+        let none = AudienceFilters::default();
+        let f = plan.filters.as_deref().unwrap_or(&none);
+        let chosen = self.choose(txn, plan, f, resolved, 0, now).await?;
+        Ok((chosen.live, chosen.skipped))
     }
 
     /// Decide every candidate from step `from` on: for each target, the first option with a
@@ -500,7 +505,7 @@ impl Store {
 pub(super) fn later_rows(
     plan: &MessagePlan,
     from: usize,
-    bindings: &HashMap<String, Vec<(String, String)>>,
+    bindings: &HashMap<String, Vec<super::Binding>>,
     users: &std::collections::BTreeSet<&str>,
 ) -> Vec<Resolved> {
     let types: Vec<&str> = plan
@@ -517,11 +522,12 @@ pub(super) fn later_rows(
                 .get(*u)
                 .into_iter()
                 .flatten()
-                .filter(|(t, _)| types.contains(&t.as_str()))
-                .map(move |(t, a)| Resolved {
+                .filter(|(t, _, _)| types.contains(&t.as_str()))
+                .map(move |(t, a, suppressed)| Resolved {
                     userid: Some((*u).to_string()),
                     channel_type: t.clone(),
                     address: a.clone(),
+                    suppressed: *suppressed,
                 })
         })
         .collect()
