@@ -288,7 +288,8 @@ pub struct StrategySettings {
     pub quiet_hours_utc_offset: String,
     /// SMS replies that unsubscribe the number (Aliyun SmsUp, Tencent reply callbacks): a
     /// reply that is one of these — case, surrounding spaces and punctuation and full-width
-    /// forms aside — suppresses the number (reason `unsubscribed`). Empty: replies never do.
+    /// forms aside — opts the number out of marketing (suppressed with reason `opted_out`:
+    /// priority-3 messages skip it). Empty: replies never do.
     pub sms_unsubscribe_replies: Vec<String>,
 }
 

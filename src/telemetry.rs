@@ -110,7 +110,8 @@ fn describe_metrics() {
     describe_counter!(
         "msghub_suppressions_added_total",
         "Addresses suppressed (skipped by audience resolution from then on), by reason: gone \
-         (a provider's answer), unsubscribed (WeChat events, SMS replies), blocked, manual."
+         (a provider's answer), unsubscribed (WeChat events), opted_out (SMS unsubscribe replies: \
+         marketing only), blocked, manual."
     );
     describe_counter!(
         "msghub_intake_moved_total",

@@ -176,6 +176,12 @@ impl MessagePlan {
         self.channels.iter().find(|c| c.channel_id == channel_id)
     }
 
+    /// A priority-3 message: marketing. Quiet hours hold it; numbers that opted out of
+    /// marketing (an SMS unsubscribe reply) skip it.
+    pub fn is_marketing(&self) -> bool {
+        self.priority == Some(3)
+    }
+
     /// Whether the audience is planned in one shard at acceptance (no paging needed).
     pub fn is_single_shard(&self) -> bool {
         matches!(self.audience, Audience::Userids(_) | Audience::Raw(_))

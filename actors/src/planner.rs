@@ -281,8 +281,8 @@ impl Handler<MessageFinished> for Planner {
 
 /// When a message must wait for the end of quiet hours: priority 3 inside the window.
 fn quiet_until(plan: &MessagePlan, config: &PlannerConfig) -> Option<i64> {
-    match (plan.priority, config.quiet_hours) {
-        (Some(3), Some(quiet)) => quiet.end_of_window(crate::plan::now_ms()),
+    match config.quiet_hours {
+        Some(quiet) if plan.is_marketing() => quiet.end_of_window(crate::plan::now_ms()),
         _ => None,
     }
 }

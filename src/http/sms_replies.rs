@@ -2,9 +2,10 @@
 //! array of `{phone_number, send_time, content, sign_name, dest_code, sequence_id}`, the same
 //! shape as its SmsReport pushes but with `content`) and Tencent's reply callback (one JSON
 //! object `{extend, mobile, nationcode, sign, text, time}`). A reply that is an unsubscribe
-//! keyword (`strategies.sms_unsubscribe_replies`: "TD", "T", "R", "退订", …) suppresses the
-//! number with reason `unsubscribed` and the keyword as its code; other replies are counted and
-//! left alone. Replies carry no message id: the number is suppressed whatever it was sent.
+//! keyword (`strategies.sms_unsubscribe_replies`: "TD", "T", "R", "退订", …) opts the number
+//! out of marketing: suppressed with reason `opted_out` and the keyword as its code, so
+//! priority-3 messages skip it while verification codes and notices still reach it. Other
+//! replies are counted and left alone. Replies carry no message id: the opt-out is the number's.
 
 use std::collections::HashSet;
 
@@ -141,11 +142,11 @@ pub(super) async fn apply(
             .add_suppressions(
                 ChannelType::Sms,
                 &numbers,
-                SuppressReason::Unsubscribed,
+                SuppressReason::OptedOut,
                 Some(&group[0].0),
             )
             .await
-            .map_err(|e| ApiError::internal("suppressing unsubscribed numbers", &e))?;
+            .map_err(|e| ApiError::internal("opting numbers out of marketing", &e))?;
         metrics::counter!("msghub_sms_replies_total", "result" => "unsubscribe")
             .increment(numbers.len() as u64);
     }

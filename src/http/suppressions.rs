@@ -34,6 +34,9 @@ fn channel_type(code: &str) -> Result<ChannelType, ApiError> {
 struct Addresses {
     channel_type: String,
     addresses: Vec<String>,
+    /// On `POST`: `manual` (the default; every message skips them) or `opted_out` (only
+    /// marketing, priority-3, messages do).
+    reason: Option<String>,
 }
 
 impl Addresses {
@@ -55,7 +58,8 @@ impl Addresses {
     }
 }
 
-/// Suppress addresses by hand (reason `manual`); those suppressed already keep their reason.
+/// Suppress addresses by hand (reason `manual`, or `opted_out` for marketing only); those
+/// suppressed already keep their reason.
 async fn add(
     state: State,
     req: HttpRequest,
@@ -63,9 +67,18 @@ async fn add(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let (t, addresses) = body.validated()?;
+    let reason = match body.reason.as_deref() {
+        None | Some("manual") => SuppressReason::Manual,
+        Some("opted_out") => SuppressReason::OptedOut,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "reason: {other:?} is neither \"manual\" nor \"opted_out\""
+            )));
+        }
+    };
     let added = state
         .db
-        .add_suppressions(t, &addresses, SuppressReason::Manual, None)
+        .add_suppressions(t, &addresses, reason, None)
         .await
         .map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"added": added})))
@@ -79,6 +92,11 @@ async fn remove(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let (t, addresses) = body.validated()?;
+    if body.reason.is_some() {
+        return Err(ApiError::invalid(
+            "reason: lifting takes no reason; every suppression of the addresses is lifted",
+        ));
+    }
     let removed = state
         .db
         .remove_suppressions(t, &addresses)

@@ -16,7 +16,9 @@ use msghub_actors::store::{
 use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionTrait, Value};
 
 use super::crypto::Crypto;
-use super::suppressions::{SUPPRESSED, SuppressReason, count_added, suppress_deliveries};
+use super::suppressions::{
+    SUPPRESSED, SuppressReason, Suppressed, count_added, suppress_deliveries,
+};
 use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
 
@@ -255,8 +257,8 @@ pub(super) struct Resolved {
     suppressed: bool,
 }
 
-/// A user's binding as the dispatch reads it: (channel type, address, suppressed).
-pub(super) type Binding = (String, String, bool);
+/// A user's binding as the dispatch reads it: (channel type, address, its suppression).
+pub(super) type Binding = (String, String, Suppressed);
 
 /// The later steps' bindings of the users a fallback firing will judge, read on a reader
 /// before the firing takes the writer: a thousand users' bindings are a lookup of a millisecond
@@ -604,7 +606,7 @@ impl Store {
                 out.entry(r.string(0)?).or_default().push((
                     r.string(1)?,
                     r.string(2)?,
-                    r.i64(3)? != 0,
+                    Suppressed::of(r.opt_string(3)?.as_deref()),
                 ));
             }
         }
@@ -657,6 +659,7 @@ impl Store {
                         .iter()
                         .map(|c| c.channel_type.code())
                         .collect();
+                    let marketing = s.plan.is_marketing();
                     ids.iter()
                         .flat_map(|u| {
                             bindings
@@ -668,7 +671,7 @@ impl Store {
                                     userid: Some(u.clone()),
                                     channel_type: t.clone(),
                                     address: a.clone(),
-                                    suppressed: *suppressed,
+                                    suppressed: suppressed.skips(marketing),
                                 })
                         })
                         .collect()
@@ -744,6 +747,7 @@ impl Store {
         );
         let mut all: Vec<Value> = types.iter().map(|t| Value::from(*t)).collect();
         all.append(&mut values);
+        let marketing = plan.is_marketing();
         let cols = ["userid", "channel_type", "address", "suppressed"];
         let mut resolved = self
             .db
@@ -755,7 +759,7 @@ impl Store {
                     userid: Some(r.string(0)?),
                     channel_type: r.string(1)?,
                     address: r.string(2)?,
-                    suppressed: r.i64(3)? != 0,
+                    suppressed: Suppressed::of(r.opt_string(3)?.as_deref()).skips(marketing),
                 })
             })
             .collect::<Result<Vec<_>, DbErr>>()?;
@@ -1301,7 +1305,9 @@ impl Store {
                 };
                 let mut resolved: Vec<(Resolved, i16)> = Vec::new();
                 // Suppressed addresses are skipped like filtered ones, and counted.
-                let filtered = plan.filters.is_some() || bindings.values().flatten().any(|b| b.2);
+                let marketing = plan.is_marketing();
+                let filtered = plan.filters.is_some()
+                    || bindings.values().flatten().any(|b| b.2.skips(marketing));
                 if filtered {
                     // The filters pick each user's step among all later ones.
                     let none = AudienceFilters::default();
@@ -2353,7 +2359,7 @@ mod tests {
             covered: ["a", "c"].into_iter().map(String::from).collect(),
             bindings: [(
                 "a".to_string(),
-                vec![("sms".to_string(), "1300".to_string(), false)],
+                vec![("sms".to_string(), "1300".to_string(), Suppressed::No)],
             )]
             .into_iter()
             .collect(),
@@ -2371,11 +2377,11 @@ mod tests {
             vec![
                 (
                     "a".to_string(),
-                    vec![("sms".to_string(), "1300".to_string(), false)]
+                    vec![("sms".to_string(), "1300".to_string(), Suppressed::No)]
                 ),
                 (
                     "b".to_string(),
-                    vec![("sms".to_string(), "1302".to_string(), true)]
+                    vec![("sms".to_string(), "1302".to_string(), Suppressed::All)]
                 ),
             ]
         );

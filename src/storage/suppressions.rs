@@ -3,8 +3,8 @@
 //! An address is suppressed when its provider answers that it is gone (an outcome of class
 //! `gone`: an unknown registration id, a number the carrier refuses, a mailbox that does not
 //! exist, a WeChat user who never followed the account), when WeChat reports that the user
-//! unsubscribed or blocked the account's template messages, when an SMS reply unsubscribes the
-//! number, or by an operator. A bound address found here is read with a flag and skipped — a
+//! unsubscribed or blocked the account's template messages, when an SMS reply opts the number out
+//! of marketing (reason `opted_out`: only priority-3 messages skip it), or by an operator. A bound address found here is read with a flag and skipped — a
 //! `skipped` delivery with code `suppressed`, so a fallback chain moves on at once — while the
 //! business's bindings stay as given. Raw-address sends (`audience.raw`) name their addresses
 //! themselves and are not filtered.
@@ -15,9 +15,41 @@ use serde::Serialize;
 
 use super::{Db, in_list, now_ms, repeat_last_row, value_rows};
 
-/// Whether a binding `b`'s address is suppressed, as a column: 1 or 0 (one primary-key probe).
-pub const SUPPRESSED: &str = "CASE WHEN EXISTS (SELECT 1 FROM suppressions s \
-     WHERE s.channel_type = b.channel_type AND s.address = b.address) THEN 1 ELSE 0 END";
+/// The suppression of a binding `b`'s address, as a column: its reason, or NULL (one
+/// primary-key probe). See [`Suppressed::of`].
+pub const SUPPRESSED: &str = "(SELECT s.reason FROM suppressions s \
+     WHERE s.channel_type = b.channel_type AND s.address = b.address)";
+
+/// Which messages a binding's suppression stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Suppressed {
+    /// Not suppressed.
+    No,
+    /// Opted out of marketing: priority-3 messages skip it.
+    Marketing,
+    /// Every message skips it.
+    All,
+}
+
+impl Suppressed {
+    /// From the [`SUPPRESSED`] column.
+    pub fn of(reason: Option<&str>) -> Self {
+        match reason {
+            None => Suppressed::No,
+            Some(r) if r == SuppressReason::OptedOut.as_str() => Suppressed::Marketing,
+            Some(_) => Suppressed::All,
+        }
+    }
+
+    /// Whether a message that is (or is not) marketing skips the address.
+    pub fn skips(self, marketing: bool) -> bool {
+        match self {
+            Suppressed::No => false,
+            Suppressed::Marketing => marketing,
+            Suppressed::All => true,
+        }
+    }
+}
 
 /// Why an address is suppressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -25,8 +57,11 @@ pub const SUPPRESSED: &str = "CASE WHEN EXISTS (SELECT 1 FROM suppressions s \
 pub enum SuppressReason {
     /// The provider answered that the recipient does not exist or cannot be reached.
     Gone,
-    /// The user unsubscribed (a WeChat `unsubscribe` event).
+    /// The user unsubscribed (a WeChat `unsubscribe` event: template messages to them fail).
     Unsubscribed,
+    /// The user asked for no more marketing (an SMS unsubscribe reply, "TD"): only priority-3
+    /// messages skip the address; verification codes and notices still reach it.
+    OptedOut,
     /// The user refused the account's template messages (`failed:user block`).
     Blocked,
     /// An operator suppressed it.
@@ -38,6 +73,7 @@ impl SuppressReason {
         match self {
             SuppressReason::Gone => "gone",
             SuppressReason::Unsubscribed => "unsubscribed",
+            SuppressReason::OptedOut => "opted_out",
             SuppressReason::Blocked => "blocked",
             SuppressReason::Manual => "manual",
         }
@@ -247,6 +283,24 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn an_opt_out_stops_marketing_only() {
+        for reason in [
+            SuppressReason::Gone,
+            SuppressReason::Unsubscribed,
+            SuppressReason::Blocked,
+            SuppressReason::Manual,
+        ] {
+            let s = Suppressed::of(Some(reason.as_str()));
+            assert_eq!(s, Suppressed::All);
+            assert!(s.skips(false) && s.skips(true));
+        }
+        let opted = Suppressed::of(Some(SuppressReason::OptedOut.as_str()));
+        assert_eq!(opted, Suppressed::Marketing);
+        assert!(opted.skips(true) && !opted.skips(false));
+        assert!(!Suppressed::of(None).skips(true));
+    }
+
     #[tokio::test]
     async fn suppressions_are_added_once_listed_in_order_and_lifted() {
         let dir = tempfile::tempdir().unwrap();
@@ -361,7 +415,7 @@ mod tests {
         db.add_suppressions(
             ChannelType::Sms,
             &["+8613800000003"],
-            SuppressReason::Unsubscribed,
+            SuppressReason::OptedOut,
             Some("TD"),
         )
         .await
@@ -372,7 +426,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             (td[0].reason.as_str(), td[0].code.as_deref()),
-            ("unsubscribed", Some("TD"))
+            ("opted_out", Some("TD"))
         );
     }
 }

@@ -2,7 +2,7 @@
 //! provider called gone is not sent to again — a fallback chain moves its user on at once —
 //! until the suppression is lifted; WeChat users who unsubscribe or block the account's
 //! template messages are suppressed, and following the account again lifts it; an SMS reply
-//! "TD" suppresses its number.
+//! "TD" opts its number out of marketing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -326,6 +326,10 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
             ADMIN_TOKEN,
         ),
         (json!({"channel_type": "sms"}), ADMIN_TOKEN),
+        (
+            json!({"channel_type": "sms", "addresses": ["1"], "reason": "gone"}),
+            ADMIN_TOKEN,
+        ),
         (json!({"channel_type": "sms", "addresses": ["1"]}), "wrong"),
     ] {
         let (status, resp) = app.suppressions_call("POST", body.clone(), token).await;
@@ -350,8 +354,9 @@ fn spellings(national: &str) -> BTreeSet<String> {
 }
 
 /// SMS replies: an Aliyun SmsUp push or a Tencent reply callback whose text is an unsubscribe
-/// keyword ("TD", "退订", …, however written) suppresses the number in every spelling, so the
-/// next send skips the user whichever way the business bound the number; other replies change
+/// keyword ("TD", "退订", …, however written) opts the number out of marketing in every
+/// spelling: priority-3 sends skip the user whichever way the business bound the number (at
+/// acceptance and when a fallback timer fires), notices still reach it; other replies change
 /// nothing. Lifting the number (in any spelling) makes it reachable again.
 #[actix_web::test]
 async fn sms_unsubscribe_replies_suppress_the_number() {
@@ -369,7 +374,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
         bound
             .iter()
             .enumerate()
-            .map(|(i, p)| json!({"userid": format!("r{i}"), "add": {"phone": p}})),
+            .map(|(i, p)| json!({"userid": format!("r{i}"), "add": {"phone": p, "tag": ["rt"]}})),
     )
     .await;
     let aliyun_url = app.receipt_url(app.channel("sms")).await;
@@ -435,7 +440,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
             expected.insert((
                 "sms".to_string(),
                 a,
-                "unsubscribed".to_string(),
+                "opted_out".to_string(),
                 json!(code).to_string(),
             ));
         }
@@ -454,8 +459,22 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
 
     let sms = json!([{"temp_id": "SMS_1", "temp_para": {"code": "9"}}]);
     let users = json!(["r0", "r1", "r2", "r3"]);
-    let first = app
+    let marketing = json!({"priority": 3});
+    // A verification code or a notice (priority 1 or 2) still reaches every number.
+    let notice = app
         .send_ok("/v1/sent", json!({"aud_userid": users, "msg_sms": sms}))
+        .await;
+    app.wait_done(&notice, Duration::from_secs(30)).await;
+    assert_eq!(
+        app.delivered_to(&notice).await,
+        bound.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    // Marketing (priority 3) skips the numbers that opted out.
+    let first = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": users, "msg_sms": sms, "option": marketing}),
+        )
         .await;
     app.wait_done(&first, Duration::from_secs(30)).await;
     assert_eq!(
@@ -480,7 +499,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
         .send_ok(
             "/v1/sent",
             json!({"aud_userid": users, "rule_id": rule, "msg_webhook": [{"event": "n"}],
-                   "msg_sms": sms}),
+                   "msg_sms": sms, "option": marketing}),
         )
         .await;
     let s = app.wait_done(&chain, Duration::from_secs(30)).await;
@@ -504,16 +523,45 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
         )
         .await;
     assert_eq!((status, &body["removed"]), (200, &json!(1)), "{body}");
+    // And one opted out by hand (a business's own "no marketing" setting).
+    let (status, body) = app
+        .suppressions_call(
+            "POST",
+            json!({"channel_type": "sms", "addresses": [&bound[1]], "reason": "opted_out"}),
+            ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!((status, &body["added"]), (200, &json!(1)), "{body}");
     let second = app
-        .send_ok("/v1/sent", json!({"aud_userid": users, "msg_sms": sms}))
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": users, "msg_sms": sms, "option": marketing}),
+        )
         .await;
     app.wait_done(&second, Duration::from_secs(30)).await;
     assert_eq!(
         app.delivered_to(&second).await,
-        BTreeSet::from([bound[0].clone(), bound[1].clone()])
+        BTreeSet::from([bound[0].clone()])
     );
+    // A tag send (the audience read as a range of bindings) makes the same distinction.
+    let tagged = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": ["rt"], "msg_sms": sms, "option": marketing}),
+        )
+        .await;
+    app.wait_done(&tagged, Duration::from_secs(30)).await;
+    assert_eq!(
+        app.delivered_to(&tagged).await,
+        BTreeSet::from([bound[0].clone()])
+    );
+    let tagged_notice = app
+        .send_ok("/v1/sent", json!({"aud_tag": ["rt"], "msg_sms": sms}))
+        .await;
+    app.wait_done(&tagged_notice, Duration::from_secs(30)).await;
+    assert_eq!(app.delivered_to(&tagged_notice).await.len(), 4);
     let received = app.sim.state.received("sms");
-    assert_eq!(received.values().sum::<u32>(), 4, "{received:?}");
+    assert_eq!(received.values().sum::<u32>(), 12, "{received:?}");
 }
 
 /// WeChat pushes: `unsubscribe` suppresses the openid, a `failed:user block` template result

@@ -515,6 +515,7 @@ pub(super) fn later_rows(
         .skip(from)
         .map(|s| s.channel_type.code())
         .collect();
+    let marketing = plan.is_marketing();
     users
         .iter()
         .flat_map(|u| {
@@ -527,7 +528,7 @@ pub(super) fn later_rows(
                     userid: Some((*u).to_string()),
                     channel_type: t.clone(),
                     address: a.clone(),
-                    suppressed: *suppressed,
+                    suppressed: suppressed.skips(marketing),
                 })
         })
         .collect()
