@@ -70,16 +70,10 @@ async fn add_entries(app: &TestApp, list: i64, userids: &[&str], addresses: &[&s
 
 /// Skip reasons of a message's skipped deliveries, by address.
 async fn skip_codes(app: &TestApp, msgid: &str) -> Vec<(String, String)> {
-    let r: Value = app
-        .admin_get(&format!("/api/messages/{msgid}/deliveries"))
+    let mut out: Vec<(String, String)> = app
+        .deliveries(msgid)
         .await
-        .json()
-        .await
-        .expect("json");
-    let mut out: Vec<(String, String)> = r["deliveries"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter(|d| d["status"] == "skipped")
         .map(|d| {
             (

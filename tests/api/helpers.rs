@@ -318,6 +318,19 @@ impl TestApp {
         resp.json().await.expect("json")
     }
 
+    /// A message's deliveries (the first 1000), as `/api/messages/{msgid}/deliveries` lists them.
+    pub async fn deliveries(&self, msgid: &str) -> Vec<Value> {
+        let resp = self
+            .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
+            .await;
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut body: Value = resp.json().await.expect("json");
+        match body["deliveries"].take() {
+            Value::Array(rows) => rows,
+            other => panic!("deliveries: {other}"),
+        }
+    }
+
     /// Wait until the message is done (every delivery has a final outcome).
     pub async fn wait_done(&self, msgid: &str, limit: Duration) -> Value {
         let started = Instant::now();

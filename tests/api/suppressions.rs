@@ -94,15 +94,8 @@ impl TestApp {
         msgid: &str,
         keep: impl Fn(&Value) -> bool,
     ) -> BTreeSet<String> {
-        let rows: Value = self
-            .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
+        self.deliveries(msgid)
             .await
-            .json()
-            .await
-            .expect("json");
-        rows["deliveries"]
-            .as_array()
-            .expect("deliveries")
             .iter()
             .filter(|r| keep(r))
             .map(|r| r["address"].as_str().expect("address").to_string())
