@@ -9,6 +9,7 @@ use msghub_actors::store::ChannelSpec;
 use msghub_providers::AdapterOptions;
 
 use crate::http::receipts::receipt_url;
+use crate::http::unsubscribe;
 use crate::settings::ProviderSettings;
 use crate::storage::crypto::Crypto;
 
@@ -34,6 +35,7 @@ impl Adapters {
                 pool_size: settings.pool_size.max(1),
                 max_calls: max_calls.max(1),
                 receipt_url: None,
+                unsubscribe: None,
             },
             public_url,
             crypto,
@@ -45,6 +47,7 @@ impl ProviderFactory for Adapters {
     fn build(&self, spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
         let options = AdapterOptions {
             receipt_url: Some(receipt_url(&self.public_url, &self.crypto, spec.id)),
+            unsubscribe: Some(unsubscribe::links(&self.public_url, &self.crypto, spec.id)),
             ..self.options.clone()
         };
         msghub_providers::build(spec.channel_type, &spec.credentials, &options)

@@ -80,6 +80,9 @@ pub struct AdapterOptions {
     /// providers that take a receipt address per request (JPush `callback.url`). `None` asks for
     /// no receipts. It carries a token, so `Debug` redacts it.
     pub receipt_url: Option<String>,
+    /// The channel's one-click unsubscribe links, for media that carry them (email's
+    /// `List-Unsubscribe`). `None`: none are added.
+    pub unsubscribe: Option<UnsubscribeLinks>,
 }
 
 impl Default for AdapterOptions {
@@ -89,7 +92,63 @@ impl Default for AdapterOptions {
             pool_size: 8,
             max_calls: 8,
             receipt_url: None,
+            unsubscribe: None,
         }
+    }
+}
+
+/// One-click unsubscribe links (RFC 8058) of a channel: `{base}?a=<address>&s=<signature>`,
+/// the signature an HMAC-SHA256 of the address under a key of the channel's own, so a link
+/// unsubscribes the address it was sent to and no other. The adapter makes them; the hub's
+/// endpoint checks them with the same key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnsubscribeLinks {
+    /// `http://HOST:PORT/unsubscribe/{channel_id}`.
+    pub base: String,
+    /// Derived from the hub's master key, per channel.
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for UnsubscribeLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsubscribeLinks")
+            .field("base", &self.base)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl UnsubscribeLinks {
+    /// The signature of `address` (32 hex digits).
+    pub fn signature(&self, address: &str) -> String {
+        use hmac::{KeyInit as _, Mac as _};
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(address.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+
+    /// Whether `signature` is `address`'s, compared in constant time.
+    pub fn verify(&self, address: &str, signature: &str) -> bool {
+        let expected = self.signature(address);
+        expected.len() == signature.len()
+            && expected
+                .bytes()
+                .zip(signature.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    /// The link for `address`.
+    pub fn link(&self, address: &str) -> String {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        format!(
+            "{}?a={}&s={}",
+            self.base,
+            utf8_percent_encode(address, NON_ALPHANUMERIC),
+            self.signature(address)
+        )
     }
 }
 
@@ -103,6 +162,7 @@ impl std::fmt::Debug for AdapterOptions {
                 "receipt_url",
                 &self.receipt_url.as_ref().map(|_| "<redacted>"),
             )
+            .field("unsubscribe", &self.unsubscribe)
             .finish()
     }
 }
@@ -237,6 +297,30 @@ mod tests {
             ));
             assert!(secret_fields(kind).is_empty());
         }
+    }
+
+    #[test]
+    fn unsubscribe_links_are_signed_per_address_and_channel() {
+        let links = UnsubscribeLinks {
+            base: "http://127.0.0.1:8080/unsubscribe/4".into(),
+            key: [7u8; 32],
+        };
+        let link = links.link("a.b+news@example.com");
+        let sig = links.signature("a.b+news@example.com");
+        assert_eq!(
+            link,
+            format!("http://127.0.0.1:8080/unsubscribe/4?a=a%2Eb%2Bnews%40example%2Ecom&s={sig}")
+        );
+        assert_eq!(sig.len(), 32);
+        assert!(links.verify("a.b+news@example.com", &sig));
+        assert!(!links.verify("other@example.com", &sig));
+        assert!(!links.verify("a.b+news@example.com", &sig[..31]));
+        let other = UnsubscribeLinks {
+            key: [8u8; 32],
+            ..links.clone()
+        };
+        assert!(!other.verify("a.b+news@example.com", &sig));
+        assert!(!format!("{links:?}").contains("7, 7"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! One "call" is one message at the end of DATA. Recipients whose local part starts with
 //! `unknown` (or listed in `perm_addresses`) get `550 5.1.1` at RCPT. Injected faults apply at the
 //! end of DATA: status 429 → `421 4.7.0` (connection closed), other statuses → `451 4.3.0`,
-//! codes → that reply code.
+//! codes → that reply code. The header block of the last message accepted for each recipient
+//! is kept (unfolded) for assertions: `SimState::mail_headers`.
 
 use std::sync::Arc;
 
@@ -360,8 +361,11 @@ impl Session {
     }
 
     /// Reads the message body up to `.` and returns its size, or `None` on EOF.
-    async fn read_body(&mut self) -> std::io::Result<Option<usize>> {
+    /// The message up to the lone ".": its size and its header block (capped).
+    async fn read_body(&mut self) -> std::io::Result<Option<(usize, String)>> {
         let mut size = 0usize;
+        let mut headers = String::new();
+        let mut in_headers = true;
         loop {
             let mut buf = Vec::with_capacity(256);
             let n = self.reader.read_until(b'\n', &mut buf).await?;
@@ -371,11 +375,23 @@ impl Session {
             let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
             let content = content.strip_suffix(b"\r").unwrap_or(content);
             if content == b"." {
-                return Ok(Some(size));
+                return Ok(Some((size, headers)));
             }
             // Dot-stuffing: a leading "." is removed.
             let unstuffed = content.strip_prefix(b".").unwrap_or(content);
             size = size.saturating_add(unstuffed.len() + 2);
+            if in_headers {
+                if unstuffed.is_empty() {
+                    in_headers = false;
+                } else if headers.len() < 64 * 1024 {
+                    // Unfolded: a continuation line joins the line before it.
+                    if unstuffed.starts_with(b" ") || unstuffed.starts_with(b"\t") {
+                        headers.truncate(headers.trim_end_matches("\r\n").len());
+                    }
+                    headers.push_str(&String::from_utf8_lossy(unstuffed));
+                    headers.push_str("\r\n");
+                }
+            }
         }
     }
 
@@ -389,7 +405,7 @@ impl Session {
             return Ok(Next::Continue);
         }
         self.reply("354 End data with <CR><LF>.<CR><LF>").await?;
-        let Some(size) = self.read_body().await? else {
+        let Some((size, headers)) = self.read_body().await? else {
             return Ok(Next::Close);
         };
         let c = Channel::Email;
@@ -428,6 +444,15 @@ impl Session {
             None => {}
         }
         let id = state.next_id();
+        {
+            let mut mail = state
+                .mail_headers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for r in &rcpts {
+                mail.insert(r.to_ascii_lowercase(), headers.clone());
+            }
+        }
         state.record(c, rcpts);
         self.reply(&format!("250 2.0.0 OK queued as SIM{id:012X}"))
             .await?;

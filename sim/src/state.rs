@@ -163,6 +163,8 @@ pub struct SimState {
     pub(crate) wechat: Mutex<crate::wechat::WechatState>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
+    /// The header block of the last message the SMTP sink accepted for each recipient.
+    pub(crate) mail_headers: Mutex<HashMap<String, String>>,
 }
 
 impl SimState {
@@ -182,7 +184,16 @@ impl SimState {
             jpush_recalls: Mutex::new(crate::jpush::Recalls::default()),
             wechat: Mutex::new(crate::wechat::WechatState::default()),
             broadcasts: AtomicU64::new(0),
+            mail_headers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The header block (unfolded lines, as received) of the last message accepted for
+    /// `address` by the SMTP sink.
+    pub fn mail_headers(&self, address: &str) -> Option<String> {
+        lock(&self.mail_headers)
+            .get(&address.to_ascii_lowercase())
+            .cloned()
     }
 
     /// The configuration the simulator was started with.
@@ -313,6 +324,7 @@ impl SimState {
         *lock(&self.jpush_recalls) = crate::jpush::Recalls::default();
         *lock(&self.wechat) = crate::wechat::WechatState::default();
         self.broadcasts.store(0, Ordering::Relaxed);
+        lock(&self.mail_headers).clear();
         self.receipts.reset();
     }
 

@@ -14,6 +14,7 @@ pub mod rules;
 pub mod send;
 pub mod sms_replies;
 pub mod suppressions;
+pub mod unsubscribe;
 pub mod users;
 mod wechat_events;
 
@@ -98,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .configure(send::routes)
         .configure(retract::routes)
         .configure(receipts::routes)
+        .configure(unsubscribe::routes)
         .configure(users::routes)
         .configure(admin::routes)
         .default_service(web::to(not_found));

@@ -63,6 +63,12 @@ impl Crypto {
         hex::encode(&mac(&self.token_key, purpose.as_bytes())[..16])
     }
 
+    /// A key for `purpose` (e.g. a channel's unsubscribe links), derived from the master key
+    /// and never the encryption key itself.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        mac(&self.token_key, format!("key/{purpose}").as_bytes())
+    }
+
     /// Constant-time check of a token made by [`Crypto::url_token`].
     pub fn check_url_token(&self, purpose: &str, token: &str) -> bool {
         let expected = self.url_token(purpose);

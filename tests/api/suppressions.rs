@@ -661,3 +661,99 @@ async fn wechat_unsubscribe_and_user_block_suppress_until_subscribe() {
     assert_eq!(app.delivered_to(&third).await.len(), 3);
     assert_eq!(app.sim.state.total("wechatoa"), 7);
 }
+
+/// Email one-click unsubscribe (RFC 8058): every message carries its recipient's signed link;
+/// a `GET` only shows a confirm page, a link changed to another address is refused, and the
+/// one-click `POST` opts the address out of marketing — priority-3 sends skip it, notices do
+/// not.
+#[actix_web::test]
+async fn email_one_click_unsubscribe_opts_the_address_out_of_marketing() {
+    let app = spawn_app().await;
+    let users = json!(["e0", "e1"]);
+    app.add_users((0..2).map(
+        |i| json!({"userid": format!("e{i}"), "add": {"email": format!("e{i}@example.com")}}),
+    ))
+    .await;
+    let email = json!({"subject": "News", "text": "<p>hello</p>"});
+    let app = &app;
+    let send = |option: Value| {
+        let body = json!({"aud_userid": users, "msg_email": email, "option": option});
+        async move {
+            let msgid = app.send_ok("/v1/sent", body).await;
+            app.wait_done(&msgid, Duration::from_secs(30)).await;
+            msgid
+        }
+    };
+    let notice = send(json!({})).await;
+    assert_eq!(app.delivered_to(&notice).await.len(), 2);
+    let headers = app.sim.state.mail_headers("e0@example.com").expect("mail");
+    let header = |name: &str| {
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+            .unwrap_or_else(|| panic!("{name} in {headers}"))
+            .to_string()
+    };
+    assert_eq!(
+        header("List-Unsubscribe-Post"),
+        "List-Unsubscribe=One-Click"
+    );
+    let link = header("List-Unsubscribe");
+    let url = link
+        .strip_prefix('<')
+        .and_then(|l| l.strip_suffix('>'))
+        .expect("<url>")
+        .to_string();
+    let prefix = format!(
+        "{}/unsubscribe/{}?a=e0%40example%2Ecom&s=",
+        app.address,
+        app.channel("email")
+    );
+    assert!(url.starts_with(&prefix), "{url}");
+
+    // A GET (a link scanner, a preview) shows a page and changes nothing.
+    let resp = app.client.get(&url).send().await.expect("get");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.text()
+            .await
+            .expect("page")
+            .contains("<form method=\"post\"")
+    );
+    assert!(app.suppressed("?channel_type=email").await.is_empty());
+    // The link of e0 changed to name e1 unsubscribes nobody.
+    let forged = url.replace("a=e0%40", "a=e1%40");
+    let resp = app.client.post(&forged).send().await.expect("post");
+    assert_eq!(resp.status().as_u16(), 403);
+    // The one-click POST, as a mailbox provider sends it.
+    let resp = app
+        .client
+        .post(&url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        app.suppressed_set("?channel_type=email").await,
+        BTreeSet::from([(
+            "email".to_string(),
+            "e0@example.com".to_string(),
+            "opted_out".to_string(),
+            "\"list-unsubscribe\"".to_string()
+        )])
+    );
+
+    let marketing = send(json!({"priority": 3})).await;
+    assert_eq!(
+        app.delivered_to(&marketing).await,
+        BTreeSet::from(["e1@example.com".to_string()])
+    );
+    assert_eq!(
+        app.suppressed_in(&marketing).await,
+        BTreeSet::from(["e0@example.com".to_string()])
+    );
+    let notice = send(json!({})).await;
+    assert_eq!(app.delivered_to(&notice).await.len(), 2);
+}

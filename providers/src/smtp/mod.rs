@@ -1,7 +1,9 @@
 //! `email` channel adapter: SMTP submission through a pooled lettre `AsyncSmtpTransport`.
 //!
 //! SMTP answers per recipient, so each call carries one recipient (`max_batch` 1); throughput
-//! comes from the connection pool, not from batching.
+//! comes from the connection pool, not from batching. With unsubscribe links configured, each
+//! message carries its recipient's one-click unsubscribe (`List-Unsubscribe` and
+//! `List-Unsubscribe-Post`, RFC 8058).
 
 pub(crate) mod classify;
 pub(crate) mod config;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use lettre::message::Mailbox;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -19,7 +21,7 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::Value;
 
 use crate::http::per_target;
-use crate::{AdapterOptions, ConfigError, INVALID_CONTENT, rejected};
+use crate::{AdapterOptions, ConfigError, INVALID_CONTENT, UnsubscribeLinks, rejected};
 use config::{SmtpConfig, TlsMode};
 
 pub(crate) const MAX_BATCH: usize = 1;
@@ -48,6 +50,7 @@ pub(crate) fn build(
         transport,
         from: config.from,
         concurrency: pool_size as usize,
+        unsubscribe: options.unsubscribe.clone(),
     }))
 }
 
@@ -89,6 +92,7 @@ struct SmtpProvider {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     concurrency: usize,
+    unsubscribe: Option<UnsubscribeLinks>,
 }
 
 /// The `msg_email` content (JUMS shape).
@@ -127,12 +131,14 @@ pub(crate) fn message_id(msgid: i64, delivery_id: i64, from: &Mailbox) -> String
     format!("<{msgid}.{delivery_id}@{}>", from.email.domain())
 }
 
-/// The message for one recipient, and its Message-ID.
+/// The message for one recipient, with its one-click unsubscribe when `unsubscribe` is given,
+/// and its Message-ID.
 pub(crate) fn build_message(
     from: &Mailbox,
     content: &EmailContent,
     target: &Target,
     msgid: i64,
+    unsubscribe: Option<&UnsubscribeLinks>,
 ) -> Result<(Message, String), Outcome> {
     let to: Mailbox = target.address.trim().parse().map_err(|_| {
         Outcome::failed(
@@ -142,12 +148,24 @@ pub(crate) fn build_message(
         )
     })?;
     let id = message_id(msgid, target.delivery_id, from);
-    let message = Message::builder()
+    let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(content.subject.clone())
         .message_id(Some(id.clone()))
-        .header(ContentType::TEXT_HTML)
+        .header(ContentType::TEXT_HTML);
+    if let Some(links) = unsubscribe {
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                format!("<{}>", links.link(target.address.trim())),
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
+    let message = builder
         .body(content.html.clone())
         .map_err(|e| Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, e.to_string()))?;
     Ok((message, id))
@@ -155,7 +173,14 @@ pub(crate) fn build_message(
 
 impl SmtpProvider {
     async fn send_one(&self, content: &EmailContent, target: &Target, msgid: i64) -> Outcome {
-        let (message, id) = match build_message(&self.from, content, target, msgid) {
+        let built = build_message(
+            &self.from,
+            content,
+            target,
+            msgid,
+            self.unsubscribe.as_ref(),
+        );
+        let (message, id) = match built {
             Ok(built) => built,
             Err(rejected) => return rejected,
         };
@@ -249,7 +274,7 @@ mod tests {
             html: "<p>你好</p>".into(),
         };
         let (message, id) =
-            build_message(&from, &content, &target("user@example.org"), 42).unwrap();
+            build_message(&from, &content, &target("user@example.org"), 42, None).unwrap();
         assert_eq!(id, "<42.77@example.com>");
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("Message-ID: <42.77@example.com>"), "{raw}");
@@ -265,6 +290,32 @@ mod tests {
             message.envelope().from().unwrap().to_string(),
             "hub@example.com"
         );
+        assert!(!raw.contains("List-Unsubscribe"), "{raw}");
+        // With links: the recipient's own, and the one-click POST marker.
+        let links = UnsubscribeLinks {
+            base: "http://127.0.0.1:8080/unsubscribe/4".into(),
+            key: [1u8; 32],
+        };
+        let (message, _) = build_message(
+            &from,
+            &content,
+            &target("user@example.org"),
+            42,
+            Some(&links),
+        )
+        .unwrap();
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(
+            raw.contains(&format!(
+                "List-Unsubscribe: <{}>",
+                links.link("user@example.org")
+            )),
+            "{raw}"
+        );
+        assert!(
+            raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{raw}"
+        );
     }
 
     #[test]
@@ -274,7 +325,7 @@ mod tests {
             subject: "s".into(),
             html: "t".into(),
         };
-        let out = build_message(&from, &content, &target("not an address"), 1).unwrap_err();
+        let out = build_message(&from, &content, &target("not an address"), 1, None).unwrap_err();
         assert_eq!(
             (out.class, out.code.as_str()),
             (OutcomeClass::Gone, INVALID_ADDRESS)

@@ -202,6 +202,6 @@ pub fn options() -> msghub_providers::AdapterOptions {
         request_timeout: Duration::from_secs(5),
         pool_size: 4,
         max_calls: 4,
-        receipt_url: None,
+        ..msghub_providers::AdapterOptions::default()
     }
 }
