@@ -110,6 +110,7 @@ async fn remove(
 struct ListQuery {
     channel_type: Option<String>,
     address: Option<String>,
+    reason: Option<String>,
     /// Keyset pagination: the `next` of the previous page.
     after: Option<String>,
     limit: Option<u64>,
@@ -137,10 +138,18 @@ async fn list(
             }
         },
     };
+    let reason = match query.reason.as_deref() {
+        None => None,
+        Some(r) => Some(SuppressReason::parse(r).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "reason: {r:?} is none of gone, unsubscribed, opted_out, blocked, manual"
+            ))
+        })?),
+    };
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let rows = state
         .db
-        .suppressions(t, query.address.as_deref(), after, limit)
+        .suppressions(t, query.address.as_deref(), reason, after, limit)
         .await
         .map_err(internal)?;
     let next = (rows.len() as u64 == limit)

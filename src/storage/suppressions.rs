@@ -3,11 +3,13 @@
 //! An address is suppressed when its provider answers that it is gone (an outcome of class
 //! `gone`: an unknown registration id, a number the carrier refuses, a mailbox that does not
 //! exist, a WeChat user who never followed the account), when WeChat reports that the user
-//! unsubscribed or blocked the account's template messages, when an SMS reply opts the number out
-//! of marketing (reason `opted_out`: only priority-3 messages skip it), or by an operator. A bound address found here is read with a flag and skipped — a
-//! `skipped` delivery with code `suppressed`, so a fallback chain moves on at once — while the
-//! business's bindings stay as given. Raw-address sends (`audience.raw`) name their addresses
-//! themselves and are not filtered.
+//! unsubscribed or blocked the account's template messages, or by an operator. An SMS reply
+//! "TD" or an email's one-click unsubscribe opts the address out of marketing (reason
+//! `opted_out`): only priority-3 messages skip it. A binding read returns each address's
+//! reason ([`SUPPRESSED`]) and each message decides ([`Suppressed::skips`]); a skipped target
+//! gets a `skipped` delivery with code `suppressed`, so a fallback chain moves on at once, while
+//! the business's bindings stay as given. Raw-address sends (`audience.raw`) name their
+//! addresses themselves and are not filtered.
 
 use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
@@ -69,6 +71,19 @@ pub enum SuppressReason {
 }
 
 impl SuppressReason {
+    pub const ALL: [SuppressReason; 5] = [
+        SuppressReason::Gone,
+        SuppressReason::Unsubscribed,
+        SuppressReason::OptedOut,
+        SuppressReason::Blocked,
+        SuppressReason::Manual,
+    ];
+
+    /// The reason named `text` ([`SuppressReason::as_str`]).
+    pub fn parse(text: &str) -> Option<SuppressReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SuppressReason::Gone => "gone",
@@ -232,11 +247,12 @@ impl Db {
     }
 
     /// A page of suppressions in (channel type, address) order after `after`, of one channel
-    /// type or all, optionally only those of one address.
+    /// type or all, optionally only those of one address or one reason.
     pub async fn suppressions(
         &self,
         channel_type: Option<ChannelType>,
         address: Option<&str>,
+        reason: Option<SuppressReason>,
         after: Option<(&str, &str)>,
         limit: u64,
     ) -> Result<Vec<Suppression>, DbErr> {
@@ -252,6 +268,10 @@ impl Db {
         if let Some(a) = address {
             sql.push_str(" AND address = ?");
             values.push(a.into());
+        }
+        if let Some(r) = reason {
+            sql.push_str(" AND reason = ?");
+            values.push(r.as_str().into());
         }
         if let Some((t, a)) = after {
             sql.push_str(" AND (channel_type > ? OR (channel_type = ? AND address > ?))");
@@ -349,7 +369,7 @@ mod tests {
         txn.commit().await.unwrap();
         assert_eq!(gone, 1);
 
-        let all = db.suppressions(None, None, None, 10).await.unwrap();
+        let all = db.suppressions(None, None, None, None, 10).await.unwrap();
         let keys: Vec<(&str, &str, &str)> = all
             .iter()
             .map(|s| {
@@ -377,13 +397,19 @@ mod tests {
         assert_eq!(all[0].code.as_deref(), Some("1011"));
         assert_eq!(all[1].code, None);
         let page = db
-            .suppressions(None, None, Some(("sms", "+8613800000001")), 10)
+            .suppressions(None, None, None, Some(("sms", "+8613800000001")), 10)
             .await
             .unwrap();
         assert_eq!(page.len(), 7);
         assert_eq!(page[0].address, "+8613800000002");
         let sms = db
-            .suppressions(Some(ChannelType::Sms), Some("+8613800000002"), None, 10)
+            .suppressions(
+                Some(ChannelType::Sms),
+                Some("+8613800000002"),
+                None,
+                None,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(sms.len(), 1);
@@ -395,7 +421,7 @@ mod tests {
             .unwrap();
         assert_eq!(removed, 1);
         let left: Vec<String> = db
-            .suppressions(None, None, None, 10)
+            .suppressions(None, None, None, None, 10)
             .await
             .unwrap()
             .into_iter()
@@ -421,7 +447,13 @@ mod tests {
         .await
         .unwrap();
         let td = db
-            .suppressions(Some(ChannelType::Sms), Some("13800000003"), None, 10)
+            .suppressions(
+                Some(ChannelType::Sms),
+                None,
+                Some(SuppressReason::OptedOut),
+                None,
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(

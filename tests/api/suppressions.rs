@@ -144,6 +144,10 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
             .map(|a| ("webhook".into(), a.clone(), "gone".into(), json!("410")))
             .collect::<Vec<_>>()
     );
+    assert_eq!(app.suppressed("?reason=gone").await, listed);
+    assert!(app.suppressed("?reason=manual").await.is_empty());
+    let resp = app.admin_get("/api/suppressions?reason=bogus").await;
+    assert_eq!(resp.status().as_u16(), 400);
     let page: Value = app
         .admin_get(&format!("/api/suppressions?address={}", hook(1)))
         .await
