@@ -15,6 +15,8 @@ use crate::storage::crypto::Crypto;
 
 pub struct Adapters {
     options: AdapterOptions,
+    /// Email carries one-click unsubscribe links.
+    list_unsubscribe: bool,
     /// This server's public URL and key, for each channel's receipt URL.
     public_url: String,
     crypto: Crypto,
@@ -37,6 +39,7 @@ impl Adapters {
                 receipt_url: None,
                 unsubscribe: None,
             },
+            list_unsubscribe: settings.email_list_unsubscribe,
             public_url,
             crypto,
         }
@@ -47,7 +50,9 @@ impl ProviderFactory for Adapters {
     fn build(&self, spec: &ChannelSpec) -> Result<Arc<dyn Provider>, String> {
         let options = AdapterOptions {
             receipt_url: Some(receipt_url(&self.public_url, &self.crypto, spec.id)),
-            unsubscribe: Some(unsubscribe::links(&self.public_url, &self.crypto, spec.id)),
+            unsubscribe: self
+                .list_unsubscribe
+                .then(|| unsubscribe::links(&self.public_url, &self.crypto, spec.id)),
             ..self.options.clone()
         };
         msghub_providers::build(spec.channel_type, &spec.credentials, &options)

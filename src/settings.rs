@@ -236,6 +236,10 @@ pub struct ProviderSettings {
     /// (at least `dispatch.realtime_in_flight + dispatch.bulk_in_flight`, the most calls a
     /// channel has under way, so a busy channel never closes and reopens connections).
     pub pool_size: usize,
+    /// Email carries one-click unsubscribe links (`List-Unsubscribe`, RFC 8058) to
+    /// `{server.public_url}/unsubscribe/…`; mailbox providers need that URL to be HTTPS and
+    /// reachable from them.
+    pub email_list_unsubscribe: bool,
 }
 
 impl Default for ProviderSettings {
@@ -243,6 +247,7 @@ impl Default for ProviderSettings {
         ProviderSettings {
             request_timeout_ms: 10_000,
             pool_size: 32,
+            email_list_unsubscribe: true,
         }
     }
 }
@@ -287,8 +292,8 @@ pub struct StrategySettings {
     /// The UTC offset of the quiet hours' local time.
     pub quiet_hours_utc_offset: String,
     /// SMS replies that unsubscribe the number (Aliyun SmsUp, Tencent reply callbacks): a
-    /// reply that is one of these — case, surrounding spaces and punctuation and full-width
-    /// forms aside — opts the number out of marketing (suppressed with reason `opted_out`:
+    /// reply that is one of these — case, spaces, surrounding punctuation and full-width forms
+    /// aside — opts the number out of marketing (suppressed with reason `opted_out`:
     /// priority-3 messages skip it). Empty: replies never do.
     pub sms_unsubscribe_replies: Vec<String>,
 }

@@ -39,20 +39,30 @@ pub fn sms_e164(address: &str) -> Option<String> {
 }
 
 /// Every spelling of `address` that the `sms` adapters send as the same number — for a
-/// mainland number `+86138…`, `0086138…`, `138…` and `86138…`; for another `+852…` and
-/// `00852…` — E.164 first. Just the address (trimmed) for what they do not send.
+/// mainland number `+86138…`, `0086138…`, `138…` and `86138…`; for another `+852…`, `00852…`
+/// and `852…` (Aliyun takes international numbers without a prefix) — E.164 first. Just the
+/// address (trimmed) for what is no number.
 pub fn sms_spellings(address: &str) -> Vec<String> {
-    let Some(e164) = tencent::e164(address) else {
-        return vec![address.trim().to_string()];
+    let a = address.trim();
+    let e164 = tencent::e164(a).or_else(|| {
+        // Digits alone that are no mainland number: an international one, as Aliyun reads it.
+        ((6..=15).contains(&a.len()) && a.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!("+{a}"))
+    });
+    let Some(e164) = e164 else {
+        return vec![a.to_string()];
     };
     let digits = &e164[1..];
     let mut out = vec![e164.clone(), format!("00{digits}")];
-    if let Some(national) = e164
+    match e164
         .strip_prefix("+86")
         .filter(|n| n.len() == 11 && n.starts_with('1'))
     {
-        out.push(national.to_string());
-        out.push(format!("86{national}"));
+        Some(national) => {
+            out.push(national.to_string());
+            out.push(format!("86{national}"));
+        }
+        None => out.push(digits.to_string()),
     }
     out
 }
@@ -340,11 +350,12 @@ mod tests {
             assert_eq!(&sms_spellings(spelling), &mainland, "{spelling}");
         }
         let hk = sms_spellings("0085291234567");
-        assert_eq!(hk, vec!["+85291234567", "0085291234567"]);
+        assert_eq!(hk, vec!["+85291234567", "0085291234567", "85291234567"]);
         for spelling in &hk {
-            assert_eq!(sms_e164(spelling).as_deref(), Some("+85291234567"));
+            assert_eq!(&sms_spellings(spelling), &hk, "{spelling}");
         }
         assert_eq!(sms_spellings(" 12345 "), vec!["12345"]);
+        assert_eq!(sms_spellings("not-a-number"), vec!["not-a-number"]);
     }
 
     #[test]

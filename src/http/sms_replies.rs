@@ -51,7 +51,8 @@ impl UnsubscribeReplies {
 }
 
 /// A reply as it is compared: full-width ASCII forms read as ASCII, ASCII letters upper case,
-/// spaces and punctuation around it dropped ("td。", " Ｔ Ｄ " and "TD!" are "TD").
+/// spaces dropped wherever they are and punctuation around it ("td。", " Ｔ Ｄ " and "TD!" are
+/// "TD").
 fn normalise(text: &str) -> String {
     let ascii: String = text
         .chars()
@@ -90,10 +91,9 @@ pub(super) fn aliyun_reply(item: &Value) -> Option<SmsReply> {
     Some(SmsReply { number, text })
 }
 
-/// Whether a Tencent push is a reply callback (an object with `text` and `mobile`), not a
-/// status callback (an array).
+/// Whether a Tencent push is a reply callback (one object), not status callbacks (an array).
 pub(super) fn is_tencent_reply(body: &Value) -> bool {
-    body.get("text").is_some() && body.get("mobile").is_some()
+    body.is_object()
 }
 
 /// A Tencent reply callback; the number as `+{nationcode}{mobile}` when it has a nation code.
@@ -101,7 +101,11 @@ pub(super) fn tencent_reply(body: &Value) -> Result<SmsReply, String> {
     let mobile = text_of(body, "mobile")
         .filter(|m| m.len() <= 20 && m.bytes().all(|b| b.is_ascii_digit()))
         .ok_or("mobile: a national number of digits")?;
-    let nationcode = text_of(body, "nationcode").unwrap_or_default();
+    // Documented as a string; a number is read as one.
+    let nationcode = match body.get("nationcode") {
+        Some(Value::Number(n)) => n.to_string(),
+        _ => text_of(body, "nationcode").unwrap_or_default(),
+    };
     if !nationcode.bytes().all(|b| b.is_ascii_digit()) || nationcode.len() > 4 {
         return Err("nationcode: 1 to 4 digits".into());
     }
@@ -225,5 +229,12 @@ mod tests {
                 .is_err()
         );
         assert!(tencent_reply(&json!({"mobile": "13800000001", "nationcode": "86"})).is_err());
+        assert!(is_tencent_reply(&json!({"mobile": "13800000001"})));
+        assert_eq!(
+            tencent_reply(&json!({"mobile": "91234567", "nationcode": 852, "text": "TD"}))
+                .unwrap()
+                .number,
+            "+85291234567"
+        );
     }
 }

@@ -17,7 +17,7 @@ use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, QueryResult, TransactionT
 
 use super::crypto::Crypto;
 use super::suppressions::{
-    SUPPRESSED, SuppressReason, Suppressed, count_added, suppress_deliveries,
+    SUPPRESSED, SuppressReason, Suppressed, count_added, opted_out, suppress_deliveries,
 };
 use super::{Db, PackedRow, in_list, now_ms, repeat_last_row, value_rows};
 use crate::callbacks::{CallbackEvent, CallbackKind};
@@ -443,7 +443,8 @@ fn target_valid(
 
 /// Status callback items for a shard just opened: 0 (target valid) for every delivery it got,
 /// and, for a listed audience, 1 (target invalid) for every user with no address on one of the
-/// message's channel types (`resolved` holds every address found, on every type).
+/// message's channel types (`no_address`), or only suppressed ones there (`suppressed`);
+/// `resolved` holds every address found, on every type.
 fn target_events(
     plan: &MessagePlan,
     users: Option<&[String]>,
@@ -720,7 +721,7 @@ impl Store {
                     ShardSpec::Slice { from, to, .. } => (from as usize, to as usize),
                     _ => (0, usize::MAX),
                 };
-                return Ok(raw
+                let mut resolved: Vec<Resolved> = raw
                     .iter()
                     .flat_map(|r| r.addresses.iter().map(move |a| (r.channel_type, a)))
                     .enumerate()
@@ -731,7 +732,20 @@ impl Store {
                         address: a.clone(),
                         suppressed: false,
                     })
-                    .collect());
+                    .collect();
+                // The sender names raw addresses itself: only an opt-out of marketing stops
+                // them, and only for marketing.
+                if plan.is_marketing() {
+                    let keys: Vec<(&str, &str)> = resolved
+                        .iter()
+                        .map(|r| (r.channel_type.as_str(), r.address.as_str()))
+                        .collect();
+                    let opted = opted_out(&self.db, self.db.read(), &keys).await?;
+                    for r in &mut resolved {
+                        r.suppressed = opted.contains(&(r.channel_type.clone(), r.address.clone()));
+                    }
+                }
+                return Ok(resolved);
             }
             (ShardSpec::Range { after, last, .. }, _) => Store::range_filter(plan, after, last),
             (ShardSpec::Listed | ShardSpec::Slice { .. }, _) => {

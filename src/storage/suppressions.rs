@@ -9,7 +9,8 @@
 //! reason ([`SUPPRESSED`]) and each message decides ([`Suppressed::skips`]); a skipped target
 //! gets a `skipped` delivery with code `suppressed`, so a fallback chain moves on at once, while
 //! the business's bindings stay as given. Raw-address sends (`audience.raw`) name their
-//! addresses themselves and are not filtered.
+//! addresses themselves and are not filtered, except that a marketing one skips addresses
+//! opted out of marketing ([`opted_out`]).
 
 use msghub_actors::provider::ChannelType;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
@@ -109,6 +110,14 @@ pub struct Suppression {
     pub created_at: i64,
 }
 
+/// An address suppressed already keeps its first reason — unless that was only an opt-out of
+/// marketing and the new one stops every message (an opted-out address found gone, or
+/// suppressed by hand): the stronger one replaces it.
+const ON_CONFLICT: &str = "ON CONFLICT (channel_type, address) DO UPDATE SET \
+     reason = excluded.reason, code = excluded.code, channel_id = excluded.channel_id, \
+     message_id = excluded.message_id, created_at = excluded.created_at \
+     WHERE suppressions.reason = 'opted_out' AND excluded.reason <> 'opted_out'";
+
 /// Count addresses newly suppressed for `reason` (after their transaction committed).
 pub fn count_added(reason: SuppressReason, added: u64) {
     if added > 0 {
@@ -139,8 +148,7 @@ pub(super) async fn suppress_deliveries<C: ConnectionTrait>(
         let sql = format!(
             "INSERT INTO suppressions (channel_type, address, reason, code, channel_id, message_id, created_at) \
              SELECT channel_type, address, '{}', COALESCE(?, code), channel_id, message_id, ? \
-             FROM deliveries WHERE id IN ({}) ORDER BY channel_type, address \
-             ON CONFLICT (channel_type, address) DO NOTHING",
+             FROM deliveries WHERE id IN ({}) ORDER BY channel_type, address {ON_CONFLICT}",
             reason.as_str(),
             in_list(rows)
         );
@@ -173,11 +181,44 @@ fn addresses_in(channel_type: ChannelType, written: &[String]) -> u64 {
     let distinct: std::collections::HashSet<String> = written
         .iter()
         .map(|a| match channel_type {
-            ChannelType::Sms => msghub_providers::sms_e164(a).unwrap_or_else(|| a.clone()),
+            // The first spelling is the number's own (E.164), whichever was written.
+            ChannelType::Sms => msghub_providers::sms_spellings(a)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| a.clone()),
             _ => a.clone(),
         })
         .collect();
     distinct.len() as u64
+}
+
+/// Which of `keys` (channel type, address) are opted out of marketing.
+pub(super) async fn opted_out<C: ConnectionTrait>(
+    db: &Db,
+    conn: &C,
+    keys: &[(&str, &str)],
+) -> Result<std::collections::HashSet<(String, String)>, DbErr> {
+    let mut by_type: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (t, a) in keys {
+        by_type.entry(t).or_default().push(a);
+    }
+    let mut out = std::collections::HashSet::new();
+    for (t, addresses) in by_type {
+        for chunk in addresses.chunks(500) {
+            let sql = format!(
+                "SELECT address FROM suppressions WHERE channel_type = ? AND reason = '{}' \
+                 AND address IN ({})",
+                SuppressReason::OptedOut.as_str(),
+                in_list(chunk.len())
+            );
+            let mut values: Vec<Value> = vec![t.into()];
+            values.extend(chunk.iter().map(|a| Value::from(*a)));
+            for row in conn.query_all_raw(db.stmt(&sql, values)).await? {
+                out.insert((t.to_string(), row.try_get::<String>("", "address")?));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Db {
@@ -208,7 +249,7 @@ impl Db {
             }
             let sql = format!(
                 "INSERT INTO suppressions (channel_type, address, reason, code, created_at) VALUES {} \
-                 ON CONFLICT (channel_type, address) DO NOTHING RETURNING address",
+                 {ON_CONFLICT} RETURNING address",
                 value_rows(chunk.len(), 5)
             );
             for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
@@ -459,6 +500,69 @@ mod tests {
         assert_eq!(
             (td[0].reason.as_str(), td[0].code.as_deref()),
             ("opted_out", Some("TD"))
+        );
+        // An opt-out gives way to a suppression that stops everything; not the other way.
+        let stronger = db
+            .add_suppressions(
+                ChannelType::Sms,
+                &["13800000003"],
+                SuppressReason::Manual,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stronger, 1);
+        let again = db
+            .add_suppressions(
+                ChannelType::Sms,
+                &["13800000003"],
+                SuppressReason::OptedOut,
+                Some("TD"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
+        let rows = db
+            .suppressions(
+                Some(ChannelType::Sms),
+                None,
+                Some(SuppressReason::Manual),
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 8, "both numbers, every spelling: {rows:?}");
+        assert!(rows.iter().all(|r| r.code.is_none()));
+        // A gone outcome on an opted-out address: suppressed for everything, with its code.
+        db.add_suppressions(
+            ChannelType::App,
+            &["regid-2"],
+            SuppressReason::OptedOut,
+            None,
+        )
+        .await
+        .unwrap();
+        db.execute(
+            "INSERT INTO deliveries (id, message_id, shard_seq, channel_id, channel_type, address, \
+             step, status, attempts, code, updated_at) VALUES (9, 9, 0, 4, 'app', 'regid-2', 0, 3, 1, '1011', 0)",
+            vec![],
+        )
+        .await
+        .unwrap();
+        let txn = db.write().begin().await.unwrap();
+        let gone = suppress_deliveries(&db, &txn, &[9], SuppressReason::Gone, None, 6)
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(gone, 1);
+        let app = db
+            .suppressions(Some(ChannelType::App), Some("regid-2"), None, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (app[0].reason.as_str(), app[0].code.as_deref(), app[0].msgid),
+            ("gone", Some("1011"), Some(9))
         );
     }
 }

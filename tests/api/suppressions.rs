@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app};
+use crate::helpers::{ADMIN_TOKEN, TestApp, spawn_app, spawn_app_with};
 use crate::strategies::wechat_signed;
 
 impl TestApp {
@@ -559,6 +559,22 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
     assert_eq!(app.delivered_to(&tagged_notice).await.len(), 4);
     let received = app.sim.state.received("sms");
     assert_eq!(received.values().sum::<u32>(), 12, "{received:?}");
+    // Suppressed by hand, an opted-out number is suppressed for every message.
+    let (status, body) = app
+        .suppressions_call(
+            "POST",
+            json!({"channel_type": "sms", "addresses": [national(2)]}),
+            ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!((status, &body["added"]), (200, &json!(1)), "{body}");
+    assert_eq!(
+        app.suppressed_set("?channel_type=sms&reason=manual").await,
+        spellings(&national(2))
+            .into_iter()
+            .map(|a| ("sms".into(), a, "manual".into(), "null".into()))
+            .collect()
+    );
 }
 
 /// WeChat pushes: `unsubscribe` suppresses the openid, a `failed:user block` template result
@@ -760,4 +776,42 @@ async fn email_one_click_unsubscribe_opts_the_address_out_of_marketing() {
     );
     let notice = send(json!({})).await;
     assert_eq!(app.delivered_to(&notice).await.len(), 2);
+    // Raw addresses: a marketing send honours the opt-out, a notice does not need to.
+    for (option, sent) in [(json!({"priority": 3}), false), (json!({}), true)] {
+        let msgid = app
+            .send_ok(
+                "/v1/sent",
+                json!({"aud_email": [{"data": ["e0@example.com"]}], "msg_email": email,
+                       "option": option}),
+            )
+            .await;
+        app.wait_done(&msgid, Duration::from_secs(30)).await;
+        assert_eq!(
+            app.delivered_to(&msgid).await.len(),
+            usize::from(sent),
+            "{option}"
+        );
+        assert_eq!(
+            app.suppressed_in(&msgid).await.len(),
+            usize::from(!sent),
+            "{option}"
+        );
+    }
+}
+
+/// `providers.email_list_unsubscribe = false`: email goes out without unsubscribe headers.
+#[actix_web::test]
+async fn email_unsubscribe_links_can_be_left_out() {
+    let app = spawn_app_with(|s| s.providers.email_list_unsubscribe = false).await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_email": [{"data": ["n0@example.com"]}],
+                   "msg_email": {"subject": "s", "text": "t"}}),
+        )
+        .await;
+    app.wait_done(&msgid, Duration::from_secs(30)).await;
+    let headers = app.sim.state.mail_headers("n0@example.com").expect("mail");
+    assert!(headers.contains("Message-ID: "), "{headers}");
+    assert!(!headers.contains("List-Unsubscribe"), "{headers}");
 }

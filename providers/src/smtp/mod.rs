@@ -158,7 +158,8 @@ pub(crate) fn build_message(
         builder = builder
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                format!("<{}>", links.link(target.address.trim())),
+                // The address as bound (the suppression it makes must match the binding).
+                format!("<{}>", links.link(&target.address)),
             ))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
