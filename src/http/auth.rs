@@ -11,6 +11,7 @@ use actix_web::http::header;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use msghub_actors::provider::ChannelType;
+use msghub_providers::constant_time_eq;
 
 use crate::error::{ApiError, JumsError, jums};
 use crate::storage::Db;
@@ -142,10 +143,6 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let decoded = String::from_utf8(B64.decode(encoded.trim()).ok()?).ok()?;
     let (key, secret) = decoded.split_once(':')?;
     Some((key.to_string(), secret.to_string()))
-}
-
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Check the operator's bearer token against the stored hash.

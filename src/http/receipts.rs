@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use msghub_actors::batcher::Batcher;
 use msghub_actors::plan::DeliveryStatus;
 use msghub_actors::provider::ChannelType;
-use msghub_providers::SmsVendor;
+use msghub_providers::{SmsVendor, constant_time_eq};
 use serde_json::{Value, json};
 
 use super::State;
@@ -184,10 +184,6 @@ impl ReceiptChannels {
     }
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The channel behind a receipt URL, or 404 for a wrong token or an unknown channel (the
 /// answer does not tell which).
 async fn channel_for(
@@ -244,7 +240,7 @@ fn verify_wechat(auth: &ChannelAuth, query: &HashMap<String, String>) -> Result<
     let field = |k: &str| query.get(k).map(String::as_str).unwrap_or_default();
     let expected = wechat_events::signature(&[token, field("timestamp"), field("nonce")]);
     let now = chrono::Utc::now().timestamp();
-    if !constant_eq(field("signature").as_bytes(), expected.as_bytes())
+    if !constant_time_eq(field("signature").as_bytes(), expected.as_bytes())
         || !wechat_events::fresh(field("timestamp"), now)
     {
         return Err(wechat_unsigned());
@@ -303,7 +299,7 @@ fn wechat_message(
     };
     let token = wechat_token(auth)?;
     let expected = wechat_events::signature(&[token, field("timestamp"), field("nonce"), encrypt]);
-    if !constant_eq(field("msg_signature").as_bytes(), expected.as_bytes()) {
+    if !constant_time_eq(field("msg_signature").as_bytes(), expected.as_bytes()) {
         return Err(wechat_unsigned());
     }
     // One answer for every failure past the signature: what went wrong inside is logged, not
@@ -400,7 +396,7 @@ async fn provider_receipts(
             .get("Authorization")
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !constant_eq(given, expected.as_bytes()) {
+        if !constant_time_eq(given, expected.as_bytes()) {
             metrics::counter!("msghub_receipt_requests_rejected_total", "reason" => "auth")
                 .increment(1);
             return Err(ApiError::new(

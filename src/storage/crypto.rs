@@ -71,13 +71,7 @@ impl Crypto {
 
     /// Constant-time check of a token made by [`Crypto::url_token`].
     pub fn check_url_token(&self, purpose: &str, token: &str) -> bool {
-        let expected = self.url_token(purpose);
-        expected.len() == token.len()
-            && expected
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        msghub_providers::constant_time_eq(self.url_token(purpose).as_bytes(), token.as_bytes())
     }
 
     /// The configured key, or the key file in `data_dir`, created on first use.
