@@ -76,13 +76,14 @@ async fn confirm(
     let channel_id = path.into_inner();
     checked(&state, channel_id, &link)?;
     let action = escape(&links(&state.public_url, &state.crypto, channel_id).link(&link.a));
+    let address = escape(&link.a);
     Ok(page(
-        "Unsubscribe",
+        "退订 Unsubscribe",
         &format!(
-            "<p>Stop marketing messages to {}?</p><form method=\"post\" action=\"{action}\">\
+            "<p>不再向 {address} 发送营销消息？</p><p>Stop marketing messages to {address}?</p>\
+             <form method=\"post\" action=\"{action}\">\
              <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-             <button type=\"submit\">Unsubscribe</button></form>",
-            escape(&link.a)
+             <button type=\"submit\">退订 Unsubscribe</button></form>"
         ),
     ))
 }
@@ -104,11 +105,11 @@ async fn unsubscribe(
         )
         .await
         .map_err(|e| ApiError::internal("opting an address out", &e))?;
+    let address = escape(&link.a);
     Ok(page(
-        "Unsubscribed",
+        "已退订 Unsubscribed",
         &format!(
-            "<p>{} will get no more marketing messages.</p>",
-            escape(&link.a)
+            "<p>{address} 将不再收到营销消息。</p><p>{address} will get no more marketing messages.</p>"
         ),
     ))
 }

@@ -755,6 +755,11 @@ async fn email_one_click_unsubscribe_opts_the_address_out_of_marketing() {
         .await
         .expect("post");
     assert_eq!(resp.status().as_u16(), 200);
+    let done = resp.text().await.expect("page");
+    assert!(
+        done.contains("Unsubscribed") && done.contains("e0@example.com"),
+        "{done}"
+    );
     assert_eq!(
         app.suppressed_set("?channel_type=email").await,
         BTreeSet::from([(
