@@ -40,8 +40,8 @@ pub fn sms_e164(address: &str) -> Option<String> {
 
 /// Every spelling of `address` that the `sms` adapters send as the same number — for a
 /// mainland number `+86138…`, `0086138…`, `138…` and `86138…`; for another `+852…`, `00852…`
-/// and `852…` (Aliyun takes international numbers without a prefix) — E.164 first. Just the
-/// address (trimmed) for what is no number.
+/// and `852…` (Aliyun takes international numbers without a prefix, when the digits alone are
+/// no other number) — E.164 first. Just the address (trimmed) for what is no number.
 pub fn sms_spellings(address: &str) -> Vec<String> {
     let a = address.trim();
     let e164 = tencent::e164(a).or_else(|| {
@@ -62,7 +62,10 @@ pub fn sms_spellings(address: &str) -> Vec<String> {
             out.push(national.to_string());
             out.push(format!("86{national}"));
         }
-        None => out.push(digits.to_string()),
+        // Unless the digits alone read as another number (`1…` of eleven digits is mainland
+        // China to the adapters, so `+1 312…` has no such spelling).
+        None if tencent::e164(digits).is_none() => out.push(digits.to_string()),
+        None => {}
     }
     out
 }
@@ -355,6 +358,15 @@ mod tests {
             assert_eq!(&sms_spellings(spelling), &hk, "{spelling}");
         }
         assert_eq!(sms_spellings(" 12345 "), vec!["12345"]);
+        // A +1 number's digits alone would be a mainland number: not one of its spellings.
+        assert_eq!(
+            sms_spellings("+13125550123"),
+            vec!["+13125550123", "0013125550123"]
+        );
+        assert_eq!(
+            sms_spellings("+0012345678"),
+            vec!["+0012345678", "000012345678"]
+        );
         assert_eq!(sms_spellings("not-a-number"), vec!["not-a-number"]);
     }
 

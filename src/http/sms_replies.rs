@@ -86,7 +86,10 @@ pub(super) fn is_aliyun_reply(item: &Value) -> bool {
 
 /// An Aliyun SmsUp item; `None` when it names no number or carries no text.
 pub(super) fn aliyun_reply(item: &Value) -> Option<SmsReply> {
-    let number = text_of(item, "phone_number").filter(|n| n.len() <= 32)?;
+    let number = text_of(item, "phone_number").filter(|n| {
+        let digits = n.strip_prefix('+').unwrap_or(n);
+        (5..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })?;
     let text = item.get("content").and_then(Value::as_str)?.to_string();
     Some(SmsReply { number, text })
 }
@@ -114,6 +117,8 @@ pub(super) fn tencent_reply(body: &Value) -> Result<SmsReply, String> {
         .and_then(Value::as_str)
         .ok_or("text: the reply")?
         .to_string();
+    // "0086" is 86.
+    let nationcode = nationcode.trim_start_matches('0');
     let number = if nationcode.is_empty() {
         mobile
     } else {
@@ -211,6 +216,10 @@ mod tests {
             })
         );
         assert_eq!(aliyun_reply(&json!({"content": "TD"})), None);
+        assert_eq!(
+            aliyun_reply(&json!({"phone_number": "138-1111", "content": "TD"})),
+            None
+        );
 
         let reply = json!({"extend": "", "mobile": "13800000001", "nationcode": "86",
                            "sign": "签名", "text": "退订", "time": 1457336869});
@@ -235,6 +244,12 @@ mod tests {
                 .unwrap()
                 .number,
             "+85291234567"
+        );
+        assert_eq!(
+            tencent_reply(&json!({"mobile": "13800000001", "nationcode": "0086", "text": "TD"}))
+                .unwrap()
+                .number,
+            "+8613800000001"
         );
     }
 }

@@ -552,6 +552,31 @@ fn prepare_sqlite_dir(url: &str) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// A new, migrated Postgres database on `MSGHUB_TEST_DATABASE_URL`'s server, for the storage
+/// modules' tests; `None` when that is not set.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+pub(crate) async fn test_postgres() -> Option<Db> {
+    let base = std::env::var("MSGHUB_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = format!("msghub_test_{:016x}", rand::random::<u64>());
+    Database::connect(&base)
+        .await
+        .expect("connect to MSGHUB_TEST_DATABASE_URL")
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    let db = Db::connect(&crate::settings::DatabaseSettings {
+        url: format!("{prefix}/{name}"),
+        ..crate::settings::DatabaseSettings::default()
+    })
+    .await
+    .expect("test database");
+    Some(db)
+}
+
 /// A migrated SQLite database in `dir`, for the storage modules' tests.
 #[cfg(test)]
 #[allow(clippy::expect_used)]
