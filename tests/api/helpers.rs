@@ -318,6 +318,20 @@ impl TestApp {
         resp.json().await.expect("json")
     }
 
+    /// A channel's receipt URL, as `GET /api/channels/{id}` shows it.
+    pub async fn receipt_url(&self, channel_id: i64) -> String {
+        let shown: Value = self
+            .admin_get(&format!("/api/channels/{channel_id}"))
+            .await
+            .json()
+            .await
+            .expect("json");
+        shown["receipt_url"]
+            .as_str()
+            .expect("receipt url")
+            .to_string()
+    }
+
     /// A message's deliveries (the first 1000), as `/api/messages/{msgid}/deliveries` lists them.
     pub async fn deliveries(&self, msgid: &str) -> Vec<Value> {
         let resp = self

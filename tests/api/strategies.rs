@@ -61,14 +61,7 @@ impl TestApp {
             .await;
         let oa = ch["id"].as_i64().expect("channel id");
         self.grant(oa).await;
-        let shown: Value = self
-            .admin_get(&format!("/api/channels/{oa}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        let url = shown["receipt_url"].as_str().expect("receipt url");
-        (oa, url.to_string())
+        (oa, self.receipt_url(oa).await)
     }
 
     async fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -379,13 +372,7 @@ async fn receipts_are_verified_and_foreign_ones_rejected() {
         )
         .await;
     app.wait_done(&msgid, Duration::from_secs(30)).await;
-    let ch: Value = app
-        .admin_get(&format!("/api/channels/{}", app.channel("app")))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let url = ch["receipt_url"].as_str().expect("receipt url").to_string();
+    let url = app.receipt_url(app.channel("app")).await;
     let sim = msghub_sim::SimConfig::default();
     let item = |addr: &str, t: i64| json!({"msg_id": "1", "registration_id": addr, "platform": "android", "type": t, "time": 1, "params": {"msgid": msgid}});
     let post = |url: String, auth: Option<(String, String)>, body: Value| {
@@ -442,16 +429,7 @@ async fn receipts_are_verified_and_foreign_ones_rejected() {
         (json!(1), json!(1))
     );
     // The sms channel's URL does not accept the app's receipts (no match: unknown).
-    let sms: Value = app
-        .admin_get(&format!("/api/channels/{}", app.channel("sms")))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let sms_url = sms["receipt_url"]
-        .as_str()
-        .expect("sms receipt url")
-        .to_string();
+    let sms_url = app.receipt_url(app.channel("sms")).await;
     let report = json!([{"phone_number": "13600000001", "success": true, "err_code": "DELIVERED", "out_id": msgid, "biz_id": "b"},
                         {"phone_number": "13600000009", "success": true, "err_code": "DELIVERED", "out_id": msgid, "biz_id": "b"}]);
     let (st, r) = post(sms_url.clone(), None, report).await;
@@ -565,21 +543,15 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
         delivered.len(),
         failed.len()
     );
-    let rows: Value = app
-        .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let deliveries = rows["deliveries"].as_array().expect("deliveries");
-    let with_status = |status: &str| with_status(deliveries, status);
+    let deliveries = app.deliveries(&msgid).await;
+    let with_status = |status: &str| with_status(&deliveries, status);
     assert_eq!(with_status("delivered"), delivered);
     assert_eq!(with_status("undelivered"), failed);
     assert_eq!(
         with_status("submitted").len(),
         N - delivered.len() - failed.len()
     );
-    for r in rows["deliveries"].as_array().expect("deliveries") {
+    for r in &deliveries {
         assert!(
             r["provider_id"]
                 .as_str()
@@ -589,7 +561,7 @@ async fn tencent_sms_status_callbacks_apply_by_serial() {
     }
 
     // Foreign statuses: an unknown serial, and a known serial for another number.
-    let row = &rows["deliveries"][0];
+    let row = &deliveries[0];
     let serial = row["provider_id"].as_str().expect("serial");
     let unknown_before = app
         .metric(r#"msghub_receipts_total{channel_type="sms",result="unknown"}"#)
@@ -766,13 +738,7 @@ async fn wechat_template_events_apply_by_msgid() {
                 && delivered.len() + failed.len() < third,
             "the draw for {mode}: {report}"
         );
-        let rows: Value = app
-            .admin_get(&format!("/api/messages/{msgid}/deliveries?limit=1000"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        let rows = rows["deliveries"].as_array().expect("deliveries").clone();
+        let rows = app.deliveries(&msgid).await;
         assert_eq!(rows.len(), third);
         let with_status = |status: &str| with_status(&rows, status);
         assert_eq!(with_status("delivered"), delivered, "{mode}");

@@ -61,20 +61,6 @@ impl TestApp {
             .collect()
     }
 
-    /// A channel's receipt URL, as `GET /api/channels/{id}` shows it.
-    async fn receipt_url(&self, channel_id: i64) -> String {
-        let shown: Value = self
-            .admin_get(&format!("/api/channels/{channel_id}"))
-            .await
-            .json()
-            .await
-            .expect("json");
-        shown["receipt_url"]
-            .as_str()
-            .expect("receipt url")
-            .to_string()
-    }
-
     /// The addresses of one message's deliveries that were sent (not skipped).
     async fn delivered_to(&self, msgid: &str) -> BTreeSet<String> {
         self.deliveries_where(msgid, |r| r["status"] != "skipped")
