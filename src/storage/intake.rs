@@ -17,18 +17,17 @@
 //! Postgres has concurrent writers and no journal: accepts write the main database directly.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use msghub_actors::plan::MessagePlan;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, TransactionTrait, Value};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sea_orm::{DbErr, Value};
 use tokio::sync::{Notify, watch};
 
 use super::messages::{Accepted, NewMessage};
-use super::{
-    Db, in_list, now_ms, padded_rows, pow2_chunks, repeat_last_row, sqlite_options, sqlite_path,
-    value_rows,
-};
+use super::{Db, in_list, now_ms, sqlite_path};
 use crate::settings::DatabaseSettings;
 
 /// The columns of a journaled message, in `intake` and in `intake_failed`.
@@ -36,25 +35,24 @@ const MESSAGE_COLUMNS_DDL: &str = "id INTEGER PRIMARY KEY NOT NULL, source_id IN
      kind TEXT NOT NULL, priority INTEGER NOT NULL, plan TEXT NOT NULL, sendno TEXT, \
      idempotency_key TEXT, response TEXT NOT NULL, not_before INTEGER, accepted_at INTEGER NOT NULL";
 
-fn schema() -> [String; 3] {
-    [
-        format!("CREATE TABLE IF NOT EXISTS intake ({MESSAGE_COLUMNS_DDL})"),
-        "CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key) \
-         WHERE idempotency_key IS NOT NULL"
-            .to_string(),
-        // Rows the mover could not store (a plan this build cannot read, a row the main
-        // database refuses while others go in): kept with the reason, never dropped.
-        format!(
-            "CREATE TABLE IF NOT EXISTS intake_failed ({MESSAGE_COLUMNS_DDL}, \
-             error TEXT NOT NULL, failed_at INTEGER NOT NULL)"
-        ),
-    ]
+fn schema() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS intake ({MESSAGE_COLUMNS_DDL});
+         CREATE UNIQUE INDEX IF NOT EXISTS intake_key ON intake (source_id, idempotency_key)
+             WHERE idempotency_key IS NOT NULL;
+         CREATE TABLE IF NOT EXISTS intake_failed ({MESSAGE_COLUMNS_DDL},
+             error TEXT NOT NULL, failed_at INTEGER NOT NULL);"
+    )
 }
 
-const COLUMNS: usize = 10;
+/// The journal's one connection. It is driven directly (rusqlite), not through sqlx's worker
+/// thread: an append runs its statements and its commit on the accept thread itself, so an
+/// accept is two thread hand-offs (request worker → accept thread → request worker) rather than
+/// four. The others (the mover's reads and deletes, settling reads) run on the blocking pool.
+type Journal = Arc<tokio::sync::Mutex<Connection>>;
 
 pub struct Intake {
-    conn: DatabaseConnection,
+    conn: Journal,
     /// Accept batches committed to the journal so far.
     written: AtomicU64,
     /// The largest message id committed to the journal (or found there at start).
@@ -87,6 +85,87 @@ pub fn journal_url(url: &str) -> Option<String> {
     Some(format!("sqlite://{journal}?mode=rwc"))
 }
 
+fn journal_error(e: rusqlite::Error) -> DbErr {
+    DbErr::Custom(format!("intake journal: {e}"))
+}
+
+/// Open the journal file: WAL, `synchronous` as configured for the main database, the schema.
+fn connect(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "journal_mode {mode} (WAL expected)"
+        )));
+    }
+    let sync = match settings.sqlite_synchronous.as_str() {
+        "normal" => "NORMAL",
+        "off" => "OFF",
+        _ => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "cache_size", -2048)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    conn.execute_batch(&schema())?;
+    Ok(conn)
+}
+
+/// Roll back a transaction left open by an operation that was cancelled (its task dropped at
+/// an await while holding the connection), so the next one starts clean.
+fn clean(conn: &Connection) -> rusqlite::Result<()> {
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    Ok(())
+}
+
+fn count(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COUNT(*) FROM intake", [], |r| r.get(0))
+}
+
+fn max_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM intake", [], |r| r.get(0))
+}
+
+fn journaled_response(
+    conn: &Connection,
+    source_id: i64,
+    key: &str,
+) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT response FROM intake WHERE source_id = ?1 AND idempotency_key = ?2",
+    )?
+    .query_row(params![source_id, key], |r| r.get(0))
+    .optional()
+}
+
+fn insert(conn: &Connection, m: &NewMessage, plan: &str, now: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO intake (id, source_id, kind, priority, plan, sendno, idempotency_key, \
+         response, not_before, accepted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        m.plan.msgid,
+        m.plan.source_id,
+        m.kind,
+        m.priority,
+        plan,
+        m.sendno,
+        m.idempotency_key,
+        m.response,
+        m.not_before,
+        now,
+    ])?;
+    Ok(())
+}
+
 impl Intake {
     /// Open the journal of a SQLite database, creating it with `create`; without, only an
     /// existing one (accepts that go to the main database directly still drain what an
@@ -95,25 +174,18 @@ impl Intake {
         let Some(url) = journal_url(&settings.url) else {
             return Ok(None);
         };
-        let exists = sqlite_path(&url).is_some_and(|p| std::path::Path::new(p).exists());
-        if !create && !exists {
+        let Some(path) = sqlite_path(&url) else {
+            return Ok(None);
+        };
+        if !create && !std::path::Path::new(path).exists() {
             return Ok(None);
         }
         // One connection: accept batches and the mover's reads and deletes take turns.
-        let conn = Database::connect(sqlite_options(
-            &url,
-            settings,
-            1,
-            2 * 1024,
-            1000,
-            "sqlite-intake",
-        ))
-        .await?;
-        for sql in schema() {
-            conn.execute_unprepared(&sql).await?;
-        }
+        let conn = connect(path, settings).map_err(journal_error)?;
+        let left = count(&conn).map_err(journal_error)?;
+        let last = max_id(&conn).map_err(journal_error)?;
         let intake = Intake {
-            conn,
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
             written: AtomicU64::new(0),
             answered: AtomicI64::new(0),
             moved: watch::Sender::new(0),
@@ -122,18 +194,33 @@ impl Intake {
             backlog: AtomicI64::new(0),
             max_backlog: AtomicI64::new(i64::MAX),
         };
-        let left = intake.count().await?;
         intake.add_backlog(left);
         if left > 0 {
             // Rows from before this start: suspect, and counted as written and answered, so
             // reads settle until the mover has moved them.
             intake.suspect.store(true, Ordering::Release);
             intake.written.store(1, Ordering::Release);
-            intake
-                .answered
-                .store(intake.max_id().await?, Ordering::Release);
+            intake.answered.store(last, Ordering::Release);
         }
         Ok(Some(intake))
+    }
+
+    /// Run `f` with the journal's connection on the blocking pool (callers on a runtime that
+    /// must not wait for the disk).
+    async fn with_conn<R, F>(&self, f: F) -> Result<R, DbErr>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.blocking_lock();
+            clean(&conn)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbErr::Custom(format!("intake journal: {e}")))?
+        .map_err(journal_error)
     }
 
     /// Bound the journal: appends wait (and their senders with them) while it holds `max`
@@ -178,31 +265,28 @@ impl Intake {
         }
     }
 
-    async fn count(&self) -> Result<i64, DbErr> {
-        let row = self
-            .conn
-            .query_one_raw(stmt("SELECT COUNT(*) AS n FROM intake", vec![]))
-            .await?;
-        Ok(row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0))
-    }
-
     /// The largest message id in the journal (0 when empty): new ids start above it.
     pub async fn max_id(&self) -> Result<i64, DbErr> {
-        let row = self
-            .conn
-            .query_one_raw(stmt("SELECT MAX(id) AS m FROM intake", vec![]))
-            .await?;
-        Ok(row
-            .and_then(|r| r.try_get::<Option<i64>>("", "m").ok().flatten())
-            .unwrap_or(0))
+        self.with_conn(|conn| max_id(conn)).await
     }
 
     /// Store a batch of messages in the journal, in one transaction. A repeated idempotency
     /// key (in the batch, the journal or the main database) replays the first answer and stores
     /// nothing. The others are answered `Stored` once the commit returns.
+    ///
+    /// The statements and the commit run on the caller's thread (the accept thread): no hand-off
+    /// to a connection thread and back while the senders wait.
     pub async fn append(&self, db: &Db, items: Vec<NewMessage>) -> Result<Vec<Accepted>, DbErr> {
         self.room().await?;
-        let txn = self.conn.begin().await?;
+        let plans = items
+            .iter()
+            .map(|m| serde_json::to_string(&m.plan))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        let conn = self.conn.lock().await;
+        clean(&conn).map_err(journal_error)?;
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(journal_error)?;
         let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
         let mut first_of_key: HashMap<(i64, &str), usize> = HashMap::new();
         let mut fresh: Vec<usize> = Vec::with_capacity(items.len());
@@ -216,16 +300,15 @@ impl Intake {
                     continue;
                 }
                 // The journal first, then the main database: the mover deletes a row from the
-                // journal only after the main database committed it, and this transaction
-                // holds the journal's one connection, so a key is always found in one of them.
-                let values = vec![item.plan.source_id.into(), key.clone().into()];
-                let sql = "SELECT response FROM intake WHERE source_id = ? AND idempotency_key = ?";
-                let found = match txn.query_one_raw(stmt(sql, values.clone())).await? {
-                    Some(row) => Some(row.try_get::<String>("", "response")?),
+                // journal only after the main database committed it, and this append holds the
+                // journal's one connection, so a key is always found in one of them.
+                let journaled = journaled_response(&conn, item.plan.source_id, key);
+                let found = match journaled.map_err(journal_error)? {
+                    Some(response) => Some(response),
                     None => db
                         .query_one(
                             "SELECT response FROM messages WHERE source_id = ? AND idempotency_key = ?",
-                            values,
+                            vec![item.plan.source_id.into(), key.clone().into()],
                         )
                         .await?
                         .map(|row| row.try_get::<String>("", "response"))
@@ -240,34 +323,16 @@ impl Intake {
             fresh.push(i);
         }
         let now = now_ms();
-        // Power-of-two chunks: a few statement shapes, prepared once.
-        for chunk in pow2_chunks(&fresh, 256) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * COLUMNS);
-            for &i in chunk {
-                let m = &items[i];
-                let plan =
-                    serde_json::to_string(&m.plan).map_err(|e| DbErr::Custom(e.to_string()))?;
-                values.extend([
-                    m.plan.msgid.into(),
-                    m.plan.source_id.into(),
-                    m.kind.into(),
-                    m.priority.into(),
-                    plan.into(),
-                    m.sendno.clone().into(),
-                    m.idempotency_key.clone().into(),
-                    m.response.clone().into(),
-                    m.not_before.into(),
-                    now.into(),
-                ]);
-            }
-            let sql = format!(
-                "INSERT INTO intake (id, source_id, kind, priority, plan, sendno, idempotency_key, \
-                 response, not_before, accepted_at) VALUES {}",
-                value_rows(chunk.len(), COLUMNS)
-            );
-            txn.execute_raw(stmt(&sql, values)).await?;
+        let written = fresh
+            .iter()
+            .try_for_each(|&i| insert(&conn, &items[i], &plans[i], now))
+            .and_then(|()| conn.execute_batch("COMMIT"));
+        if let Err(e) = written {
+            // A failed insert leaves the transaction open; a failed commit may not.
+            let _ = clean(&conn);
+            return Err(journal_error(e));
         }
-        txn.commit().await?;
+        drop(conn);
         if let Some(max) = fresh.iter().map(|&i| items[i].plan.msgid).max() {
             self.answered.fetch_max(max, Ordering::AcqRel);
         }
@@ -290,66 +355,72 @@ impl Intake {
     pub async fn pending(&self, limit: usize) -> Result<Pending, DbErr> {
         // Read before the select: every batch counted had committed, so the select sees it.
         let written = self.written.load(Ordering::Acquire);
-        let rows = self
-            .conn
-            .query_all_raw(stmt(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let mut select = conn.prepare_cached(
                 "SELECT id, kind, priority, plan, sendno, idempotency_key, response, not_before \
-                 FROM intake ORDER BY id LIMIT ?",
-                vec![i64::try_from(limit).unwrap_or(i64::MAX).into()],
-            ))
-            .await?;
-        let mut out = Pending {
-            written,
-            rows: rows.len(),
-            messages: Vec::with_capacity(rows.len()),
-            unreadable: Vec::new(),
-        };
-        for r in rows {
-            let id: i64 = r.try_get("", "id")?;
-            let plan: String = r.try_get("", "plan")?;
-            let plan: MessagePlan = match serde_json::from_str(&plan) {
-                Ok(plan) => plan,
-                Err(e) => {
-                    out.unreadable.push((id, format!("plan: {e}")));
-                    continue;
-                }
+                 FROM intake ORDER BY id LIMIT ?1",
+            )?;
+            let mut rows = select.query([limit])?;
+            let mut out = Pending {
+                written,
+                rows: 0,
+                messages: Vec::new(),
+                unreadable: Vec::new(),
             };
-            let kind: String = r.try_get("", "kind")?;
-            out.messages.push(NewMessage {
-                plan,
-                kind: if kind == "broadcast" {
-                    "broadcast"
-                } else {
-                    "sent"
-                },
-                priority: r.try_get("", "priority")?,
-                sendno: r.try_get("", "sendno")?,
-                idempotency_key: r.try_get("", "idempotency_key")?,
-                response: r.try_get("", "response")?,
-                not_before: r.try_get("", "not_before")?,
-            });
-        }
-        Ok(out)
+            while let Some(r) = rows.next()? {
+                out.rows += 1;
+                let id: i64 = r.get(0)?;
+                let plan: String = r.get(3)?;
+                let plan: MessagePlan = match serde_json::from_str(&plan) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        out.unreadable.push((id, format!("plan: {e}")));
+                        continue;
+                    }
+                };
+                let kind: String = r.get(1)?;
+                out.messages.push(NewMessage {
+                    plan,
+                    kind: if kind == "broadcast" {
+                        "broadcast"
+                    } else {
+                        "sent"
+                    },
+                    priority: r.get(2)?,
+                    sendno: r.get(4)?,
+                    idempotency_key: r.get(5)?,
+                    response: r.get(6)?,
+                    not_before: r.get(7)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Move rows the mover cannot store to `intake_failed`, with the reason.
     pub async fn quarantine(&self, failed: &[(i64, String)]) -> Result<(), DbErr> {
-        let txn = self.conn.begin().await?;
-        let now = now_ms();
-        for (id, error) in failed {
-            txn.execute_raw(stmt(
-                "INSERT OR REPLACE INTO intake_failed (id, source_id, kind, priority, plan, sendno, \
-                 idempotency_key, response, not_before, accepted_at, error, failed_at) \
-                 SELECT id, source_id, kind, priority, plan, sendno, idempotency_key, response, \
-                 not_before, accepted_at, ?, ? FROM intake WHERE id = ?",
-                vec![error.clone().into(), now.into(), (*id).into()],
-            ))
-            .await?;
-            txn.execute_raw(stmt("DELETE FROM intake WHERE id = ?", vec![(*id).into()]))
-                .await?;
-        }
-        txn.commit().await?;
-        self.add_backlog(-(failed.len() as i64));
+        let n = failed.len() as i64;
+        let failed = failed.to_vec();
+        self.with_conn(move |conn| {
+            let txn = conn.transaction()?;
+            let now = now_ms();
+            for (id, error) in &failed {
+                txn.prepare_cached(
+                    "INSERT OR REPLACE INTO intake_failed (id, source_id, kind, priority, plan, \
+                     sendno, idempotency_key, response, not_before, accepted_at, error, failed_at) \
+                     SELECT id, source_id, kind, priority, plan, sendno, idempotency_key, \
+                     response, not_before, accepted_at, ?1, ?2 FROM intake WHERE id = ?3",
+                )?
+                .execute(params![error, now, id])?;
+                txn.prepare_cached("DELETE FROM intake WHERE id = ?1")?
+                    .execute([id])?;
+            }
+            txn.commit()
+        })
+        .await?;
+        self.add_backlog(-n);
         Ok(())
     }
 
@@ -380,20 +451,22 @@ impl Intake {
     /// Delete moved messages from the journal. A delete lost in a crash leaves rows that the
     /// next start finds suspect and checks by id.
     pub async fn remove(&self, ids: &[i64]) -> Result<(), DbErr> {
-        let txn = self.conn.begin().await?;
-        for chunk in ids.chunks(512) {
-            // Padded to a power of two with the last id: a few statement shapes.
-            let rows = padded_rows(chunk.len(), 512);
-            let mut values: Vec<Value> = chunk.iter().map(|id| Value::from(*id)).collect();
-            repeat_last_row(&mut values, 1, rows - chunk.len());
-            let sql = format!("DELETE FROM intake WHERE id IN ({})", in_list(rows));
-            txn.execute_raw(stmt(&sql, values)).await?;
-        }
-        txn.commit().await?;
-        self.add_backlog(-(ids.len() as i64));
+        let n = ids.len() as i64;
+        let ids = ids.to_vec();
+        self.with_conn(move |conn| {
+            let txn = conn.transaction()?;
+            {
+                let mut delete = txn.prepare_cached("DELETE FROM intake WHERE id = ?1")?;
+                for id in &ids {
+                    delete.execute([id])?;
+                }
+            }
+            txn.commit()
+        })
+        .await?;
+        self.add_backlog(-n);
         Ok(())
     }
-
     /// Record a pass of the mover: the moved rows are out of the journal, and when it found
     /// the journal drained, every batch up to `written` is in the main database (and the
     /// suspicion is cleared).
@@ -418,7 +491,7 @@ impl Intake {
     /// is (or was never journaled); false when the wait gave up after [`SETTLE_LIMIT`] or the
     /// journal could not be read (the mover is failing).
     pub async fn settle_message(&self, msgid: i64) -> bool {
-        self.wait_until_gone("SELECT 1 AS x FROM intake WHERE id = ?", msgid)
+        self.wait_until_gone("SELECT 1 FROM intake WHERE id = ?1", msgid)
             .await
     }
 
@@ -428,13 +501,13 @@ impl Intake {
     /// or two, not a drained journal. False as for [`Intake::settle_message`].
     pub async fn settle_all(&self) -> bool {
         let target = self.answered.load(Ordering::Acquire);
-        self.wait_until_gone("SELECT 1 AS x FROM intake WHERE id <= ? LIMIT 1", target)
+        self.wait_until_gone("SELECT 1 FROM intake WHERE id <= ?1 LIMIT 1", target)
             .await
     }
 
     /// Wait until `probe` (a query of the journal with one id parameter) finds no row, looking
     /// again after each pass of the mover; at most [`SETTLE_LIMIT`].
-    async fn wait_until_gone(&self, probe: &str, id: i64) -> bool {
+    async fn wait_until_gone(&self, probe: &'static str, id: i64) -> bool {
         let mut moved = self.moved.subscribe();
         if *moved.borrow() >= self.written.load(Ordering::Acquire) {
             // Drained since the last batch was written: nothing to wait for.
@@ -442,9 +515,12 @@ impl Intake {
         }
         let wait = async {
             loop {
-                match self.conn.query_one_raw(stmt(probe, vec![id.into()])).await {
-                    Ok(Some(_)) => {}
-                    Ok(None) => return true,
+                let found = self
+                    .with_conn(move |conn| conn.prepare_cached(probe)?.exists([id]))
+                    .await;
+                match found {
+                    Ok(true) => {}
+                    Ok(false) => return true,
                     Err(e) => {
                         tracing::warn!(id, error = %e, "reading the intake journal failed");
                         return false;
@@ -472,10 +548,6 @@ pub struct Pending {
 
 /// The longest a read waits for the mover.
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
-
-fn stmt(sql: &str, values: Vec<Value>) -> sea_orm::Statement {
-    sea_orm::Statement::from_sql_and_values(sea_orm::DatabaseBackend::Sqlite, sql, values)
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -603,6 +675,39 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// An operation cancelled inside its transaction (its task dropped while it held the
+    /// connection) leaves nothing half-done: the next one rolls it back first.
+    #[tokio::test]
+    async fn a_transaction_left_open_is_rolled_back_before_the_next_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, db) = database(&dir).await;
+        let intake = Intake::open(&settings, true).await.unwrap().unwrap();
+        {
+            let conn = intake.conn.lock().await;
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            insert(&conn, &message(7), "{}", 0).unwrap();
+            // Dropped here without a commit, as a cancelled append would be.
+        }
+        assert_eq!(intake.pending(10).await.unwrap().rows, 0);
+        assert_eq!(intake.max_id().await.unwrap(), 0);
+        {
+            let conn = intake.conn.lock().await;
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            insert(&conn, &message(8), "{}", 0).unwrap();
+        }
+        intake.append(&db, vec![message(9)]).await.unwrap();
+        let again = Intake::open(&settings, false).await.unwrap().unwrap();
+        let ids: Vec<i64> = again
+            .pending(10)
+            .await
+            .unwrap()
+            .messages
+            .iter()
+            .map(|m| m.plan.msgid)
+            .collect();
+        assert_eq!(ids, vec![9], "only the committed append is in the journal");
     }
 
     #[test]
