@@ -341,8 +341,9 @@ impl Outbox {
             }
         }
         let n = batch.len() as u64;
-        self.stats.pending.fetch_sub(n, Ordering::Relaxed);
+        // Counted dropped before it stops being pending (see `acknowledged`).
         self.drop_items(n, DropReason::RetriesExhausted);
+        self.stats.pending.fetch_sub(n, Ordering::Release);
     }
 
     async fn post(&self, url: String, body: String, content_type: &str) -> Result<(), String> {
@@ -368,28 +369,35 @@ impl Outbox {
         }
     }
 
+    /// Record an acknowledged batch. The addresses and counters go in before `pending` drops
+    /// (released), and [`Outbox::report`] reads `pending` first (acquired): a report that
+    /// shows nothing pending holds every acknowledged address.
     fn acknowledged(&self, batch: Vec<Item>) {
         let n = batch.len() as u64;
         self.stats.posted_batches.fetch_add(1, Ordering::Relaxed);
         self.stats.posted_items.fetch_add(n, Ordering::Relaxed);
-        self.stats.pending.fetch_sub(n, Ordering::Relaxed);
-        let mut records = lock(&self.records);
-        for item in batch {
-            if records.count >= MAX_RECORDED {
-                break;
-            }
-            records.count += 1;
-            let lists = records.by_msgid.entry(item.key).or_default();
-            match item.event {
-                Event::Delivered => lists.delivered.push(item.address),
-                Event::Failed => lists.failed.push(item.address),
-                Event::Clicked => lists.clicked.push(item.address),
+        {
+            let mut records = lock(&self.records);
+            for item in batch {
+                if records.count >= MAX_RECORDED {
+                    break;
+                }
+                records.count += 1;
+                let lists = records.by_msgid.entry(item.key).or_default();
+                match item.event {
+                    Event::Delivered => lists.delivered.push(item.address),
+                    Event::Failed => lists.failed.push(item.address),
+                    Event::Clicked => lists.clicked.push(item.address),
+                }
             }
         }
+        self.stats.pending.fetch_sub(n, Ordering::Release);
     }
 
     /// Counters and acknowledged addresses, for every msgid or for one.
     pub(crate) fn report(&self, msgid: Option<&str>) -> ReceiptReport {
+        // First: whatever stopped being pending by now is in the lists and counters read below.
+        let pending = self.stats.pending.load(Ordering::Acquire);
         let (mut delivered, mut failed, mut clicked) = (Vec::new(), Vec::new(), Vec::new());
         {
             let records = lock(&self.records);
@@ -414,7 +422,7 @@ impl Outbox {
             posted_items: get(&self.stats.posted_items),
             failed_posts: get(&self.stats.failed_posts),
             dropped_items: get(&self.stats.dropped_items),
-            pending: get(&self.stats.pending),
+            pending,
             delivered,
             failed,
             clicked,
