@@ -579,6 +579,12 @@ mod tests {
         }
     }
 
+    /// The ids of the journaled messages, oldest first.
+    async fn pending_ids(intake: &Intake) -> Vec<i64> {
+        let pending = intake.pending(10).await.unwrap();
+        pending.messages.iter().map(|m| m.plan.msgid).collect()
+    }
+
     async fn database(dir: &tempfile::TempDir) -> (DatabaseSettings, Db) {
         let settings = DatabaseSettings {
             url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
@@ -628,15 +634,7 @@ mod tests {
         let pending = intake.pending(10).await.unwrap();
         intake.moved(pending.written, false);
         third.await.unwrap().unwrap();
-        let ids: Vec<i64> = intake
-            .pending(10)
-            .await
-            .unwrap()
-            .messages
-            .iter()
-            .map(|m| m.plan.msgid)
-            .collect();
-        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(pending_ids(&intake).await, vec![2, 3]);
         // A journal found with rows at start counts them.
         let again = Intake::open(&settings, false).await.unwrap().unwrap();
         assert_eq!(again.backlog.load(Ordering::Acquire), 2);
@@ -699,15 +697,11 @@ mod tests {
         }
         intake.append(&db, vec![message(9)]).await.unwrap();
         let again = Intake::open(&settings, false).await.unwrap().unwrap();
-        let ids: Vec<i64> = again
-            .pending(10)
-            .await
-            .unwrap()
-            .messages
-            .iter()
-            .map(|m| m.plan.msgid)
-            .collect();
-        assert_eq!(ids, vec![9], "only the committed append is in the journal");
+        assert_eq!(
+            pending_ids(&again).await,
+            vec![9],
+            "only the committed append is in the journal"
+        );
     }
 
     #[test]
