@@ -90,7 +90,21 @@ fn journal_error(e: rusqlite::Error) -> DbErr {
 }
 
 /// Open the journal file: WAL, `synchronous` as configured for the main database, the schema.
-fn connect(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Connection> {
+fn connect(path: &str, settings: &DatabaseSettings) -> Result<Connection, DbErr> {
+    let conn = open_journal(path, settings).map_err(journal_error)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(journal_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(DbErr::Custom(format!(
+            "intake journal {path}: the file system refused WAL mode (journal_mode {mode})"
+        )));
+    }
+    conn.execute_batch(&schema()).map_err(journal_error)?;
+    Ok(conn)
+}
+
+fn open_journal(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -98,12 +112,6 @@ fn connect(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Connecti
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::InvalidParameterName(format!(
-            "journal_mode {mode} (WAL expected)"
-        )));
-    }
     let sync = match settings.sqlite_synchronous.as_str() {
         "normal" => "NORMAL",
         "off" => "OFF",
@@ -113,7 +121,6 @@ fn connect(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Connecti
     conn.pragma_update(None, "cache_size", -2048)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(32);
-    conn.execute_batch(&schema())?;
     Ok(conn)
 }
 
@@ -181,7 +188,7 @@ impl Intake {
             return Ok(None);
         }
         // One connection: accept batches and the mover's reads and deletes take turns.
-        let conn = connect(path, settings).map_err(journal_error)?;
+        let conn = connect(path, settings)?;
         let left = count(&conn).map_err(journal_error)?;
         let last = max_id(&conn).map_err(journal_error)?;
         let intake = Intake {
