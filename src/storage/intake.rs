@@ -124,8 +124,10 @@ fn open_journal(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Con
     Ok(conn)
 }
 
-/// Roll back a transaction left open by an operation that was cancelled (its task dropped at
-/// an await while holding the connection), so the next one starts clean.
+/// Roll back a transaction left open by an operation that failed part-way (an append whose
+/// idempotency lookup in the main database failed) or was cancelled (its task dropped at an
+/// await while holding the connection), so the next one starts clean: every use of the
+/// connection calls this first, so no one ever reads rows that were not committed.
 fn clean(conn: &Connection) -> rusqlite::Result<()> {
     if !conn.is_autocommit() {
         conn.execute_batch("ROLLBACK")?;
