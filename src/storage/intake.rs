@@ -175,6 +175,73 @@ fn insert(conn: &Connection, m: &NewMessage, plan: &str, now: i64) -> rusqlite::
     Ok(())
 }
 
+/// A journaled row as read, its plan not parsed yet.
+struct JournaledRow {
+    id: i64,
+    kind: String,
+    priority: i16,
+    plan: String,
+    sendno: Option<String>,
+    idempotency_key: Option<String>,
+    response: String,
+    not_before: Option<i64>,
+}
+
+/// The oldest `limit` journaled rows.
+fn journaled_rows(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<JournaledRow>> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, kind, priority, plan, sendno, idempotency_key, response, not_before \
+         FROM intake ORDER BY id LIMIT ?1",
+    )?;
+    let rows = select.query_map([limit], |r| {
+        Ok(JournaledRow {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            priority: r.get(2)?,
+            plan: r.get(3)?,
+            sendno: r.get(4)?,
+            idempotency_key: r.get(5)?,
+            response: r.get(6)?,
+            not_before: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Parse journaled rows into messages; a row whose plan this build cannot read is named with
+/// the reason.
+fn parse_rows(rows: Vec<JournaledRow>, written: u64) -> Pending {
+    let mut out = Pending {
+        written,
+        rows: rows.len(),
+        messages: Vec::with_capacity(rows.len()),
+        unreadable: Vec::new(),
+    };
+    for r in rows {
+        let plan: MessagePlan = match serde_json::from_str(&r.plan) {
+            Ok(plan) => plan,
+            Err(e) => {
+                out.unreadable.push((r.id, format!("plan: {e}")));
+                continue;
+            }
+        };
+        out.messages.push(NewMessage {
+            plan,
+            kind: if r.kind == "broadcast" {
+                "broadcast"
+            } else {
+                "sent"
+            },
+            priority: r.priority,
+            sendno: r.sendno,
+            idempotency_key: r.idempotency_key,
+            response: r.response,
+            not_before: r.not_before,
+        });
+    }
+    out
+}
+
 impl Intake {
     /// Open the journal of a SQLite database, creating it with `create`; without, only an
     /// existing one (accepts that go to the main database directly still drain what an
@@ -365,47 +432,20 @@ impl Intake {
         // Read before the select: every batch counted had committed, so the select sees it.
         let written = self.written.load(Ordering::Acquire);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_conn(move |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT id, kind, priority, plan, sendno, idempotency_key, response, not_before \
-                 FROM intake ORDER BY id LIMIT ?1",
-            )?;
-            let mut rows = select.query([limit])?;
-            let mut out = Pending {
-                written,
-                rows: 0,
-                messages: Vec::new(),
-                unreadable: Vec::new(),
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // The rows are read under the lock; their plans are parsed after it is released,
+            // so accepts do not wait for the parsing.
+            let rows = {
+                let conn = conn.blocking_lock();
+                clean(&conn)?;
+                journaled_rows(&conn, limit)?
             };
-            while let Some(r) = rows.next()? {
-                out.rows += 1;
-                let id: i64 = r.get(0)?;
-                let plan: String = r.get(3)?;
-                let plan: MessagePlan = match serde_json::from_str(&plan) {
-                    Ok(plan) => plan,
-                    Err(e) => {
-                        out.unreadable.push((id, format!("plan: {e}")));
-                        continue;
-                    }
-                };
-                let kind: String = r.get(1)?;
-                out.messages.push(NewMessage {
-                    plan,
-                    kind: if kind == "broadcast" {
-                        "broadcast"
-                    } else {
-                        "sent"
-                    },
-                    priority: r.get(2)?,
-                    sendno: r.get(4)?,
-                    idempotency_key: r.get(5)?,
-                    response: r.get(6)?,
-                    not_before: r.get(7)?,
-                });
-            }
-            Ok(out)
+            Ok(parse_rows(rows, written))
         })
         .await
+        .map_err(|e| DbErr::Custom(format!("intake journal: {e}")))?
+        .map_err(journal_error)
     }
 
     /// Move rows the mover cannot store to `intake_failed`, with the reason.
