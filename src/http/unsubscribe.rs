@@ -37,17 +37,17 @@ struct Link {
     s: String,
 }
 
-/// Refuse a link whose signature is not its address's.
-fn checked(state: &State, channel_id: i64, link: &Link) -> Result<(), ApiError> {
-    let valid = links(&state.public_url, &state.crypto, channel_id).verify(&link.a, &link.s);
-    if !valid || link.a.is_empty() || link.a.len() > 256 {
+/// The channel's links, when `link`'s signature is its address's; refused otherwise.
+fn checked(state: &State, channel_id: i64, link: &Link) -> Result<UnsubscribeLinks, ApiError> {
+    let links = links(&state.public_url, &state.crypto, channel_id);
+    if !links.verify(&link.a, &link.s) || link.a.is_empty() || link.a.len() > 256 {
         return Err(ApiError::new(
             403,
             "invalid_link",
             "this unsubscribe link is not valid for that address",
         ));
     }
-    Ok(())
+    Ok(links)
 }
 
 fn page(title: &str, body: &str) -> HttpResponse {
@@ -73,9 +73,7 @@ async fn confirm(
     path: web::Path<i64>,
     link: web::Query<Link>,
 ) -> Result<HttpResponse, ApiError> {
-    let channel_id = path.into_inner();
-    checked(&state, channel_id, &link)?;
-    let action = escape(&links(&state.public_url, &state.crypto, channel_id).link(&link.a));
+    let action = escape(&checked(&state, path.into_inner(), &link)?.link(&link.a));
     let address = escape(&link.a);
     Ok(page(
         "退订 Unsubscribe",

@@ -273,10 +273,7 @@ async fn gone_addresses_are_skipped_until_the_suppression_is_lifted() {
     // A number is kept in every spelling the SMS adapters send as that number.
     assert_eq!(
         app.suppressed_set("?channel_type=sms").await,
-        spellings(&phone(5))
-            .into_iter()
-            .map(|a| ("sms".into(), a, "manual".into(), "null".into()))
-            .collect()
+        sms_rows(&phone(5), "manual", Value::Null)
     );
 
     // Pages: the `next` of a full page continues after its last row.
@@ -334,6 +331,19 @@ fn spellings(national: &str) -> BTreeSet<String> {
         format!("0086{national}"),
     ]
     .into()
+}
+
+/// The suppression rows of a mainland number: every spelling, with its reason and code, as
+/// [`App::suppressed_set`] lists them.
+fn sms_rows(
+    national: &str,
+    reason: &str,
+    code: Value,
+) -> BTreeSet<(String, String, String, String)> {
+    spellings(national)
+        .into_iter()
+        .map(|a| ("sms".into(), a, reason.into(), code.to_string()))
+        .collect()
 }
 
 /// SMS replies: an Aliyun SmsUp push or a Tencent reply callback whose text is an unsubscribe
@@ -419,14 +429,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
 
     let mut expected = BTreeSet::new();
     for (i, code) in [(0, "TD"), (2, "TD"), (3, "退订")] {
-        for a in spellings(&national(i)) {
-            expected.insert((
-                "sms".to_string(),
-                a,
-                "opted_out".to_string(),
-                json!(code).to_string(),
-            ));
-        }
+        expected.extend(sms_rows(&national(i), "opted_out", json!(code)));
     }
     assert_eq!(app.suppressed_set("?channel_type=sms").await, expected);
     assert_eq!(
@@ -556,10 +559,7 @@ async fn sms_unsubscribe_replies_suppress_the_number() {
     assert_eq!((status, &body["added"]), (200, &json!(1)), "{body}");
     assert_eq!(
         app.suppressed_set("?channel_type=sms&reason=manual").await,
-        spellings(&national(2))
-            .into_iter()
-            .map(|a| ("sms".into(), a, "manual".into(), "null".into()))
-            .collect()
+        sms_rows(&national(2), "manual", Value::Null)
     );
 }
 
@@ -611,15 +611,8 @@ async fn wechat_unsubscribe_and_user_block_suppress_until_subscribe() {
     let ok = (200, "success".to_string());
 
     let first = send().await;
-    let rows: Value = app
-        .admin_get(&format!("/api/messages/{first}/deliveries?limit=10"))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let x0 = rows["deliveries"]
-        .as_array()
-        .expect("deliveries")
+    let rows = app.deliveries(&first).await;
+    let x0 = rows
         .iter()
         .find(|r| r["address"] == openid(0))
         .expect("x0's delivery");
