@@ -89,8 +89,14 @@ async fn one_user_sends_beyond_the_real_time_lanes_room_are_opened_later_and_sen
         let body = json!({"aud_userid": [format!("q{i:02}")], "msg_app": app_msg()});
         msgids.push(app.send_ok("/v1/sent", body).await);
     }
-    // One sending and four waiting were opened at once; the lane being full, the others were
-    // stored without deliveries (5 sends a second cannot have made room for all of them).
+    // Once all are stored (the journal moves them in batches): one sending and four waiting
+    // were opened at once; the lane being full, the others were stored without deliveries
+    // (5 sends a second cannot have made room for all of them).
+    let started = Instant::now();
+    while app.count_rows("messages").await < USERS as i64 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never stored");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let opened = app.count_rows("deliveries").await;
     assert!(
         (4..USERS as i64).contains(&opened),
