@@ -10,7 +10,7 @@ use msghub_providers::AdapterOptions;
 
 use crate::http::receipts::receipt_url;
 use crate::http::unsubscribe;
-use crate::settings::ProviderSettings;
+use crate::settings::{BounceSettings, ProviderSettings};
 use crate::storage::crypto::Crypto;
 
 pub struct Adapters {
@@ -27,6 +27,7 @@ impl Adapters {
     /// lanes' in-flight budgets together).
     pub fn new(
         settings: &ProviderSettings,
+        bounces: &BounceSettings,
         max_calls: usize,
         public_url: String,
         crypto: Crypto,
@@ -38,6 +39,7 @@ impl Adapters {
                 max_calls: max_calls.max(1),
                 receipt_url: None,
                 unsubscribe: None,
+                bounces: crate::bounces::addresses(bounces, &crypto),
             },
             list_unsubscribe: settings.email_list_unsubscribe,
             public_url,

@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod adapters;
+pub mod bounces;
 pub mod callbacks;
 pub mod demo;
 pub mod domain;

@@ -75,6 +75,13 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut settings = settings;
+    if with_demo && settings.bounces.domain.is_empty() && settings.bounces.smtp_listen.is_empty() {
+        // The simulator's mail server bounces some recipients (`hardbounce…@`, `fullbox…@`,
+        // `delayed…@`) to the hub's return paths, delivered to this listener.
+        settings.bounces.domain = "bounces.msghub.local".into();
+        settings.bounces.smtp_listen = "127.0.0.1:0".into();
+    }
     let bind = settings.server.bind.clone();
     let mut app = Application::build(settings).await?;
     let generated = app.generated_admin_token.take();
@@ -109,6 +116,16 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
                 if let Err(e) = sim.state.set_receipts(kind, config) {
                     tracing::warn!(error = %e, channel = kind, "the simulator refused the receipt URL");
                 }
+            }
+        }
+        if let Some(listener) = app.bounce_addr() {
+            let config = msghub_sim::BounceConfig {
+                relay: listener.to_string(),
+                delay_ms: 200,
+                failed_ratio: 0.0,
+            };
+            if let Err(e) = sim.state.set_bounces(Some(config)) {
+                tracing::warn!(error = %e, "the simulator refused the bounce relay");
             }
         }
         let api = format!("http://127.0.0.1:{}", app.port());

@@ -44,6 +44,7 @@ pub struct Settings {
     pub accept: AcceptSettings,
     pub dispatch: DispatchSettings,
     pub providers: ProviderSettings,
+    pub bounces: BounceSettings,
     pub callbacks: CallbackSettings,
     pub strategies: StrategySettings,
     pub log: LogSettings,
@@ -248,6 +249,37 @@ impl Default for ProviderSettings {
             request_timeout_ms: 10_000,
             pool_size: 32,
             email_list_unsubscribe: true,
+        }
+    }
+}
+
+/// Email bounces: the return path each message carries (VERP) and the SMTP listener that
+/// takes the delivery status notifications mail servers send to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceSettings {
+    /// The domain of the return paths, `{local_part}+<delivery>@{domain}`, whose MX is the
+    /// listener below. Empty: email goes out with the channel's from address as its return
+    /// path, and bounces are not followed.
+    pub domain: String,
+    pub local_part: String,
+    /// Where the bounce listener (SMTP, port 25 behind the domain's MX) listens, e.g.
+    /// `0.0.0.0:25`. Empty: no listener.
+    pub smtp_listen: String,
+    /// Largest bounce accepted; notifications quoting whole messages are cut to this.
+    pub max_message_bytes: usize,
+    /// Concurrent SMTP sessions; more wait for their greeting.
+    pub max_sessions: usize,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        BounceSettings {
+            domain: String::new(),
+            local_part: "bounce".into(),
+            smtp_listen: String::new(),
+            max_message_bytes: 1024 * 1024,
+            max_sessions: 64,
         }
     }
 }

@@ -37,6 +37,8 @@ pub fn install_crypto_provider() {
 
 pub struct Application {
     port: u16,
+    /// Where the bounce listener listens, when it is configured.
+    bounce_addr: Option<std::net::SocketAddr>,
     server: actix_web::dev::Server,
     state: Arc<AppState>,
     /// Set when this start generated the admin token (first start without a configured one).
@@ -95,6 +97,7 @@ impl Application {
     /// actix `System` (`#[actix_web::main]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         install_crypto_provider();
+        crate::bounces::check(&settings.bounces)?;
         let metrics = telemetry::metrics_handle();
         let db = Db::connect(&settings.database)
             .await
@@ -164,6 +167,7 @@ impl Application {
             store.clone(),
             Arc::new(Adapters::new(
                 &settings.providers,
+                &settings.bounces,
                 d.realtime_in_flight + d.bulk_in_flight,
                 public_url.clone(),
                 crypto.clone(),
@@ -253,6 +257,7 @@ impl Application {
                 }
             });
         }
+        let bounce_addr = crate::bounces::start(&settings.bounces, state.clone())?;
         let data = web::Data::new(state.clone());
         let max_body = settings.server.max_body_bytes;
         let mut server = HttpServer::new(move || {
@@ -267,6 +272,7 @@ impl Application {
         }
         Ok(Application {
             port,
+            bounce_addr,
             server: server.run(),
             state,
             generated_admin_token,
@@ -275,6 +281,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address of the bounce listener (SMTP), when one is configured.
+    pub fn bounce_addr(&self) -> Option<std::net::SocketAddr> {
+        self.bounce_addr
     }
 
     pub fn state(&self) -> Arc<AppState> {

@@ -138,6 +138,10 @@ fn describe_metrics() {
         "Supervised actor restarts, by actor."
     );
     describe_counter!(
+        "msghub_bounces_total",
+        "Email bounce listener outcomes other than applied receipts (counted in msghub_receipts_total): unknown_address (refused at RCPT), not_a_report, too_large, no_change (delayed/relayed)."
+    );
+    describe_counter!(
         "msghub_direct_deferred_total",
         "One-user messages opened at acceptance but left to the sweep: too many waited for the real-time lane."
     );

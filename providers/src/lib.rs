@@ -14,7 +14,7 @@ mod creds;
 mod http;
 mod jpush;
 mod sms;
-mod smtp;
+pub mod smtp;
 mod tencent;
 mod webhook;
 mod wechat;
@@ -96,6 +96,9 @@ pub struct AdapterOptions {
     /// The channel's one-click unsubscribe links, for media that carry them (email's
     /// `List-Unsubscribe`). `None`: none are added.
     pub unsubscribe: Option<UnsubscribeLinks>,
+    /// The hub's return paths for email (VERP), so bounces name their delivery. `None`: the
+    /// envelope sender is the channel's from address and bounces go wherever that leads.
+    pub bounces: Option<BounceAddresses>,
 }
 
 impl Default for AdapterOptions {
@@ -106,6 +109,7 @@ impl Default for AdapterOptions {
             max_calls: 8,
             receipt_url: None,
             unsubscribe: None,
+            bounces: None,
         }
     }
 }
@@ -165,6 +169,107 @@ impl UnsubscribeLinks {
     }
 }
 
+/// Return paths (SMTP envelope senders) that name the delivery they were sent for (VERP):
+/// `{local}+{msgid}.{delivery id}.{tag}@{domain}`, the ids in base 36 and the tag 16 hex
+/// digits of an HMAC-SHA256 of both under a key derived from the hub's master key. Mail
+/// servers send bounces (delivery status notifications) to the return path; the hub's bounce
+/// listener, the MX of `domain`, reads the delivery from the recipient address and refuses
+/// addresses it did not make. The local part stays within SMTP's 64 characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BounceAddresses {
+    pub local: String,
+    pub domain: String,
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for BounceAddresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BounceAddresses")
+            .field("local", &self.local)
+            .field("domain", &self.domain)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+fn to_base36(mut n: u64) -> String {
+    let mut digits = Vec::with_capacity(13);
+    loop {
+        digits.push(BASE36[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+fn from_base36(text: &str) -> Option<i64> {
+    if text.is_empty() || text.len() > 13 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for c in text.bytes() {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'z' => c - b'a' + 10,
+            b'A'..=b'Z' => c - b'A' + 10,
+            _ => return None,
+        };
+        n = n.checked_mul(36)?.checked_add(u64::from(d))?;
+    }
+    i64::try_from(n).ok()
+}
+
+impl BounceAddresses {
+    fn tag(&self, msgid: i64, delivery_id: i64) -> String {
+        use hmac::{KeyInit as _, Mac as _};
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(format!("{msgid}.{delivery_id}").as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// The return path of delivery `delivery_id` of message `msgid`.
+    pub fn return_path(&self, msgid: i64, delivery_id: i64) -> String {
+        format!(
+            "{}+{}.{}.{}@{}",
+            self.local,
+            to_base36(msgid.max(0) as u64),
+            to_base36(delivery_id.max(0) as u64),
+            self.tag(msgid, delivery_id),
+            self.domain
+        )
+    }
+
+    /// The (message, delivery) a bounce to `address` is for, when this hub made the address:
+    /// the local part and domain are compared without case (mail servers may change it), the
+    /// tag in constant time.
+    pub fn parse(&self, address: &str) -> Option<(i64, i64)> {
+        let (local, domain) = address.trim().rsplit_once('@')?;
+        if !domain.eq_ignore_ascii_case(&self.domain) {
+            return None;
+        }
+        let (prefix, token) = local.split_once('+')?;
+        if !prefix.eq_ignore_ascii_case(&self.local) {
+            return None;
+        }
+        let mut parts = token.split('.');
+        let (msgid, delivery, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let (msgid, delivery) = (from_base36(msgid)?, from_base36(delivery)?);
+        let expected = self.tag(msgid, delivery);
+        constant_time_eq(expected.as_bytes(), tag.to_ascii_lowercase().as_bytes())
+            .then_some((msgid, delivery))
+    }
+}
+
 impl std::fmt::Debug for AdapterOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdapterOptions")
@@ -176,6 +281,7 @@ impl std::fmt::Debug for AdapterOptions {
                 &self.receipt_url.as_ref().map(|_| "<redacted>"),
             )
             .field("unsubscribe", &self.unsubscribe)
+            .field("bounces", &self.bounces)
             .finish()
     }
 }
@@ -287,6 +393,57 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    #[test]
+    fn return_paths_name_their_delivery_and_nothing_else() {
+        let b = super::BounceAddresses {
+            local: "bounce".into(),
+            domain: "bounces.example.com".into(),
+            key: [9u8; 32],
+        };
+        let msgid = 7_346_283_109_876_543_210 >> 3;
+        let path = b.return_path(msgid, 123_456_789);
+        let (local, domain) = path.rsplit_once('@').unwrap();
+        assert_eq!(domain, "bounces.example.com");
+        assert!(local.len() <= 64, "{path}");
+        assert!(local.starts_with("bounce+"), "{path}");
+        assert_eq!(b.parse(&path), Some((msgid, 123_456_789)));
+        // Mail servers may change case.
+        assert_eq!(b.parse(&path.to_uppercase()), Some((msgid, 123_456_789)));
+        assert_eq!(b.parse(&format!(" {path} ")), Some((msgid, 123_456_789)));
+        // Another delivery's tag, another key, another domain, a changed id: refused.
+        let other = b.return_path(msgid, 123_456_790);
+        let other_tag = other.split('.').nth(2).unwrap().split('@').next().unwrap();
+        let forged = format!(
+            "bounce+{}.{}.{other_tag}@bounces.example.com",
+            super::to_base36(msgid as u64),
+            super::to_base36(123_456_789)
+        );
+        assert_eq!(b.parse(&forged), None);
+        let mut rekeyed = b.clone();
+        rekeyed.key = [8u8; 32];
+        assert_eq!(rekeyed.parse(&path), None);
+        assert_eq!(
+            b.parse(&path.replace("bounces.example.com", "example.com")),
+            None
+        );
+        assert_eq!(b.parse(&path.replace("bounce+", "other+")), None);
+        for bad in [
+            "",
+            "bounce@bounces.example.com",
+            "bounce+1.2@bounces.example.com",
+            "bounce+1.2.3.4@bounces.example.com",
+            "bounce+!.2.00@bounces.example.com",
+            "bounce+zzzzzzzzzzzzzz.1.00@bounces.example.com",
+        ] {
+            assert_eq!(b.parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            super::from_base36(&super::to_base36(i64::MAX as u64)),
+            Some(i64::MAX)
+        );
+        assert_eq!(super::to_base36(0), "0");
+    }
 
     use super::*;
     use serde_json::json;

@@ -28,7 +28,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_receipts))
                 .route(web::post().to(set_receipts)),
         )
-        .service(web::resource("/sim/recalls").route(web::get().to(recalls)));
+        .service(web::resource("/sim/recalls").route(web::get().to(recalls)))
+        .service(
+            web::resource("/sim/bounces")
+                .route(web::get().to(get_bounces))
+                .route(web::post().to(set_bounces))
+                .route(web::delete().to(stop_bounces)),
+        );
 }
 
 /// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}}`: JPush pushes withdrawn
@@ -36,6 +42,35 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
 async fn recalls(state: web::Data<SimState>) -> HttpResponse {
     let ids = state.recalled();
     HttpResponse::Ok().json(json!({"app": {"count": ids.len(), "msg_ids": ids}}))
+}
+
+/// `GET /sim/bounces`: the configuration and the notifications sent and refused so far.
+async fn get_bounces(state: web::Data<SimState>) -> HttpResponse {
+    use std::sync::atomic::Ordering;
+    HttpResponse::Ok().json(json!({
+        "config": crate::bounces::config(&state),
+        "sent": state.bounce_counts.sent.load(Ordering::Relaxed),
+        "refused": state.bounce_counts.refused.load(Ordering::Relaxed),
+    }))
+}
+
+/// `POST /sim/bounces` with a [`crate::BounceConfig`]: the SMTP sink sends bounces.
+async fn set_bounces(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
+    let config: crate::BounceConfig = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return HttpResponse::BadRequest().json(json!({"error": e.to_string()})),
+    };
+    match crate::bounces::configure(&state, Some(config)) {
+        Ok(()) => {
+            HttpResponse::Ok().json(json!({"ok": true, "config": crate::bounces::config(&state)}))
+        }
+        Err(e) => HttpResponse::BadRequest().json(json!({"error": e})),
+    }
+}
+
+async fn stop_bounces(state: web::Data<SimState>) -> HttpResponse {
+    let _ = crate::bounces::configure(&state, None);
+    HttpResponse::Ok().json(json!({"ok": true}))
 }
 
 #[derive(Deserialize)]

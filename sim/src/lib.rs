@@ -11,6 +11,7 @@
 
 pub mod aliyun;
 mod aliyun_sign;
+mod bounces;
 mod channel;
 mod control;
 mod jpush;
@@ -30,6 +31,7 @@ use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use bounces::BounceConfig;
 pub use receipts::{ReceiptConfig, ReceiptReport, WechatMode};
 pub use state::{
     Channel, DEFAULT_EVENT_CAPACITY, FaultPlan, SimEvent, SimState, UNLIMITED_RATE, normalise_phone,

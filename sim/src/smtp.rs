@@ -4,19 +4,23 @@
 //! `unknown` (or listed in `perm_addresses`) get `550 5.1.1` at RCPT. Injected faults apply at the
 //! end of DATA: status 429 → `421 4.7.0` (connection closed), other statuses → `451 4.3.0`,
 //! codes → that reply code. The header block of the last message accepted for each recipient
-//! is kept (unfolded) for assertions: `SimState::mail_headers`.
+//! is kept (unfolded, under the `Return-Path` of its envelope sender) for assertions:
+//! `SimState::mail_headers`. Bounces of accepted messages: see `crate::bounces`.
 
 use std::sync::Arc;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
+
+use msghub_providers::smtp::wire::{
+    MAX_LINE, angle_addr, read_data, read_line, strip_ci, valid_mailbox,
+};
 
 use crate::state::{Channel, Injected, SimState};
 
 const HOST: &str = "msghub-sim";
-const MAX_LINE: usize = 4096;
 const MAX_MESSAGE: usize = 50 * 1024 * 1024;
 const MAX_RCPT: usize = 1000;
 
@@ -102,33 +106,6 @@ enum Next {
     Close,
 }
 
-fn angle_addr(arg: &str) -> Option<String> {
-    let arg = arg.trim_start();
-    let addr = if let Some(rest) = arg.strip_prefix('<') {
-        &rest[..rest.find('>')?]
-    } else {
-        arg.split_whitespace().next().unwrap_or_default()
-    };
-    Some(addr.trim().to_string())
-}
-
-fn valid_mailbox(addr: &str) -> bool {
-    match addr.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty() && !domain.is_empty() && !addr.contains(char::is_whitespace)
-        }
-        None => false,
-    }
-}
-
-/// Case-insensitive prefix strip returning the rest.
-fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len()
-        && s.is_char_boundary(prefix.len())
-        && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-    .then(|| &s[prefix.len()..])
-}
-
 fn enhanced_for(code: u16) -> &'static str {
     match code {
         421 => "4.7.0",
@@ -165,20 +142,8 @@ impl Session {
         self.writer.flush().await
     }
 
-    /// Reads one line without CRLF; `None` on EOF. Over-long lines are truncated.
     async fn read_line(&mut self) -> std::io::Result<Option<String>> {
-        let mut buf = Vec::with_capacity(128);
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 * 16)
-            .read_until(b'\n', &mut buf)
-            .await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+        read_line(&mut self.reader).await
     }
 
     async fn run(&mut self) -> std::io::Result<()> {
@@ -360,39 +325,27 @@ impl Session {
         self.reply("250 2.1.5 OK").await
     }
 
-    /// Reads the message body up to `.` and returns its size, or `None` on EOF.
-    /// The message up to the lone ".": its size and its header block (capped).
+    /// The message up to the lone ".": its size and its header block (unfolded, capped).
     async fn read_body(&mut self) -> std::io::Result<Option<(usize, String)>> {
-        let mut size = 0usize;
         let mut headers = String::new();
         let mut in_headers = true;
-        loop {
-            let mut buf = Vec::with_capacity(256);
-            let n = self.reader.read_until(b'\n', &mut buf).await?;
-            if n == 0 {
-                return Ok(None);
+        let size = read_data(&mut self.reader, |line| {
+            if !in_headers {
+                return;
             }
-            let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let content = content.strip_suffix(b"\r").unwrap_or(content);
-            if content == b"." {
-                return Ok(Some((size, headers)));
-            }
-            // Dot-stuffing: a leading "." is removed.
-            let unstuffed = content.strip_prefix(b".").unwrap_or(content);
-            size = size.saturating_add(unstuffed.len() + 2);
-            if in_headers {
-                if unstuffed.is_empty() {
-                    in_headers = false;
-                } else if headers.len() < 64 * 1024 {
-                    // Unfolded: a continuation line joins the line before it.
-                    if unstuffed.starts_with(b" ") || unstuffed.starts_with(b"\t") {
-                        headers.truncate(headers.trim_end_matches("\r\n").len());
-                    }
-                    headers.push_str(&String::from_utf8_lossy(unstuffed));
-                    headers.push_str("\r\n");
+            if line.is_empty() {
+                in_headers = false;
+            } else if headers.len() < 64 * 1024 {
+                // Unfolded: a continuation line joins the line before it.
+                if line.starts_with(b" ") || line.starts_with(b"\t") {
+                    headers.truncate(headers.trim_end_matches("\r\n").len());
                 }
+                headers.push_str(&String::from_utf8_lossy(line));
+                headers.push_str("\r\n");
             }
-        }
+        })
+        .await?;
+        Ok(size.map(|size| (size, headers)))
     }
 
     async fn data(&mut self) -> std::io::Result<Next> {
@@ -412,7 +365,7 @@ impl Session {
         let state = self.state.clone();
         SimState::delay(state.begin_call(c)).await;
         let rcpts = std::mem::take(&mut self.rcpts);
-        self.mail_from = None;
+        let mail_from = self.mail_from.take().unwrap_or_default();
         if size > MAX_MESSAGE {
             state.fail(c);
             self.reply("552 5.3.4 Message size exceeds fixed limit")
@@ -444,6 +397,9 @@ impl Session {
             None => {}
         }
         let id = state.next_id();
+        // As the final destination, the sink records the return path the way a mailbox
+        // does: a `Return-Path` header above the message's own.
+        let headers = format!("Return-Path: <{mail_from}>\r\n{headers}");
         {
             let mut mail = state
                 .mail_headers
@@ -453,6 +409,7 @@ impl Session {
                 mail.insert(r.to_ascii_lowercase(), headers.clone());
             }
         }
+        crate::bounces::after_accept(&state, &mail_from, &rcpts, &headers);
         state.record(c, rcpts);
         self.reply(&format!("250 2.0.0 OK queued as SIM{id:012X}"))
             .await?;
@@ -488,15 +445,10 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(angle_addr("<a@b.c> SIZE=10").as_deref(), Some("a@b.c"));
-        assert_eq!(angle_addr(" <> ").as_deref(), Some(""));
-        assert_eq!(strip_ci("from:<x@y>", "FROM:"), Some("<x@y>"));
         assert_eq!(fault_reply("550"), "550 5.1.1 Simulated failure");
         assert_eq!(
             fault_reply("552 5.2.2 Mailbox full"),
             "552 5.2.2 Mailbox full"
         );
-        assert!(valid_mailbox("a@b"));
-        assert!(!valid_mailbox("ab"));
     }
 }

@@ -165,6 +165,9 @@ pub struct SimState {
     pub(crate) receipts: crate::receipts::Receipts,
     /// The header block of the last message the SMTP sink accepted for each recipient.
     pub(crate) mail_headers: Mutex<HashMap<String, String>>,
+    /// Where and which bounces the SMTP sink sends (`POST /sim/bounces`).
+    pub(crate) bouncer: Mutex<Option<Arc<crate::bounces::Bouncer>>>,
+    pub(crate) bounce_counts: crate::bounces::BounceCounts,
 }
 
 impl SimState {
@@ -185,11 +188,18 @@ impl SimState {
             wechat: Mutex::new(crate::wechat::WechatState::default()),
             broadcasts: AtomicU64::new(0),
             mail_headers: Mutex::new(HashMap::new()),
+            bouncer: Mutex::new(None),
+            bounce_counts: Default::default(),
         }
     }
 
     /// The header block (unfolded lines, as received) of the last message accepted for
     /// `address` by the SMTP sink.
+    /// Where and which bounces the SMTP sink sends (`None`: none); see `crate::bounces`.
+    pub fn set_bounces(&self, config: Option<crate::BounceConfig>) -> Result<(), String> {
+        crate::bounces::configure(self, config)
+    }
+
     pub fn mail_headers(&self, address: &str) -> Option<String> {
         lock(&self.mail_headers)
             .get(&address.to_ascii_lowercase())

@@ -23,9 +23,9 @@ use msghub_actors::provider::ChannelType;
 use msghub_providers::{SmsVendor, constant_time_eq};
 use serde_json::{Value, json};
 
-use super::State;
 use super::sms_replies;
 use super::wechat_events::{self, WechatEvent};
+use super::{AppState, State};
 use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
 use crate::domain::{kind_of, parse_json};
 use crate::error::{ApiError, JumsError};
@@ -487,7 +487,7 @@ fn counts_json(c: &ReceiptCounts, invalid: u64) -> Value {
 
 /// Hand receipts to the writer and wait for their commit.
 async fn submit(
-    state: &State,
+    state: &AppState,
     receipts: Vec<Receipt>,
 ) -> Result<ReceiptCounts, msghub_actors::batcher::BatchError> {
     if receipts.is_empty() {
@@ -498,8 +498,8 @@ async fn submit(
 
 /// Apply `receipts`; `unmatched` more named no delivery before reaching the writer (a serial
 /// never stored, or stored for another number) and count as unknown too.
-async fn apply(
-    state: &State,
+pub(crate) async fn apply(
+    state: &AppState,
     t: ChannelType,
     receipts: Vec<Receipt>,
     invalid: u64,

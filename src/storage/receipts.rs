@@ -117,6 +117,24 @@ struct Matched {
 }
 
 impl Db {
+    /// The channel and address of email delivery `delivery_id` of message `msgid` (a bounce's
+    /// return path names both), when it exists.
+    pub async fn email_delivery(
+        &self,
+        msgid: i64,
+        delivery_id: i64,
+    ) -> Result<Option<(i64, String)>, DbErr> {
+        let row = self
+            .query_one(
+                "SELECT channel_id, address FROM deliveries \
+                 WHERE id = ? AND message_id = ? AND channel_type = 'email'",
+                vec![delivery_id.into(), msgid.into()],
+            )
+            .await?;
+        row.map(|r| Ok((r.try_get("", "channel_id")?, r.try_get("", "address")?)))
+            .transpose()
+    }
+
     /// Apply the receipts of several requests in one transaction; per request, the counts.
     pub async fn apply_receipts(
         &self,

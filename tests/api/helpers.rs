@@ -26,6 +26,8 @@ pub struct TestApp {
     /// The in-process server's dispatch topology, stopped when the test ends so its database
     /// connections are released (Postgres allows only so many).
     pub dispatch: Option<msghub_actors::Dispatch>,
+    /// The bounce listener's address, when the settings start one.
+    pub bounce_addr: Option<std::net::SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -105,11 +107,13 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("app builds");
     let port = app.port();
+    let bounce_addr = app.bounce_addr();
     let db = app.state().db.clone();
     let dispatch = app.state().dispatch.clone();
     actix_web::rt::spawn(app.into_server());
     let mut t = TestApp::attach(format!("http://127.0.0.1:{port}"), sim, db, settings, dir).await;
     t.dispatch = Some(dispatch);
+    t.bounce_addr = bounce_addr;
     t
 }
 
@@ -137,6 +141,7 @@ impl TestApp {
             channels: Vec::new(),
             settings,
             dispatch: None,
+            bounce_addr: None,
             _dir: dir,
         };
         let source = t

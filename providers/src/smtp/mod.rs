@@ -3,14 +3,17 @@
 //! SMTP answers per recipient, so each call carries one recipient (`max_batch` 1); throughput
 //! comes from the connection pool, not from batching. With unsubscribe links configured, each
 //! message carries its recipient's one-click unsubscribe (`List-Unsubscribe` and
-//! `List-Unsubscribe-Post`, RFC 8058).
+//! `List-Unsubscribe-Post`, RFC 8058). With the hub's bounce addresses configured, each
+//! message's envelope sender (the return path bounces go to) names its delivery (VERP).
 
 pub(crate) mod classify;
 pub(crate) mod config;
+pub mod wire;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use lettre::address::Envelope;
 use lettre::message::Mailbox;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::transport::smtp::PoolConfig;
@@ -21,7 +24,9 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::Value;
 
 use crate::http::per_target;
-use crate::{AdapterOptions, ConfigError, INVALID_CONTENT, UnsubscribeLinks, rejected};
+use crate::{
+    AdapterOptions, BounceAddresses, ConfigError, INVALID_CONTENT, UnsubscribeLinks, rejected,
+};
 use config::{SmtpConfig, TlsMode};
 
 pub(crate) const MAX_BATCH: usize = 1;
@@ -51,6 +56,7 @@ pub(crate) fn build(
         from: config.from,
         concurrency: pool_size as usize,
         unsubscribe: options.unsubscribe.clone(),
+        bounces: options.bounces.clone(),
     }))
 }
 
@@ -93,6 +99,7 @@ struct SmtpProvider {
     from: Mailbox,
     concurrency: usize,
     unsubscribe: Option<UnsubscribeLinks>,
+    bounces: Option<BounceAddresses>,
 }
 
 /// The `msg_email` content (JUMS shape).
@@ -131,14 +138,22 @@ pub(crate) fn message_id(msgid: i64, delivery_id: i64, from: &Mailbox) -> String
     format!("<{msgid}.{delivery_id}@{}>", from.email.domain())
 }
 
-/// The message for one recipient, with its one-click unsubscribe when `unsubscribe` is given,
-/// and its Message-ID.
+/// What a message carries besides its content: the one-click unsubscribe links and the
+/// return paths (both optional).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras<'a> {
+    pub unsubscribe: Option<&'a UnsubscribeLinks>,
+    pub bounces: Option<&'a BounceAddresses>,
+}
+
+/// The message for one recipient, with its one-click unsubscribe and its delivery's return
+/// path when `extras` has them, and its Message-ID.
 pub(crate) fn build_message(
     from: &Mailbox,
     content: &EmailContent,
     target: &Target,
     msgid: i64,
-    unsubscribe: Option<&UnsubscribeLinks>,
+    extras: Extras<'_>,
 ) -> Result<(Message, String), Outcome> {
     let to: Mailbox = target.address.trim().parse().map_err(|_| {
         Outcome::failed(
@@ -148,13 +163,29 @@ pub(crate) fn build_message(
         )
     })?;
     let id = message_id(msgid, target.delivery_id, from);
-    let mut builder = Message::builder()
+    let mut builder = Message::builder();
+    if let Some(bounces) = extras.bounces {
+        let return_path = bounces
+            .return_path(msgid, target.delivery_id)
+            .parse()
+            .map_err(|_| {
+                Outcome::failed(
+                    OutcomeClass::Perm,
+                    INVALID_CONTENT,
+                    "the bounce domain does not make a valid return path",
+                )
+            })?;
+        let envelope = Envelope::new(Some(return_path), vec![to.email.clone()])
+            .map_err(|e| Outcome::failed(OutcomeClass::Perm, INVALID_CONTENT, e.to_string()))?;
+        builder = builder.envelope(envelope);
+    }
+    let mut builder = builder
         .from(from.clone())
         .to(to)
         .subject(content.subject.clone())
         .message_id(Some(id.clone()))
         .header(ContentType::TEXT_HTML);
-    if let Some(links) = unsubscribe {
+    if let Some(links) = extras.unsubscribe {
         builder = builder
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),
@@ -174,13 +205,11 @@ pub(crate) fn build_message(
 
 impl SmtpProvider {
     async fn send_one(&self, content: &EmailContent, target: &Target, msgid: i64) -> Outcome {
-        let built = build_message(
-            &self.from,
-            content,
-            target,
-            msgid,
-            self.unsubscribe.as_ref(),
-        );
+        let extras = Extras {
+            unsubscribe: self.unsubscribe.as_ref(),
+            bounces: self.bounces.as_ref(),
+        };
+        let built = build_message(&self.from, content, target, msgid, extras);
         let (message, id) = match built {
             Ok(built) => built,
             Err(rejected) => return rejected,
@@ -274,8 +303,14 @@ mod tests {
             subject: "订单通知".into(),
             html: "<p>你好</p>".into(),
         };
-        let (message, id) =
-            build_message(&from, &content, &target("user@example.org"), 42, None).unwrap();
+        let (message, id) = build_message(
+            &from,
+            &content,
+            &target("user@example.org"),
+            42,
+            Extras::default(),
+        )
+        .unwrap();
         assert_eq!(id, "<42.77@example.com>");
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(raw.contains("Message-ID: <42.77@example.com>"), "{raw}");
@@ -297,14 +332,12 @@ mod tests {
             base: "http://127.0.0.1:8080/unsubscribe/4".into(),
             key: [1u8; 32],
         };
-        let (message, _) = build_message(
-            &from,
-            &content,
-            &target("user@example.org"),
-            42,
-            Some(&links),
-        )
-        .unwrap();
+        let extras = Extras {
+            unsubscribe: Some(&links),
+            bounces: None,
+        };
+        let (message, _) =
+            build_message(&from, &content, &target("user@example.org"), 42, extras).unwrap();
         let raw = String::from_utf8(message.formatted()).unwrap();
         assert!(
             raw.contains(&format!(
@@ -320,13 +353,55 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_sender_is_the_deliverys_return_path() {
+        let from: Mailbox = "Hub <hub@example.com>".parse().unwrap();
+        let content = EmailContent {
+            subject: "s".into(),
+            html: "t".into(),
+        };
+        let bounces = BounceAddresses {
+            local: "bounce".into(),
+            domain: "bounces.example.com".into(),
+            key: [3u8; 32],
+        };
+        let extras = Extras {
+            unsubscribe: None,
+            bounces: Some(&bounces),
+        };
+        let (message, _) =
+            build_message(&from, &content, &target("user@example.org"), 42, extras).unwrap();
+        let sender = message.envelope().from().unwrap().to_string();
+        assert_eq!(sender, bounces.return_path(42, 77));
+        assert_eq!(bounces.parse(&sender), Some((42, 77)));
+        assert_eq!(
+            message
+                .envelope()
+                .to()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["user@example.org"]
+        );
+        // The From header stays the channel's.
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        assert!(raw.contains("From: Hub <hub@example.com>"), "{raw}");
+    }
+
+    #[test]
     fn bad_recipient_is_gone() {
         let from: Mailbox = "hub@example.com".parse().unwrap();
         let content = EmailContent {
             subject: "s".into(),
             html: "t".into(),
         };
-        let out = build_message(&from, &content, &target("not an address"), 1, None).unwrap_err();
+        let out = build_message(
+            &from,
+            &content,
+            &target("not an address"),
+            1,
+            Extras::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             (out.class, out.code.as_str()),
             (OutcomeClass::Gone, INVALID_ADDRESS)

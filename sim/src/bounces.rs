@@ -1,0 +1,338 @@
+//! Bounces from the SMTP sink: delivery status notifications (RFC 3464) mailed to a message's
+//! return path, the way a receiving mail server reports, after accepting it, that it could not
+//! deliver it. Set with `POST /sim/bounces` (`{"relay": "127.0.0.1:2526", "delay_ms": 50,
+//! "failed_ratio": 0.0}`); `DELETE` stops them.
+//!
+//! Which recipients bounce: a local part starting with `hardbounce` (failed, `5.1.1` user
+//! unknown), `fullbox` (failed, `5.2.2` mailbox full) or `delayed` (delayed, `4.4.1`); any
+//! other with probability `failed_ratio` (failed, `5.1.1`). The notification goes from the
+//! null sender to the return path (the message's `MAIL FROM`) through `relay`, the mail
+//! exchanger of the return path's domain; a 4xx answer is retried after 1 s and 5 s, a 5xx
+//! answer is final. `GET /sim/bounces` counts what was sent and refused.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::client::Tls;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{SimState, lock};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BounceConfig {
+    /// `host:port` of the mail exchanger bounces are handed to.
+    pub relay: String,
+    #[serde(default = "default_delay")]
+    pub delay_ms: u64,
+    /// Share of other recipients that bounce (failed, `5.1.1`).
+    #[serde(default)]
+    pub failed_ratio: f64,
+}
+
+fn default_delay() -> u64 {
+    50
+}
+
+impl BounceConfig {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let Some((host, port)) = self.relay.rsplit_once(':') else {
+            return Err("relay must be host:port".into());
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err("relay must be host:port".into());
+        }
+        // Like its receipts, the simulator's bounces stay on this machine.
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || ip
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err("relay must be a loopback address (127.0.0.0/8, ::1 or localhost)".into());
+        }
+        if !(0.0..=1.0).contains(&self.failed_ratio) {
+            return Err("failed_ratio must be between 0 and 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The configured sender: its settings and the SMTP client to the relay.
+pub(crate) struct Bouncer {
+    config: BounceConfig,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+#[derive(Default)]
+pub(crate) struct BounceCounts {
+    pub sent: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// What a recipient's notification reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bounce {
+    UserUnknown,
+    MailboxFull,
+    Delayed,
+}
+
+impl Bounce {
+    fn action(self) -> &'static str {
+        match self {
+            Bounce::Delayed => "delayed",
+            _ => "failed",
+        }
+    }
+
+    fn status(self) -> &'static str {
+        match self {
+            Bounce::UserUnknown => "5.1.1",
+            Bounce::MailboxFull => "5.2.2",
+            Bounce::Delayed => "4.4.1",
+        }
+    }
+
+    fn diagnostic(self) -> &'static str {
+        match self {
+            Bounce::UserUnknown => "smtp; 550 5.1.1 User unknown",
+            Bounce::MailboxFull => "smtp; 552 5.2.2 Mailbox full",
+            Bounce::Delayed => "smtp; 421 4.4.1 Connection timed out",
+        }
+    }
+}
+
+/// The bounce scripted for `recipient`, if any.
+fn scripted(recipient: &str) -> Option<Bounce> {
+    let local = recipient.split('@').next().unwrap_or_default();
+    let local = local.to_ascii_lowercase();
+    if local.starts_with("hardbounce") {
+        Some(Bounce::UserUnknown)
+    } else if local.starts_with("fullbox") {
+        Some(Bounce::MailboxFull)
+    } else if local.starts_with("delayed") {
+        Some(Bounce::Delayed)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn configure(state: &SimState, config: Option<BounceConfig>) -> Result<(), String> {
+    let bouncer = match config {
+        None => None,
+        Some(config) => {
+            config.validate()?;
+            let (host, port) = config
+                .relay
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or("relay must be host:port")?;
+            let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .port(port)
+                .tls(Tls::None)
+                .timeout(Some(Duration::from_secs(10)))
+                .build();
+            Some(Arc::new(Bouncer { config, transport }))
+        }
+    };
+    *lock(&state.bouncer) = bouncer;
+    Ok(())
+}
+
+pub(crate) fn config(state: &SimState) -> Option<BounceConfig> {
+    lock(&state.bouncer).as_ref().map(|b| b.config.clone())
+}
+
+/// After the sink accepted a message from `return_path` for `recipients` (whose header block
+/// is `headers`): schedule the notifications of the recipients that bounce. Runs on the
+/// SMTP sink's runtime.
+pub(crate) fn after_accept(
+    state: &Arc<SimState>,
+    return_path: &str,
+    recipients: &[String],
+    headers: &str,
+) {
+    let Some(bouncer) = lock(&state.bouncer).clone() else {
+        return;
+    };
+    // The null sender's mail (a bounce itself) never bounces.
+    if return_path.is_empty() {
+        return;
+    }
+    let Ok(to) = return_path.parse() else {
+        return;
+    };
+    for recipient in recipients {
+        let bounce = scripted(recipient).or_else(|| {
+            (bouncer.config.failed_ratio > 0.0
+                && rand::random::<f64>() < bouncer.config.failed_ratio)
+                .then_some(Bounce::UserUnknown)
+        });
+        let Some(bounce) = bounce else { continue };
+        let Ok(envelope) = Envelope::new(None, vec![Clone::clone(&to)]) else {
+            continue;
+        };
+        let report = notification(bounce, recipient, return_path, headers, state.next_id());
+        let (bouncer, state) = (bouncer.clone(), state.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(bouncer.config.delay_ms)).await;
+            for wait in [Some(1000), Some(5000), None] {
+                match bouncer
+                    .transport
+                    .send_raw(&envelope, report.as_bytes())
+                    .await
+                {
+                    Ok(_) => {
+                        state.bounce_counts.sent.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(e) if e.is_transient() || e.is_timeout() => {
+                        tracing::debug!(error = %e, "sim bounce not taken; retrying");
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sim bounce refused");
+                        break;
+                    }
+                }
+                match wait {
+                    Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    None => break,
+                }
+            }
+            state.bounce_counts.refused.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// An RFC 3464 report: a human-readable part, the `message/delivery-status` part, and the
+/// original message's headers (`text/rfc822-headers`, RFC 6522).
+fn notification(
+    bounce: Bounce,
+    recipient: &str,
+    return_path: &str,
+    headers: &str,
+    id: u64,
+) -> String {
+    let boundary = format!("sim-dsn-{id:012x}");
+    let date = chrono::Utc::now().to_rfc2822();
+    let action = bounce.action();
+    let what = if action == "failed" {
+        "could not be delivered"
+    } else {
+        "has not been delivered yet"
+    };
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@msghub-sim>\r\n\
+         To: <{return_path}>\r\n\
+         Subject: Delivery Status Notification\r\n\
+         Date: {date}\r\n\
+         Message-ID: <dsn-{id:012x}@msghub-sim>\r\n\
+         Auto-Submitted: auto-replied\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status;\r\n\
+         \tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         This is a MIME-encapsulated message.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\
+         \r\n\
+         Your message to <{recipient}> {what}.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; msghub-sim\r\n\
+         Arrival-Date: {date}\r\n\
+         \r\n\
+         Final-Recipient: rfc822; {recipient}\r\n\
+         Action: {action}\r\n\
+         Status: {status}\r\n\
+         Remote-MTA: dns; mx.msghub-sim\r\n\
+         Diagnostic-Code: {diagnostic}\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/rfc822-headers\r\n\
+         \r\n\
+         {headers}\
+         \r\n\
+         --{boundary}--\r\n",
+        status = bounce.status(),
+        diagnostic = bounce.diagnostic(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn scripted_recipients() {
+        assert_eq!(
+            scripted("HardBounce-1@example.org"),
+            Some(Bounce::UserUnknown)
+        );
+        assert_eq!(scripted("fullbox@example.org"), Some(Bounce::MailboxFull));
+        assert_eq!(scripted("delayed.2@example.org"), Some(Bounce::Delayed));
+        assert_eq!(scripted("user@hardbounce.org"), None);
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let ok = BounceConfig {
+            relay: "127.0.0.1:2526".into(),
+            delay_ms: 0,
+            failed_ratio: 0.5,
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        for relay in ["localhost:25", "[::1]:2526"] {
+            let ok = BounceConfig {
+                relay: relay.into(),
+                ..ok.clone()
+            };
+            assert_eq!(ok.validate(), Ok(()), "{relay}");
+        }
+        for (relay, ratio) in [
+            ("127.0.0.1", 0.0),
+            (":25", 0.0),
+            ("h:x", 0.0),
+            ("h:25", 1.5),
+        ] {
+            let bad = BounceConfig {
+                relay: relay.into(),
+                delay_ms: 0,
+                failed_ratio: ratio,
+            };
+            assert!(bad.validate().is_err(), "{relay} {ratio}");
+        }
+    }
+
+    #[test]
+    fn the_report_names_the_recipient_and_status() {
+        let report = notification(
+            Bounce::MailboxFull,
+            "a@example.org",
+            "bounce+1.2.ab@b.example.com",
+            "Subject: hi\r\n",
+            7,
+        );
+        assert!(report.contains("report-type=delivery-status"), "{report}");
+        assert!(
+            report.contains(
+                "Final-Recipient: rfc822; a@example.org\r\nAction: failed\r\nStatus: 5.2.2"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains("To: <bounce+1.2.ab@b.example.com>"),
+            "{report}"
+        );
+        assert!(report.ends_with("--sim-dsn-000000000007--\r\n"), "{report}");
+    }
+}

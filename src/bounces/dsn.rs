@@ -1,0 +1,430 @@
+//! Delivery status notifications (RFC 3464): the per-recipient statuses of a
+//! `multipart/report; report-type=delivery-status` message (also when another multipart
+//! encloses it), from its `message/delivery-status` part (or `message/global-delivery-status`,
+//! RFC 6533), decoded from base64 or quoted-printable when the part says so.
+
+use base64::Engine as _;
+
+/// How deep multiparts are searched for the status part.
+const MAX_DEPTH: usize = 4;
+
+/// What a report says of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientStatus {
+    /// `Final-Recipient` (the address the reporting server tried), without its type.
+    pub recipient: String,
+    pub action: Action,
+    /// The RFC 3463 code, `5.1.1`.
+    pub status: String,
+    /// `Diagnostic-Code`, the remote server's answer, cut to 200 characters.
+    pub diagnostic: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Delivered,
+    Relayed,
+    Expanded,
+}
+
+impl Action {
+    fn parse(text: &str) -> Option<Action> {
+        // A comment may follow (`failed (bad destination mailbox address)`).
+        let word = text.split_whitespace().next()?.to_ascii_lowercase();
+        Some(match word.as_str() {
+            "failed" => Action::Failed,
+            "delayed" => Action::Delayed,
+            "delivered" => Action::Delivered,
+            "relayed" => Action::Relayed,
+            "expanded" => Action::Expanded,
+            _ => return None,
+        })
+    }
+}
+
+impl RecipientStatus {
+    /// A permanent failure of the address itself (RFC 3463 `5.1.x` bad address, `5.2.1`
+    /// mailbox disabled): mail to it will keep failing. A full mailbox (`5.2.2`) or a policy
+    /// refusal (`5.7.x`) says nothing of the address.
+    pub fn address_is_gone(&self) -> bool {
+        self.action == Action::Failed && (self.status.starts_with("5.1.") || self.status == "5.2.1")
+    }
+}
+
+/// Why a message is not a delivery status notification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DsnError {
+    #[error("not a delivery status notification (no message/delivery-status part)")]
+    NotAReport,
+    #[error("the delivery status names no recipient with an action and a status")]
+    NoRecipients,
+}
+
+/// The recipients' statuses of the notification `raw` (a whole message, headers first).
+pub fn parse(raw: &[u8]) -> Result<Vec<RecipientStatus>, DsnError> {
+    let text = String::from_utf8_lossy(raw);
+    let status = find_status_part(&text, 0).ok_or(DsnError::NotAReport)?;
+    let recipients = recipients(&status);
+    if recipients.is_empty() {
+        return Err(DsnError::NoRecipients);
+    }
+    Ok(recipients)
+}
+
+/// A message or body part split into its unfolded header fields (names lower-cased) and
+/// its body.
+fn split(entity: &str) -> (Vec<(String, String)>, &str) {
+    // No header fields: the part starts with its blank line.
+    if let Some(body) = entity
+        .strip_prefix("\r\n")
+        .or_else(|| entity.strip_prefix('\n'))
+    {
+        return (Vec::new(), body);
+    }
+    let crlf = entity.find("\r\n\r\n").map(|i| (i, 4));
+    let lf = entity.find("\n\n").map(|i| (i, 2));
+    let cut = match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    match cut {
+        Some((i, n)) => (fields(&entity[..i]), &entity[i + n..]),
+        None => (fields(entity), ""),
+    }
+}
+
+/// Header fields, unfolded: a line starting with white space continues the one before.
+fn fields(block: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in block.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = out.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `type/subtype` (lower-cased) and the `boundary` parameter of a Content-Type value.
+fn content_type(value: &str) -> (String, Option<String>) {
+    let mut parts = value.split(';');
+    let mime = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+    let boundary = parts.find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_string())
+    });
+    (mime, boundary)
+}
+
+/// The decoded text of the first delivery-status part in `entity`.
+fn find_status_part(entity: &str, depth: usize) -> Option<String> {
+    let (headers, body) = split(entity);
+    let (mime, boundary) = content_type(field(&headers, "content-type").unwrap_or("text/plain"));
+    match mime.as_str() {
+        "message/delivery-status" | "message/global-delivery-status" => {
+            let encoding = field(&headers, "content-transfer-encoding").unwrap_or("7bit");
+            Some(decode(body, encoding))
+        }
+        m if m.starts_with("multipart/") && depth < MAX_DEPTH => {
+            let boundary = boundary.filter(|b| !b.is_empty())?;
+            parts(body, &boundary).find_map(|part| find_status_part(part, depth + 1))
+        }
+        _ => None,
+    }
+}
+
+/// The body parts of a multipart body: the text between `--boundary` lines, up to
+/// `--boundary--`.
+fn parts<'a>(body: &'a str, boundary: &str) -> impl Iterator<Item = &'a str> {
+    let delimiter = format!("--{boundary}");
+    let mut out = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut offset = 0;
+    for line in body.split_inclusive('\n') {
+        let bare = line.trim_end_matches(['\r', '\n']);
+        if let Some(rest) = bare.strip_prefix(delimiter.as_str()) {
+            let closing = rest.starts_with("--");
+            if rest.trim_start_matches('-').trim().is_empty() {
+                if let Some(s) = start {
+                    // The line break before the delimiter belongs to it.
+                    let end = offset;
+                    let part = &body[s..end];
+                    out.push(
+                        part.strip_suffix('\n')
+                            .map_or(part, |p| p.strip_suffix('\r').unwrap_or(p)),
+                    );
+                }
+                start = (!closing).then_some(offset + line.len());
+                if closing {
+                    break;
+                }
+            }
+        }
+        offset += line.len();
+    }
+    out.into_iter()
+}
+
+fn decode(body: &str, encoding: &str) -> String {
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "base64" => {
+            let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default()
+        }
+        "quoted-printable" => quoted_printable(body),
+        _ => body.to_string(),
+    }
+}
+
+fn quoted_printable(body: &str) -> String {
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let (line, soft) = match line.trim_end().strip_suffix('=') {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && i + 2 < bytes.len()
+                && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        if !soft {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The per-recipient blocks of a delivery-status body: groups of fields separated by blank
+/// lines; the first (per-message) group names no recipient and is passed over like any
+/// group without `Final-Recipient`, `Action` and a valid `Status`.
+fn recipients(status: &str) -> Vec<RecipientStatus> {
+    let normalised = status.replace("\r\n", "\n");
+    normalised
+        .split("\n\n")
+        .filter_map(|block| {
+            let f = fields(block);
+            let recipient = address_field(field(&f, "final-recipient")?)?;
+            let action = Action::parse(field(&f, "action")?)?;
+            let status = status_code(field(&f, "status")?)?;
+            let diagnostic = field(&f, "diagnostic-code")
+                .map(|d| d.split_once(';').map_or(d, |(_, text)| text).trim())
+                .filter(|d| !d.is_empty())
+                .map(|d| d.chars().take(200).collect());
+            Some(RecipientStatus {
+                recipient,
+                action,
+                status,
+                diagnostic,
+            })
+        })
+        .collect()
+}
+
+/// `rfc822; user@example.org` → `user@example.org` (angle brackets dropped).
+fn address_field(value: &str) -> Option<String> {
+    let address = value.split_once(';').map_or(value, |(_, a)| a).trim();
+    let address = address.trim_start_matches('<').trim_end_matches('>').trim();
+    (address.contains('@') && !address.contains(char::is_whitespace)).then(|| address.to_string())
+}
+
+/// The first word of `Status` when it is an RFC 3463 code (`5.1.1 (user unknown)` → `5.1.1`).
+fn status_code(value: &str) -> Option<String> {
+    let code = value.split_whitespace().next()?;
+    let mut parts = code.split('.');
+    let class = parts.next()?;
+    let subject = parts.next()?;
+    let detail = parts.next()?;
+    let number = |p: &str, max: usize| {
+        !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    (parts.next().is_none()
+        && matches!(class, "2" | "4" | "5")
+        && number(subject, 3)
+        && number(detail, 3))
+    .then(|| code.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// The example of RFC 3464 §10.2 (a simple failure), as a mail server sends it.
+    const RFC_EXAMPLE: &str = "Date: Thu, 7 Jul 1994 17:16:05 -0400\r\n\
+From: Mail Delivery Subsystem <MAILER-DAEMON@CS.UTK.EDU>\r\n\
+Message-Id: <199407072116.RAA14128@CS.UTK.EDU>\r\n\
+Subject: Returned mail: Cannot send message for 5 days\r\n\
+To: <owner-ietf-mta-dsn@cs.utk.edu>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status;\r\n\
+\tboundary=\"RAA14128.773615765/CS.UTK.EDU\"\r\n\
+\r\n\
+--RAA14128.773615765/CS.UTK.EDU\r\n\
+\r\n\
+   ----- The following addresses had delivery problems -----\r\n\
+<louisl@larry.slip.umd.edu>  (unrecoverable error)\r\n\
+\r\n\
+--RAA14128.773615765/CS.UTK.EDU\r\n\
+content-type: message/delivery-status\r\n\
+\r\n\
+Reporting-MTA: dns; cs.utk.edu\r\n\
+\r\n\
+Original-Recipient: rfc822;louisl@larry.slip.umd.edu\r\n\
+Final-Recipient: rfc822;louisl@larry.slip.umd.edu\r\n\
+Action: failed\r\n\
+Status: 4.0.0\r\n\
+Diagnostic-Code: smtp; 426 connection timed out\r\n\
+Last-Attempt-Date: Thu, 7 Jul 1994 17:15:49 -0400\r\n\
+\r\n\
+--RAA14128.773615765/CS.UTK.EDU\r\n\
+content-type: message/rfc822\r\n\
+\r\n\
+[original message goes here]\r\n\
+\r\n\
+--RAA14128.773615765/CS.UTK.EDU--\r\n";
+
+    #[test]
+    fn the_rfc_example_is_read() {
+        let statuses = parse(RFC_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(
+            statuses,
+            [RecipientStatus {
+                recipient: "louisl@larry.slip.umd.edu".into(),
+                action: Action::Failed,
+                status: "4.0.0".into(),
+                diagnostic: Some("426 connection timed out".into()),
+            }]
+        );
+        // Failed, but a 4.x.x status says nothing of the address.
+        assert!(!statuses[0].address_is_gone());
+    }
+
+    fn report(status_part_headers: &str, status_body: &str) -> String {
+        format!(
+            "From: MAILER-DAEMON@mx.example.org\nTo: bounce+1.2.3@b.example.com\n\
+Content-Type: multipart/mixed; boundary=outer\n\n--outer\nContent-Type: text/plain\n\nhi\n\
+--outer\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"in ner\"\n\n\
+--in ner\nContent-Type: text/plain\n\nSorry.\n--in ner\n{status_part_headers}\n{status_body}\n--in ner--\n--outer--\n"
+        )
+    }
+
+    #[test]
+    fn nested_reports_several_recipients_and_encodings_are_read() {
+        let body = "Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: RFC822; <A@Example.org>\n\
+Action: failed (bad destination mailbox address)\nStatus: 5.1.1 (user unknown)\n\n\
+Final-Recipient: rfc822; b@example.org\nAction: delayed\nStatus: 4.4.7\n";
+        let plain =
+            parse(report("Content-Type: message/delivery-status\n", body).as_bytes()).unwrap();
+        assert_eq!(plain.len(), 2);
+        assert_eq!(plain[0].recipient, "A@Example.org");
+        assert_eq!(
+            (plain[0].action, plain[0].status.as_str()),
+            (Action::Failed, "5.1.1")
+        );
+        assert!(plain[0].address_is_gone());
+        assert_eq!(plain[0].diagnostic, None);
+        assert_eq!(
+            (plain[1].action, plain[1].status.as_str()),
+            (Action::Delayed, "4.4.7")
+        );
+        assert!(!plain[1].address_is_gone());
+
+        let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+        let (first, rest) = encoded.split_at(40);
+        let b64 = parse(
+            report(
+                "Content-Type: message/global-delivery-status\nContent-Transfer-Encoding: base64\n",
+                &format!("{first}\n{rest}"),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(b64, plain);
+
+        let qp_body = body.replace("5.1.1 (user unknown)", "5.1=2E1 (user =\nunknown)");
+        let qp = parse(
+            report(
+                "Content-Type: message/delivery-status\nContent-Transfer-Encoding: quoted-printable\n",
+                &qp_body,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(qp, plain);
+    }
+
+    #[test]
+    fn what_is_not_a_report_is_refused() {
+        assert_eq!(
+            parse(b"Subject: out of office\r\n\r\nI am away.\r\n"),
+            Err(DsnError::NotAReport)
+        );
+        // A report without a usable recipient block.
+        let no_recipient = report(
+            "Content-Type: message/delivery-status\n",
+            "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; x@y\nAction: failed\nStatus: 9.9.9\n",
+        );
+        assert_eq!(parse(no_recipient.as_bytes()), Err(DsnError::NoRecipients));
+        // A multipart without a boundary, and one nested deeper than searched.
+        assert_eq!(
+            parse(b"Content-Type: multipart/report\r\n\r\n--x\r\n\r\n--x--\r\n"),
+            Err(DsnError::NotAReport)
+        );
+        let mut deep = String::from(
+            "Content-Type: message/delivery-status\n\nFinal-Recipient: rfc822; a@b\nAction: failed\nStatus: 5.1.1\n",
+        );
+        for i in 0..6 {
+            deep = format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n{deep}\n--b{i}--\n"
+            );
+        }
+        assert_eq!(parse(deep.as_bytes()), Err(DsnError::NotAReport));
+        assert_eq!(parse(&[0xff, 0xfe, 0x00]), Err(DsnError::NotAReport));
+    }
+
+    #[test]
+    fn status_codes_and_addresses() {
+        assert_eq!(status_code("5.1.1").as_deref(), Some("5.1.1"));
+        assert_eq!(status_code("4.4.7 (expired)").as_deref(), Some("4.4.7"));
+        for bad in ["", "5.1", "5.1.1.1", "3.1.1", "5.a.1", "5.1.1234"] {
+            assert_eq!(status_code(bad), None, "{bad}");
+        }
+        assert_eq!(address_field("rfc822;<a@b>").as_deref(), Some("a@b"));
+        assert_eq!(address_field("rfc822; not an address"), None);
+    }
+}

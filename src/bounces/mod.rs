@@ -1,0 +1,509 @@
+//! Email bounces: each message's return path names its delivery (VERP,
+//! [`msghub_providers::BounceAddresses`]), and an SMTP listener — the MX of the bounce domain
+//! — takes the delivery status notifications mail servers send there.
+//!
+//! The listener refuses at `RCPT` every address this hub did not make (`550 5.1.1`), and at
+//! the end of `DATA` every message that is not a notification (`554 5.6.0`). A notification is
+//! applied as the receipt of the delivery its recipient address names: `failed` marks it
+//! undelivered with the notification's status code (`5.1.1`), and suppresses the address when
+//! the code says the mailbox is gone (`5.1.x`, `5.2.1`); `delivered` marks it delivered;
+//! `delayed`, `relayed` and `expanded` change nothing. The `250` that ends the transaction
+//! comes after the receipt's commit; a storage failure answers `451 4.3.0` so the sender
+//! tries again.
+
+pub mod dsn;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use msghub_actors::provider::ChannelType;
+use msghub_providers::BounceAddresses;
+use msghub_providers::smtp::wire::{MAX_LINE, angle_addr, read_data, read_line, strip_ci};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::http::AppState;
+use crate::settings::BounceSettings;
+use crate::storage::crypto::Crypto;
+use crate::storage::now_ms;
+use crate::storage::receipts::{Receipt, ReceiptKind};
+use crate::storage::suppressions::SuppressReason;
+use dsn::{Action, RecipientStatus};
+
+/// The most recipients of one transaction (a notification has one: its return path).
+const MAX_RECIPIENTS: usize = 100;
+/// How long the listener waits for a command or a line of a message.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The hub's return paths, when a bounce domain is configured.
+pub fn addresses(settings: &BounceSettings, crypto: &Crypto) -> Option<BounceAddresses> {
+    (!settings.domain.trim().is_empty()).then(|| BounceAddresses {
+        local: settings.local_part.trim().to_string(),
+        domain: settings.domain.trim().to_ascii_lowercase(),
+        key: crypto.derived_key("email-bounces"),
+    })
+}
+
+/// Refuse settings that cannot make valid return paths or a listener.
+pub fn check(settings: &BounceSettings) -> anyhow::Result<()> {
+    let domain = settings.domain.trim();
+    let local = settings.local_part.trim();
+    if !domain.is_empty() {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        anyhow::ensure!(
+            domain.contains('.') && domain.split('.').all(label_ok),
+            "bounces.domain must be a domain name such as bounces.example.com"
+        );
+        anyhow::ensure!(
+            !local.is_empty()
+                && local.len() <= 16
+                && local
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "bounces.local_part must be 1 to 16 letters, digits, '-' or '_'"
+        );
+    }
+    if !settings.smtp_listen.trim().is_empty() {
+        anyhow::ensure!(
+            !domain.is_empty(),
+            "bounces.smtp_listen needs bounces.domain (the return paths it takes bounces for)"
+        );
+        anyhow::ensure!(
+            settings.max_message_bytes >= 1024 && settings.max_sessions >= 1,
+            "bounces.max_message_bytes must be at least 1024 and bounces.max_sessions at least 1"
+        );
+    }
+    Ok(())
+}
+
+/// Bind the bounce listener when one is configured and serve it on the current (actix)
+/// runtime; returns the address it listens on.
+pub fn start(
+    settings: &BounceSettings,
+    state: Arc<AppState>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let listen = settings.smtp_listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let Some(addresses) = addresses(settings, &state.crypto) else {
+        anyhow::bail!("bounces.smtp_listen needs bounces.domain");
+    };
+    let std_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("binding the bounce listener on {listen}"))?;
+    std_listener.set_nonblocking(true)?;
+    let local = std_listener.local_addr()?;
+    let listener = TcpListener::from_std(std_listener)?;
+    let shared = Arc::new(Listener {
+        state,
+        addresses,
+        max_bytes: settings.max_message_bytes,
+        sessions: Arc::new(Semaphore::new(settings.max_sessions)),
+    });
+    actix_web::rt::spawn(serve(listener, shared));
+    Ok(Some(local))
+}
+
+struct Listener {
+    state: Arc<AppState>,
+    addresses: BounceAddresses,
+    max_bytes: usize,
+    sessions: Arc<Semaphore>,
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Listener>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                actix_web::rt::spawn(async move {
+                    let Ok(_permit) = shared.sessions.clone().acquire_owned().await else {
+                        return;
+                    };
+                    if let Err(e) = Session::new(stream, &shared).run().await {
+                        tracing::debug!(error = %e, "bounce session ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "bounce listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn count(result: &'static str) {
+    metrics::counter!("msghub_bounces_total", "result" => result).increment(1);
+}
+
+struct Session<'a> {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+    shared: &'a Listener,
+    greeted: bool,
+    in_transaction: bool,
+    /// The (message, delivery) of each accepted recipient.
+    recipients: Vec<(i64, i64)>,
+}
+
+enum Next {
+    Continue,
+    Close,
+}
+
+impl<'a> Session<'a> {
+    fn new(stream: TcpStream, shared: &'a Listener) -> Session<'a> {
+        let (r, w) = stream.into_split();
+        Session {
+            reader: BufReader::new(r),
+            writer: BufWriter::new(w),
+            shared,
+            greeted: false,
+            in_transaction: false,
+            recipients: Vec::new(),
+        }
+    }
+
+    async fn reply(&mut self, line: &str) -> std::io::Result<()> {
+        self.writer.write_all(line.as_bytes()).await?;
+        self.writer.write_all(b"\r\n").await?;
+        self.writer.flush().await
+    }
+
+    async fn run(mut self) -> std::io::Result<()> {
+        self.reply("220 msghub ESMTP bounces").await?;
+        loop {
+            let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut self.reader)).await {
+                Ok(line) => line?,
+                Err(_) => {
+                    self.reply("421 4.4.2 msghub Idle too long, closing")
+                        .await?;
+                    return Ok(());
+                }
+            };
+            let Some(line) = line else { return Ok(()) };
+            if line.len() > MAX_LINE {
+                self.reply("500 5.5.2 Line too long").await?;
+                continue;
+            }
+            if let Next::Close = self.command(&line).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.in_transaction = false;
+        self.recipients.clear();
+    }
+
+    async fn command(&mut self, line: &str) -> std::io::Result<Next> {
+        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => {
+                self.greeted = true;
+                self.reset();
+                let size = self.shared.max_bytes;
+                self.reply(&format!(
+                    "250-msghub\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE {size}"
+                ))
+                .await?;
+            }
+            "HELO" => {
+                self.greeted = true;
+                self.reset();
+                self.reply("250 msghub").await?;
+            }
+            "MAIL" => self.mail(arg).await?,
+            "RCPT" => self.rcpt(arg).await?,
+            "DATA" => return self.data().await,
+            "RSET" => {
+                self.reset();
+                self.reply("250 2.0.0 OK").await?;
+            }
+            "NOOP" => self.reply("250 2.0.0 OK").await?,
+            "VRFY" => self.reply("252 2.5.2 Cannot VRFY user").await?,
+            "QUIT" => {
+                self.reply("221 2.0.0 Bye").await?;
+                return Ok(Next::Close);
+            }
+            "STARTTLS" | "AUTH" | "BDAT" => {
+                self.reply("502 5.5.1 Command not implemented").await?;
+            }
+            _ => self.reply("500 5.5.2 Command not recognized").await?,
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn mail(&mut self, arg: &str) -> std::io::Result<()> {
+        if !self.greeted {
+            return self.reply("503 5.5.1 EHLO/HELO first").await;
+        }
+        if self.in_transaction {
+            return self.reply("503 5.5.1 Nested MAIL command").await;
+        }
+        // Any sender: notifications come from the null sender (`<>`).
+        let Some(rest) = strip_ci(arg, "FROM:") else {
+            return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+        };
+        if angle_addr(rest).is_none() {
+            return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+        }
+        let declared = rest
+            .split_whitespace()
+            .find_map(|p| strip_ci(p, "SIZE=").and_then(|n| n.parse::<usize>().ok()));
+        if declared.is_some_and(|n| n > self.shared.max_bytes) {
+            count("too_large");
+            return self
+                .reply("552 5.3.4 Message size exceeds fixed limit")
+                .await;
+        }
+        self.in_transaction = true;
+        self.reply("250 2.1.0 OK").await
+    }
+
+    async fn rcpt(&mut self, arg: &str) -> std::io::Result<()> {
+        if !self.in_transaction {
+            return self.reply("503 5.5.1 MAIL first").await;
+        }
+        let Some(to) = strip_ci(arg, "TO:").and_then(angle_addr) else {
+            return self.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
+        };
+        let Some(ids) = self.shared.addresses.parse(&to) else {
+            count("unknown_address");
+            return self.reply("550 5.1.1 No such bounce address here").await;
+        };
+        if self.recipients.len() >= MAX_RECIPIENTS {
+            return self.reply("452 4.5.3 Too many recipients").await;
+        }
+        if !self.recipients.contains(&ids) {
+            self.recipients.push(ids);
+        }
+        self.reply("250 2.1.5 OK").await
+    }
+
+    async fn data(&mut self) -> std::io::Result<Next> {
+        if !self.in_transaction {
+            self.reply("503 5.5.1 MAIL first").await?;
+            return Ok(Next::Continue);
+        }
+        if self.recipients.is_empty() {
+            self.reply("554 5.5.1 No valid recipients").await?;
+            return Ok(Next::Continue);
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>").await?;
+        let max = self.shared.max_bytes;
+        let mut message: Vec<u8> = Vec::with_capacity(8 * 1024);
+        let read = read_data(&mut self.reader, |line| {
+            if message.len() + line.len() + 2 <= max {
+                message.extend_from_slice(line);
+                message.extend_from_slice(b"\r\n");
+            }
+        });
+        let size = match tokio::time::timeout(IDLE_TIMEOUT * 5, read).await {
+            Ok(Ok(Some(size))) => size,
+            Ok(Ok(None)) => return Ok(Next::Close),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                self.reply("421 4.4.2 msghub Too slow, closing").await?;
+                return Ok(Next::Close);
+            }
+        };
+        let recipients = std::mem::take(&mut self.recipients);
+        self.reset();
+        if size > max {
+            count("too_large");
+            self.reply("552 5.3.4 Message size exceeds fixed limit")
+                .await?;
+            return Ok(Next::Continue);
+        }
+        let statuses = match dsn::parse(&message) {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                count("not_a_report");
+                self.reply(&format!("554 5.6.0 {e}")).await?;
+                return Ok(Next::Continue);
+            }
+        };
+        match apply(&self.shared.state, &recipients, &statuses).await {
+            Ok(()) => self.reply("250 2.0.0 OK").await?,
+            Err(e) => {
+                tracing::warn!(error = %e, "a bounce could not be applied; the sender will retry");
+                self.reply("451 4.3.0 Try again later").await?;
+            }
+        }
+        Ok(Next::Continue)
+    }
+}
+
+/// The status of `address` in a notification: the one naming it, or the only one (a
+/// forwarding server may report the address it forwarded to).
+fn status_for<'s>(statuses: &'s [RecipientStatus], address: &str) -> Option<&'s RecipientStatus> {
+    statuses
+        .iter()
+        .find(|s| s.recipient.eq_ignore_ascii_case(address.trim()))
+        .or(match statuses {
+            [only] => Some(only),
+            _ => None,
+        })
+}
+
+/// The receipt a status makes for a delivery, if it changes anything.
+fn receipt_for(
+    status: &RecipientStatus,
+    msgid: i64,
+    channel_id: i64,
+    address: String,
+) -> Option<Receipt> {
+    let kind = match status.action {
+        Action::Failed => ReceiptKind::Undelivered,
+        Action::Delivered => ReceiptKind::Delivered,
+        Action::Delayed | Action::Relayed | Action::Expanded => return None,
+    };
+    Some(Receipt {
+        msgid,
+        channel_id,
+        address,
+        kind,
+        at_ms: now_ms(),
+        code: (kind == ReceiptKind::Undelivered).then(|| status.status.clone()),
+        suppress: status.address_is_gone().then_some(SuppressReason::Gone),
+    })
+}
+
+/// Apply a notification to the deliveries its recipients name, through the receipts writer
+/// (counted in `msghub_receipts_total{channel_type="email"}`).
+async fn apply(
+    state: &AppState,
+    recipients: &[(i64, i64)],
+    statuses: &[RecipientStatus],
+) -> anyhow::Result<()> {
+    let mut receipts = Vec::with_capacity(recipients.len());
+    let (mut unmatched, mut unnamed) = (0, 0);
+    for &(msgid, delivery_id) in recipients {
+        let Some((channel_id, address)) = state.db.email_delivery(msgid, delivery_id).await? else {
+            // A return path this hub made, for a delivery it no longer has.
+            unmatched += 1;
+            continue;
+        };
+        let Some(status) = status_for(statuses, &address) else {
+            unnamed += 1;
+            continue;
+        };
+        match receipt_for(status, msgid, channel_id, address) {
+            Some(receipt) => receipts.push(receipt),
+            None => count("no_change"),
+        }
+    }
+    crate::http::receipts::apply(state, ChannelType::Email, receipts, unnamed, unmatched)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn status(recipient: &str, action: Action, code: &str) -> RecipientStatus {
+        RecipientStatus {
+            recipient: recipient.into(),
+            action,
+            status: code.into(),
+            diagnostic: None,
+        }
+    }
+
+    #[test]
+    fn a_notification_names_its_delivery_by_address_or_alone() {
+        let one = [status("fwd@elsewhere.org", Action::Failed, "5.1.1")];
+        assert_eq!(status_for(&one, "a@example.org"), Some(&one[0]));
+        let two = [
+            status("b@example.org", Action::Delayed, "4.4.7"),
+            status("A@Example.org", Action::Failed, "5.2.2"),
+        ];
+        assert_eq!(status_for(&two, "a@example.org"), Some(&two[1]));
+        assert_eq!(status_for(&two, "c@example.org"), None);
+    }
+
+    #[test]
+    fn statuses_make_receipts() {
+        let gone = receipt_for(
+            &status("a@x.org", Action::Failed, "5.1.1"),
+            1,
+            2,
+            "a@x.org".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            (gone.kind, gone.code.as_deref(), gone.suppress),
+            (
+                ReceiptKind::Undelivered,
+                Some("5.1.1"),
+                Some(SuppressReason::Gone)
+            )
+        );
+        let full = receipt_for(
+            &status("a@x.org", Action::Failed, "5.2.2"),
+            1,
+            2,
+            "a@x.org".into(),
+        )
+        .unwrap();
+        assert_eq!((full.kind, full.suppress), (ReceiptKind::Undelivered, None));
+        let delivered = receipt_for(
+            &status("a@x.org", Action::Delivered, "2.0.0"),
+            1,
+            2,
+            "a@x.org".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            (delivered.kind, delivered.code),
+            (ReceiptKind::Delivered, None)
+        );
+        assert!(
+            receipt_for(
+                &status("a@x.org", Action::Delayed, "4.4.1"),
+                1,
+                2,
+                "a@x.org".into()
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let mut s = BounceSettings::default();
+        assert!(check(&s).is_ok());
+        s.smtp_listen = "127.0.0.1:0".into();
+        assert!(check(&s).is_err(), "a listener without a domain");
+        s.domain = "bounces.example.com".into();
+        assert!(check(&s).is_ok());
+        for (domain, local) in [
+            ("localhost", "bounce"),
+            ("a..b", "bounce"),
+            ("b.example.com", "a+b"),
+            ("b.example.com", ""),
+        ] {
+            let bad = BounceSettings {
+                domain: domain.into(),
+                local_part: local.into(),
+                ..BounceSettings::default()
+            };
+            assert!(check(&bad).is_err(), "{domain} {local}");
+        }
+    }
+}

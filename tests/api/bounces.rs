@@ -1,0 +1,274 @@
+//! Email bounces end to end: the hub sends with return paths naming each delivery, the
+//! simulator's mail server bounces some recipients with delivery status notifications to
+//! those return paths, and the hub's bounce listener applies them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+const DOMAIN: &str = "bounces.msghub.test";
+
+/// An SMTP conversation with the bounce listener: each command's reply (its last line).
+struct Smtp {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Smtp {
+    async fn connect(addr: std::net::SocketAddr) -> (Smtp, String) {
+        let (r, w) = TcpStream::connect(addr)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut smtp = Smtp {
+            reader: BufReader::new(r),
+            writer: w,
+        };
+        let greeting = smtp.reply().await;
+        (smtp, greeting)
+    }
+
+    async fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).await.expect("reply");
+            assert!(!line.is_empty(), "connection closed");
+            // `250-…` continues, `250 …` ends a reply.
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
+    async fn say(&mut self, command: &str) -> String {
+        self.writer
+            .write_all(format!("{command}\r\n").as_bytes())
+            .await
+            .expect("write");
+        self.reply().await
+    }
+}
+
+fn code(reply: &str) -> &str {
+    reply.get(..3).unwrap_or(reply)
+}
+
+/// A notification for `recipient` in the shape mail servers send.
+fn notification(return_path: &str, recipient: &str, action: &str, status: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: <{return_path}>\r\nSubject: Undelivered Mail\r\n\
+MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
+--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n\
+Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n\
+Diagnostic-Code: smtp; 550 {status} no such user\r\n\r\n--b1--\r\n"
+    )
+}
+
+impl TestApp {
+    /// Address → status of one message's deliveries.
+    async fn email_states(&self, msgid: &str) -> BTreeMap<String, String> {
+        self.deliveries(msgid)
+            .await
+            .into_iter()
+            .map(|d| {
+                let text = |k: &str| d[k].as_str().expect(k).to_string();
+                (text("address"), text("status"))
+            })
+            .collect()
+    }
+
+    async fn send_email(&self, addresses: &[&str]) -> String {
+        let msgid = self
+            .send_ok(
+                "/v1/sent",
+                json!({"aud_email": [{"data": addresses}],
+                       "msg_email": {"subject": "Your order", "text": "<p>shipped</p>"}}),
+            )
+            .await;
+        self.wait_done(&msgid, Duration::from_secs(30)).await;
+        msgid
+    }
+
+    async fn sim_bounces(&self) -> Value {
+        self.client
+            .get(format!("{}/sim/bounces", self.sim.http_url()))
+            .send()
+            .await
+            .expect("sim bounces")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The return path the simulator's mail server received `address`'s last message with.
+    fn return_path(&self, address: &str) -> String {
+        let headers = self.sim.state.mail_headers(address).expect("mail");
+        let line = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("Return-Path: <"))
+            .expect("Return-Path");
+        line.trim_end_matches('>').to_string()
+    }
+}
+
+#[actix_web::test]
+async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
+    let app = spawn_app_with(|s| {
+        s.bounces.domain = DOMAIN.into();
+        s.bounces.smtp_listen = "127.0.0.1:0".into();
+    })
+    .await;
+    let listener = app.bounce_addr.expect("bounce listener");
+    app.sim_post(
+        "/sim/bounces",
+        json!({"relay": listener.to_string(), "delay_ms": 20}),
+    )
+    .await;
+
+    // The simulator bounces the first three after accepting them: a mailbox that does not
+    // exist, a full one, and one delayed (not final).
+    let addresses = [
+        "hardbounce-1@example.org",
+        "fullbox-1@example.org",
+        "delayed-1@example.org",
+        "ok-1@example.org",
+    ];
+    let msgid = app.send_email(&addresses).await;
+    let started = Instant::now();
+    loop {
+        let b = app.sim_bounces().await;
+        if b["sent"] == 3 {
+            assert_eq!(b["refused"], 0, "{b}");
+            break;
+        }
+        assert!(
+            b["refused"] == 0 && started.elapsed() < Duration::from_secs(30),
+            "{b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The listener answers only after the receipt's commit: nothing to wait for.
+    let states = app.email_states(&msgid).await;
+    let expected: BTreeMap<String, String> = [
+        ("delayed-1@example.org", "submitted"),
+        ("fullbox-1@example.org", "undelivered"),
+        ("hardbounce-1@example.org", "undelivered"),
+        ("ok-1@example.org", "submitted"),
+    ]
+    .into_iter()
+    .map(|(a, s)| (a.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(states, expected);
+    assert_eq!(
+        app.metric(r#"msghub_receipts_total{channel_type="email",result="applied"}"#)
+            .await,
+        2
+    );
+    // Only the mailbox that does not exist is suppressed, with the notification's status;
+    // mail to it is not sent again.
+    assert_eq!(
+        app.suppressed("?channel_type=email").await,
+        [(
+            "email".to_string(),
+            "hardbounce-1@example.org".to_string(),
+            "gone".to_string(),
+            json!("5.1.1")
+        )]
+    );
+    // (Raw addresses are the sender's own choice; users' bindings are checked.)
+    app.add_users(
+        [
+            ("u-hard", "hardbounce-1@example.org"),
+            ("u-full", "fullbox-1@example.org"),
+        ]
+        .into_iter()
+        .map(|(u, a)| json!({"userid": u, "add": {"email": [a]}})),
+    )
+    .await;
+    let again = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["u-hard", "u-full"],
+                   "msg_email": {"subject": "Your order", "text": "<p>shipped</p>"}}),
+        )
+        .await;
+    app.wait_done(&again, Duration::from_secs(30)).await;
+    let again = app.email_states(&again).await;
+    assert_eq!(again["hardbounce-1@example.org"], "skipped", "{again:?}");
+    assert_eq!(again["fullbox-1@example.org"], "submitted", "{again:?}");
+
+    // By hand: what the listener refuses, and a notification applied once.
+    let (mut smtp, greeting) = Smtp::connect(listener).await;
+    assert_eq!(code(&greeting), "220");
+    assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "503", "EHLO first");
+    assert_eq!(code(&smtp.say("EHLO mx.example.org").await), "250");
+    assert_eq!(code(&smtp.say("MAIL FROM:<> SIZE=99999999").await), "552");
+    assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
+    let ok_path = app.return_path("ok-1@example.org");
+    assert!(ok_path.ends_with(&format!("@{DOMAIN}")), "{ok_path}");
+    // Addresses this hub did not make: another domain, a forged tag.
+    let (local, _) = ok_path.split_once('@').expect("@");
+    let forged_tag = format!(
+        "{}{}@{DOMAIN}",
+        &local[..local.len() - 1],
+        if local.ends_with('0') { '1' } else { '0' }
+    );
+    for refused in ["someone@example.org", forged_tag.as_str()] {
+        let reply = smtp.say(&format!("RCPT TO:<{refused}>")).await;
+        assert!(reply.starts_with("550 5.1.1"), "{refused}: {reply}");
+    }
+    assert_eq!(code(&smtp.say("DATA").await), "554", "no recipient");
+    assert_eq!(code(&smtp.say("RSET").await), "250");
+    // A message that is not a notification (an auto-reply).
+    assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
+    assert_eq!(
+        code(&smtp.say(&format!("RCPT TO:<{ok_path}>")).await),
+        "250"
+    );
+    assert_eq!(code(&smtp.say("DATA").await), "354");
+    let reply = smtp
+        .say("Subject: Out of office\r\n\r\nI am away.\r\n.")
+        .await;
+    assert!(reply.starts_with("554 5.6.0"), "{reply}");
+    // A notification, twice: applied, then a duplicate.
+    for _ in 0..2 {
+        assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
+        assert_eq!(
+            code(
+                &smtp
+                    .say(&format!("RCPT TO:<{}>", ok_path.to_uppercase()))
+                    .await
+            ),
+            "250"
+        );
+        assert_eq!(code(&smtp.say("DATA").await), "354");
+        let report = notification(&ok_path, "ok-1@example.org", "failed", "5.1.1");
+        let stuffed = report.replace("\r\n.", "\r\n..");
+        assert_eq!(code(&smtp.say(&format!("{stuffed}.")).await), "250");
+    }
+    assert_eq!(code(&smtp.say("QUIT").await), "221");
+    let states = app.email_states(&msgid).await;
+    assert_eq!(states["ok-1@example.org"], "undelivered");
+    for (series, n) in [
+        (
+            r#"msghub_receipts_total{channel_type="email",result="applied"}"#,
+            3,
+        ),
+        (
+            r#"msghub_receipts_total{channel_type="email",result="duplicate"}"#,
+            1,
+        ),
+        (r#"msghub_bounces_total{result="unknown_address"}"#, 2),
+        (r#"msghub_bounces_total{result="not_a_report"}"#, 1),
+        (r#"msghub_bounces_total{result="too_large"}"#, 1),
+        (r#"msghub_bounces_total{result="no_change"}"#, 1),
+    ] {
+        assert_eq!(app.metric(series).await, n, "{series}");
+    }
+}
