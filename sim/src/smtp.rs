@@ -10,12 +10,11 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use msghub_providers::smtp::wire::{
-    MAX_LINE, angle_addr, read_data, read_line, strip_ci, valid_mailbox,
+    self, Conn, Handler, Next, angle_addr, read_data, strip_ci, valid_mailbox,
 };
 
 use crate::state::{Channel, Injected, SimState};
@@ -23,6 +22,8 @@ use crate::state::{Channel, Injected, SimState};
 const HOST: &str = "msghub-sim";
 const MAX_MESSAGE: usize = 50 * 1024 * 1024;
 const MAX_RCPT: usize = 1000;
+/// A client silent this long is disconnected.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Runs the SMTP sink on its own thread (current-thread tokio runtime), independent of the
 /// caller's runtime. The returned receiver resolves when the thread has finished.
@@ -62,9 +63,10 @@ async fn serve(listener: TcpListener, state: Arc<SimState>, mut shutdown: watch:
                     let state = state.clone();
                     let rx = shutdown.clone();
                     tokio::spawn(async move {
-                        let mut session = Session::new(stream, state);
+                        let mut session = Session::new(state);
+                        let mut conn = Conn::new(stream);
                         tokio::select! {
-                            r = session.run() => {
+                            r = wire::run(&mut conn, &mut session, IDLE_TIMEOUT) => {
                                 if let Err(e) = r {
                                     tracing::debug!(error = %e, "sim smtp session ended");
                                 }
@@ -91,19 +93,10 @@ async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
 }
 
 struct Session {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     state: Arc<SimState>,
-    greeted: bool,
     authed: bool,
     mail_from: Option<String>,
     rcpts: Vec<String>,
-}
-
-/// What the session loop should do after a command.
-enum Next {
-    Continue,
-    Close,
 }
 
 fn enhanced_for(code: u16) -> &'static str {
@@ -122,103 +115,22 @@ fn enhanced_for(code: u16) -> &'static str {
 }
 
 impl Session {
-    fn new(stream: TcpStream, state: Arc<SimState>) -> Self {
-        let (r, w) = stream.into_split();
+    fn new(state: Arc<SimState>) -> Self {
         let authed = !auth_required(&state);
         Session {
-            reader: BufReader::new(r),
-            writer: BufWriter::new(w),
             state,
-            greeted: false,
             authed,
             mail_from: None,
             rcpts: Vec::new(),
         }
     }
 
-    async fn reply(&mut self, line: &str) -> std::io::Result<()> {
-        self.writer.write_all(line.as_bytes()).await?;
-        self.writer.write_all(b"\r\n").await?;
-        self.writer.flush().await
-    }
-
-    async fn read_line(&mut self) -> std::io::Result<Option<String>> {
-        read_line(&mut self.reader).await
-    }
-
-    async fn run(&mut self) -> std::io::Result<()> {
-        self.reply(&format!("220 {HOST} ESMTP ready")).await?;
-        while let Some(line) = self.read_line().await? {
-            if line.len() > MAX_LINE {
-                self.reply("500 5.5.2 Line too long").await?;
-                continue;
-            }
-            if let Next::Close = self.command(&line).await? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn reset_tx(&mut self) {
-        self.mail_from = None;
-        self.rcpts.clear();
-    }
-
-    async fn command(&mut self, line: &str) -> std::io::Result<Next> {
-        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
-        match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => {
-                self.greeted = true;
-                self.reset_tx();
-                let lines = [
-                    HOST.to_string(),
-                    "PIPELINING".into(),
-                    "8BITMIME".into(),
-                    "SMTPUTF8".into(),
-                    format!("SIZE {MAX_MESSAGE}"),
-                    "AUTH PLAIN LOGIN".into(),
-                    "ENHANCEDSTATUSCODES".into(),
-                ];
-                let last = lines.len() - 1;
-                let text: Vec<String> = lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
-                    .collect();
-                self.reply(&text.join("\r\n")).await?;
-            }
-            "HELO" => {
-                self.greeted = true;
-                self.reset_tx();
-                self.reply(&format!("250 {HOST}")).await?;
-            }
-            "AUTH" => self.auth(arg).await?,
-            "MAIL" => self.mail(arg).await?,
-            "RCPT" => self.rcpt(arg).await?,
-            "DATA" => return self.data().await,
-            "RSET" => {
-                self.reset_tx();
-                self.reply("250 2.0.0 OK").await?;
-            }
-            "NOOP" => self.reply("250 2.0.0 OK").await?,
-            "VRFY" => self.reply("252 2.5.2 Cannot VRFY user").await?,
-            "QUIT" => {
-                self.reply("221 2.0.0 Bye").await?;
-                return Ok(Next::Close);
-            }
-            "STARTTLS" => self.reply("502 5.5.1 STARTTLS not supported").await?,
-            _ => self.reply("500 5.5.2 Command not recognized").await?,
-        }
-        Ok(Next::Continue)
-    }
-
-    async fn auth(&mut self, arg: &str) -> std::io::Result<()> {
-        if !self.greeted {
-            return self.reply("503 5.5.1 EHLO first").await;
+    async fn auth(&mut self, conn: &mut Conn, arg: &str, greeted: bool) -> std::io::Result<()> {
+        if !greeted {
+            return conn.reply("503 5.5.1 EHLO first").await;
         }
         if self.authed && auth_required(&self.state) {
-            return self.reply("503 5.5.1 Already authenticated").await;
+            return conn.reply("503 5.5.1 Already authenticated").await;
         }
         let mut parts = arg.split_whitespace();
         let mech = parts.next().unwrap_or_default().to_ascii_uppercase();
@@ -228,8 +140,8 @@ impl Session {
                 let resp = match initial {
                     Some(i) => i,
                     None => {
-                        self.reply("334 ").await?;
-                        self.read_line().await?.unwrap_or_default()
+                        conn.reply("334 ").await?;
+                        conn.line().await?.unwrap_or_default()
                     }
                 };
                 decode(&resp).and_then(|raw| {
@@ -244,24 +156,24 @@ impl Session {
                 let user = match initial {
                     Some(i) => i,
                     None => {
-                        self.reply("334 VXNlcm5hbWU6").await?;
-                        self.read_line().await?.unwrap_or_default()
+                        conn.reply("334 VXNlcm5hbWU6").await?;
+                        conn.line().await?.unwrap_or_default()
                     }
                 };
-                self.reply("334 UGFzc3dvcmQ6").await?;
-                let pass = self.read_line().await?.unwrap_or_default();
+                conn.reply("334 UGFzc3dvcmQ6").await?;
+                let pass = conn.line().await?.unwrap_or_default();
                 let user = decode(&user).and_then(|u| String::from_utf8(u).ok());
                 let pass = decode(&pass).and_then(|p| String::from_utf8(p).ok());
                 user.zip(pass)
             }
             _ => {
-                return self
+                return conn
                     .reply("504 5.5.4 Unrecognized authentication type")
                     .await;
             }
         };
         let Some((user, pass)) = creds else {
-            return self.reply("501 5.5.2 Cannot decode AUTH parameter").await;
+            return conn.reply("501 5.5.2 Cannot decode AUTH parameter").await;
         };
         let cfg = self.state.config();
         let ok = match (&cfg.smtp_username, &cfg.smtp_password) {
@@ -270,66 +182,18 @@ impl Session {
         };
         if ok {
             self.authed = true;
-            self.reply("235 2.7.0 Authentication successful").await
+            conn.reply("235 2.7.0 Authentication successful").await
         } else {
-            self.reply("535 5.7.8 Authentication credentials invalid")
+            conn.reply("535 5.7.8 Authentication credentials invalid")
                 .await
         }
     }
 
-    async fn mail(&mut self, arg: &str) -> std::io::Result<()> {
-        if !self.greeted {
-            return self.reply("503 5.5.1 EHLO/HELO first").await;
-        }
-        if !self.authed {
-            return self.reply("530 5.7.0 Authentication required").await;
-        }
-        if self.mail_from.is_some() {
-            return self.reply("503 5.5.1 Nested MAIL command").await;
-        }
-        let Some(from) = strip_ci(arg, "FROM:").and_then(angle_addr) else {
-            return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
-        };
-        self.mail_from = Some(from);
-        self.reply("250 2.1.0 OK").await
-    }
-
-    async fn rcpt(&mut self, arg: &str) -> std::io::Result<()> {
-        if self.mail_from.is_none() {
-            return self.reply("503 5.5.1 MAIL first").await;
-        }
-        let Some(to) = strip_ci(arg, "TO:").and_then(angle_addr) else {
-            return self.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
-        };
-        if !valid_mailbox(&to) {
-            return self
-                .reply(&format!("553 5.1.3 <{to}>: Bad recipient address syntax"))
-                .await;
-        }
-        let local = to.split('@').next().unwrap_or_default();
-        if local.to_ascii_lowercase().starts_with("unknown")
-            || self.state.is_perm(Channel::Email, &to)
-        {
-            return self
-                .reply(&format!(
-                    "550 5.1.1 <{to}>: Recipient address rejected: User unknown"
-                ))
-                .await;
-        }
-        if self.rcpts.len() >= MAX_RCPT {
-            return self.reply("452 4.5.3 Too many recipients").await;
-        }
-        if !self.rcpts.contains(&to) {
-            self.rcpts.push(to);
-        }
-        self.reply("250 2.1.5 OK").await
-    }
-
     /// The message up to the lone ".": its size and its header block (unfolded, capped).
-    async fn read_body(&mut self) -> std::io::Result<Option<(usize, String)>> {
+    async fn read_body(conn: &mut Conn) -> std::io::Result<Option<(usize, String)>> {
         let mut headers = String::new();
         let mut in_headers = true;
-        let size = read_data(&mut self.reader, |line| {
+        let size = read_data(&mut conn.reader, |line| {
             if !in_headers {
                 return;
             }
@@ -347,18 +211,100 @@ impl Session {
         .await?;
         Ok(size.map(|size| (size, headers)))
     }
+}
 
-    async fn data(&mut self) -> std::io::Result<Next> {
+impl Handler for Session {
+    fn host(&self) -> &str {
+        HOST
+    }
+
+    fn extensions(&self) -> Vec<String> {
+        vec![
+            "PIPELINING".into(),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            format!("SIZE {MAX_MESSAGE}"),
+            "AUTH PLAIN LOGIN".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ]
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.rcpts.clear();
+    }
+
+    async fn other(
+        &mut self,
+        conn: &mut Conn,
+        verb: &str,
+        arg: &str,
+        greeted: bool,
+    ) -> std::io::Result<Option<Next>> {
+        match verb {
+            "AUTH" => self.auth(conn, arg, greeted).await?,
+            "STARTTLS" => conn.reply("502 5.5.1 STARTTLS not supported").await?,
+            _ => return Ok(None),
+        }
+        Ok(Some(Next::Continue))
+    }
+
+    async fn mail(&mut self, conn: &mut Conn, arg: &str) -> std::io::Result<()> {
+        if !self.authed {
+            return conn.reply("530 5.7.0 Authentication required").await;
+        }
+        if self.mail_from.is_some() {
+            return conn.reply("503 5.5.1 Nested MAIL command").await;
+        }
+        let Some(from) = strip_ci(arg, "FROM:").and_then(angle_addr) else {
+            return conn.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+        };
+        self.mail_from = Some(from);
+        conn.reply("250 2.1.0 OK").await
+    }
+
+    async fn rcpt(&mut self, conn: &mut Conn, arg: &str) -> std::io::Result<()> {
         if self.mail_from.is_none() {
-            self.reply("503 5.5.1 MAIL first").await?;
+            return conn.reply("503 5.5.1 MAIL first").await;
+        }
+        let Some(to) = strip_ci(arg, "TO:").and_then(angle_addr) else {
+            return conn.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
+        };
+        if !valid_mailbox(&to) {
+            return conn
+                .reply(&format!("553 5.1.3 <{to}>: Bad recipient address syntax"))
+                .await;
+        }
+        let local = to.split('@').next().unwrap_or_default();
+        if local.to_ascii_lowercase().starts_with("unknown")
+            || self.state.is_perm(Channel::Email, &to)
+        {
+            return conn
+                .reply(&format!(
+                    "550 5.1.1 <{to}>: Recipient address rejected: User unknown"
+                ))
+                .await;
+        }
+        if self.rcpts.len() >= MAX_RCPT {
+            return conn.reply("452 4.5.3 Too many recipients").await;
+        }
+        if !self.rcpts.contains(&to) {
+            self.rcpts.push(to);
+        }
+        conn.reply("250 2.1.5 OK").await
+    }
+
+    async fn data(&mut self, conn: &mut Conn) -> std::io::Result<Next> {
+        if self.mail_from.is_none() {
+            conn.reply("503 5.5.1 MAIL first").await?;
             return Ok(Next::Continue);
         }
         if self.rcpts.is_empty() {
-            self.reply("554 5.5.1 No valid recipients").await?;
+            conn.reply("554 5.5.1 No valid recipients").await?;
             return Ok(Next::Continue);
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>").await?;
-        let Some((size, headers)) = self.read_body().await? else {
+        conn.reply("354 End data with <CR><LF>.<CR><LF>").await?;
+        let Some((size, headers)) = Self::read_body(conn).await? else {
             return Ok(Next::Close);
         };
         let c = Channel::Email;
@@ -368,14 +314,14 @@ impl Session {
         let mail_from = self.mail_from.take().unwrap_or_default();
         if size > MAX_MESSAGE {
             state.fail(c);
-            self.reply("552 5.3.4 Message size exceeds fixed limit")
+            conn.reply("552 5.3.4 Message size exceeds fixed limit")
                 .await?;
             return Ok(Next::Continue);
         }
         match state.take_fault(c) {
             Some(Injected::Status(429)) => {
                 state.fail(c);
-                self.reply(&format!(
+                conn.reply(&format!(
                     "421 4.7.0 {HOST} Too many requests, try again later"
                 ))
                 .await?;
@@ -383,7 +329,7 @@ impl Session {
             }
             Some(Injected::Status(_)) => {
                 state.fail(c);
-                self.reply("451 4.3.0 Temporary server error, try again later")
+                conn.reply("451 4.3.0 Temporary server error, try again later")
                     .await?;
                 return Ok(Next::Continue);
             }
@@ -391,7 +337,7 @@ impl Session {
                 state.fail(c);
                 let reply = fault_reply(&code);
                 let close = reply.starts_with("421");
-                self.reply(&reply).await?;
+                conn.reply(&reply).await?;
                 return Ok(if close { Next::Close } else { Next::Continue });
             }
             None => {}
@@ -411,7 +357,7 @@ impl Session {
         }
         crate::bounces::after_accept(&state, &mail_from, &rcpts, &headers);
         state.record(c, rcpts);
-        self.reply(&format!("250 2.0.0 OK queued as SIM{id:012X}"))
+        conn.reply(&format!("250 2.0.0 OK queued as SIM{id:012X}"))
             .await?;
         Ok(Next::Continue)
     }

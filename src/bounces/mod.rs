@@ -20,9 +20,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use msghub_actors::provider::ChannelType;
 use msghub_providers::BounceAddresses;
-use msghub_providers::smtp::wire::{MAX_LINE, angle_addr, read_data, read_line, strip_ci};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use msghub_providers::smtp::wire::{self, Conn, Handler, Next, angle_addr, read_data, strip_ci};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::http::AppState;
@@ -128,7 +127,13 @@ async fn serve(listener: TcpListener, shared: Arc<Listener>) {
                     let Ok(_permit) = shared.sessions.clone().acquire_owned().await else {
                         return;
                     };
-                    if let Err(e) = Session::new(stream, &shared).run().await {
+                    let mut session = Session {
+                        shared: &shared,
+                        in_transaction: false,
+                        recipients: Vec::new(),
+                    };
+                    let mut conn = Conn::new(stream);
+                    if let Err(e) = wire::run(&mut conn, &mut session, IDLE_TIMEOUT).await {
                         tracing::debug!(error = %e, "bounce session ended");
                     }
                 });
@@ -145,60 +150,25 @@ fn count(result: &'static str) {
     metrics::counter!("msghub_bounces_total", "result" => result).increment(1);
 }
 
+/// One session's transaction: the (message, delivery) of each accepted recipient.
 struct Session<'a> {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     shared: &'a Listener,
-    greeted: bool,
     in_transaction: bool,
-    /// The (message, delivery) of each accepted recipient.
     recipients: Vec<(i64, i64)>,
 }
 
-enum Next {
-    Continue,
-    Close,
-}
-
-impl<'a> Session<'a> {
-    fn new(stream: TcpStream, shared: &'a Listener) -> Session<'a> {
-        let (r, w) = stream.into_split();
-        Session {
-            reader: BufReader::new(r),
-            writer: BufWriter::new(w),
-            shared,
-            greeted: false,
-            in_transaction: false,
-            recipients: Vec::new(),
-        }
+impl Handler for Session<'_> {
+    fn host(&self) -> &str {
+        "msghub"
     }
 
-    async fn reply(&mut self, line: &str) -> std::io::Result<()> {
-        self.writer.write_all(line.as_bytes()).await?;
-        self.writer.write_all(b"\r\n").await?;
-        self.writer.flush().await
-    }
-
-    async fn run(mut self) -> std::io::Result<()> {
-        self.reply("220 msghub ESMTP bounces").await?;
-        loop {
-            let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut self.reader)).await {
-                Ok(line) => line?,
-                Err(_) => {
-                    self.reply("421 4.4.2 msghub Idle too long, closing")
-                        .await?;
-                    return Ok(());
-                }
-            };
-            let Some(line) = line else { return Ok(()) };
-            if line.len() > MAX_LINE {
-                self.reply("500 5.5.2 Line too long").await?;
-                continue;
-            }
-            if let Next::Close = self.command(&line).await? {
-                return Ok(());
-            }
-        }
+    fn extensions(&self) -> Vec<String> {
+        vec![
+            "PIPELINING".into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            format!("SIZE {}", self.shared.max_bytes),
+        ]
     }
 
     fn reset(&mut self) {
@@ -206,104 +176,60 @@ impl<'a> Session<'a> {
         self.recipients.clear();
     }
 
-    async fn command(&mut self, line: &str) -> std::io::Result<Next> {
-        let (verb, arg) = line.split_once(' ').unwrap_or((line, ""));
-        match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => {
-                self.greeted = true;
-                self.reset();
-                let size = self.shared.max_bytes;
-                self.reply(&format!(
-                    "250-msghub\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE {size}"
-                ))
-                .await?;
-            }
-            "HELO" => {
-                self.greeted = true;
-                self.reset();
-                self.reply("250 msghub").await?;
-            }
-            "MAIL" => self.mail(arg).await?,
-            "RCPT" => self.rcpt(arg).await?,
-            "DATA" => return self.data().await,
-            "RSET" => {
-                self.reset();
-                self.reply("250 2.0.0 OK").await?;
-            }
-            "NOOP" => self.reply("250 2.0.0 OK").await?,
-            "VRFY" => self.reply("252 2.5.2 Cannot VRFY user").await?,
-            "QUIT" => {
-                self.reply("221 2.0.0 Bye").await?;
-                return Ok(Next::Close);
-            }
-            "STARTTLS" | "AUTH" | "BDAT" => {
-                self.reply("502 5.5.1 Command not implemented").await?;
-            }
-            _ => self.reply("500 5.5.2 Command not recognized").await?,
-        }
-        Ok(Next::Continue)
-    }
-
-    async fn mail(&mut self, arg: &str) -> std::io::Result<()> {
-        if !self.greeted {
-            return self.reply("503 5.5.1 EHLO/HELO first").await;
-        }
+    async fn mail(&mut self, conn: &mut Conn, arg: &str) -> std::io::Result<()> {
         if self.in_transaction {
-            return self.reply("503 5.5.1 Nested MAIL command").await;
+            return conn.reply("503 5.5.1 Nested MAIL command").await;
         }
         // Any sender: notifications come from the null sender (`<>`).
-        let Some(rest) = strip_ci(arg, "FROM:") else {
-            return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
+        let Some(rest) = strip_ci(arg, "FROM:").filter(|rest| angle_addr(rest).is_some()) else {
+            return conn.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
         };
-        if angle_addr(rest).is_none() {
-            return self.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
-        }
         let declared = rest
             .split_whitespace()
             .find_map(|p| strip_ci(p, "SIZE=").and_then(|n| n.parse::<usize>().ok()));
         if declared.is_some_and(|n| n > self.shared.max_bytes) {
             count("too_large");
-            return self
+            return conn
                 .reply("552 5.3.4 Message size exceeds fixed limit")
                 .await;
         }
         self.in_transaction = true;
-        self.reply("250 2.1.0 OK").await
+        conn.reply("250 2.1.0 OK").await
     }
 
-    async fn rcpt(&mut self, arg: &str) -> std::io::Result<()> {
+    async fn rcpt(&mut self, conn: &mut Conn, arg: &str) -> std::io::Result<()> {
         if !self.in_transaction {
-            return self.reply("503 5.5.1 MAIL first").await;
+            return conn.reply("503 5.5.1 MAIL first").await;
         }
         let Some(to) = strip_ci(arg, "TO:").and_then(angle_addr) else {
-            return self.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
+            return conn.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
         };
         let Some(ids) = self.shared.addresses.parse(&to) else {
             count("unknown_address");
-            return self.reply("550 5.1.1 No such bounce address here").await;
+            return conn.reply("550 5.1.1 No such bounce address here").await;
         };
         if self.recipients.len() >= MAX_RECIPIENTS {
-            return self.reply("452 4.5.3 Too many recipients").await;
+            return conn.reply("452 4.5.3 Too many recipients").await;
         }
         if !self.recipients.contains(&ids) {
             self.recipients.push(ids);
         }
-        self.reply("250 2.1.5 OK").await
+        conn.reply("250 2.1.5 OK").await
     }
 
-    async fn data(&mut self) -> std::io::Result<Next> {
+    async fn data(&mut self, conn: &mut Conn) -> std::io::Result<Next> {
         if !self.in_transaction {
-            self.reply("503 5.5.1 MAIL first").await?;
+            conn.reply("503 5.5.1 MAIL first").await?;
             return Ok(Next::Continue);
         }
         if self.recipients.is_empty() {
-            self.reply("554 5.5.1 No valid recipients").await?;
+            conn.reply("554 5.5.1 No valid recipients").await?;
             return Ok(Next::Continue);
         }
-        self.reply("354 End data with <CR><LF>.<CR><LF>").await?;
+        conn.reply("354 End data with <CR><LF>.<CR><LF>").await?;
         let max = self.shared.max_bytes;
         let mut message: Vec<u8> = Vec::with_capacity(8 * 1024);
-        let read = read_data(&mut self.reader, |line| {
+        let read = read_data(&mut conn.reader, |line| {
             if message.len() + line.len() + 2 <= max {
                 message.extend_from_slice(line);
                 message.extend_from_slice(b"\r\n");
@@ -314,7 +240,7 @@ impl<'a> Session<'a> {
             Ok(Ok(None)) => return Ok(Next::Close),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                self.reply("421 4.4.2 msghub Too slow, closing").await?;
+                conn.reply("421 4.4.2 msghub Too slow, closing").await?;
                 return Ok(Next::Close);
             }
         };
@@ -322,7 +248,7 @@ impl<'a> Session<'a> {
         self.reset();
         if size > max {
             count("too_large");
-            self.reply("552 5.3.4 Message size exceeds fixed limit")
+            conn.reply("552 5.3.4 Message size exceeds fixed limit")
                 .await?;
             return Ok(Next::Continue);
         }
@@ -330,15 +256,15 @@ impl<'a> Session<'a> {
             Ok(statuses) => statuses,
             Err(e) => {
                 count("not_a_report");
-                self.reply(&format!("554 5.6.0 {e}")).await?;
+                conn.reply(&format!("554 5.6.0 {e}")).await?;
                 return Ok(Next::Continue);
             }
         };
         match apply(&self.shared.state, &recipients, &statuses).await {
-            Ok(()) => self.reply("250 2.0.0 OK").await?,
+            Ok(()) => conn.reply("250 2.0.0 OK").await?,
             Err(e) => {
                 tracing::warn!(error = %e, "a bounce could not be applied; the sender will retry");
-                self.reply("451 4.3.0 Try again later").await?;
+                conn.reply("451 4.3.0 Try again later").await?;
             }
         }
         Ok(Next::Continue)
