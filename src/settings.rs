@@ -258,17 +258,20 @@ impl Default for ProviderSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BounceSettings {
-    /// The domain of the return paths, `{local_part}+<delivery>@{domain}`, whose MX is the
-    /// listener below. Empty: email goes out with the channel's from address as its return
-    /// path, and bounces are not followed.
+    /// The domain of the return paths, `{local_part}+{msgid}.{delivery}.{tag}@{domain}`, whose MX is the
+    /// listener below: a subdomain of the channels' From domain, so SPF aligns under DMARC.
+    /// Empty: email goes out with the channel's from address as its return path, and
+    /// bounces are not followed.
     pub domain: String,
     pub local_part: String,
     /// Where the bounce listener (SMTP, port 25 behind the domain's MX) listens, e.g.
     /// `0.0.0.0:25`. Empty: no listener.
     pub smtp_listen: String,
-    /// Largest bounce accepted; notifications quoting whole messages are cut to this.
+    /// The part of a bounce kept; notifications quoting whole messages are cut to this (their
+    /// status part comes first).
     pub max_message_bytes: usize,
-    /// Concurrent SMTP sessions; more wait for their greeting.
+    /// Concurrent SMTP sessions (at most 10 000); a session beyond them is answered `421`
+    /// (try later).
     pub max_sessions: usize,
 }
 

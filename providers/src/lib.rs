@@ -120,6 +120,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The first `bytes` bytes (at most 32) of the HMAC-SHA256 of `data` under `key`, in hex.
+fn hmac_hex(key: &[u8; 32], data: &[u8], bytes: usize) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(data);
+    hex::encode(&mac.finalize().into_bytes()[..bytes.min(32)])
+}
+
 /// One-click unsubscribe links (RFC 8058) of a channel: `{base}?a=<address>&s=<signature>`,
 /// the signature an HMAC-SHA256 of the address under a key of the channel's own, so a link
 /// unsubscribes the address it was sent to and no other. The adapter makes them; the hub's
@@ -144,12 +154,7 @@ impl std::fmt::Debug for UnsubscribeLinks {
 impl UnsubscribeLinks {
     /// The signature of `address` (32 hex digits).
     pub fn signature(&self, address: &str) -> String {
-        use hmac::{KeyInit as _, Mac as _};
-        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.key) else {
-            return String::new();
-        };
-        mac.update(address.as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        hmac_hex(&self.key, address.as_bytes(), 16)
     }
 
     /// Whether `signature` is `address`'s, compared in constant time.
@@ -226,24 +231,20 @@ fn from_base36(text: &str) -> Option<i64> {
 
 impl BounceAddresses {
     fn tag(&self, msgid: i64, delivery_id: i64) -> String {
-        use hmac::{KeyInit as _, Mac as _};
-        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.key) else {
-            return String::new();
-        };
-        mac.update(format!("{msgid}.{delivery_id}").as_bytes());
-        hex::encode(&mac.finalize().into_bytes()[..8])
+        hmac_hex(&self.key, format!("{msgid}.{delivery_id}").as_bytes(), 8)
     }
 
-    /// The return path of delivery `delivery_id` of message `msgid`.
-    pub fn return_path(&self, msgid: i64, delivery_id: i64) -> String {
-        format!(
+    /// The return path of delivery `delivery_id` of message `msgid` (ids are positive; a
+    /// negative one has none).
+    pub fn return_path(&self, msgid: i64, delivery_id: i64) -> Option<String> {
+        Some(format!(
             "{}+{}.{}.{}@{}",
             self.local,
-            to_base36(msgid.max(0) as u64),
-            to_base36(delivery_id.max(0) as u64),
+            to_base36(u64::try_from(msgid).ok()?),
+            to_base36(u64::try_from(delivery_id).ok()?),
             self.tag(msgid, delivery_id),
             self.domain
-        )
+        ))
     }
 
     /// The (message, delivery) a bounce to `address` is for, when this hub made the address:
@@ -402,7 +403,9 @@ mod tests {
             key: [9u8; 32],
         };
         let msgid = 7_346_283_109_876_543_210 >> 3;
-        let path = b.return_path(msgid, 123_456_789);
+        let path = b.return_path(msgid, 123_456_789).unwrap();
+        assert_eq!(b.return_path(-1, 5), None);
+        assert_eq!(b.return_path(5, -1), None);
         let (local, domain) = path.rsplit_once('@').unwrap();
         assert_eq!(domain, "bounces.example.com");
         assert!(local.len() <= 64, "{path}");
@@ -412,7 +415,7 @@ mod tests {
         assert_eq!(b.parse(&path.to_uppercase()), Some((msgid, 123_456_789)));
         assert_eq!(b.parse(&format!(" {path} ")), Some((msgid, 123_456_789)));
         // Another delivery's tag, another key, another domain, a changed id: refused.
-        let other = b.return_path(msgid, 123_456_790);
+        let other = b.return_path(msgid, 123_456_790).unwrap();
         let other_tag = other.split('.').nth(2).unwrap().split('@').next().unwrap();
         let forged = format!(
             "bounce+{}.{}.{other_tag}@bounces.example.com",

@@ -39,26 +39,38 @@ fn default_delay() -> u64 {
 
 impl BounceConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let Some((host, port)) = self.relay.rsplit_once(':') else {
-            return Err("relay must be host:port".into());
-        };
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err("relay must be host:port".into());
-        }
-        // Like its receipts, the simulator's bounces stay on this machine.
-        let ip = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || ip
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err("relay must be a loopback address (127.0.0.0/8, ::1 or localhost)".into());
-        }
+        relay_target(&self.relay)?;
         if !(0.0..=1.0).contains(&self.failed_ratio) {
             return Err("failed_ratio must be between 0 and 1".into());
         }
         Ok(())
     }
+}
+
+/// The host (IPv6 without brackets) and port of `relay`, which must be `host:port` on a
+/// loopback address or `localhost`: like its receipts, the simulator's bounces stay on this
+/// machine.
+fn relay_target(relay: &str) -> Result<(String, u16), String> {
+    let url = format!("http://{relay}");
+    let parsed = url::Url::parse(&url).ok();
+    let port = parsed.as_ref().and_then(url::Url::port);
+    let (Some(parsed), Some(port)) = (parsed, port) else {
+        return Err("relay must be host:port".into());
+    };
+    let bare = parsed.path() == "/"
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.query().is_none();
+    if !bare || crate::receipts::loopback_host(&url).is_none() {
+        return Err(
+            "relay must be host:port on a loopback address (127.0.0.0/8, ::1 or localhost)".into(),
+        );
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => parsed.host_str().unwrap_or_default().to_string(),
+    };
+    Ok((host, port))
 }
 
 /// The configured sender: its settings and the SMTP client to the relay.
@@ -126,11 +138,7 @@ pub(crate) fn configure(state: &SimState, config: Option<BounceConfig>) -> Resul
         None => None,
         Some(config) => {
             config.validate()?;
-            let (host, port) = config
-                .relay
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-                .ok_or("relay must be host:port")?;
+            let (host, port) = relay_target(&config.relay)?;
             let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
                 .port(port)
                 .tls(Tls::None)
@@ -291,12 +299,17 @@ mod tests {
             failed_ratio: 0.5,
         };
         assert_eq!(ok.validate(), Ok(()));
-        for relay in ["localhost:25", "[::1]:2526"] {
+        for (relay, host) in [
+            ("localhost:25", "localhost"),
+            ("[::1]:2526", "::1"),
+            ("127.0.0.2:25", "127.0.0.2"),
+        ] {
             let ok = BounceConfig {
                 relay: relay.into(),
                 ..ok.clone()
             };
             assert_eq!(ok.validate(), Ok(()), "{relay}");
+            assert_eq!(relay_target(relay).unwrap().0, host);
         }
         for (relay, ratio) in [
             ("127.0.0.1", 0.0),

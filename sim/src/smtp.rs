@@ -193,7 +193,7 @@ impl Session {
     async fn read_body(conn: &mut Conn) -> std::io::Result<Option<(usize, String)>> {
         let mut headers = String::new();
         let mut in_headers = true;
-        let size = read_data(&mut conn.reader, |line| {
+        let size = read_data(&mut conn.reader, |line, _| {
             if !in_headers {
                 return;
             }

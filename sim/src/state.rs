@@ -193,13 +193,13 @@ impl SimState {
         }
     }
 
-    /// The header block (unfolded lines, as received) of the last message accepted for
-    /// `address` by the SMTP sink.
     /// Where and which bounces the SMTP sink sends (`None`: none); see `crate::bounces`.
     pub fn set_bounces(&self, config: Option<crate::BounceConfig>) -> Result<(), String> {
         crate::bounces::configure(self, config)
     }
 
+    /// The header block (unfolded lines, as received) of the last message accepted for
+    /// `address` by the SMTP sink.
     pub fn mail_headers(&self, address: &str) -> Option<String> {
         lock(&self.mail_headers)
             .get(&address.to_ascii_lowercase())

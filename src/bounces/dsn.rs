@@ -45,11 +45,12 @@ impl Action {
 }
 
 impl RecipientStatus {
-    /// A permanent failure of the address itself (RFC 3463 `5.1.x` bad address, `5.2.1`
-    /// mailbox disabled): mail to it will keep failing. A full mailbox (`5.2.2`) or a policy
-    /// refusal (`5.7.x`) says nothing of the address.
+    /// A permanent failure of the address itself, mail to it will keep failing
+    /// ([`msghub_providers::smtp::status_says_gone`]: `5.1.0`–`5.1.3`, `5.1.6`, `5.1.10`,
+    /// `5.2.1`). A full mailbox (`5.2.2`), a policy refusal (`5.7.x`) or the sender's own
+    /// problem (`5.1.7`, `5.1.8`) says nothing of the address.
     pub fn address_is_gone(&self) -> bool {
-        self.action == Action::Failed && (self.status.starts_with("5.1.") || self.status == "5.2.1")
+        self.action == Action::Failed && msghub_providers::smtp::status_says_gone(&self.status)
     }
 }
 

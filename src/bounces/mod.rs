@@ -6,7 +6,8 @@
 //! the end of `DATA` every message that is not a notification (`554 5.6.0`). A notification is
 //! applied as the receipt of the delivery its recipient address names: `failed` marks it
 //! undelivered with the notification's status code (`5.1.1`), and suppresses the address when
-//! the code says the mailbox is gone (`5.1.x`, `5.2.1`); `delivered` marks it delivered;
+//! the code says the mailbox is gone (`5.1.0`–`5.1.3`, `5.1.6`, `5.1.10`, `5.2.1`);
+//! `delivered` marks it delivered;
 //! `delayed`, `relayed` and `expanded` change nothing. The `250` that ends the transaction
 //! comes after the receipt's commit; a storage failure answers `451 4.3.0` so the sender
 //! tries again.
@@ -34,8 +35,15 @@ use dsn::{Action, RecipientStatus};
 
 /// The most recipients of one transaction (a notification has one: its return path).
 const MAX_RECIPIENTS: usize = 100;
-/// How long the listener waits for a command or a line of a message.
+/// How long the listener waits for a command.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a message's DATA may take.
+const DATA_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a whole session may last, replies included (a client that never reads them, or
+/// that keeps a session alive with NOOPs, gives its place back).
+const SESSION_LIMIT: Duration = Duration::from_secs(600);
+/// Most `bounces.max_sessions`.
+const MAX_SESSIONS: usize = 10_000;
 
 /// The hub's return paths, when a bounce domain is configured.
 pub fn addresses(settings: &BounceSettings, crypto: &Crypto) -> Option<BounceAddresses> {
@@ -75,8 +83,9 @@ pub fn check(settings: &BounceSettings) -> anyhow::Result<()> {
             "bounces.smtp_listen needs bounces.domain (the return paths it takes bounces for)"
         );
         anyhow::ensure!(
-            settings.max_message_bytes >= 1024 && settings.max_sessions >= 1,
-            "bounces.max_message_bytes must be at least 1024 and bounces.max_sessions at least 1"
+            settings.max_message_bytes >= 1024
+                && (1..=MAX_SESSIONS).contains(&settings.max_sessions),
+            "bounces.max_message_bytes must be at least 1024 and bounces.max_sessions between 1 and {MAX_SESSIONS}"
         );
     }
     Ok(())
@@ -124,7 +133,12 @@ async fn serve(listener: TcpListener, shared: Arc<Listener>) {
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 actix_web::rt::spawn(async move {
-                    let Ok(_permit) = shared.sessions.clone().acquire_owned().await else {
+                    let mut conn = Conn::new(stream);
+                    // Full: the sending server tries again later, as it does for any 421.
+                    let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
+                        count("busy");
+                        let busy = conn.reply("421 4.3.2 msghub Too busy, try again later");
+                        let _ = tokio::time::timeout(IDLE_TIMEOUT, busy).await;
                         return;
                     };
                     let mut session = Session {
@@ -132,9 +146,11 @@ async fn serve(listener: TcpListener, shared: Arc<Listener>) {
                         in_transaction: false,
                         recipients: Vec::new(),
                     };
-                    let mut conn = Conn::new(stream);
-                    if let Err(e) = wire::run(&mut conn, &mut session, IDLE_TIMEOUT).await {
-                        tracing::debug!(error = %e, "bounce session ended");
+                    let run = wire::run(&mut conn, &mut session, IDLE_TIMEOUT);
+                    match tokio::time::timeout(SESSION_LIMIT, run).await {
+                        Ok(Err(e)) => tracing::debug!(error = %e, "bounce session ended"),
+                        Ok(Ok(())) => {}
+                        Err(_) => tracing::debug!("bounce session closed at its time limit"),
                     }
                 });
             }
@@ -181,18 +197,11 @@ impl Handler for Session<'_> {
             return conn.reply("503 5.5.1 Nested MAIL command").await;
         }
         // Any sender: notifications come from the null sender (`<>`).
-        let Some(rest) = strip_ci(arg, "FROM:").filter(|rest| angle_addr(rest).is_some()) else {
+        if strip_ci(arg, "FROM:").and_then(angle_addr).is_none() {
             return conn.reply("501 5.5.4 Syntax: MAIL FROM:<address>").await;
-        };
-        let declared = rest
-            .split_whitespace()
-            .find_map(|p| strip_ci(p, "SIZE=").and_then(|n| n.parse::<usize>().ok()));
-        if declared.is_some_and(|n| n > self.shared.max_bytes) {
-            count("too_large");
-            return conn
-                .reply("552 5.3.4 Message size exceeds fixed limit")
-                .await;
         }
+        // A larger notification is taken and cut (see `data`): its status part comes before
+        // the quoted original.
         self.in_transaction = true;
         conn.reply("250 2.1.0 OK").await
     }
@@ -227,16 +236,23 @@ impl Handler for Session<'_> {
             return Ok(Next::Continue);
         }
         conn.reply("354 End data with <CR><LF>.<CR><LF>").await?;
+        // The first `max_message_bytes` are kept (up to the line that would pass them), the
+        // rest read and dropped.
         let max = self.shared.max_bytes;
         let mut message: Vec<u8> = Vec::with_capacity(8 * 1024);
-        let read = read_data(&mut conn.reader, |line| {
-            if message.len() + line.len() + 2 <= max {
-                message.extend_from_slice(line);
+        let mut cut = false;
+        let read = read_data(&mut conn.reader, |piece, complete| {
+            if cut || message.len() + piece.len() + 2 > max {
+                cut = true;
+                return;
+            }
+            message.extend_from_slice(piece);
+            if complete {
                 message.extend_from_slice(b"\r\n");
             }
         });
-        let size = match tokio::time::timeout(IDLE_TIMEOUT * 5, read).await {
-            Ok(Ok(Some(size))) => size,
+        match tokio::time::timeout(DATA_TIMEOUT, read).await {
+            Ok(Ok(Some(_))) => {}
             Ok(Ok(None)) => return Ok(Next::Close),
             Ok(Err(e)) => return Err(e),
             Err(_) => {
@@ -246,11 +262,8 @@ impl Handler for Session<'_> {
         };
         let recipients = std::mem::take(&mut self.recipients);
         self.reset();
-        if size > max {
-            count("too_large");
-            conn.reply("552 5.3.4 Message size exceeds fixed limit")
-                .await?;
-            return Ok(Next::Continue);
+        if cut {
+            count("cut");
         }
         let statuses = match dsn::parse(&message) {
             Ok(statuses) => statuses,
@@ -271,14 +284,19 @@ impl Handler for Session<'_> {
     }
 }
 
-/// The status of `address` in a notification: the one naming it, or the only one (a
-/// forwarding server may report the address it forwarded to).
-fn status_for<'s>(statuses: &'s [RecipientStatus], address: &str) -> Option<&'s RecipientStatus> {
+/// The status of `address` in a notification: the one naming it, or — when the
+/// notification went to one return path and reports one recipient — that one (a forwarding
+/// server may report the address it forwarded to).
+fn status_for<'s>(
+    statuses: &'s [RecipientStatus],
+    address: &str,
+    one_return_path: bool,
+) -> Option<&'s RecipientStatus> {
     statuses
         .iter()
         .find(|s| s.recipient.eq_ignore_ascii_case(address.trim()))
         .or(match statuses {
-            [only] => Some(only),
+            [only] if one_return_path => Some(only),
             _ => None,
         })
 }
@@ -321,7 +339,7 @@ async fn apply(
             unmatched += 1;
             continue;
         };
-        let Some(status) = status_for(statuses, &address) else {
+        let Some(status) = status_for(statuses, &address, recipients.len() == 1) else {
             unnamed += 1;
             continue;
         };
@@ -354,13 +372,16 @@ mod tests {
     #[test]
     fn a_notification_names_its_delivery_by_address_or_alone() {
         let one = [status("fwd@elsewhere.org", Action::Failed, "5.1.1")];
-        assert_eq!(status_for(&one, "a@example.org"), Some(&one[0]));
+        assert_eq!(status_for(&one, "a@example.org", true), Some(&one[0]));
+        // Sent to two return paths, one block names neither: it is applied to none.
+        assert_eq!(status_for(&one, "a@example.org", false), None);
+        assert_eq!(status_for(&one, "FWD@elsewhere.org", false), Some(&one[0]));
         let two = [
             status("b@example.org", Action::Delayed, "4.4.7"),
             status("A@Example.org", Action::Failed, "5.2.2"),
         ];
-        assert_eq!(status_for(&two, "a@example.org"), Some(&two[1]));
-        assert_eq!(status_for(&two, "c@example.org"), None);
+        assert_eq!(status_for(&two, "a@example.org", true), Some(&two[1]));
+        assert_eq!(status_for(&two, "c@example.org", true), None);
     }
 
     #[test]
@@ -414,6 +435,13 @@ mod tests {
     fn settings_are_checked() {
         let mut s = BounceSettings::default();
         assert!(check(&s).is_ok());
+        let sessions = BounceSettings {
+            domain: "bounces.example.com".into(),
+            smtp_listen: "127.0.0.1:0".into(),
+            max_sessions: MAX_SESSIONS + 1,
+            ..BounceSettings::default()
+        };
+        assert!(check(&sessions).is_err(), "too many sessions");
         s.smtp_listen = "127.0.0.1:0".into();
         assert!(check(&s).is_err(), "a listener without a domain");
         s.domain = "bounces.example.com".into();

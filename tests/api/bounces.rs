@@ -122,6 +122,7 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     let app = spawn_app_with(|s| {
         s.bounces.domain = DOMAIN.into();
         s.bounces.smtp_listen = "127.0.0.1:0".into();
+        s.bounces.max_message_bytes = 4096;
     })
     .await;
     let listener = app.bounce_addr.expect("bounce listener");
@@ -208,8 +209,8 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     assert_eq!(code(&greeting), "220");
     assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "503", "EHLO first");
     assert_eq!(code(&smtp.say("EHLO mx.example.org").await), "250");
-    assert_eq!(code(&smtp.say("MAIL FROM:<> SIZE=99999999").await), "552");
-    assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
+    // A declared size over the limit is taken: the notification is cut to it.
+    assert_eq!(code(&smtp.say("MAIL FROM:<> SIZE=99999999").await), "250");
     let ok_path = app.return_path("ok-1@example.org");
     assert!(ok_path.ends_with(&format!("@{DOMAIN}")), "{ok_path}");
     // Addresses this hub did not make: another domain, a forged tag.
@@ -236,8 +237,10 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
         .say("Subject: Out of office\r\n\r\nI am away.\r\n.")
         .await;
     assert!(reply.starts_with("554 5.6.0"), "{reply}");
-    // A notification, twice: applied, then a duplicate.
-    for _ in 0..2 {
+    // A notification, twice: applied, then a duplicate — the second quoting an original
+    // larger than `max_message_bytes`, cut after its status part. A line of its text starts
+    // with a dot (stuffed on the wire).
+    for quoted in [0, 8 * 1024] {
         assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
         assert_eq!(
             code(
@@ -248,8 +251,17 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
             "250"
         );
         assert_eq!(code(&smtp.say("DATA").await), "354");
-        let report = notification(&ok_path, "ok-1@example.org", "failed", "5.1.1");
+        let report = notification(&ok_path, "ok-1@example.org", "failed", "5.1.1")
+            .replace("Sorry.", ".Sorry, from the mail system.");
+        let original = "Subject: Your order\r\n\r\n".to_string()
+            + &"the original message, quoted whole\r\n".repeat(quoted / 36);
+        let report = report.replace(
+            "--b1--",
+            &format!("--b1\r\nContent-Type: message/rfc822\r\n\r\n{original}\r\n--b1--"),
+        );
+        assert!(report.len() > quoted, "{}", report.len());
         let stuffed = report.replace("\r\n.", "\r\n..");
+        assert!(stuffed.contains("\r\n..Sorry"), "{stuffed}");
         assert_eq!(code(&smtp.say(&format!("{stuffed}.")).await), "250");
     }
     assert_eq!(code(&smtp.say("QUIT").await), "221");
@@ -266,9 +278,38 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
         ),
         (r#"msghub_bounces_total{result="unknown_address"}"#, 2),
         (r#"msghub_bounces_total{result="not_a_report"}"#, 1),
-        (r#"msghub_bounces_total{result="too_large"}"#, 1),
+        (r#"msghub_bounces_total{result="cut"}"#, 1),
         (r#"msghub_bounces_total{result="no_change"}"#, 1),
     ] {
         assert_eq!(app.metric(series).await, n, "{series}");
     }
+}
+
+/// Sessions beyond `bounces.max_sessions` are turned away with a 421 (the sending server
+/// tries again later), and a session that ends gives its place back.
+#[actix_web::test]
+async fn sessions_beyond_the_limit_are_told_to_come_back() {
+    let app = spawn_app_with(|s| {
+        s.bounces.domain = DOMAIN.into();
+        s.bounces.smtp_listen = "127.0.0.1:0".into();
+        s.bounces.max_sessions = 1;
+    })
+    .await;
+    let listener = app.bounce_addr.expect("bounce listener");
+    let (mut first, greeting) = Smtp::connect(listener).await;
+    assert_eq!(code(&greeting), "220");
+    let (_, busy) = Smtp::connect(listener).await;
+    assert!(busy.starts_with("421 4.3.2"), "{busy}");
+    assert_eq!(code(&first.say("QUIT").await), "221");
+    // The first session's place is free once it has ended.
+    let started = Instant::now();
+    loop {
+        let (_, greeting) = Smtp::connect(listener).await;
+        if code(&greeting) == "220" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{greeting}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.metric(r#"msghub_bounces_total{result="busy"}"#).await >= 1);
 }

@@ -31,6 +31,19 @@ fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
     })
 }
 
+/// Whether an RFC 3463 status says the recipient's mailbox is gone for good: a bad
+/// destination mailbox, system or address (5.1.0–5.1.3), moved away (5.1.6), a domain that
+/// takes no mail (5.1.10), a disabled mailbox (5.2.1). The sender's own problems (5.1.7,
+/// 5.1.8), a full mailbox (5.2.2) and policy refusals (5.7.x) say nothing of the address.
+pub fn mailbox_gone((class, subject, detail): (u8, u16, u16)) -> bool {
+    class == 5 && matches!((subject, detail), (1, 0..=3 | 6 | 10) | (2, 1))
+}
+
+/// [`mailbox_gone`] of a status written `5.1.1` (the first word of `text`).
+pub fn status_says_gone(text: &str) -> bool {
+    enhanced_status(text.split_whitespace().next().unwrap_or_default()).is_some_and(mailbox_gone)
+}
+
 fn reply_class(code: u16, text: &str) -> OutcomeClass {
     let enhanced = enhanced_status(text);
     match code {
@@ -40,12 +53,13 @@ fn reply_class(code: u16, text: &str) -> OutcomeClass {
         // Authentication failed: the channel's credentials are wrong, not the recipient.
         535 => OutcomeClass::Perm,
         500..=599 => match enhanced {
-            // 5.1.x: bad destination mailbox/address → the recipient is gone.
-            Some((5, 1, _)) => OutcomeClass::Gone,
+            Some(status) if mailbox_gone(status) => OutcomeClass::Gone,
             // 5.2.2 mailbox full is a soft bounce even with a 5xx reply.
             Some((5, 2, 2)) => OutcomeClass::Retry,
             Some(_) => OutcomeClass::Perm,
-            None if matches!(code, 550 | 551 | 553) => OutcomeClass::Gone,
+            // A bare 553 is as often the relay refusing the sender ("Mail from must equal
+            // authorized user") as a bad recipient: not a reason to suppress the address.
+            None if matches!(code, 550 | 551) => OutcomeClass::Gone,
             None => OutcomeClass::Perm,
         },
         // Positive or malformed codes should never arrive as errors; do not drop the delivery.
@@ -110,6 +124,20 @@ mod tests {
         assert_eq!(enhanced_status("version 1.2.3 of the server"), None);
         assert_eq!(enhanced_status("5.1 partial"), None);
         assert_eq!(enhanced_status(""), None);
+        for (status, gone) in [
+            ("5.1.1", true),
+            ("5.1.10", true),
+            ("5.2.1", true),
+            ("5.1.0 (other address status)", true),
+            ("5.1.7", false),
+            ("5.1.8", false),
+            ("5.2.2", false),
+            ("5.7.1", false),
+            ("4.1.1", false),
+            ("", false),
+        ] {
+            assert_eq!(status_says_gone(status), gone, "{status}");
+        }
     }
 
     #[test]
@@ -128,7 +156,20 @@ mod tests {
             (553, "5.1.3 bad address syntax", OutcomeClass::Gone),
             (550, "mailbox unavailable", OutcomeClass::Gone),
             (551, "user not local", OutcomeClass::Gone),
-            (553, "mailbox name not allowed", OutcomeClass::Gone),
+            (553, "mailbox name not allowed", OutcomeClass::Perm),
+            (
+                553,
+                "Mail from must equal authorized user",
+                OutcomeClass::Perm,
+            ),
+            (
+                550,
+                "5.1.8 Sender address rejected: Domain not found",
+                OutcomeClass::Perm,
+            ),
+            (550, "5.1.7 bad sender mailbox syntax", OutcomeClass::Perm),
+            (550, "5.1.6 mailbox has moved", OutcomeClass::Gone),
+            (550, "5.2.1 mailbox disabled", OutcomeClass::Gone),
             (550, "5.7.1 Message rejected as spam", OutcomeClass::Perm),
             (554, "5.7.1 policy", OutcomeClass::Perm),
             (554, "transaction failed", OutcomeClass::Perm),

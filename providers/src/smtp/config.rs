@@ -15,6 +15,7 @@ pub(crate) const FIELDS: &[&str] = &[
     "password",
     "from",
     "pool_size",
+    "verp",
 ];
 pub(crate) const SECRETS: &[&str] = &["password"];
 
@@ -51,6 +52,10 @@ pub(crate) struct SmtpConfig {
     pub from: Mailbox,
     /// Overrides `AdapterOptions::pool_size` for this relay.
     pub pool_size: Option<u32>,
+    /// The envelope sender is the hub's return path for the delivery (VERP, when the hub has
+    /// a bounce domain), not `from`. Off for relays that require the envelope sender to be
+    /// the logged-in account.
+    pub verp: bool,
 }
 
 impl std::fmt::Debug for SmtpConfig {
@@ -63,6 +68,7 @@ impl std::fmt::Debug for SmtpConfig {
             .field("password", &self.auth.as_ref().map(|_| "***"))
             .field("from", &self.from.to_string())
             .field("pool_size", &self.pool_size)
+            .field("verp", &self.verp)
             .finish()
     }
 }
@@ -111,6 +117,7 @@ pub(crate) fn parse(credentials: &Value) -> Result<SmtpConfig, ConfigError> {
         Some(n @ 1..=MAX_POOL_SIZE) => u32::try_from(n).ok(),
         Some(_) => return Err(c.invalid("pool_size", "must be between 1 and 100")),
     };
+    let verp = c.optional_bool("verp")?.unwrap_or(true);
     Ok(SmtpConfig {
         host,
         port,
@@ -118,6 +125,7 @@ pub(crate) fn parse(credentials: &Value) -> Result<SmtpConfig, ConfigError> {
         auth,
         from,
         pool_size,
+        verp,
     })
 }
 
@@ -136,6 +144,10 @@ mod tests {
             (TlsMode::StartTls, 587, true, None)
         );
         assert_eq!(c.from.email.to_string(), "hub@example.com");
+        assert!(c.verp);
+        let c = parse(&json!({"host": "h", "from": "a@b.c", "verp": false})).unwrap();
+        assert!(!c.verp);
+        assert!(parse(&json!({"host": "h", "from": "a@b.c", "verp": "no"})).is_err());
         for (tls, port) in [("starttls", 587), ("tls", 465), ("none", 25)] {
             let c = parse(&json!({"host": "h", "from": "a@b.c", "tls": tls})).unwrap();
             assert_eq!(c.port, port, "{tls}");

@@ -7,6 +7,7 @@
 //! message's envelope sender (the return path bounces go to) names its delivery (VERP).
 
 pub(crate) mod classify;
+pub use classify::status_says_gone;
 pub(crate) mod config;
 pub mod wire;
 
@@ -56,7 +57,8 @@ pub(crate) fn build(
         from: config.from,
         concurrency: pool_size as usize,
         unsubscribe: options.unsubscribe.clone(),
-        bounces: options.bounces.clone(),
+        // A relay that wants the account as envelope sender gets no return paths.
+        bounces: options.bounces.clone().filter(|_| config.verp),
     }))
 }
 
@@ -167,8 +169,8 @@ pub(crate) fn build_message(
     if let Some(bounces) = extras.bounces {
         let return_path = bounces
             .return_path(msgid, target.delivery_id)
-            .parse()
-            .map_err(|_| {
+            .and_then(|path| path.parse().ok())
+            .ok_or_else(|| {
                 Outcome::failed(
                     OutcomeClass::Perm,
                     INVALID_CONTENT,
@@ -371,7 +373,7 @@ mod tests {
         let (message, _) =
             build_message(&from, &content, &target("user@example.org"), 42, extras).unwrap();
         let sender = message.envelope().from().unwrap().to_string();
-        assert_eq!(sender, bounces.return_path(42, 77));
+        assert_eq!(Some(sender.clone()), bounces.return_path(42, 77));
         assert_eq!(bounces.parse(&sender), Some((42, 77)));
         assert_eq!(
             message

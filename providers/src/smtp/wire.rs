@@ -198,15 +198,30 @@ pub fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// One command line without its CRLF; `None` at the end of the stream. A line longer than
-/// 16 × [`MAX_LINE`] is cut there (the caller refuses lines over [`MAX_LINE`]).
+/// 16 × [`MAX_LINE`] is cut there and the rest of it read and dropped (the caller refuses
+/// lines over [`MAX_LINE`]), so none of it is taken for the next command.
 pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Option<String>> {
+    let limit = MAX_LINE as u64 * 16;
     let mut buf = Vec::with_capacity(128);
-    let n = reader
-        .take(MAX_LINE as u64 * 16)
+    let n = (&mut *reader)
+        .take(limit)
         .read_until(b'\n', &mut buf)
         .await?;
     if n == 0 {
         return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = (&mut *reader)
+                .take(limit)
+                .read_until(b'\n', &mut rest)
+                .await?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
     }
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
@@ -214,29 +229,48 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Resu
     Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
-/// The message of a DATA command, up to the lone `.`: each line, dot-unstuffed and without
-/// its line end, goes to `line`; returns the message's size (CRLF line ends counted), or
-/// `None` when the stream ended first.
+/// The longest piece of a message line read at once: a longer line reaches the caller in
+/// pieces, so memory stays bounded whatever the client sends.
+const DATA_PIECE: u64 = 64 * 1024;
+
+/// The message of a DATA command, up to a line that is a lone `.` ended by CRLF (a bare LF
+/// does not end it): each line, dot-unstuffed and without its line end, goes to `line` with
+/// `true`; a line longer than 64 KiB goes in pieces, all but the last with `false`. Returns
+/// the message's size (CRLF line ends counted), or `None` when the stream ended first.
 pub async fn read_data<R: AsyncBufRead + Unpin>(
     reader: &mut R,
-    mut line: impl FnMut(&[u8]),
+    mut line: impl FnMut(&[u8], bool),
 ) -> std::io::Result<Option<usize>> {
     let mut size = 0usize;
     let mut buf = Vec::with_capacity(256);
+    let mut at_line_start = true;
     loop {
         buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).await?;
+        let n = (&mut *reader)
+            .take(DATA_PIECE)
+            .read_until(b'\n', &mut buf)
+            .await?;
         if n == 0 {
             return Ok(None);
         }
-        let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let content = content.strip_suffix(b"\r").unwrap_or(content);
-        if content == b"." {
+        if at_line_start && buf == b".\r\n" {
             return Ok(Some(size));
         }
-        let unstuffed = content.strip_prefix(b".").unwrap_or(content);
-        size = size.saturating_add(unstuffed.len() + 2);
-        line(unstuffed);
+        let complete = buf.last() == Some(&b'\n');
+        let content = if complete {
+            let content = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            content.strip_suffix(b"\r").unwrap_or(content)
+        } else {
+            &buf[..]
+        };
+        let unstuffed = if at_line_start {
+            content.strip_prefix(b".").unwrap_or(content)
+        } else {
+            content
+        };
+        size = size.saturating_add(unstuffed.len() + if complete { 2 } else { 0 });
+        line(unstuffed, complete);
+        at_line_start = complete;
     }
 }
 
@@ -260,22 +294,28 @@ mod tests {
 
     #[tokio::test]
     async fn data_is_unstuffed_and_ends_at_the_lone_dot() {
-        let input = b"Subject: x\r\n\r\n..leading dot\r\nlast\n.\r\nNEXT\r\n".to_vec();
+        // A bare-LF ".\n" is a line of the message, not its end.
+        let input = b"Subject: x\r\n\r\n..leading dot\r\nlast\n.\nmore\r\n.\r\nNEXT\r\n".to_vec();
         let mut reader = tokio::io::BufReader::new(&input[..]);
         let mut lines = Vec::new();
-        let size = read_data(&mut reader, |l| lines.push(l.to_vec()))
-            .await
-            .unwrap();
+        let size = read_data(&mut reader, |l, complete| {
+            assert!(complete);
+            lines.push(l.to_vec())
+        })
+        .await
+        .unwrap();
         assert_eq!(
             lines,
             [
                 b"Subject: x".to_vec(),
                 b"".to_vec(),
                 b".leading dot".to_vec(),
-                b"last".to_vec()
+                b"last".to_vec(),
+                b"".to_vec(),
+                b"more".to_vec(),
             ]
         );
-        assert_eq!(size, Some(10 + 2 + 2 + 12 + 2 + 4 + 2));
+        assert_eq!(size, Some(10 + 2 + 2 + 12 + 2 + 4 + 2 + 2 + 4 + 2));
         // What follows the message is the next command.
         assert_eq!(
             read_line(&mut reader).await.unwrap().as_deref(),
@@ -284,6 +324,39 @@ mod tests {
         assert_eq!(read_line(&mut reader).await.unwrap(), None);
         // Cut off before the dot: no message.
         let mut short = tokio::io::BufReader::new(&b"a\r\nb\r\n"[..]);
-        assert_eq!(read_data(&mut short, |_| {}).await.unwrap(), None);
+        assert_eq!(read_data(&mut short, |_, _| {}).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn long_lines_come_in_bounded_pieces() {
+        // A 200 KiB line, a line that is a dot after it, then the end.
+        let mut input = vec![b'x'; 200 * 1024];
+        input.extend_from_slice(b"\r\n..\r\n.\r\n");
+        let mut reader = tokio::io::BufReader::new(&input[..]);
+        let mut pieces = Vec::new();
+        let size = read_data(&mut reader, |l, complete| pieces.push((l.len(), complete)))
+            .await
+            .unwrap();
+        assert_eq!(
+            pieces,
+            [
+                (65536, false),
+                (65536, false),
+                (65536, false),
+                (8192, true),
+                (1, true)
+            ]
+        );
+        assert_eq!(size, Some(200 * 1024 + 2 + 1 + 2));
+        // A command line beyond the limit is cut, and its rest is not the next command.
+        let mut input = vec![b'y'; MAX_LINE * 40];
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        let mut reader = tokio::io::BufReader::new(&input[..]);
+        let first = read_line(&mut reader).await.unwrap().unwrap();
+        assert_eq!(first.len(), MAX_LINE * 16);
+        assert_eq!(
+            read_line(&mut reader).await.unwrap().as_deref(),
+            Some("QUIT")
+        );
     }
 }

@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 pub use config::{ReceiptConfig, WechatMode};
 pub(crate) use config::{parse_request, receipt_channel};
 use courier::Courier;
+pub(crate) use courier::loopback_host;
 use draw::{Dice, Fate};
 pub use outbox::ReceiptReport;
 use outbox::{Event, Item, Outbox};
