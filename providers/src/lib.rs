@@ -247,6 +247,19 @@ impl BounceAddresses {
         ))
     }
 
+    /// Where mailbox providers send abuse feedback reports (ARF) about the hub's mail:
+    /// `{local}+fbl@{domain}`, registered with each provider's feedback loop.
+    pub fn feedback_address(&self) -> String {
+        format!("{}+fbl@{}", self.local, self.domain)
+    }
+
+    /// Whether `address` is [`BounceAddresses::feedback_address`] (case aside).
+    pub fn is_feedback_address(&self, address: &str) -> bool {
+        address
+            .trim()
+            .eq_ignore_ascii_case(&self.feedback_address())
+    }
+
     /// The (message, delivery) a bounce to `address` is for, when this hub made the address:
     /// the local part and domain are compared without case (mail servers may change it), the
     /// tag in constant time.
@@ -405,6 +418,9 @@ mod tests {
         let msgid = 7_346_283_109_876_543_210 >> 3;
         let path = b.return_path(msgid, 123_456_789).unwrap();
         assert_eq!(b.return_path(-1, 5), None);
+        assert!(b.is_feedback_address("Bounce+FBL@bounces.example.com"));
+        assert!(!b.is_feedback_address("bounce+fbl@example.com"));
+        assert_eq!(b.parse(&b.feedback_address()), None);
         assert_eq!(b.return_path(5, -1), None);
         let (local, domain) = path.rsplit_once('@').unwrap();
         assert_eq!(domain, "bounces.example.com");

@@ -5,7 +5,9 @@
 //!
 //! Which recipients bounce: a local part starting with `hardbounce` (failed, `5.1.1` user
 //! unknown), `fullbox` (failed, `5.2.2` mailbox full) or `delayed` (delayed, `4.4.1`); any
-//! other with probability `failed_ratio` (failed, `5.1.1`). The notification goes from the
+//! other with probability `failed_ratio` (failed, `5.1.1`). A recipient whose local part
+//! starts with `complainer` marks the message as spam: with a `feedback_address`, an abuse
+//! feedback report (ARF, RFC 5965) goes there, naming the return path. The notification goes from the
 //! null sender to the return path (the message's `MAIL FROM`) through `relay`, the mail
 //! exchanger of the return path's domain; a 4xx answer is retried after 1 s and 5 s, a 5xx
 //! answer is final. `GET /sim/bounces` counts what was sent and refused.
@@ -31,6 +33,10 @@ pub struct BounceConfig {
     /// Share of other recipients that bounce (failed, `5.1.1`).
     #[serde(default)]
     pub failed_ratio: f64,
+    /// Where the simulated mailbox provider's feedback loop sends abuse reports (the address
+    /// the sender registered); `None`: no complaints.
+    #[serde(default)]
+    pub feedback_address: Option<String>,
 }
 
 fn default_delay() -> u64 {
@@ -40,6 +46,11 @@ fn default_delay() -> u64 {
 impl BounceConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         relay_target(&self.relay)?;
+        if let Some(address) = &self.feedback_address
+            && address.parse::<lettre::Address>().is_err()
+        {
+            return Err("feedback_address must be an email address".into());
+        }
         if !(0.0..=1.0).contains(&self.failed_ratio) {
             return Err("failed_ratio must be between 0 and 1".into());
         }
@@ -175,6 +186,20 @@ pub(crate) fn after_accept(
         return;
     };
     for recipient in recipients {
+        if complains(recipient) {
+            let Some(feedback) = bouncer.config.feedback_address.as_deref() else {
+                continue;
+            };
+            let (Ok(from), Ok(fbl)) = (FEEDBACK_SENDER.parse(), feedback.parse()) else {
+                continue;
+            };
+            let Ok(envelope) = Envelope::new(Some(from), vec![fbl]) else {
+                continue;
+            };
+            let report = complaint(recipient, return_path, feedback, headers, state.next_id());
+            tokio::spawn(deliver(bouncer.clone(), state.clone(), envelope, report));
+            continue;
+        }
         let bounce = scripted(recipient).or_else(|| {
             (bouncer.config.failed_ratio > 0.0
                 && rand::random::<f64>() < bouncer.config.failed_ratio)
@@ -185,35 +210,90 @@ pub(crate) fn after_accept(
             continue;
         };
         let report = notification(bounce, recipient, return_path, headers, state.next_id());
-        let (bouncer, state) = (bouncer.clone(), state.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(bouncer.config.delay_ms)).await;
-            for wait in [Some(1000), Some(5000), None] {
-                match bouncer
-                    .transport
-                    .send_raw(&envelope, report.as_bytes())
-                    .await
-                {
-                    Ok(_) => {
-                        state.bounce_counts.sent.fetch_add(1, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(e) if e.is_transient() || e.is_timeout() => {
-                        tracing::debug!(error = %e, "sim bounce not taken; retrying");
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "sim bounce refused");
-                        break;
-                    }
-                }
-                match wait {
-                    Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-                    None => break,
-                }
-            }
-            state.bounce_counts.refused.fetch_add(1, Ordering::Relaxed);
-        });
+        tokio::spawn(deliver(bouncer.clone(), state.clone(), envelope, report));
     }
+}
+
+/// Hand `report` to the relay after the configured delay; a 4xx answer is retried after 1 s
+/// and 5 s, a 5xx answer is final.
+async fn deliver(bouncer: Arc<Bouncer>, state: Arc<SimState>, envelope: Envelope, report: String) {
+    tokio::time::sleep(Duration::from_millis(bouncer.config.delay_ms)).await;
+    for wait in [Some(1000), Some(5000), None] {
+        match bouncer
+            .transport
+            .send_raw(&envelope, report.as_bytes())
+            .await
+        {
+            Ok(_) => {
+                state.bounce_counts.sent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) if e.is_transient() || e.is_timeout() => {
+                tracing::debug!(error = %e, "sim bounce not taken; retrying");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "sim bounce refused");
+                break;
+            }
+        }
+        match wait {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => break,
+        }
+    }
+    state.bounce_counts.refused.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The sender of the simulated feedback loop's reports.
+const FEEDBACK_SENDER: &str = "fbl@msghub-sim.example";
+
+/// Whether `recipient` marks the message as spam (its local part starts with `complainer`).
+fn complains(recipient: &str) -> bool {
+    recipient
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .starts_with("complainer")
+}
+
+/// An abuse feedback report (ARF, RFC 5965) about the message from `return_path` to
+/// `recipient`, with the original's headers.
+fn complaint(recipient: &str, return_path: &str, feedback: &str, headers: &str, id: u64) -> String {
+    let boundary = format!("sim-arf-{id:012x}");
+    let date = chrono::Utc::now().to_rfc2822();
+    format!(
+        "From: <{FEEDBACK_SENDER}>\r\n\
+         To: <{feedback}>\r\n\
+         Subject: Abuse report\r\n\
+         Date: {date}\r\n\
+         Message-ID: <arf-{id:012x}@msghub-sim>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=feedback-report;\r\n\
+         \tboundary=\"{boundary}\"\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\
+         \r\n\
+         A user marked a message from you as spam.\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: message/feedback-report\r\n\
+         \r\n\
+         Feedback-Type: abuse\r\n\
+         User-Agent: msghub-sim/1\r\n\
+         Version: 1\r\n\
+         Original-Mail-From: <{return_path}>\r\n\
+         Original-Rcpt-To: <{recipient}>\r\n\
+         Arrival-Date: {date}\r\n\
+         \r\n\
+         --{boundary}\r\n\
+         Content-Type: text/rfc822-headers\r\n\
+         \r\n\
+         {headers}\
+         \r\n\
+         --{boundary}--\r\n"
+    )
 }
 
 /// An RFC 3464 report: a human-readable part, the `message/delivery-status` part, and the
@@ -289,6 +369,8 @@ mod tests {
         assert_eq!(scripted("fullbox@example.org"), Some(Bounce::MailboxFull));
         assert_eq!(scripted("delayed.2@example.org"), Some(Bounce::Delayed));
         assert_eq!(scripted("user@hardbounce.org"), None);
+        assert!(complains("Complainer-7@example.org"));
+        assert!(!complains("user@complainer.org"));
     }
 
     #[test]
@@ -297,6 +379,7 @@ mod tests {
             relay: "127.0.0.1:2526".into(),
             delay_ms: 0,
             failed_ratio: 0.5,
+            feedback_address: Some("bounce+fbl@b.example.com".into()),
         };
         assert_eq!(ok.validate(), Ok(()));
         for (relay, host) in [
@@ -321,6 +404,7 @@ mod tests {
                 relay: relay.into(),
                 delay_ms: 0,
                 failed_ratio: ratio,
+                feedback_address: None,
             };
             assert!(bad.validate().is_err(), "{relay} {ratio}");
         }
@@ -347,5 +431,18 @@ mod tests {
             "{report}"
         );
         assert!(report.ends_with("--sim-dsn-000000000007--\r\n"), "{report}");
+        let arf = complaint(
+            "a@example.org",
+            "bounce+1.2.ab@b.example.com",
+            "bounce+fbl@b.example.com",
+            "Subject: hi\r\n",
+            8,
+        );
+        assert!(arf.contains("report-type=feedback-report"), "{arf}");
+        assert!(arf.contains("Feedback-Type: abuse\r\n"), "{arf}");
+        assert!(
+            arf.contains("Original-Mail-From: <bounce+1.2.ab@b.example.com>\r\n"),
+            "{arf}"
+        );
     }
 }

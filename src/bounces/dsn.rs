@@ -1,7 +1,9 @@
-//! Delivery status notifications (RFC 3464): the per-recipient statuses of a
-//! `multipart/report; report-type=delivery-status` message (also when another multipart
-//! encloses it), from its `message/delivery-status` part (or `message/global-delivery-status`,
-//! RFC 6533), decoded from base64 or quoted-printable when the part says so.
+//! Reports mailed to the hub's return paths: delivery status notifications (RFC 3464) — the
+//! per-recipient statuses of a `multipart/report; report-type=delivery-status` message (also
+//! when another multipart encloses it), from its `message/delivery-status` part (or
+//! `message/global-delivery-status`, RFC 6533) — and abuse feedback reports (ARF, RFC 5965),
+//! a mailbox provider's word that its user marked a message as spam, with the return path the
+//! message was sent with. Parts are decoded from base64 or quoted-printable when they say so.
 
 use base64::Engine as _;
 
@@ -54,24 +56,86 @@ impl RecipientStatus {
     }
 }
 
-/// Why a message is not a delivery status notification.
+/// A feedback report: what kind (`abuse`, `fraud`, ...) and the return path of the message
+/// it is about (`Original-Mail-From`, or else the quoted original's `Return-Path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub kind: String,
+    pub return_path: Option<String>,
+}
+
+/// What a report mailed to the hub says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    Delivery(Vec<RecipientStatus>),
+    Feedback(Feedback),
+}
+
+/// Why a message is not a report the hub reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DsnError {
-    #[error("not a delivery status notification (no message/delivery-status part)")]
+    #[error(
+        "not a delivery status notification or feedback report (no message/delivery-status or message/feedback-report part)"
+    )]
     NotAReport,
     #[error("the delivery status names no recipient with an action and a status")]
     NoRecipients,
+    #[error("the feedback report has no Feedback-Type")]
+    NoFeedbackType,
 }
+
+const STATUS_TYPES: &[&str] = &["message/delivery-status", "message/global-delivery-status"];
+const FEEDBACK_TYPES: &[&str] = &["message/feedback-report"];
+const ORIGINAL_TYPES: &[&str] = &[
+    "message/rfc822",
+    "text/rfc822-headers",
+    "message/global",
+    "message/global-headers",
+];
 
 /// The recipients' statuses of the notification `raw` (a whole message, headers first).
 pub fn parse(raw: &[u8]) -> Result<Vec<RecipientStatus>, DsnError> {
-    let text = String::from_utf8_lossy(raw);
-    let status = find_status_part(&text, 0).ok_or(DsnError::NotAReport)?;
-    let recipients = recipients(&status);
-    if recipients.is_empty() {
-        return Err(DsnError::NoRecipients);
+    match read(raw)? {
+        Report::Delivery(statuses) => Ok(statuses),
+        Report::Feedback(_) => Err(DsnError::NotAReport),
     }
-    Ok(recipients)
+}
+
+/// The report `raw` is: a delivery status notification or a feedback report.
+pub fn read(raw: &[u8]) -> Result<Report, DsnError> {
+    let text = String::from_utf8_lossy(raw);
+    if let Some(status) = find_part(&text, 0, STATUS_TYPES) {
+        let recipients = recipients(&status);
+        if recipients.is_empty() {
+            return Err(DsnError::NoRecipients);
+        }
+        return Ok(Report::Delivery(recipients));
+    }
+    let report = find_part(&text, 0, FEEDBACK_TYPES).ok_or(DsnError::NotAReport)?;
+    let f = fields(&report.replace("\r\n", "\n"));
+    let kind = field(&f, "feedback-type")
+        .and_then(|k| k.split_whitespace().next())
+        .map(|k| k.chars().take(32).collect::<String>().to_ascii_lowercase())
+        .ok_or(DsnError::NoFeedbackType)?;
+    let original_return_path = || {
+        let original = find_part(&text, 0, ORIGINAL_TYPES)?;
+        let (headers, _) = split(&original);
+        field(&headers, "return-path").map(str::to_string)
+    };
+    let return_path = field(&f, "original-mail-from")
+        .and_then(angle)
+        .or_else(|| original_return_path().and_then(|p| angle(&p)));
+    Ok(Report::Feedback(Feedback { kind, return_path }))
+}
+
+/// `<a@b>` or `a@b` → `a@b`; nothing for the null path or a value without an address.
+fn angle(value: &str) -> Option<String> {
+    let value = value.trim();
+    let inner = match value.strip_prefix('<') {
+        Some(rest) => rest.split('>').next().unwrap_or_default(),
+        None => value.split_whitespace().next().unwrap_or_default(),
+    };
+    inner.contains('@').then(|| inner.trim().to_string())
 }
 
 /// A message or body part split into its unfolded header fields (names lower-cased) and
@@ -135,18 +199,18 @@ fn content_type(value: &str) -> (String, Option<String>) {
     (mime, boundary)
 }
 
-/// The decoded text of the first delivery-status part in `entity`.
-fn find_status_part(entity: &str, depth: usize) -> Option<String> {
+/// The decoded text of the first part in `entity` of one of the `types`.
+fn find_part(entity: &str, depth: usize, types: &[&str]) -> Option<String> {
     let (headers, body) = split(entity);
     let (mime, boundary) = content_type(field(&headers, "content-type").unwrap_or("text/plain"));
     match mime.as_str() {
-        "message/delivery-status" | "message/global-delivery-status" => {
+        m if types.contains(&m) => {
             let encoding = field(&headers, "content-transfer-encoding").unwrap_or("7bit");
             Some(decode(body, encoding))
         }
         m if m.starts_with("multipart/") && depth < MAX_DEPTH => {
             let boundary = boundary.filter(|b| !b.is_empty())?;
-            parts(body, &boundary).find_map(|part| find_status_part(part, depth + 1))
+            parts(body, &boundary).find_map(|part| find_part(part, depth + 1, types))
         }
         _ => None,
     }
@@ -285,6 +349,13 @@ mod tests {
 
     use super::*;
 
+    fn feedback(raw: &str) -> Feedback {
+        match read(raw.as_bytes()).unwrap() {
+            Report::Feedback(f) => f,
+            other => unreachable!("not feedback: {other:?}"),
+        }
+    }
+
     /// The example of RFC 3464 §10.2 (a simple failure), as a mail server sends it.
     const RFC_EXAMPLE: &str = "Date: Thu, 7 Jul 1994 17:16:05 -0400\r\n\
 From: Mail Delivery Subsystem <MAILER-DAEMON@CS.UTK.EDU>\r\n\
@@ -416,6 +487,58 @@ Final-Recipient: rfc822; b@example.org\nAction: delayed\nStatus: 4.4.7\n";
         }
         assert_eq!(parse(deep.as_bytes()), Err(DsnError::NotAReport));
         assert_eq!(parse(&[0xff, 0xfe, 0x00]), Err(DsnError::NotAReport));
+    }
+
+    /// The example of RFC 5965 §B.1 (an abuse report with the original message), with the
+    /// original's envelope sender as `Original-Mail-From`.
+    fn arf(original_mail_from: Option<&str>) -> String {
+        let from_field = original_mail_from
+            .map(|f| format!("Original-Mail-From: {f}\r\n"))
+            .unwrap_or_default();
+        format!(
+            "From: <abusedesk@example.com>\r\nDate: Thu, 8 Mar 2005 17:40:36 EDT\r\n\
+Subject: FW: Earn money\r\nTo: <abuse@example.net>\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=feedback-report;\r\n\tboundary=\"part1_13d.2e68ed54_boundary\"\r\n\r\n\
+--part1_13d.2e68ed54_boundary\r\nContent-Type: text/plain; charset=\"US-ASCII\"\r\n\r\n\
+This is an email abuse report for an email message received from IP\r\n10.67.41.167 on Thu, 8 Mar 2005 14:00:00 EDT.\r\n\r\n\
+--part1_13d.2e68ed54_boundary\r\nContent-Type: message/feedback-report\r\n\r\n\
+Feedback-Type: abuse\r\nUser-Agent: SomeGenerator/1.0\r\nVersion: 1\r\n{from_field}\
+Original-Rcpt-To: <user@example.com>\r\nArrival-Date: Thu, 8 Mar 2005 14:00:00 EDT\r\n\r\n\
+--part1_13d.2e68ed54_boundary\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n\
+Return-Path: <bounce+1.2.ab@b.example.com>\r\nFrom: <somespammer@example.net>\r\n\
+Subject: Earn money\r\n\r\nSpam Spam Spam\r\n\r\n--part1_13d.2e68ed54_boundary--\r\n"
+        )
+    }
+
+    #[test]
+    fn feedback_reports_name_the_return_path() {
+        let report = read(arf(Some("<bounce+9.9.cd@b.example.com>")).as_bytes()).unwrap();
+        assert_eq!(
+            report,
+            Report::Feedback(Feedback {
+                kind: "abuse".into(),
+                return_path: Some("bounce+9.9.cd@b.example.com".into()),
+            })
+        );
+        // Without Original-Mail-From: the quoted original's Return-Path.
+        let f = feedback(&arf(None));
+        assert_eq!(
+            f.return_path.as_deref(),
+            Some("bounce+1.2.ab@b.example.com")
+        );
+        // A null original sender names nothing: the quoted Return-Path does.
+        let f = feedback(&arf(Some("<>")));
+        assert_eq!(
+            f.return_path.as_deref(),
+            Some("bounce+1.2.ab@b.example.com")
+        );
+        let no_path = arf(Some("<>")).replace("Return-Path: <bounce+1.2.ab@b.example.com>\r\n", "");
+        let f = feedback(&no_path);
+        assert_eq!(f.return_path, None);
+        // Not a delivery status notification.
+        assert_eq!(parse(arf(None).as_bytes()), Err(DsnError::NotAReport));
+        let no_type = arf(None).replace("Feedback-Type: abuse\r\n", "");
+        assert_eq!(read(no_type.as_bytes()), Err(DsnError::NoFeedbackType));
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! `delivered` marks it delivered;
 //! `delayed`, `relayed` and `expanded` change nothing. The `250` that ends the transaction
 //! comes after the receipt's commit; a storage failure answers `451 4.3.0` so the sender
-//! tries again.
+//! tries again. Abuse feedback reports (ARF) at [`BounceAddresses::feedback_address`] (or a
+//! return path) opt the address of the message they name out of marketing.
 
 pub mod dsn;
 
@@ -31,7 +32,7 @@ use crate::storage::crypto::Crypto;
 use crate::storage::now_ms;
 use crate::storage::receipts::{Receipt, ReceiptKind};
 use crate::storage::suppressions::SuppressReason;
-use dsn::{Action, RecipientStatus};
+use dsn::{Action, RecipientStatus, Report};
 
 /// The most recipients of one transaction (a notification has one: its return path).
 const MAX_RECIPIENTS: usize = 100;
@@ -145,6 +146,7 @@ async fn serve(listener: TcpListener, shared: Arc<Listener>) {
                         shared: &shared,
                         in_transaction: false,
                         recipients: Vec::new(),
+                        feedback: false,
                     };
                     let run = wire::run(&mut conn, &mut session, IDLE_TIMEOUT);
                     match tokio::time::timeout(SESSION_LIMIT, run).await {
@@ -171,6 +173,8 @@ struct Session<'a> {
     shared: &'a Listener,
     in_transaction: bool,
     recipients: Vec<(i64, i64)>,
+    /// The feedback address is among the recipients.
+    feedback: bool,
 }
 
 impl Handler for Session<'_> {
@@ -190,6 +194,7 @@ impl Handler for Session<'_> {
     fn reset(&mut self) {
         self.in_transaction = false;
         self.recipients.clear();
+        self.feedback = false;
     }
 
     async fn mail(&mut self, conn: &mut Conn, arg: &str) -> std::io::Result<()> {
@@ -213,6 +218,10 @@ impl Handler for Session<'_> {
         let Some(to) = strip_ci(arg, "TO:").and_then(angle_addr) else {
             return conn.reply("501 5.5.4 Syntax: RCPT TO:<address>").await;
         };
+        if self.shared.addresses.is_feedback_address(&to) {
+            self.feedback = true;
+            return conn.reply("250 2.1.5 OK").await;
+        }
         let Some(ids) = self.shared.addresses.parse(&to) else {
             count("unknown_address");
             return conn.reply("550 5.1.1 No such bounce address here").await;
@@ -231,7 +240,7 @@ impl Handler for Session<'_> {
             conn.reply("503 5.5.1 MAIL first").await?;
             return Ok(Next::Continue);
         }
-        if self.recipients.is_empty() {
+        if self.recipients.is_empty() && !self.feedback {
             conn.reply("554 5.5.1 No valid recipients").await?;
             return Ok(Next::Continue);
         }
@@ -265,15 +274,41 @@ impl Handler for Session<'_> {
         if cut {
             count("cut");
         }
-        let statuses = match dsn::parse(&message) {
-            Ok(statuses) => statuses,
+        let applied = match dsn::read(&message) {
+            Ok(Report::Delivery(statuses)) if !recipients.is_empty() => {
+                apply(&self.shared.state, &recipients, &statuses).await
+            }
+            Ok(Report::Feedback(feedback)) => {
+                // The report's own return path, or else the one it was mailed to.
+                let ids = feedback
+                    .return_path
+                    .as_deref()
+                    .and_then(|path| self.shared.addresses.parse(path))
+                    .or(match recipients.as_slice() {
+                        [only] => Some(*only),
+                        _ => None,
+                    });
+                let Some(ids) = ids else {
+                    count("unknown_complaint");
+                    conn.reply("554 5.6.0 The report names no message of this hub")
+                        .await?;
+                    return Ok(Next::Continue);
+                };
+                complain(&self.shared.state, ids, &feedback.kind).await
+            }
+            Ok(Report::Delivery(_)) => {
+                count("unknown_address");
+                conn.reply("554 5.6.0 Delivery status notifications go to the return path")
+                    .await?;
+                return Ok(Next::Continue);
+            }
             Err(e) => {
                 count("not_a_report");
                 conn.reply(&format!("554 5.6.0 {e}")).await?;
                 return Ok(Next::Continue);
             }
         };
-        match apply(&self.shared.state, &recipients, &statuses).await {
+        match applied {
             Ok(()) => conn.reply("250 2.0.0 OK").await?,
             Err(e) => {
                 tracing::warn!(error = %e, "a bounce could not be applied; the sender will retry");
@@ -349,6 +384,45 @@ async fn apply(
         }
     }
     crate::http::receipts::apply(state, ChannelType::Email, receipts, unnamed, unmatched)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+/// Apply a feedback report about delivery `ids`: the message reached its recipient, who
+/// marked it as spam (or another `kind`) — delivered, and the address opted out of marketing
+/// (code `complaint`), as RFC 6449 asks of senders. Notices and verification codes still
+/// reach it.
+async fn complain(
+    state: &AppState,
+    (msgid, delivery_id): (i64, i64),
+    kind: &str,
+) -> anyhow::Result<()> {
+    let found = state.db.email_delivery(msgid, delivery_id).await?;
+    let receipts: Vec<Receipt> = found
+        .into_iter()
+        .map(|(channel_id, address)| Receipt {
+            msgid,
+            channel_id,
+            address,
+            kind: ReceiptKind::Delivered,
+            at_ms: now_ms(),
+            code: Some("complaint".into()),
+            suppress: Some(SuppressReason::OptedOut),
+        })
+        .collect();
+    let unmatched = u64::from(receipts.is_empty());
+    count(if receipts.is_empty() {
+        "unknown_complaint"
+    } else {
+        "complaint"
+    });
+    tracing::info!(
+        msgid,
+        feedback_type = kind,
+        "a feedback report about an email"
+    );
+    crate::http::receipts::apply(state, ChannelType::Email, receipts, 0, unmatched)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())

@@ -128,23 +128,26 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     let listener = app.bounce_addr.expect("bounce listener");
     app.sim_post(
         "/sim/bounces",
-        json!({"relay": listener.to_string(), "delay_ms": 20}),
+        json!({"relay": listener.to_string(), "delay_ms": 20,
+               "feedback_address": format!("bounce+fbl@{DOMAIN}")}),
     )
     .await;
 
     // The simulator bounces the first three after accepting them: a mailbox that does not
-    // exist, a full one, and one delayed (not final).
+    // exist, a full one, and one delayed (not final); the fourth's mailbox provider reports
+    // that its user marked the message as spam.
     let addresses = [
         "hardbounce-1@example.org",
         "fullbox-1@example.org",
         "delayed-1@example.org",
+        "complainer-1@example.org",
         "ok-1@example.org",
     ];
     let msgid = app.send_email(&addresses).await;
     let started = Instant::now();
     loop {
         let b = app.sim_bounces().await;
-        if b["sent"] == 3 {
+        if b["sent"] == 4 {
             assert_eq!(b["refused"], 0, "{b}");
             break;
         }
@@ -157,6 +160,7 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     // The listener answers only after the receipt's commit: nothing to wait for.
     let states = app.email_states(&msgid).await;
     let expected: BTreeMap<String, String> = [
+        ("complainer-1@example.org", "delivered"),
         ("delayed-1@example.org", "submitted"),
         ("fullbox-1@example.org", "undelivered"),
         ("hardbounce-1@example.org", "undelivered"),
@@ -169,19 +173,27 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     assert_eq!(
         app.metric(r#"msghub_receipts_total{channel_type="email",result="applied"}"#)
             .await,
-        2
+        3
     );
-    // Only the mailbox that does not exist is suppressed, with the notification's status;
-    // mail to it is not sent again.
-    assert_eq!(
-        app.suppressed("?channel_type=email").await,
-        [(
-            "email".to_string(),
-            "hardbounce-1@example.org".to_string(),
-            "gone".to_string(),
-            json!("5.1.1")
-        )]
-    );
+    // The mailbox that does not exist is suppressed, with the notification's status, and
+    // mail to it is not sent again; the complainer is opted out of marketing.
+    let suppressed: BTreeMap<String, (String, Value)> = app
+        .suppressed("?channel_type=email")
+        .await
+        .into_iter()
+        .map(|(_, address, reason, code)| (address, (reason, code)))
+        .collect();
+    let expected: BTreeMap<String, (String, Value)> = [
+        (
+            "complainer-1@example.org",
+            ("opted_out", json!("complaint")),
+        ),
+        ("hardbounce-1@example.org", ("gone", json!("5.1.1"))),
+    ]
+    .into_iter()
+    .map(|(a, (r, c))| (a.to_string(), (r.to_string(), c)))
+    .collect();
+    assert_eq!(suppressed, expected);
     // (Raw addresses are the sender's own choice; users' bindings are checked.)
     app.add_users(
         [
@@ -264,13 +276,46 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
         assert!(stuffed.contains("\r\n..Sorry"), "{stuffed}");
         assert_eq!(code(&smtp.say(&format!("{stuffed}.")).await), "250");
     }
+    // Abuse feedback reports (ARF) at the feedback address: one about a message of this hub
+    // (by its return path) opts the address out of marketing and shows the message arrived;
+    // one naming a return path the hub did not make is refused.
+    let delayed_path = app.return_path("delayed-1@example.org");
+    for (path, answer) in [(delayed_path.as_str(), "250"), (forged_tag.as_str(), "554")] {
+        assert_eq!(
+            code(&smtp.say("MAIL FROM:<fbl@mail.example.net>").await),
+            "250"
+        );
+        let to_fbl = smtp.say(&format!("RCPT TO:<bounce+FBL@{DOMAIN}>")).await;
+        assert_eq!(code(&to_fbl), "250", "{to_fbl}");
+        assert_eq!(code(&smtp.say("DATA").await), "354");
+        let report = format!(
+            "From: <fbl@mail.example.net>\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\r\n\r\n\
+--f\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n\
+--f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n\
+Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\n\
+--f\r\nContent-Type: text/rfc822-headers\r\n\r\nSubject: Your order\r\n\r\n--f--\r\n."
+        );
+        assert_eq!(code(&smtp.say(&report).await), answer, "{path}");
+    }
     assert_eq!(code(&smtp.say("QUIT").await), "221");
     let states = app.email_states(&msgid).await;
     assert_eq!(states["ok-1@example.org"], "undelivered");
+    assert_eq!(states["delayed-1@example.org"], "delivered");
+    let suppressed = app.suppressed("?channel_type=email").await;
+    assert!(
+        suppressed.contains(&(
+            "email".to_string(),
+            "delayed-1@example.org".to_string(),
+            "opted_out".to_string(),
+            json!("complaint")
+        )),
+        "{suppressed:?}"
+    );
     for (series, n) in [
         (
             r#"msghub_receipts_total{channel_type="email",result="applied"}"#,
-            3,
+            5,
         ),
         (
             r#"msghub_receipts_total{channel_type="email",result="duplicate"}"#,
@@ -279,6 +324,8 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
         (r#"msghub_bounces_total{result="unknown_address"}"#, 2),
         (r#"msghub_bounces_total{result="not_a_report"}"#, 1),
         (r#"msghub_bounces_total{result="cut"}"#, 1),
+        (r#"msghub_bounces_total{result="complaint"}"#, 2),
+        (r#"msghub_bounces_total{result="unknown_complaint"}"#, 1),
         (r#"msghub_bounces_total{result="no_change"}"#, 1),
     ] {
         assert_eq!(app.metric(series).await, n, "{series}");
