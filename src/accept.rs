@@ -26,14 +26,13 @@ pub async fn store_and_dispatch(
     items: Vec<NewMessage>,
     check_keys: bool,
 ) -> Result<Vec<Accepted>, String> {
-    let mut claimed: Vec<i64> = items
+    let claimed: Vec<i64> = items
         .iter()
         .filter(|m| m.opens_at_acceptance())
         .map(|m| m.plan.msgid)
         .collect();
-    // The first ones that fit the real-time lane's room; the others go to the planner.
-    let open = dispatch.room_for_opened(claimed.len());
-    claimed.truncate(open);
+    let open = !claimed.is_empty() && dispatch.room_for_opened(claimed.len());
+    let claimed = if open { claimed } else { Vec::new() };
     dispatch.claim(&claimed);
     let scheduled: HashSet<i64> = items
         .iter()

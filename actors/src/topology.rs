@@ -295,14 +295,11 @@ impl Dispatch {
         self.claims.claim(msgids);
     }
 
-    /// How many of `n` messages opened at acceptance would find room to wait for the
-    /// real-time lane. Beyond that the hub is behind: accepting the rest without opening
-    /// them (the planner opens them later, in bulk) costs less than opening now and again
-    /// later.
-    pub fn room_for_opened(&self, n: usize) -> usize {
-        self.max_waiting
-            .saturating_sub(self.waiting.load(Ordering::SeqCst))
-            .min(n)
+    /// Whether `n` more messages opened at acceptance would find room to wait for the
+    /// real-time lane. When they would not, the hub is behind: accepting without opening
+    /// (the planner opens them later, in bulk) costs less than opening now and again later.
+    pub fn room_for_opened(&self, n: usize) -> bool {
+        self.waiting.load(Ordering::SeqCst) + n <= self.max_waiting
     }
 
     pub fn release(&self, msgids: &[i64]) {

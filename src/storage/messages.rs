@@ -104,21 +104,20 @@ impl Db {
 }
 
 impl Store {
-    /// Store a batch of messages in one transaction. The first `open` simple real-time
-    /// messages that are not scheduled are opened in it too: their users' bindings are read first
+    /// Store a batch of messages in one transaction. With `open`, simple real-time messages
+    /// that are not scheduled are opened in it too: their users' bindings are read first
     /// (outside the transaction) and their deliveries inserted with the messages, so the
     /// caller can hand them to their channels at once. `check_keys: false` skips the
     /// idempotency lookups, for messages whose keys the intake journal checked.
     pub async fn accept_messages(
         &self,
         items: Vec<NewMessage>,
-        open: usize,
+        open: bool,
         check_keys: bool,
     ) -> Result<AcceptedBatch, DbErr> {
         // Which items to open (by index), and their shards, resolved before the transaction.
         let opening: Vec<usize> = (0..items.len())
-            .filter(|&i| items[i].opens_at_acceptance())
-            .take(open)
+            .filter(|&i| open && items[i].opens_at_acceptance())
             .collect();
         let shards: Vec<OpenShard> = opening
             .iter()
