@@ -64,6 +64,14 @@ pub struct Feedback {
     pub return_path: Option<String>,
 }
 
+impl Feedback {
+    /// The user marked the message as spam or fraud (`abuse`, `fraud`); `not-spam`, `virus`
+    /// and `other` are no wish of the recipient's.
+    pub fn is_complaint(&self) -> bool {
+        matches!(self.kind.as_str(), "abuse" | "fraud")
+    }
+}
+
 /// What a report mailed to the hub says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
@@ -537,6 +545,11 @@ Subject: Earn money\r\n\r\nSpam Spam Spam\r\n\r\n--part1_13d.2e68ed54_boundary--
         assert_eq!(f.return_path, None);
         // Not a delivery status notification.
         assert_eq!(parse(arf(None).as_bytes()), Err(DsnError::NotAReport));
+        assert!(f.is_complaint());
+        let not_spam =
+            feedback(&arf(None).replace("Feedback-Type: abuse", "Feedback-Type: Not-Spam"));
+        assert_eq!(not_spam.kind, "not-spam");
+        assert!(!not_spam.is_complaint());
         let no_type = arf(None).replace("Feedback-Type: abuse\r\n", "");
         assert_eq!(read(no_type.as_bytes()), Err(DsnError::NoFeedbackType));
     }

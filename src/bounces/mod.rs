@@ -278,6 +278,11 @@ impl Handler for Session<'_> {
             Ok(Report::Delivery(statuses)) if !recipients.is_empty() => {
                 apply(&self.shared.state, &recipients, &statuses).await
             }
+            Ok(Report::Feedback(feedback)) if !feedback.is_complaint() => {
+                // `not-spam`, `virus`, `other`: nothing the address asked for.
+                count("no_change");
+                Ok(())
+            }
             Ok(Report::Feedback(feedback)) => {
                 // The report's own return path, or else the one it was mailed to.
                 let ids = feedback

@@ -278,9 +278,15 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     }
     // Abuse feedback reports (ARF) at the feedback address: one about a message of this hub
     // (by its return path) opts the address out of marketing and shows the message arrived;
-    // one naming a return path the hub did not make is refused.
+    // one naming a return path the hub did not make is refused; a "not spam" report changes
+    // nothing.
     let delayed_path = app.return_path("delayed-1@example.org");
-    for (path, answer) in [(delayed_path.as_str(), "250"), (forged_tag.as_str(), "554")] {
+    let full_path = app.return_path("fullbox-1@example.org");
+    for (path, kind, answer) in [
+        (delayed_path.as_str(), "abuse", "250"),
+        (forged_tag.as_str(), "abuse", "554"),
+        (full_path.as_str(), "not-spam", "250"),
+    ] {
         assert_eq!(
             code(&smtp.say("MAIL FROM:<fbl@mail.example.net>").await),
             "250"
@@ -292,7 +298,7 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
             "From: <fbl@mail.example.net>\r\nSubject: complaint\r\nMIME-Version: 1.0\r\n\
 Content-Type: multipart/report; report-type=feedback-report; boundary=\"f\"\r\n\r\n\
 --f\r\nContent-Type: text/plain\r\n\r\nA complaint.\r\n\
---f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nVersion: 1\r\n\
+--f\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: {kind}\r\nVersion: 1\r\n\
 Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\n\
 --f\r\nContent-Type: text/rfc822-headers\r\n\r\nSubject: Your order\r\n\r\n--f--\r\n."
         );
@@ -302,6 +308,7 @@ Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\
     let states = app.email_states(&msgid).await;
     assert_eq!(states["ok-1@example.org"], "undelivered");
     assert_eq!(states["delayed-1@example.org"], "delivered");
+    assert_eq!(states["fullbox-1@example.org"], "undelivered");
     let suppressed = app.suppressed("?channel_type=email").await;
     assert!(
         suppressed.contains(&(
@@ -310,6 +317,10 @@ Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\
             "opted_out".to_string(),
             json!("complaint")
         )),
+        "{suppressed:?}"
+    );
+    assert!(
+        !suppressed.iter().any(|s| s.1 == "fullbox-1@example.org"),
         "{suppressed:?}"
     );
     for (series, n) in [
@@ -326,7 +337,7 @@ Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\
         (r#"msghub_bounces_total{result="cut"}"#, 1),
         (r#"msghub_bounces_total{result="complaint"}"#, 2),
         (r#"msghub_bounces_total{result="unknown_complaint"}"#, 1),
-        (r#"msghub_bounces_total{result="no_change"}"#, 1),
+        (r#"msghub_bounces_total{result="no_change"}"#, 2),
     ] {
         assert_eq!(app.metric(series).await, n, "{series}");
     }
