@@ -257,43 +257,94 @@ fn complains(recipient: &str) -> bool {
         .starts_with("complainer")
 }
 
+/// A `multipart/report` (RFC 6522) of `kind` (`delivery-status`, `feedback-report`): a
+/// human-readable part, the machine-readable part (`message/{kind}`, its `fields`), and the
+/// original message's headers (`text/rfc822-headers`).
+struct ReportMail<'a> {
+    from: &'a str,
+    to: &'a str,
+    subject: &'a str,
+    kind: &'a str,
+    /// Boundary and Message-ID prefix.
+    tag: &'a str,
+    id: u64,
+    text: &'a str,
+    fields: &'a str,
+    headers: &'a str,
+}
+
+impl ReportMail<'_> {
+    fn render(&self) -> String {
+        let ReportMail {
+            from,
+            to,
+            subject,
+            kind,
+            tag,
+            id,
+            text,
+            fields,
+            headers,
+        } = self;
+        let boundary = format!("sim-{tag}-{id:012x}");
+        let date = chrono::Utc::now().to_rfc2822();
+        format!(
+            "From: {from}\r\n\
+             To: <{to}>\r\n\
+             Subject: {subject}\r\n\
+             Date: {date}\r\n\
+             Message-ID: <{tag}-{id:012x}@msghub-sim>\r\n\
+             Auto-Submitted: auto-replied\r\n\
+             MIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type={kind};\r\n\
+             \tboundary=\"{boundary}\"\r\n\
+             \r\n\
+             This is a MIME-encapsulated message.\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: text/plain; charset=us-ascii\r\n\
+             \r\n\
+             {text}\r\n\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: message/{kind}\r\n\
+             \r\n\
+             {fields}\
+             \r\n\
+             --{boundary}\r\n\
+             Content-Type: text/rfc822-headers\r\n\
+             \r\n\
+             {headers}\
+             \r\n\
+             --{boundary}--\r\n"
+        )
+    }
+}
+
 /// An abuse feedback report (ARF, RFC 5965) about the message from `return_path` to
 /// `recipient`, with the original's headers.
 fn complaint(recipient: &str, return_path: &str, feedback: &str, headers: &str, id: u64) -> String {
-    let boundary = format!("sim-arf-{id:012x}");
     let date = chrono::Utc::now().to_rfc2822();
-    format!(
-        "From: <{FEEDBACK_SENDER}>\r\n\
-         To: <{feedback}>\r\n\
-         Subject: Abuse report\r\n\
-         Date: {date}\r\n\
-         Message-ID: <arf-{id:012x}@msghub-sim>\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=feedback-report;\r\n\
-         \tboundary=\"{boundary}\"\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         A user marked a message from you as spam.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: message/feedback-report\r\n\
-         \r\n\
-         Feedback-Type: abuse\r\n\
+    let fields = format!(
+        "Feedback-Type: abuse\r\n\
          User-Agent: msghub-sim/1\r\n\
          Version: 1\r\n\
          Original-Mail-From: <{return_path}>\r\n\
          Original-Rcpt-To: <{recipient}>\r\n\
-         Arrival-Date: {date}\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/rfc822-headers\r\n\
-         \r\n\
-         {headers}\
-         \r\n\
-         --{boundary}--\r\n"
-    )
+         Arrival-Date: {date}\r\n"
+    );
+    ReportMail {
+        from: &format!("<{FEEDBACK_SENDER}>"),
+        to: feedback,
+        subject: "Abuse report",
+        kind: "feedback-report",
+        tag: "arf",
+        id,
+        text: "A user marked a message from you as spam.",
+        fields: &fields,
+        headers,
+    }
+    .render()
 }
 
 /// An RFC 3464 report: a human-readable part, the `message/delivery-status` part, and the
@@ -305,7 +356,6 @@ fn notification(
     headers: &str,
     id: u64,
 ) -> String {
-    let boundary = format!("sim-dsn-{id:012x}");
     let date = chrono::Utc::now().to_rfc2822();
     let action = bounce.action();
     let what = if action == "failed" {
@@ -313,45 +363,30 @@ fn notification(
     } else {
         "has not been delivered yet"
     };
-    format!(
-        "From: Mail Delivery System <MAILER-DAEMON@msghub-sim>\r\n\
-         To: <{return_path}>\r\n\
-         Subject: Delivery Status Notification\r\n\
-         Date: {date}\r\n\
-         Message-ID: <dsn-{id:012x}@msghub-sim>\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status;\r\n\
-         \tboundary=\"{boundary}\"\r\n\
-         \r\n\
-         This is a MIME-encapsulated message.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         \r\n\
-         Your message to <{recipient}> {what}.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
-         \r\n\
-         Reporting-MTA: dns; msghub-sim\r\n\
+    let fields = format!(
+        "Reporting-MTA: dns; msghub-sim\r\n\
          Arrival-Date: {date}\r\n\
          \r\n\
          Final-Recipient: rfc822; {recipient}\r\n\
          Action: {action}\r\n\
          Status: {status}\r\n\
          Remote-MTA: dns; mx.msghub-sim\r\n\
-         Diagnostic-Code: {diagnostic}\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/rfc822-headers\r\n\
-         \r\n\
-         {headers}\
-         \r\n\
-         --{boundary}--\r\n",
+         Diagnostic-Code: {diagnostic}\r\n",
         status = bounce.status(),
         diagnostic = bounce.diagnostic(),
-    )
+    );
+    ReportMail {
+        from: "Mail Delivery System <MAILER-DAEMON@msghub-sim>",
+        to: return_path,
+        subject: "Delivery Status Notification",
+        kind: "delivery-status",
+        tag: "dsn",
+        id,
+        text: &format!("Your message to <{recipient}> {what}."),
+        fields: &fields,
+        headers,
+    }
+    .render()
 }
 
 #[cfg(test)]

@@ -117,15 +117,24 @@ impl TestApp {
     }
 }
 
-#[actix_web::test]
-async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
+/// A hub with return paths on [`DOMAIN`] and its bounce listener, set further by `tweak`;
+/// the listener's address.
+async fn spawn_with_bounces(
+    tweak: impl FnOnce(&mut msghub::settings::BounceSettings),
+) -> (TestApp, std::net::SocketAddr) {
     let app = spawn_app_with(|s| {
         s.bounces.domain = DOMAIN.into();
         s.bounces.smtp_listen = "127.0.0.1:0".into();
-        s.bounces.max_message_bytes = 4096;
+        tweak(&mut s.bounces);
     })
     .await;
     let listener = app.bounce_addr.expect("bounce listener");
+    (app, listener)
+}
+
+#[actix_web::test]
+async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
+    let (app, listener) = spawn_with_bounces(|b| b.max_message_bytes = 4096).await;
     app.sim_post(
         "/sim/bounces",
         json!({"relay": listener.to_string(), "delay_ms": 20,
@@ -347,13 +356,7 @@ Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\
 /// tries again later), and a session that ends gives its place back.
 #[actix_web::test]
 async fn sessions_beyond_the_limit_are_told_to_come_back() {
-    let app = spawn_app_with(|s| {
-        s.bounces.domain = DOMAIN.into();
-        s.bounces.smtp_listen = "127.0.0.1:0".into();
-        s.bounces.max_sessions = 1;
-    })
-    .await;
-    let listener = app.bounce_addr.expect("bounce listener");
+    let (app, listener) = spawn_with_bounces(|b| b.max_sessions = 1).await;
     let (mut first, greeting) = Smtp::connect(listener).await;
     assert_eq!(code(&greeting), "220");
     let (_, busy) = Smtp::connect(listener).await;
