@@ -101,14 +101,6 @@ const ORIGINAL_TYPES: &[&str] = &[
     "message/global-headers",
 ];
 
-/// The recipients' statuses of the notification `raw` (a whole message, headers first).
-pub fn parse(raw: &[u8]) -> Result<Vec<RecipientStatus>, DsnError> {
-    match read(raw)? {
-        Report::Delivery(statuses) => Ok(statuses),
-        Report::Feedback(_) => Err(DsnError::NotAReport),
-    }
-}
-
 /// The report `raw` is: a delivery status notification or a feedback report.
 pub fn read(raw: &[u8]) -> Result<Report, DsnError> {
     let text = String::from_utf8_lossy(raw);
@@ -356,6 +348,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    /// The recipients' statuses of the notification `raw`; a feedback report is not one.
+    fn parse(raw: &[u8]) -> Result<Vec<RecipientStatus>, DsnError> {
+        match read(raw)? {
+            Report::Delivery(statuses) => Ok(statuses),
+            Report::Feedback(_) => Err(DsnError::NotAReport),
+        }
+    }
 
     fn feedback(raw: &str) -> Feedback {
         match read(raw.as_bytes()).unwrap() {

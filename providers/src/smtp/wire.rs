@@ -197,28 +197,30 @@ pub fn strip_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     .then(|| &s[prefix.len()..])
 }
 
+/// Up to and including the next LF, but at most `limit` bytes, appended to `buf`; the
+/// number read (0 at the end of the stream).
+async fn read_piece<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    (&mut *reader).take(limit).read_until(b'\n', buf).await
+}
+
 /// One command line without its CRLF; `None` at the end of the stream. A line longer than
 /// 16 × [`MAX_LINE`] is cut there and the rest of it read and dropped (the caller refuses
 /// lines over [`MAX_LINE`]), so none of it is taken for the next command.
 pub async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Option<String>> {
     let limit = MAX_LINE as u64 * 16;
     let mut buf = Vec::with_capacity(128);
-    let n = (&mut *reader)
-        .take(limit)
-        .read_until(b'\n', &mut buf)
-        .await?;
-    if n == 0 {
+    if read_piece(reader, limit, &mut buf).await? == 0 {
         return Ok(None);
     }
     if buf.last() != Some(&b'\n') {
         let mut rest = Vec::new();
         loop {
             rest.clear();
-            let n = (&mut *reader)
-                .take(limit)
-                .read_until(b'\n', &mut rest)
-                .await?;
-            if n == 0 || rest.last() == Some(&b'\n') {
+            if read_piece(reader, limit, &mut rest).await? == 0 || rest.last() == Some(&b'\n') {
                 break;
             }
         }
@@ -246,11 +248,7 @@ pub async fn read_data<R: AsyncBufRead + Unpin>(
     let mut at_line_start = true;
     loop {
         buf.clear();
-        let n = (&mut *reader)
-            .take(DATA_PIECE)
-            .read_until(b'\n', &mut buf)
-            .await?;
-        if n == 0 {
+        if read_piece(reader, DATA_PIECE, &mut buf).await? == 0 {
             return Ok(None);
         }
         if at_line_start && buf == b".\r\n" {
