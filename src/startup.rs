@@ -53,10 +53,14 @@ pub struct OwnRuntime {
 }
 
 impl OwnRuntime {
-    pub fn new(name: &str) -> std::io::Result<OwnRuntime> {
+    /// `slice_us`: the time slice its threads ask for (see `server.request_slice_us`).
+    pub fn new(name: &str, slice_us: u32) -> std::io::Result<OwnRuntime> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(name)
+            .on_thread_start(move || {
+                msghub_actors::threads::request_slice_current(slice_us);
+            })
             .enable_all()
             .build()?;
         Ok(OwnRuntime {
@@ -191,9 +195,10 @@ impl Application {
         // whatever the storage writers' tasks were doing there (a blast's shard opens and
         // outcomes). Direct accepts hand messages to the dispatch topology and stay here.
         let accept_runtime = match &journaled {
-            Some(_) => {
-                Some(OwnRuntime::new("msghub-accept").context("starting the accept thread")?)
-            }
+            Some(_) => Some(
+                OwnRuntime::new("msghub-accept", settings.server.request_slice_us)
+                    .context("starting the accept thread")?,
+            ),
             None => None,
         };
         let _entered = accept_runtime.as_ref().map(|rt| rt.handle().enter());
@@ -260,7 +265,10 @@ impl Application {
         let bounce_addr = crate::bounces::start(&settings.bounces, state.clone())?;
         let data = web::Data::new(state.clone());
         let max_body = settings.server.max_body_bytes;
+        let slice_us = settings.server.request_slice_us;
+        // The factory runs on each HTTP worker thread as it starts.
         let mut server = HttpServer::new(move || {
+            msghub_actors::threads::request_slice_current(slice_us);
             App::new()
                 .app_data(data.clone())
                 .configure(|cfg| http::configure(cfg, max_body))

@@ -69,6 +69,8 @@ pub struct Intake {
     backlog: AtomicI64,
     /// Appends wait while the journal holds this many rows (`accept.max_backlog`).
     max_backlog: AtomicI64,
+    /// The `synchronous` setting of the journal's commits (`FULL` by default).
+    sync: &'static str,
 }
 
 /// How long an accept batch waits for the mover to make room in a full journal before it is
@@ -112,16 +114,40 @@ fn open_journal(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Con
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    let sync = match settings.sqlite_synchronous.as_str() {
-        "normal" => "NORMAL",
-        "off" => "OFF",
-        _ => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "synchronous", sync_level(settings))?;
     conn.pragma_update(None, "cache_size", -2048)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
+}
+
+/// The journal's `synchronous` pragma for the configured `database.sqlite_synchronous`.
+fn sync_level(settings: &DatabaseSettings) -> &'static str {
+    match settings.sqlite_synchronous.as_str() {
+        "normal" => "NORMAL",
+        "off" => "OFF",
+        _ => "FULL",
+    }
+}
+
+/// Run `f` (a transaction whose loss in a power cut is harmless) committing without a sync of
+/// its own: in WAL mode, `NORMAL` writes the commit to the log and leaves it to the next
+/// synced commit (the next accept's) or checkpoint to reach the disk. The connection's
+/// setting is put back whatever `f` returned.
+fn unsynced<R>(
+    conn: &mut Connection,
+    sync: &str,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+) -> rusqlite::Result<R> {
+    if sync != "FULL" {
+        return f(conn);
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = f(conn);
+    let restored = conn.pragma_update(None, "synchronous", sync);
+    let out = out?;
+    restored?;
+    Ok(out)
 }
 
 /// Roll back a transaction left open by an operation that failed part-way (an append whose
@@ -269,6 +295,7 @@ impl Intake {
             suspect: AtomicBool::new(false),
             backlog: AtomicI64::new(0),
             max_backlog: AtomicI64::new(i64::MAX),
+            sync: sync_level(settings),
         };
         intake.add_backlog(left);
         if left > 0 {
@@ -498,19 +525,24 @@ impl Intake {
     }
 
     /// Delete moved messages from the journal. A delete lost in a crash leaves rows that the
-    /// next start finds suspect and checks by id.
+    /// next start finds suspect and checks by id, so the delete's commit is not synced: the
+    /// accepts, which share the connection, do not wait for a second sync per pass of the
+    /// mover (the main database's commit of these rows was synced before).
     pub async fn remove(&self, ids: &[i64]) -> Result<(), DbErr> {
         let n = ids.len() as i64;
         let ids = ids.to_vec();
+        let sync = self.sync;
         self.with_conn(move |conn| {
-            let txn = conn.transaction()?;
-            {
-                let mut delete = txn.prepare_cached("DELETE FROM intake WHERE id = ?1")?;
-                for id in &ids {
-                    delete.execute([id])?;
+            unsynced(conn, sync, |conn| {
+                let txn = conn.transaction()?;
+                {
+                    let mut delete = txn.prepare_cached("DELETE FROM intake WHERE id = ?1")?;
+                    for id in &ids {
+                        delete.execute([id])?;
+                    }
                 }
-            }
-            txn.commit()
+                txn.commit()
+            })
         })
         .await?;
         self.add_backlog(-n);
@@ -662,6 +694,53 @@ mod tests {
         assert_eq!(refused.code, jums::RATE_LIMITED);
         assert_eq!(refused.status_code().as_u16(), 429);
         assert_eq!(storing_failed(None, &cause).code, jums::SERVER_ERROR);
+    }
+
+    /// The journal connection's `synchronous` pragma (2 = FULL, 1 = NORMAL).
+    async fn synchronous(intake: &Intake) -> i64 {
+        intake
+            .with_conn(|conn| conn.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_movers_deletes_commit_unsynced_and_accepts_stay_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, db) = database(&dir).await;
+        let intake = Intake::open(&settings, true).await.unwrap().unwrap();
+        assert_eq!(synchronous(&intake).await, 2);
+        intake
+            .append(&db, vec![message(1), message(2)])
+            .await
+            .unwrap();
+        intake.remove(&[1]).await.unwrap();
+        assert_eq!(pending_ids(&intake).await, vec![2]);
+        // The next accept commits synced again.
+        assert_eq!(synchronous(&intake).await, 2);
+        // Inside, the delete runs unsynced; a failing one puts the setting back too.
+        let seen = intake
+            .with_conn(|conn| {
+                let mut inside = 0;
+                let failed = unsynced(conn, "FULL", |conn| {
+                    inside = conn.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?;
+                    conn.execute("DELETE FROM no_such_table", [])
+                });
+                Ok((inside, failed.is_err()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, (1, true));
+        assert_eq!(synchronous(&intake).await, 2);
+        // A journal configured unsynced is left as it is.
+        let relaxed = DatabaseSettings {
+            url: format!("sqlite://{}/n.db?mode=rwc", dir.path().display()),
+            sqlite_synchronous: "normal".into(),
+            ..DatabaseSettings::default()
+        };
+        let other = Intake::open(&relaxed, true).await.unwrap().unwrap();
+        other.remove(&[7]).await.unwrap();
+        assert_eq!(synchronous(&other).await, 1);
     }
 
     #[tokio::test]
