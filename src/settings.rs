@@ -70,8 +70,8 @@ pub struct ServerSettings {
     pub background_nice: i32,
     /// Time slice (µs) the threads that answer requests ask the scheduler for (HTTP workers,
     /// the accept writer): on Linux 6.6+ a short slice makes a waking request thread run
-    /// sooner on busy cores without changing anyone's share of them. 0 keeps the kernel's
-    /// default; the kernel keeps it within 100–100 000.
+    /// sooner on busy cores without changing anyone's share of them (100 by default; 0 keeps
+    /// the kernel's default; the kernel keeps it within 100–100 000).
     pub request_slice_us: u32,
 }
 
@@ -83,7 +83,7 @@ impl Default for ServerSettings {
             max_body_bytes: 4 * 1024 * 1024,
             public_url: String::new(),
             background_nice: 0,
-            request_slice_us: 0,
+            request_slice_us: 100,
         }
     }
 }

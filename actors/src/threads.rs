@@ -12,7 +12,7 @@
 //! is off by default. Linux only; elsewhere these do nothing.
 //!
 //! The threads that answer requests ask the scheduler for a short time slice instead
-//! (`server.request_slice_us`, [`request_slice_current`]): on Linux 6.6 and later (EEVDF), a
+//! (`server.request_slice_us`, 100 µs by default, [`request_slice_current`]): on Linux 6.6 and later (EEVDF), a
 //! task's slice sets how soon it runs after waking, not its share of the cores. A request's
 //! thread that wakes on a busy machine is run within about its own short slice, ahead of the
 //! tasks with the default slice (a few milliseconds), while every thread keeps its weight: the
