@@ -388,6 +388,10 @@ impl Intake {
             .map_err(|e| DbErr::Custom(e.to_string()))?;
         let conn = self.conn.lock().await;
         clean(&conn).map_err(journal_error)?;
+        // Accepts commit at the configured level even if a delete of the mover's (unsynced)
+        // could not put the setting back: a statement without I/O, once per batch.
+        conn.pragma_update(None, "synchronous", self.sync)
+            .map_err(journal_error)?;
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(journal_error)?;
         let mut out: Vec<Option<Accepted>> = vec![None; items.len()];
@@ -731,6 +735,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seen, (1, true));
+        assert_eq!(synchronous(&intake).await, 2);
+        // A setting left behind (a put-back that failed) is undone by the next accept.
+        intake
+            .with_conn(|conn| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&intake).await, 1);
+        intake.append(&db, vec![message(3)]).await.unwrap();
         assert_eq!(synchronous(&intake).await, 2);
         // A journal configured unsynced is left as it is.
         let relaxed = DatabaseSettings {
