@@ -279,6 +279,11 @@ pub struct BounceSettings {
     /// Concurrent SMTP sessions (at most 10 000); a session beyond them is answered `421`
     /// (try later).
     pub max_sessions: usize,
+    /// Soft bounces (a failure that does not say the mailbox is gone: mailbox full, the
+    /// domain unreachable until the sender gave up) after which the address is suppressed as
+    /// gone, each within `soft_window_days` of the one before; 0 never suppresses for them.
+    pub soft_limit: u32,
+    pub soft_window_days: u32,
 }
 
 impl Default for BounceSettings {
@@ -289,6 +294,8 @@ impl Default for BounceSettings {
             smtp_listen: String::new(),
             max_message_bytes: 1024 * 1024,
             max_sessions: 64,
+            soft_limit: 5,
+            soft_window_days: 30,
         }
     }
 }

@@ -139,7 +139,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "msghub_bounces_total",
-        "Email bounce listener events beside its receipts (those count in msghub_receipts_total): unknown_address (refused at RCPT), not_a_report (refused after DATA), cut (kept only max_message_bytes), no_change (delayed, relayed, expanded), busy (max_sessions reached, 421), complaint (an abuse feedback report applied), unknown_complaint (a report naming no message of this hub)."
+        "Email bounce listener events beside its receipts (those count in msghub_receipts_total): unknown_address (refused at RCPT), not_a_report (refused after DATA), cut (kept only max_message_bytes), no_change (delayed, relayed, expanded), busy (max_sessions reached, 421), complaint (an abuse feedback report applied), unknown_complaint (a report naming no message of this hub), soft_limit (a soft bounce that reached bounces.soft_limit and suppressed its address)."
     );
     describe_counter!(
         "msghub_direct_deferred_total",

@@ -15,6 +15,7 @@ mod m0007_covering_bindings_index;
 mod m0008_step_index_without_judged;
 mod m0009_receipt_id_indexes;
 mod m0010_suppressions;
+mod m0011_soft_bounces;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_step_index_without_judged::Migration),
             Box::new(m0009_receipt_id_indexes::Migration),
             Box::new(m0010_suppressions::Migration),
+            Box::new(m0011_soft_bounces::Migration),
         ]
     }
 }

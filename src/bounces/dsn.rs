@@ -54,6 +54,19 @@ impl RecipientStatus {
     pub fn address_is_gone(&self) -> bool {
         self.action == Action::Failed && msghub_providers::smtp::status_says_gone(&self.status)
     }
+
+    /// A failure that may pass (a soft bounce), counted toward suppressing an address that
+    /// keeps failing: a mailbox status (`x.2.x`, such as a full mailbox) or a network and
+    /// routing one (`x.4.x`, such as a domain the sender could not reach before giving up),
+    /// the mailbox not gone. Policy refusals (`x.7.x`), the sender's own address (`x.1.7`,
+    /// `x.1.8`) and the message's content (`x.6.x`) say nothing of the address.
+    pub fn is_soft_bounce(&self) -> bool {
+        let mut parts = self.status.split('.');
+        self.action == Action::Failed
+            && !self.address_is_gone()
+            && matches!(parts.next(), Some("4" | "5"))
+            && matches!(parts.next(), Some("2" | "4"))
+    }
 }
 
 /// A feedback report: what kind (`abuse`, `fraud`, ...) and the return path of the message
@@ -348,6 +361,31 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn soft_bounces_are_mailbox_and_routing_failures_of_a_mailbox_not_gone() {
+        let status = |action: Action, code: &str| RecipientStatus {
+            recipient: "a@example.org".into(),
+            action,
+            status: code.into(),
+            diagnostic: None,
+        };
+        for soft in ["5.2.2", "4.2.2", "5.2.0", "4.4.7", "5.4.4", "4.4.1"] {
+            assert!(status(Action::Failed, soft).is_soft_bounce(), "{soft}");
+        }
+        // Gone (suppressed at once), the sender's or the content's problem, a policy refusal,
+        // and what is not a failure.
+        for not_soft in [
+            "5.1.1", "5.2.1", "5.1.7", "5.1.8", "5.6.0", "5.7.1", "4.7.0", "5.3.4", "x.2.2", "2.2",
+        ] {
+            assert!(
+                !status(Action::Failed, not_soft).is_soft_bounce(),
+                "{not_soft}"
+            );
+        }
+        assert!(!status(Action::Delayed, "4.2.2").is_soft_bounce());
+        assert!(!status(Action::Delivered, "2.0.0").is_soft_bounce());
+    }
 
     /// The recipients' statuses of the notification `raw`; a feedback report is not one.
     fn parse(raw: &[u8]) -> Result<Vec<RecipientStatus>, DsnError> {

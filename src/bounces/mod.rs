@@ -115,6 +115,10 @@ pub fn start(
         addresses,
         max_bytes: settings.max_message_bytes,
         sessions: Arc::new(Semaphore::new(settings.max_sessions)),
+        soft: SoftBounces {
+            limit: i64::from(settings.soft_limit),
+            window_ms: i64::from(settings.soft_window_days) * 86_400_000,
+        },
     });
     actix_web::rt::spawn(serve(listener, shared));
     Ok(Some(local))
@@ -125,6 +129,15 @@ struct Listener {
     addresses: BounceAddresses,
     max_bytes: usize,
     sessions: Arc<Semaphore>,
+    soft: SoftBounces,
+}
+
+/// When soft bounces suppress an address (`bounces.soft_limit`, `bounces.soft_window_days`).
+#[derive(Debug, Clone, Copy)]
+struct SoftBounces {
+    /// 0: never.
+    limit: i64,
+    window_ms: i64,
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Listener>) {
@@ -276,7 +289,7 @@ impl Handler for Session<'_> {
         }
         let applied = match dsn::read(&message) {
             Ok(Report::Delivery(statuses)) if !recipients.is_empty() => {
-                apply(&self.shared.state, &recipients, &statuses).await
+                apply(&self.shared.state, self.shared.soft, &recipients, &statuses).await
             }
             Ok(Report::Feedback(feedback)) if !feedback.is_complaint() => {
                 // `not-spam`, `virus`, `other`: nothing the address asked for.
@@ -366,8 +379,13 @@ fn receipt_for(
 
 /// Apply a notification to the deliveries its recipients name, through the receipts writer
 /// (counted in `msghub_receipts_total{channel_type="email"}`).
+///
+/// A soft bounce is counted for its address before the receipts are written, and the receipt
+/// suppresses the address once the count reaches the limit; a notification retried after a
+/// failed write finds its delivery already counted and suppresses it then.
 async fn apply(
     state: &AppState,
+    soft: SoftBounces,
     recipients: &[(i64, i64)],
     statuses: &[RecipientStatus],
 ) -> anyhow::Result<()> {
@@ -383,8 +401,23 @@ async fn apply(
             unnamed += 1;
             continue;
         };
+        let worn_out = if soft.limit > 0 && status.is_soft_bounce() {
+            let bounces = state
+                .db
+                .count_soft_bounce(&address, delivery_id, soft.window_ms)
+                .await?;
+            bounces >= soft.limit
+        } else {
+            false
+        };
         match receipt_for(status, msgid, channel_id, address) {
-            Some(receipt) => receipts.push(receipt),
+            Some(mut receipt) => {
+                if worn_out {
+                    count("soft_limit");
+                    receipt.suppress = Some(SuppressReason::Gone);
+                }
+                receipts.push(receipt);
+            }
             None => count("no_change"),
         }
     }

@@ -265,6 +265,36 @@ impl Db {
         Ok(added)
     }
 
+    /// Count a soft bounce of email `address` (delivery `delivery_id` failed without its
+    /// mailbox being gone); the address's count, which starts again at 1 when its last soft
+    /// bounce is older than `window_ms`. A notification for the same delivery as the last one
+    /// counted (sent twice, or retried after a storage failure) is not counted again.
+    pub async fn count_soft_bounce(
+        &self,
+        address: &str,
+        delivery_id: i64,
+        window_ms: i64,
+    ) -> Result<i64, DbErr> {
+        let now = now_ms();
+        let row = self
+            .query_one_rw(
+                "INSERT INTO soft_bounces (address, bounces, last_delivery_id, last_at)                  VALUES (?, 1, ?, ?) ON CONFLICT (address) DO UPDATE SET                  bounces = CASE WHEN soft_bounces.last_delivery_id = excluded.last_delivery_id                  THEN soft_bounces.bounces WHEN soft_bounces.last_at < ? THEN 1                  ELSE soft_bounces.bounces + 1 END,                  last_at = CASE WHEN soft_bounces.last_delivery_id = excluded.last_delivery_id                  THEN soft_bounces.last_at ELSE excluded.last_at END,                  last_delivery_id = excluded.last_delivery_id                  RETURNING bounces",
+                vec![
+                    address.into(),
+                    delivery_id.into(),
+                    now.into(),
+                    now.saturating_sub(window_ms).into(),
+                ],
+            )
+            .await?;
+        match row {
+            Some(r) => Ok(i64::from(r.try_get::<i32>("", "bounces")?)),
+            None => Err(DbErr::RecordNotFound(
+                "soft bounce count not returned".into(),
+            )),
+        }
+    }
+
     /// Lift suppressions in one transaction (an `sms` number in every spelling); how many
     /// addresses were suppressed.
     pub async fn remove_suppressions(
@@ -376,6 +406,41 @@ mod tests {
         if let Some(db) = crate::storage::test_postgres().await {
             suppressions_round_trip(db).await;
         }
+    }
+
+    #[tokio::test]
+    async fn soft_bounces_are_counted_once_per_delivery_within_their_window_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        soft_bounce_counts(crate::storage::test_sqlite(&dir).await).await;
+    }
+
+    #[tokio::test]
+    async fn soft_bounces_are_counted_once_per_delivery_within_their_window_on_postgres() {
+        if let Some(db) = crate::storage::test_postgres().await {
+            soft_bounce_counts(db).await;
+        }
+    }
+
+    async fn soft_bounce_counts(db: Db) {
+        let day = 86_400_000;
+        let count = |address: &'static str, delivery: i64, window: i64| {
+            let db = db.clone();
+            async move {
+                db.count_soft_bounce(address, delivery, window)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("a@example.org", 1, day).await, 1);
+        // The same delivery again (a duplicate, or a retry after a failed write).
+        assert_eq!(count("a@example.org", 1, day).await, 1);
+        assert_eq!(count("a@example.org", 2, day).await, 2);
+        assert_eq!(count("b@example.org", 7, day).await, 1);
+        assert_eq!(count("a@example.org", 3, day).await, 3);
+        // A bounce after a quiet spell longer than the window starts again.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(count("a@example.org", 4, 1).await, 1);
+        assert_eq!(count("a@example.org", 5, day).await, 2);
     }
 
     async fn suppressions_round_trip(db: Db) {

@@ -13,6 +13,29 @@ use crate::helpers::{TestApp, spawn_app_with};
 
 const DOMAIN: &str = "bounces.msghub.test";
 
+/// Held by the tests that count email receipts and bounce results: the metrics recorder is
+/// the process's, shared by every test running at the same time.
+static EMAIL_METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const APPLIED: &str = r#"msghub_receipts_total{channel_type="email",result="applied"}"#;
+const SOFT_LIMIT: &str = r#"msghub_bounces_total{result="soft_limit"}"#;
+
+impl TestApp {
+    /// How much `series` grew since `before` (counters are the process's, and other tests
+    /// ran before this one).
+    async fn grown(&self, series: &str, before: &BTreeMap<String, u64>) -> u64 {
+        self.metric(series).await - before.get(series).copied().unwrap_or(0)
+    }
+
+    async fn snapshot(&self, series: &[&str]) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for s in series {
+            out.insert(s.to_string(), self.metric(s).await);
+        }
+        out
+    }
+}
+
 /// An SMTP conversation with the bounce listener: each command's reply (its last line).
 struct Smtp {
     reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
@@ -134,7 +157,19 @@ async fn spawn_with_bounces(
 
 #[actix_web::test]
 async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
+    let _metrics = EMAIL_METRICS.lock().await;
     let (app, listener) = spawn_with_bounces(|b| b.max_message_bytes = 4096).await;
+    let counted = [
+        APPLIED,
+        r#"msghub_receipts_total{channel_type="email",result="duplicate"}"#,
+        r#"msghub_bounces_total{result="unknown_address"}"#,
+        r#"msghub_bounces_total{result="not_a_report"}"#,
+        r#"msghub_bounces_total{result="cut"}"#,
+        r#"msghub_bounces_total{result="complaint"}"#,
+        r#"msghub_bounces_total{result="unknown_complaint"}"#,
+        r#"msghub_bounces_total{result="no_change"}"#,
+    ];
+    let before = app.snapshot(&counted).await;
     app.sim_post(
         "/sim/bounces",
         json!({"relay": listener.to_string(), "delay_ms": 20,
@@ -179,11 +214,7 @@ async fn bounces_mark_their_delivery_and_suppress_gone_mailboxes() {
     .map(|(a, s)| (a.to_string(), s.to_string()))
     .collect();
     assert_eq!(states, expected);
-    assert_eq!(
-        app.metric(r#"msghub_receipts_total{channel_type="email",result="applied"}"#)
-            .await,
-        3
-    );
+    assert_eq!(app.grown(APPLIED, &before).await, 3);
     // The mailbox that does not exist is suppressed, with the notification's status, and
     // mail to it is not sent again; the complainer is opted out of marketing.
     let suppressed: BTreeMap<String, (String, Value)> = app
@@ -332,23 +363,83 @@ Original-Mail-From: <{path}>\r\nOriginal-Rcpt-To: <delayed-1@example.org>\r\n\r\
         !suppressed.iter().any(|s| s.1 == "fullbox-1@example.org"),
         "{suppressed:?}"
     );
-    for (series, n) in [
-        (
-            r#"msghub_receipts_total{channel_type="email",result="applied"}"#,
-            5,
-        ),
-        (
-            r#"msghub_receipts_total{channel_type="email",result="duplicate"}"#,
-            1,
-        ),
-        (r#"msghub_bounces_total{result="unknown_address"}"#, 2),
-        (r#"msghub_bounces_total{result="not_a_report"}"#, 1),
-        (r#"msghub_bounces_total{result="cut"}"#, 1),
-        (r#"msghub_bounces_total{result="complaint"}"#, 2),
-        (r#"msghub_bounces_total{result="unknown_complaint"}"#, 1),
-        (r#"msghub_bounces_total{result="no_change"}"#, 2),
-    ] {
-        assert_eq!(app.metric(series).await, n, "{series}");
+    for (series, n) in counted.into_iter().zip([5, 1, 2, 1, 1, 2, 1, 2]) {
+        assert_eq!(app.grown(series, &before).await, n, "{series}");
+    }
+}
+
+/// Post one notification to the listener, as a mail server does; the reply to its data.
+async fn notify(
+    listener: std::net::SocketAddr,
+    return_path: &str,
+    recipient: &str,
+    status: &str,
+) -> String {
+    let (mut smtp, _) = Smtp::connect(listener).await;
+    assert_eq!(code(&smtp.say("EHLO mx.example.org").await), "250");
+    assert_eq!(code(&smtp.say("MAIL FROM:<>").await), "250");
+    assert_eq!(
+        code(&smtp.say(&format!("RCPT TO:<{return_path}>")).await),
+        "250"
+    );
+    assert_eq!(code(&smtp.say("DATA").await), "354");
+    let report = notification(return_path, recipient, "failed", status);
+    smtp.say(&format!("{report}.")).await
+}
+
+/// A mailbox that keeps failing softly (full, its domain unreachable) is suppressed as gone
+/// at `bounces.soft_limit` bounces; a notification sent twice counts once, and policy
+/// refusals never count.
+#[actix_web::test]
+async fn an_address_that_keeps_bouncing_softly_is_suppressed_at_the_limit() {
+    let _metrics = EMAIL_METRICS.lock().await;
+    let (app, listener) = spawn_with_bounces(|b| b.soft_limit = 3).await;
+    let before = app.snapshot(&[SOFT_LIMIT]).await;
+    let (full, strict) = ("full-2@example.org", "strict-2@example.org");
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let msgid = app.send_email(&[full, strict]).await;
+        sent.push((msgid, app.return_path(full), app.return_path(strict)));
+    }
+    for (_, _, strict_path) in &sent {
+        assert_eq!(
+            code(&notify(listener, strict_path, strict, "5.7.1").await),
+            "250"
+        );
+    }
+    let (first, second, third) = (&sent[0], &sent[1], &sent[2]);
+    for _ in 0..2 {
+        assert_eq!(
+            code(&notify(listener, &first.1, full, "5.2.2").await),
+            "250"
+        );
+    }
+    assert_eq!(
+        code(&notify(listener, &second.1, full, "4.4.7").await),
+        "250"
+    );
+    // Two soft bounces (the first notification counted once): nothing suppressed yet.
+    assert!(app.suppressed("?channel_type=email").await.is_empty());
+    assert_eq!(app.grown(SOFT_LIMIT, &before).await, 0);
+    assert_eq!(
+        code(&notify(listener, &third.1, full, "5.2.2").await),
+        "250"
+    );
+    let suppressed = app.suppressed("?channel_type=email").await;
+    assert_eq!(
+        suppressed,
+        vec![(
+            "email".to_string(),
+            full.to_string(),
+            "gone".to_string(),
+            json!("5.2.2")
+        )]
+    );
+    assert_eq!(app.grown(SOFT_LIMIT, &before).await, 1);
+    for (msgid, _, _) in &sent {
+        let states = app.email_states(msgid).await;
+        assert_eq!(states[full], "undelivered", "{states:?}");
+        assert_eq!(states[strict], "undelivered", "{states:?}");
     }
 }
 
