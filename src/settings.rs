@@ -69,7 +69,7 @@ pub struct ServerSettings {
     /// hub's delivery work.
     pub background_nice: i32,
     /// Time slice (µs) the threads that answer requests ask the scheduler for (HTTP workers,
-    /// the accept writer): on Linux 6.6+ a short slice makes a waking request thread run
+    /// the accept writer): on Linux 6.12+ a short slice makes a waking request thread run
     /// sooner on busy cores without changing anyone's share of them (100 by default; 0 keeps
     /// the kernel's default; the kernel keeps it within 100–100 000).
     pub request_slice_us: u32,
@@ -281,8 +281,11 @@ pub struct BounceSettings {
     pub max_sessions: usize,
     /// Soft bounces (a failure that does not say the mailbox is gone: mailbox full, the
     /// domain unreachable until the sender gave up) after which the address is suppressed as
-    /// gone, each within `soft_window_days` of the one before; 0 never suppresses for them.
+    /// gone; 0 never suppresses for them. A bounce counts when it comes `soft_gap_hours` or
+    /// more after the last one counted (one outage or a burst of mail counts once), and the
+    /// count starts again after `soft_window_days` without one.
     pub soft_limit: u32,
+    pub soft_gap_hours: u32,
     pub soft_window_days: u32,
 }
 
@@ -295,6 +298,7 @@ impl Default for BounceSettings {
             max_message_bytes: 1024 * 1024,
             max_sessions: 64,
             soft_limit: 5,
+            soft_gap_hours: 24,
             soft_window_days: 30,
         }
     }

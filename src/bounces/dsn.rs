@@ -56,16 +56,22 @@ impl RecipientStatus {
     }
 
     /// A failure that may pass (a soft bounce), counted toward suppressing an address that
-    /// keeps failing: a mailbox status (`x.2.x`, such as a full mailbox) or a network and
-    /// routing one (`x.4.x`, such as a domain the sender could not reach before giving up),
-    /// the mailbox not gone. Policy refusals (`x.7.x`), the sender's own address (`x.1.7`,
-    /// `x.1.8`) and the message's content (`x.6.x`) say nothing of the address.
+    /// keeps failing: the mailbox's state (`x.2.0` undefined, `x.2.2` full) or the network
+    /// and routing to it (`x.4.x`, such as a domain the sender could not reach before giving
+    /// up), the mailbox not gone. A message too long (`x.2.3`) or a list expansion (`x.2.4`),
+    /// policy refusals (`x.7.x`), the sender's own address (`x.1.7`, `x.1.8`) and the
+    /// message's content (`x.6.x`) say nothing of the address.
     pub fn is_soft_bounce(&self) -> bool {
         let mut parts = self.status.split('.');
+        let class = parts.next();
+        let (subject, detail) = (parts.next(), parts.next());
         self.action == Action::Failed
             && !self.address_is_gone()
-            && matches!(parts.next(), Some("4" | "5"))
-            && matches!(parts.next(), Some("2" | "4"))
+            && matches!(class, Some("4" | "5"))
+            && matches!(
+                (subject, detail),
+                (Some("2"), Some("0" | "2")) | (Some("4"), Some(_))
+            )
     }
 }
 

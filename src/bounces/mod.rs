@@ -117,6 +117,7 @@ pub fn start(
         sessions: Arc::new(Semaphore::new(settings.max_sessions)),
         soft: SoftBounces {
             limit: i64::from(settings.soft_limit),
+            gap_ms: i64::from(settings.soft_gap_hours) * 3_600_000,
             window_ms: i64::from(settings.soft_window_days) * 86_400_000,
         },
     });
@@ -137,6 +138,7 @@ struct Listener {
 struct SoftBounces {
     /// 0: never.
     limit: i64,
+    gap_ms: i64,
     window_ms: i64,
 }
 
@@ -402,10 +404,13 @@ async fn apply(
             continue;
         };
         let worn_out = if soft.limit > 0 && status.is_soft_bounce() {
-            let bounces = state
+            let (bounces, counted) = state
                 .db
-                .count_soft_bounce(&address, delivery_id, soft.window_ms)
+                .count_soft_bounce(&address, delivery_id, soft.gap_ms, soft.window_ms)
                 .await?;
+            if counted && bounces >= soft.limit {
+                count("soft_limit");
+            }
             bounces >= soft.limit
         } else {
             false
@@ -413,7 +418,6 @@ async fn apply(
         match receipt_for(status, msgid, channel_id, address) {
             Some(mut receipt) => {
                 if worn_out {
-                    count("soft_limit");
                     receipt.suppress = Some(SuppressReason::Gone);
                 }
                 receipts.push(receipt);

@@ -266,29 +266,52 @@ impl Db {
     }
 
     /// Count a soft bounce of email `address` (delivery `delivery_id` failed without its
-    /// mailbox being gone); the address's count, which starts again at 1 when its last soft
-    /// bounce is older than `window_ms`. A notification for the same delivery as the last one
-    /// counted (sent twice, or retried after a storage failure) is not counted again.
+    /// mailbox being gone): the address's count, and whether this call added to it. A bounce
+    /// counts when it comes at least `gap_ms` after the last one counted (so one short outage,
+    /// or a burst of mail to a full mailbox, counts once) and is not for the same delivery as
+    /// that one (a notification sent twice); the count starts again at 1 when the last one
+    /// counted is older than `window_ms`.
     pub async fn count_soft_bounce(
         &self,
         address: &str,
         delivery_id: i64,
+        gap_ms: i64,
         window_ms: i64,
-    ) -> Result<i64, DbErr> {
+    ) -> Result<(i64, bool), DbErr> {
         let now = now_ms();
+        let counts = "soft_bounces.last_delivery_id <> excluded.last_delivery_id \
+                      AND soft_bounces.last_at <= ?";
         let row = self
             .query_one_rw(
-                "INSERT INTO soft_bounces (address, bounces, last_delivery_id, last_at)                  VALUES (?, 1, ?, ?) ON CONFLICT (address) DO UPDATE SET                  bounces = CASE WHEN soft_bounces.last_delivery_id = excluded.last_delivery_id                  THEN soft_bounces.bounces WHEN soft_bounces.last_at < ? THEN 1                  ELSE soft_bounces.bounces + 1 END,                  last_at = CASE WHEN soft_bounces.last_delivery_id = excluded.last_delivery_id                  THEN soft_bounces.last_at ELSE excluded.last_at END,                  last_delivery_id = excluded.last_delivery_id                  RETURNING bounces",
+                &format!(
+                    "INSERT INTO soft_bounces (address, bounces, last_delivery_id, last_at) \
+                     VALUES (?, 1, ?, ?) ON CONFLICT (address) DO UPDATE SET \
+                     bounces = CASE WHEN NOT ({counts}) THEN soft_bounces.bounces \
+                     WHEN soft_bounces.last_at < ? THEN 1 ELSE soft_bounces.bounces + 1 END, \
+                     last_delivery_id = CASE WHEN {counts} THEN excluded.last_delivery_id \
+                     ELSE soft_bounces.last_delivery_id END, \
+                     last_at = CASE WHEN {counts} THEN excluded.last_at \
+                     ELSE soft_bounces.last_at END \
+                     RETURNING bounces, last_delivery_id, last_at"
+                ),
                 vec![
                     address.into(),
                     delivery_id.into(),
                     now.into(),
+                    now.saturating_sub(gap_ms).into(),
                     now.saturating_sub(window_ms).into(),
+                    now.saturating_sub(gap_ms).into(),
+                    now.saturating_sub(gap_ms).into(),
                 ],
             )
             .await?;
         match row {
-            Some(r) => Ok(i64::from(r.try_get::<i32>("", "bounces")?)),
+            // Counted: this delivery is now the last counted, at this instant.
+            Some(r) => Ok((
+                i64::from(r.try_get::<i32>("", "bounces")?),
+                r.try_get::<i64>("", "last_delivery_id")? == delivery_id
+                    && r.try_get::<i64>("", "last_at")? == now,
+            )),
             None => Err(DbErr::RecordNotFound(
                 "soft bounce count not returned".into(),
             )),
@@ -314,6 +337,15 @@ impl Db {
             values.extend(chunk.iter().map(|a| Value::from(a.as_str())));
             for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
                 removed.push(row.try_get::<String>("", "address")?);
+            }
+            if channel_type == ChannelType::Email {
+                // A lifted mailbox starts its soft bounces from nothing.
+                let values = chunk.iter().map(|a| Value::from(a.as_str())).collect();
+                let sql = format!(
+                    "DELETE FROM soft_bounces WHERE address IN ({})",
+                    in_list(chunk.len())
+                );
+                txn.execute_raw(self.stmt(&sql, values)).await?;
             }
         }
         txn.commit().await?;
@@ -422,25 +454,37 @@ mod tests {
     }
 
     async fn soft_bounce_counts(db: Db) {
-        let day = 86_400_000;
+        // A gap long beside a statement's time, even on a loaded machine.
+        let (gap, day) = (1000, 86_400_000);
         let count = |address: &'static str, delivery: i64, window: i64| {
             let db = db.clone();
             async move {
-                db.count_soft_bounce(address, delivery, window)
+                db.count_soft_bounce(address, delivery, gap, window)
                     .await
                     .unwrap()
             }
         };
-        assert_eq!(count("a@example.org", 1, day).await, 1);
-        // The same delivery again (a duplicate, or a retry after a failed write).
-        assert_eq!(count("a@example.org", 1, day).await, 1);
-        assert_eq!(count("a@example.org", 2, day).await, 2);
-        assert_eq!(count("b@example.org", 7, day).await, 1);
-        assert_eq!(count("a@example.org", 3, day).await, 3);
+        let after_gap = || tokio::time::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(count("a@example.org", 1, day).await, (1, true));
+        // Within the gap (one outage, a burst of mail), and the same delivery again after it
+        // (a notification sent twice): not counted.
+        assert_eq!(count("a@example.org", 2, day).await, (1, false));
+        after_gap().await;
+        assert_eq!(count("a@example.org", 1, day).await, (1, false));
+        assert_eq!(count("a@example.org", 2, day).await, (2, true));
+        assert_eq!(count("b@example.org", 7, day).await, (1, true));
+        after_gap().await;
+        assert_eq!(count("a@example.org", 3, day).await, (3, true));
         // A bounce after a quiet spell longer than the window starts again.
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(count("a@example.org", 4, 1).await, 1);
-        assert_eq!(count("a@example.org", 5, day).await, 2);
+        after_gap().await;
+        assert_eq!(count("a@example.org", 4, 500).await, (1, true));
+        after_gap().await;
+        assert_eq!(count("a@example.org", 5, day).await, (2, true));
+        // Lifting a suppression of the address clears its count.
+        db.remove_suppressions(ChannelType::Email, &["a@example.org"])
+            .await
+            .unwrap();
+        assert_eq!(count("a@example.org", 6, day).await, (1, true));
     }
 
     async fn suppressions_round_trip(db: Db) {

@@ -388,12 +388,18 @@ async fn notify(
 }
 
 /// A mailbox that keeps failing softly (full, its domain unreachable) is suppressed as gone
-/// at `bounces.soft_limit` bounces; a notification sent twice counts once, and policy
-/// refusals never count.
+/// at `bounces.soft_limit` bounces; a notification sent twice counts once, policy refusals
+/// never count, and lifting the suppression starts the count again.
 #[actix_web::test]
 async fn an_address_that_keeps_bouncing_softly_is_suppressed_at_the_limit() {
     let _metrics = EMAIL_METRICS.lock().await;
-    let (app, listener) = spawn_with_bounces(|b| b.soft_limit = 3).await;
+    // No gap between counted bounces: each notification below counts (the gap itself is
+    // tested in storage).
+    let (app, listener) = spawn_with_bounces(|b| {
+        b.soft_limit = 3;
+        b.soft_gap_hours = 0;
+    })
+    .await;
     let before = app.snapshot(&[SOFT_LIMIT]).await;
     let (full, strict) = ("full-2@example.org", "strict-2@example.org");
     let mut sent = Vec::new();
@@ -441,6 +447,20 @@ async fn an_address_that_keeps_bouncing_softly_is_suppressed_at_the_limit() {
         assert_eq!(states[full], "undelivered", "{states:?}");
         assert_eq!(states[strict], "undelivered", "{states:?}");
     }
+    // Lifted by hand: its next soft bounce is its first.
+    let (status, body) = app
+        .suppressions_call(
+            "DELETE",
+            json!({"channel_type": "email", "addresses": [full]}),
+            crate::helpers::ADMIN_TOKEN,
+        )
+        .await;
+    assert_eq!((status, &body["removed"]), (200, &json!(1)), "{body}");
+    let msgid = app.send_email(&[full]).await;
+    let path = app.return_path(full);
+    assert_eq!(code(&notify(listener, &path, full, "5.2.2").await), "250");
+    assert!(app.suppressed("?channel_type=email").await.is_empty());
+    assert_eq!(app.email_states(&msgid).await[full], "undelivered");
 }
 
 /// Sessions beyond `bounces.max_sessions` are turned away with a 421 (the sending server

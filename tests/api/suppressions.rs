@@ -14,7 +14,12 @@ use crate::strategies::wechat_signed;
 
 impl TestApp {
     /// `/api/suppressions` with a JSON body, as (HTTP status, body).
-    async fn suppressions_call(&self, method: &str, body: Value, token: &str) -> (u16, Value) {
+    pub(crate) async fn suppressions_call(
+        &self,
+        method: &str,
+        body: Value,
+        token: &str,
+    ) -> (u16, Value) {
         let url = format!("{}/api/suppressions", self.address);
         let req = match method {
             "POST" => self.client.post(url),
