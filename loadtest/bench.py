@@ -79,8 +79,8 @@ def k6(script, env, summary, points=None):
 def oha(url, rate, seconds, method="GET", headers=(), body=None):
     """An open-model run at a fixed rate with oha (latency measured from when each request was
     due, so a stall is not hidden by the requests it delayed); p50/p99 in ms, the rate reached.
-    oha costs a fraction of k6's CPU per request, so on a small machine its own floor stays
-    far below the figures it measures (see `instrument_floor`)."""
+    oha costs a fraction of k6's CPU per request, so on a small machine its own floor (the
+    same run against /healthz, reported beside S-send's figure) stays far below what it measures."""
     cmd = ["oha", "-z", f"{seconds}s", "-q", str(rate), "-c", "64", "--latency-correction", "--no-tui",
            "--output-format", "json", "-m", method]
     for h in headers:

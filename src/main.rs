@@ -82,10 +82,7 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
         settings.bounces.domain = "bounces.msghub.local".into();
         settings.bounces.smtp_listen = "127.0.0.1:0".into();
     }
-    let feedback_address = format!(
-        "{}+fbl@{}",
-        settings.bounces.local_part, settings.bounces.domain
-    );
+    let bounce_settings = settings.bounces.clone();
     let bind = settings.server.bind.clone();
     let mut app = Application::build(settings).await?;
     let generated = app.generated_admin_token.take();
@@ -123,11 +120,12 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             }
         }
         if let Some(listener) = app.bounce_addr() {
+            let addresses = msghub::bounces::addresses(&bounce_settings, &app.state().crypto);
             let config = msghub_sim::BounceConfig {
                 relay: listener.to_string(),
                 delay_ms: 200,
                 failed_ratio: 0.0,
-                feedback_address: Some(feedback_address),
+                feedback_address: addresses.map(|a| a.feedback_address()),
             };
             if let Err(e) = sim.state.set_bounces(Some(config)) {
                 tracing::warn!(error = %e, "the simulator refused the bounce relay");

@@ -133,7 +133,8 @@ struct Listener {
     soft: SoftBounces,
 }
 
-/// When soft bounces suppress an address (`bounces.soft_limit`, `bounces.soft_window_days`).
+/// When soft bounces suppress an address (`bounces.soft_limit`, `soft_gap_hours`,
+/// `soft_window_days`).
 #[derive(Debug, Clone, Copy)]
 struct SoftBounces {
     /// 0: never.

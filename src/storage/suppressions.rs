@@ -441,13 +441,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn soft_bounces_are_counted_once_per_delivery_within_their_window_on_sqlite() {
+    async fn soft_bounces_are_counted_once_per_gap_and_delivery_within_their_window_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         soft_bounce_counts(crate::storage::test_sqlite(&dir).await).await;
     }
 
     #[tokio::test]
-    async fn soft_bounces_are_counted_once_per_delivery_within_their_window_on_postgres() {
+    async fn soft_bounces_are_counted_once_per_gap_and_delivery_within_their_window_on_postgres() {
         if let Some(db) = crate::storage::test_postgres().await {
             soft_bounce_counts(db).await;
         }
