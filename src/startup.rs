@@ -11,6 +11,7 @@ use msghub_actors::channel::ChannelTuning;
 use msghub_actors::local_time::QuietHours;
 use msghub_actors::planner::PlannerConfig;
 use msghub_actors::retry::RetryPolicy;
+use msghub_actors::threads::OwnRuntime;
 use msghub_actors::timers::TimerConfig;
 use msghub_actors::{Dispatch, TopologyConfig};
 
@@ -43,43 +44,6 @@ pub struct Application {
     state: Arc<AppState>,
     /// Set when this start generated the admin token (first start without a configured one).
     pub generated_admin_token: Option<String>,
-}
-
-/// A tokio runtime with one worker thread of its own, shut down without waiting when dropped
-/// (dropping a runtime the usual way blocks, which an async caller must not do).
-pub struct OwnRuntime {
-    handle: tokio::runtime::Handle,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl OwnRuntime {
-    /// `slice_us`: the time slice its threads ask for (see `server.request_slice_us`).
-    pub fn new(name: &str, slice_us: u32) -> std::io::Result<OwnRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(name)
-            .on_thread_start(move || {
-                msghub_actors::threads::request_slice_current(slice_us);
-            })
-            .enable_all()
-            .build()?;
-        Ok(OwnRuntime {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
-        })
-    }
-
-    pub fn handle(&self) -> &tokio::runtime::Handle {
-        &self.handle
-    }
-}
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// The configured public URL, or `http://<bound address>` (loopback for a wildcard bind).
@@ -151,6 +115,7 @@ impl Application {
             shard_queue_capacity: d.shard_queue_capacity,
             write_batch_max: d.write_batch_max,
             background_nice: settings.server.background_nice,
+            deadline_slice_us: settings.server.request_slice_us,
             write_batch_rows: d.write_batch_rows,
             channel: ChannelTuning {
                 lane_capacity: d.lane_capacity,

@@ -61,10 +61,11 @@ pub struct Poller<W: DueWork> {
     store: Arc<dyn DispatchStore>,
     planner: Recipient<DispatchMessage>,
     config: TimerConfig,
-    /// Where each page of work runs: the runtime of the storage writers, not the dispatch
-    /// arbiter this actor lives on. A page is a chain of statements in one transaction that
-    /// holds the writer; on the arbiter, each statement's continuation would queue behind the
-    /// provider calls of the steps it just queued.
+    /// Where each page of work runs: the deadline thread's runtime (see [`crate::Dispatch`]),
+    /// not the dispatch arbiter this actor lives on. A page is a chain of statements in one
+    /// transaction that holds the writer; on the arbiter, each statement's continuation would
+    /// queue behind the provider calls of the steps it just queued, and on the main runtime
+    /// behind the storage writers' tasks.
     runtime: tokio::runtime::Handle,
     busy: bool,
     /// A poll came while a page was running: look again as soon as it ends.

@@ -44,6 +44,9 @@ pub struct TopologyConfig {
     pub timers: crate::timers::TimerConfig,
     /// Nice value of the dispatch thread (`server.background_nice`; 0 leaves it as it is).
     pub background_nice: i32,
+    /// Time slice (µs) the deadline thread asks for (`server.request_slice_us`, see
+    /// [`crate::threads::request_slice_current`]).
+    pub deadline_slice_us: u32,
 }
 
 /// The running topology, shared by the HTTP layer.
@@ -61,6 +64,9 @@ pub struct Dispatch {
     /// message opened at acceptance is left to the sweep.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    /// The thread the fallback timers' and the scheduler's pages run on (see
+    /// [`Dispatch::start`]); `None` when it could not be started (they run on the caller's).
+    _deadlines: Option<Arc<crate::threads::OwnRuntime>>,
 }
 
 fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -> DispatchWrites {
@@ -223,9 +229,26 @@ impl Dispatch {
             )
         });
         let timer_config = config.timers;
-        // The storage writers (group-commit batchers) run on the caller's runtime; so do the
-        // timers' and the scheduler's pages of writes.
-        let writers = tokio::runtime::Handle::current();
+        // The storage writers (group-commit batchers) run on the caller's runtime. Work with a
+        // deadline (the timers' and the scheduler's pages) gets a thread of its own: a firing
+        // is a chain of a dozen statements, and on the caller's runtime each of their
+        // continuations queued behind the writers' tasks (a blast's shard opens and outcomes
+        // building and parsing thousands of rows), so firings fell behind while the writer
+        // connection itself was idle half the time.
+        let deadlines = match crate::threads::OwnRuntime::new(
+            "msghub-deadline",
+            config.deadline_slice_us,
+        ) {
+            Ok(rt) => Some(Arc::new(rt)),
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the deadline thread failed; timers run on the main runtime");
+                None
+            }
+        };
+        let writers = deadlines
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .unwrap_or_else(tokio::runtime::Handle::current);
         let write_batch_rows = config.write_batch_rows.max(1);
         let recipient = planner.clone().recipient();
         let (timer_store, timer_writers) = (store.clone(), writers.clone());
@@ -258,6 +281,7 @@ impl Dispatch {
             realtime,
             waiting: Arc::default(),
             max_waiting: 4 * config.realtime_shard_concurrency.max(1),
+            _deadlines: deadlines,
         };
         let reporter = dispatch.registry.clone();
         tokio::spawn(async move {

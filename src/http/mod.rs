@@ -41,7 +41,7 @@ pub struct AppState {
     /// The intake journal accepts are stored in first (SQLite); reads of messages settle it.
     pub intake: Option<Arc<crate::storage::intake::Intake>>,
     /// Where the journal's accept writer runs; stopped with the state.
-    pub _accept_runtime: Option<crate::startup::OwnRuntime>,
+    pub _accept_runtime: Option<msghub_actors::threads::OwnRuntime>,
     pub ids: MessageIds,
     pub sources: auth::SourceCache,
     pub callbacks: crate::callbacks::Callbacks,

@@ -1979,9 +1979,13 @@ impl DispatchStore for Store {
     async fn fire_timers(&self, keys: &[TimerKey], max_users: u64) -> StoreResult<Vec<Fired>> {
         // Deadlines go before throughput work (shard opens, outcomes), after accepts.
         // The next step's bindings are read before the writer is ours (see `Prefetched`).
+        let started = std::time::Instant::now();
         let mut prefetched = self.prefetch_firings(keys, max_users).await;
+        let read = started.elapsed();
         let _timely = self.db.timely_write().await;
+        let gated = started.elapsed();
         let txn = self.db.write().begin().await.map_err(err)?;
+        let begun = started.elapsed();
         let msgids: Vec<i64> = keys.iter().map(|k| k.msgid).collect();
         self.lock_messages(&txn, &msgids).await.map_err(err)?;
         // Judged against the time the writer was ours, not when the poll began.
@@ -2000,7 +2004,20 @@ impl DispatchStore for Store {
             users += fired.examined.max(1);
             out.push(fired);
         }
+        let worked = started.elapsed();
         txn.commit().await.map_err(err)?;
+        // Where a late firing's time went: its reads, the wait for its turn and for the
+        // writer connection, its statements, the commit.
+        tracing::debug!(
+            timers = out.len(),
+            users,
+            read_ms = read.as_secs_f64() * 1e3,
+            gate_ms = (gated - read).as_secs_f64() * 1e3,
+            begin_ms = (begun - gated).as_secs_f64() * 1e3,
+            work_ms = (worked - begun).as_secs_f64() * 1e3,
+            commit_ms = (started.elapsed() - worked).as_secs_f64() * 1e3,
+            "fallback timers' transaction"
+        );
         for (msgid, events) in events {
             self.callbacks.emit_all(msgid, events);
         }
