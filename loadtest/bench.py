@@ -200,6 +200,14 @@ def drain(sim_url):
     return time.time() - started - 3
 
 
+def settle_disk():
+    """Write back every dirty page before a latency run: an accept's journal sync otherwise
+    also waits for what earlier scenarios left unwritten (the seeded database), which took
+    single syncs to 20-70 ms on some machines and made an idle hub look slow."""
+    os.sync()
+    time.sleep(1)
+
+
 def metric_buckets(hub, name):
     """Cumulative histogram buckets [(upper bound, count)] from /metrics."""
     text = urllib.request.urlopen(hub.url + "/metrics", timeout=30).read().decode()
@@ -349,6 +357,7 @@ def main():
             runs["delivered_rps"].append(delivered / (time.time() - started - 3))
             half = args.send_rate or max(10, int(runs["send"][-1] / 2))
             runs["send_rate"].append(half)
+            settle_disk()
             # The hub's own view of the same requests (its accept histogram), beside k6's, which
             # also holds the time k6 itself waits for a core on this machine.
             accept0 = metric_buckets(hub, "msghub_accept_duration_seconds")
@@ -409,9 +418,11 @@ def main():
             # without the time k6 and the kernel took on the same two cores.
             # And the time those messages took to leave (acceptance to provider answer).
             hists = ("msghub_accept_duration_seconds", "msghub_realtime_sent_seconds")
+            settle_disk()
             h0 = {m: metric_buckets(hub, m) for m in hists}
             alone = k6(os.path.join(ROOT, "loadtest/send/send.js"), iso_env, os.path.join(work, "iso1.json"))["http_req_duration"]["p(99)"]
             drain(sim_url)
+            settle_disk()
             h1 = {m: metric_buckets(hub, m) for m in hists}
             points = os.path.join(work, "iso2-points.json")
             mixed = k6(os.path.join(ROOT, "loadtest/mixed/mixed.js"), iso_env, os.path.join(work, "iso2.json"), points)
