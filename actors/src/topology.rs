@@ -230,11 +230,10 @@ impl Dispatch {
         });
         let timer_config = config.timers;
         // The storage writers (group-commit batchers) run on the caller's runtime. Work with a
-        // deadline (the timers' and the scheduler's pages) gets a thread of its own: a firing
-        // is a chain of a dozen statements, and on the caller's runtime each of their
-        // continuations queued behind the writers' tasks (a blast's shard opens and outcomes
-        // building and parsing thousands of rows), so firings fell behind while the writer
-        // connection itself was idle half the time.
+        // deadline (the timers' and the scheduler's pages) gets a thread of its own, on the
+        // short slice of the request threads: a firing is a chain of a dozen statements, and
+        // on the caller's runtime each of their continuations waits behind the writers' tasks
+        // (a blast's shard opens and outcomes, building and parsing thousands of rows).
         let deadlines = match crate::threads::OwnRuntime::new(
             "msghub-deadline",
             config.deadline_slice_us,
