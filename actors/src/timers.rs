@@ -179,6 +179,8 @@ pub struct FireTimers {
     max_users: u64,
     /// Set while a read-ahead task runs (one at a time).
     reading: Arc<AtomicBool>,
+    /// Where read-ahead tasks run; the firings' runtime when `None`.
+    reads: Option<tokio::runtime::Handle>,
 }
 
 impl FireTimers {
@@ -186,7 +188,16 @@ impl FireTimers {
         FireTimers {
             max_users: max_users.max(1),
             reading: Arc::default(),
+            reads: None,
         }
+    }
+
+    /// Read ahead on `runtime`, beside the firings: a firing holds the one SQLite writer
+    /// while its statements' continuations run, and on the firings' own thread each of them
+    /// would wait behind a read-ahead parsing a thousand users' rows.
+    pub fn reading_on(mut self, runtime: tokio::runtime::Handle) -> FireTimers {
+        self.reads = Some(runtime);
+        self
     }
 
     /// Read ahead for `keys` in a task of its own, unless one runs already (the next page
@@ -205,10 +216,14 @@ impl FireTimers {
         }
         let reading = Reading(self.reading.clone());
         let (store, keys) = (store.clone(), keys.to_vec());
-        tokio::spawn(async move {
+        let read = async move {
             let _reading = reading;
             store.prefetch_timers(&keys, now_ms() + READ_AHEAD_MS).await;
-        });
+        };
+        match &self.reads {
+            Some(runtime) => runtime.spawn(read),
+            None => tokio::spawn(read),
+        };
     }
 
     /// Fire every due timer of one page, many per transaction, while the page's other timers

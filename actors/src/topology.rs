@@ -67,6 +67,8 @@ pub struct Dispatch {
     /// The thread the fallback timers' and the scheduler's pages run on (see
     /// [`Dispatch::start`]); `None` when it could not be started (they run on the caller's).
     _deadlines: Option<Arc<crate::threads::OwnRuntime>>,
+    /// The thread the fallback timers read ahead on, if it could be started.
+    _timer_reads: Option<Arc<crate::threads::OwnRuntime>>,
 }
 
 fn batched_writes(store: &Arc<dyn DispatchStore>, max: usize, max_rows: usize) -> DispatchWrites {
@@ -244,6 +246,17 @@ impl Dispatch {
                 None
             }
         };
+        // The timers' reads ahead of their deadlines get another (see `FireTimers::reading_on`).
+        let timer_reads = match crate::threads::OwnRuntime::new(
+            "msghub-timer-reads",
+            config.deadline_slice_us,
+        ) {
+            Ok(rt) => Some(Arc::new(rt)),
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the timers' read-ahead thread failed; they read on the deadline thread");
+                None
+            }
+        };
         let writers = deadlines
             .as_ref()
             .map(|rt| rt.handle().clone())
@@ -251,9 +264,14 @@ impl Dispatch {
         let write_batch_rows = config.write_batch_rows.max(1);
         let recipient = planner.clone().recipient();
         let (timer_store, timer_writers) = (store.clone(), writers.clone());
+        let reads = timer_reads.as_ref().map(|rt| rt.handle().clone());
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+            let fire = crate::timers::FireTimers::new((FIRING_BATCHES * write_batch_rows) as u64);
             crate::timers::FallbackTimers::new(
-                crate::timers::FireTimers::new((FIRING_BATCHES * write_batch_rows) as u64),
+                match reads.clone() {
+                    Some(reads) => fire.reading_on(reads),
+                    None => fire,
+                },
                 timer_store,
                 recipient,
                 timer_config,
@@ -281,6 +299,7 @@ impl Dispatch {
             waiting: Arc::default(),
             max_waiting: 4 * config.realtime_shard_concurrency.max(1),
             _deadlines: deadlines,
+            _timer_reads: timer_reads,
         };
         let reporter = dispatch.registry.clone();
         tokio::spawn(async move {
