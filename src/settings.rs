@@ -69,10 +69,10 @@ pub struct ServerSettings {
     /// hub's delivery work.
     pub background_nice: i32,
     /// Time slice (µs) the threads that answer requests ask the scheduler for (HTTP workers,
-    /// the accept writer; also the fallback timers' deadline thread): on Linux 6.12+ a short
-    /// slice makes a waking request thread run sooner on busy cores without changing anyone's
-    /// share of them (100 by default; 0 keeps the kernel's default; the kernel keeps it within
-    /// 100–100 000).
+    /// the accept writer; also the fallback timers' deadline and read-ahead threads): on Linux
+    /// 6.12+ a short slice makes a waking request thread run sooner on busy cores without
+    /// changing anyone's share of them (100 by default; 0 keeps the kernel's default; the
+    /// kernel keeps it within 100–100 000).
     pub request_slice_us: u32,
 }
 

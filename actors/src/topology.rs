@@ -158,6 +158,18 @@ fn result_writer(
     )
 }
 
+/// A runtime thread of its own, or `None` (logged) when it cannot be started: its work then
+/// runs where it would without it.
+fn own_runtime(name: &str, slice_us: u32) -> Option<Arc<crate::threads::OwnRuntime>> {
+    match crate::threads::OwnRuntime::new(name, slice_us) {
+        Ok(rt) => Some(Arc::new(rt)),
+        Err(e) => {
+            tracing::warn!(thread = name, error = %e, "starting a thread failed; its work runs on the caller's runtime");
+            None
+        }
+    }
+}
+
 /// Fallback firings take up to this many times `write_batch_rows` users per transaction. Each
 /// firing pays a fixed cost (the writer's turn behind a bulk transaction, a dozen statements,
 /// a commit) that the timers of one transaction share; timers come due as fast as their first
@@ -236,27 +248,9 @@ impl Dispatch {
         // short slice of the request threads: a firing is a chain of a dozen statements, and
         // on the caller's runtime each of their continuations waits behind the writers' tasks
         // (a blast's shard opens and outcomes, building and parsing thousands of rows).
-        let deadlines = match crate::threads::OwnRuntime::new(
-            "msghub-deadline",
-            config.deadline_slice_us,
-        ) {
-            Ok(rt) => Some(Arc::new(rt)),
-            Err(e) => {
-                tracing::warn!(error = %e, "starting the deadline thread failed; timers run on the main runtime");
-                None
-            }
-        };
+        let deadlines = own_runtime("msghub-deadline", config.deadline_slice_us);
         // The timers' reads ahead of their deadlines get another (see `FireTimers::reading_on`).
-        let timer_reads = match crate::threads::OwnRuntime::new(
-            "msghub-timer-reads",
-            config.deadline_slice_us,
-        ) {
-            Ok(rt) => Some(Arc::new(rt)),
-            Err(e) => {
-                tracing::warn!(error = %e, "starting the timers' read-ahead thread failed; they read on the deadline thread");
-                None
-            }
-        };
+        let timer_reads = own_runtime("msghub-timer-reads", config.deadline_slice_us);
         let writers = deadlines
             .as_ref()
             .map(|rt| rt.handle().clone())

@@ -1216,6 +1216,18 @@ mod tests {
             .unwrap();
     }
 
+    /// Set the status of `user`'s deliveries of message `msgid`.
+    async fn set_status(store: &Store, msgid: i64, user: &str, status: DeliveryStatus) {
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET status = ? WHERE message_id = ? AND userid = ?",
+                vec![(status as i16).into(), msgid.into(), user.into()],
+            )
+            .await
+            .unwrap();
+    }
+
     /// The users of message `msgid` with a delivery on `step`, and whether each is judged.
     async fn on_step(store: &Store, msgid: i64, step: i16) -> Vec<(String, i64)> {
         store
@@ -1254,14 +1266,7 @@ mod tests {
             ("c", DeliveryStatus::Undelivered),
             ("d", DeliveryStatus::Delivered),
         ] {
-            store
-                .db
-                .execute(
-                    "UPDATE deliveries SET status = ? WHERE userid = ?",
-                    vec![(status as i16).into(), user.into()],
-                )
-                .await
-                .unwrap();
+            set_status(&store, 1, user, status).await;
         }
         store
             .db
@@ -1296,14 +1301,7 @@ mod tests {
             ("b", DeliveryStatus::Delivered),
             ("d", DeliveryStatus::Failed),
         ] {
-            store
-                .db
-                .execute(
-                    "UPDATE deliveries SET status = ? WHERE userid = ?",
-                    vec![(status as i16).into(), user.into()],
-                )
-                .await
-                .unwrap();
+            set_status(&store, 1, user, status).await;
         }
         let after = read().await;
         assert_eq!(after.failed, before.failed);
@@ -1334,14 +1332,7 @@ mod tests {
         // Message 1, after the read: "b" was delivered, and "c"'s send moved to now. No
         // delivery changes that way, but the fingerprint cannot see it: the judgement
         // prepared from the read stands, so "c" moves on, which shows it was used.
-        store
-            .db
-            .execute(
-                "UPDATE deliveries SET status = ? WHERE message_id = 1 AND userid = 'b'",
-                vec![(DeliveryStatus::Delivered as i16).into()],
-            )
-            .await
-            .unwrap();
+        set_status(&store, 1, "b", DeliveryStatus::Delivered).await;
         store
             .db
             .execute(
