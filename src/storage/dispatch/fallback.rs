@@ -268,6 +268,19 @@ struct StepRows {
 }
 
 impl StepRows {
+    /// The undecided rows of the timer `key`'s step, read on `conn`.
+    async fn read<C: ConnectionTrait>(db: &Db, conn: &C, key: TimerKey) -> Result<StepRows, DbErr> {
+        let packed = db
+            .query_packed(
+                conn,
+                &UNDECIDED_COLUMNS,
+                UNDECIDED_SQL,
+                vec![key.msgid.into(), key.seq.into(), key.step.into()],
+            )
+            .await?;
+        StepRows::of(&packed)
+    }
+
     fn of(rows: &[PackedRow]) -> Result<StepRows, DbErr> {
         let mut users: BTreeMap<String, UserStep> = BTreeMap::new();
         let mut fingerprint = StepFingerprint::default();
@@ -573,16 +586,7 @@ impl Store {
         let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
             return Ok((0, None));
         };
-        let packed = self
-            .db
-            .query_packed(
-                read,
-                &UNDECIDED_COLUMNS,
-                UNDECIDED_SQL,
-                vec![key.msgid.into(), key.seq.into(), key.step.into()],
-            )
-            .await?;
-        let rows = StepRows::of(&packed)?;
+        let rows = StepRows::read(&self.db, read, key).await?;
         let judged = rows.judge(wait_of(step), at);
         if judged.examined == 0 {
             return Ok((0, None));
@@ -780,18 +784,7 @@ impl Store {
         }
         let judgement = match judgement {
             Some(j) => j,
-            None => {
-                let packed = self
-                    .db
-                    .query_packed(
-                        txn,
-                        &UNDECIDED_COLUMNS,
-                        UNDECIDED_SQL,
-                        vec![key.msgid.into(), key.seq.into(), key.step.into()],
-                    )
-                    .await?;
-                StepRows::of(&packed)?.judge(wait, now)
-            }
+            None => StepRows::read(&self.db, txn, key).await?.judge(wait, now),
         };
         let StepJudgement {
             examined,
@@ -1277,17 +1270,10 @@ mod tests {
             .await
             .unwrap();
         let read = || async {
-            let packed = store
-                .db
-                .query_packed(
-                    store.db.read(),
-                    &UNDECIDED_COLUMNS,
-                    UNDECIDED_SQL,
-                    vec![key.msgid.into(), key.seq.into(), key.step.into()],
-                )
+            let rows = StepRows::read(&store.db, store.db.read(), key)
                 .await
-                .unwrap();
-            let rows = StepRows::of(&packed).unwrap().fingerprint;
+                .unwrap()
+                .fingerprint;
             let counted = StepFingerprint::read(&store.db, store.db.read(), key)
                 .await
                 .unwrap();
@@ -1329,30 +1315,23 @@ mod tests {
         let same = chain(&store, 1, &["a", "b", "c"], sent).await;
         let changed = chain(&store, 2, &["a", "b", "c"], sent).await;
         store.read_ahead_of(&[same, changed], now).await;
-        // Message 1, after the read: "b" was delivered, and "c"'s send moved to now. No
-        // delivery changes that way, but the fingerprint cannot see it: the judgement
-        // prepared from the read stands, so "c" moves on, which shows it was used.
-        set_status(&store, 1, "b", DeliveryStatus::Delivered).await;
+        // After the read, in both messages, "c"'s send moved to now. No delivery changes
+        // that way, but the fingerprint cannot see it: where the judgement prepared from the
+        // read stands, "c" moves on, which shows it was used.
         store
             .db
             .execute(
-                "UPDATE deliveries SET sent_at = ? WHERE message_id = 1 AND userid = 'c'",
+                "UPDATE deliveries SET sent_at = ? WHERE userid = 'c'",
                 vec![now.into()],
             )
             .await
             .unwrap();
+        // Message 1, after the read: "b" was delivered.
+        set_status(&store, 1, "b", DeliveryStatus::Delivered).await;
         // Message 2, after the read: new rows on the step, one due ("d") and one just sent
-        // ("e"), and the same move of "c"'s send. The rows are read again in the firing.
+        // ("e"). The rows are read again in the firing.
         add_app_delivery(&store, 2, "d", sent).await;
         add_app_delivery(&store, 2, "e", now).await;
-        store
-            .db
-            .execute(
-                "UPDATE deliveries SET sent_at = ? WHERE message_id = 2 AND userid = 'c'",
-                vec![now.into()],
-            )
-            .await
-            .unwrap();
         let fired = store.fire_due(&[same, changed], 10_000).await.unwrap();
         let sms = |users: &[&str]| -> Vec<(String, i64)> {
             users.iter().map(|u| (u.to_string(), 0)).collect()
