@@ -16,6 +16,9 @@ use crate::storage::{Db, PackedRow, in_list, now_ms};
 const READ_AHEAD_TIMERS: usize = 32;
 /// Reads older than this are not used: the firing reads again (bindings may have changed).
 const READ_AHEAD_MAX_AGE_MS: i64 = 1_000;
+/// A timer none of whose users is due yet, but one is within this many ms, is not fired until
+/// then (see [`Store::fire_due`]).
+const NOT_YET_MS: i64 = 100;
 /// Timers read ahead at once, on as many reader connections.
 const READ_AHEAD_CONCURRENCY: usize = 2;
 
@@ -91,6 +94,14 @@ impl ReadAhead {
         }
         drop(state);
         self.ended.notify_waiters();
+    }
+
+    /// Hold what a firing read for `key` at `at`, for its firing later (when there is room).
+    fn hold(&self, key: TimerKey, at: i64, read: FiringReads) {
+        let mut state = self.lock();
+        if state.held.len() + state.in_flight.len() < READ_AHEAD_TIMERS {
+            state.held.insert(key, (at, read));
+        }
     }
 
     /// The entry of `key` when it is fresh, waiting for its read if one is in flight.
@@ -325,6 +336,7 @@ impl StepRows {
             examined: self.users.len(),
             due: Vec::new(),
             next_due: None,
+            sending: 0,
             first_deadline: None,
         };
         for (userid, u) in &self.users {
@@ -337,6 +349,7 @@ impl StepRows {
                 out.first_deadline = Some(out.first_deadline.map_or(deadline, |d| d.min(deadline)));
                 out.due.push(userid.clone());
             } else {
+                out.sending += usize::from(u.sending);
                 let d = if u.sending {
                     now + wait.min(1000)
                 } else {
@@ -361,6 +374,8 @@ struct StepJudgement {
     /// throttled step, whose wait starts when its outcome is recorded) is looked at again
     /// shortly.
     next_due: Option<i64>,
+    /// Users not due who are still being sent to.
+    sending: usize,
     /// The earliest deadline among the due users: the last send plus the wait, or, for a
     /// user all of whose deliveries failed, the last failure.
     first_deadline: Option<i64>,
@@ -446,16 +461,47 @@ impl Store {
                 }
             }
         }
+        // Timers armed when their step was opened often come due a few ms before their users
+        // do (the step is sent after): when none of a timer's users is due yet, none is still
+        // being sent to (whose rows will change), and the first will be due soon, it is not
+        // fired now, for nothing. What was read is held for its firing
+        // then, which the poller wakes for (`due_again_ms`); its row stays due, so a restart
+        // fires it.
+        let mut not_yet: HashMap<TimerKey, Fired> = HashMap::new();
+        let soon: Vec<TimerKey> = prepared
+            .iter()
+            .filter(|(_, p)| {
+                let j = &p.ahead.judgement;
+                j.due.is_empty()
+                    && j.sending == 0
+                    && j.next_due.is_some_and(|d| d <= at + NOT_YET_MS)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in soon {
+            if let Some(p) = prepared.remove(&key) {
+                let j = &p.ahead.judgement;
+                not_yet.insert(
+                    key,
+                    Fired {
+                        examined: j.examined as u64,
+                        due_again_ms: j.next_due,
+                        ..Fired::default()
+                    },
+                );
+                let examined = j.examined;
+                let read = Prefetched {
+                    plan: p.plan,
+                    rows: p.ahead.rows,
+                    bindings: p.ahead.bindings,
+                };
+                self.read_ahead.hold(key, at, (examined, Some(read)));
+            }
+        }
         let read = started.elapsed();
-        let _timely = self.db.timely_write().await;
-        let gated = started.elapsed();
-        let txn = self.db.write().begin().await?;
-        let begun = started.elapsed();
-        let msgids: Vec<i64> = keys.iter().map(|k| k.msgid).collect();
-        self.lock_messages(&txn, &msgids).await?;
-        // Who was reached is read against the time the writer was ours, not when the poll
-        // began.
-        let now = now_ms();
+        let (mut gated, mut begun) = (read, read);
+        let mut txn = None;
+        let mut now = at;
         let mut out = Vec::new();
         let mut users = 0u64;
         let mut events = Vec::new();
@@ -463,14 +509,36 @@ impl Store {
             if !out.is_empty() && users >= max_users {
                 break;
             }
+            if let Some(fired) = not_yet.remove(key) {
+                users += fired.examined.max(1);
+                out.push(fired);
+                continue;
+            }
+            let t = match &txn {
+                Some((_, t)) => t,
+                None => {
+                    let timely = self.db.timely_write().await;
+                    gated = started.elapsed();
+                    let t = self.db.write().begin().await?;
+                    begun = started.elapsed();
+                    let msgids: Vec<i64> = keys.iter().map(|k| k.msgid).collect();
+                    self.lock_messages(&t, &msgids).await?;
+                    // Who was reached is read against the time the writer was ours, not
+                    // when the poll began.
+                    now = now_ms();
+                    &txn.insert((timely, t)).1
+                }
+            };
             let fired = self
-                .fire(&txn, *key, now, &mut events, prepared.remove(key))
+                .fire(t, *key, now, &mut events, prepared.remove(key))
                 .await?;
             users += fired.examined.max(1);
             out.push(fired);
         }
         let worked = started.elapsed();
-        txn.commit().await?;
+        if let Some((_timely, t)) = txn {
+            t.commit().await?;
+        }
         // Where a late firing's time went: its reads and judgements, the wait for its turn
         // and for the writer connection, its statements, the commit.
         tracing::debug!(
@@ -791,6 +859,7 @@ impl Store {
             due,
             next_due,
             first_deadline,
+            ..
         } = judgement;
         fired.examined = examined as u64;
         fired.deadline_ms = first_deadline;
@@ -1006,6 +1075,7 @@ mod tests {
         assert_eq!(j.due, vec!["a".to_string(), "c".to_string()]);
         // b at 9000 + 5000; d at now + min(wait, 1000).
         assert_eq!(j.next_due, Some(11_000));
+        assert_eq!(j.sending, 1);
         // The first of them due: a, 1500 + 5000 (c's failure came later).
         assert_eq!(j.first_deadline, Some(6_500));
         let later = judge(&rows, 5_000, 14_000).unwrap();
@@ -1357,5 +1427,70 @@ mod tests {
         );
         assert_eq!((fired[1].advanced, fired[1].examined), (3, 5));
         assert!(fired[1].due_again_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_timer_whose_users_are_due_soon_waits_for_them_with_what_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let now = now_ms();
+        // Sent 950 ms ago with a 1 s wait: due in 50 ms. The timer's row came due before.
+        let soon = chain(&store, 1, &["a", "b"], now - 950).await;
+        // The same, but "c" is still being sent to: fired now, its row moved.
+        let sending = chain(&store, 2, &["a", "c"], now - 950).await;
+        set_status(&store, 2, "c", DeliveryStatus::Queued).await;
+        // Both rows armed when the step was opened, before it was sent.
+        store
+            .db
+            .execute(
+                "UPDATE fallback_timers SET due_at = ?",
+                vec![(now - 100).into()],
+            )
+            .await
+            .unwrap();
+        let fired = store.fire_due(&[soon, sending], 10_000).await.unwrap();
+        assert_eq!(fired.len(), 2);
+        assert_eq!((fired[0].examined, fired[0].advanced), (2, 0));
+        assert_eq!(fired[0].due_again_ms, Some(now + 50));
+        let due_at = |msgid: i64| {
+            let store = &store;
+            async move {
+                store
+                    .db
+                    .query_one(
+                        "SELECT due_at FROM fallback_timers WHERE message_id = ?",
+                        vec![msgid.into()],
+                    )
+                    .await
+                    .unwrap()
+                    .map(|r| r.try_get::<i64>("", "due_at").unwrap())
+            }
+        };
+        assert_eq!(due_at(1).await, Some(now - 100), "the row moved");
+        assert_eq!(due_at(2).await, Some(now + 50), "not fired");
+        assert_eq!(
+            on_step(&store, 1, 0).await,
+            vec![("a".into(), 0), ("b".into(), 0)]
+        );
+        // "b"'s send moved after the read (see the test above): the firing that comes when
+        // they are due uses what was read, and moves both on.
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET sent_at = ? WHERE message_id = 1 AND userid = 'b'",
+                vec![now_ms().into()],
+            )
+            .await
+            .unwrap();
+        while now_ms() < now + 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let fired = store.fire_due(&[soon], 10_000).await.unwrap();
+        assert_eq!(fired[0].advanced, 2);
+        assert_eq!(
+            on_step(&store, 1, 1).await,
+            vec![("a".into(), 0), ("b".into(), 0)]
+        );
+        assert_eq!(due_at(1).await, None);
     }
 }
