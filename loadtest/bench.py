@@ -114,7 +114,7 @@ class Hub:
                "MSGHUB__LOG__LEVEL": os.environ.get("BENCH_HUB_LOG", "warn")}
         started = time.time()
         # BENCH_HUB_LOG (a log filter, e.g. "warn,msghub_actors::timers=debug") keeps the hub's
-        # log in <out>/hub.log, for finding where the time goes.
+        # log, moved to <out>/hub.log at the end, for finding where the time goes.
         out = open(os.path.join(self.workdir, "hub.log"), "ab") if "BENCH_HUB_LOG" in os.environ else subprocess.DEVNULL
         self.proc = subprocess.Popen([self.binary, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
         while True:
@@ -320,10 +320,11 @@ def main():
                                 "MSGHUB__SIMULATOR__SMTP_PORT": str(smtp_port), "MSGHUB__LOG__LEVEL": "warn"})
     sim_url = f"http://127.0.0.1:{sim_port}"
     db_url = f"sqlite://{work}/bench.db?mode=rwc"
+    db_name = None
     if args.postgres:
-        name = f"msghub_bench_{int(time.time())}"
-        subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {name}"], check=True)
-        db_url = args.postgres.rsplit("/", 1)[0] + "/" + name
+        db_name = f"msghub_bench_{int(time.time())}"
+        subprocess.run(["psql", args.postgres, "-qc", f"CREATE DATABASE {db_name}"], check=True)
+        db_url = args.postgres.rsplit("/", 1)[0] + "/" + db_name
     hub = Hub(args.binary, db_url, work)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}, "database": db_url.split(":")[0],
                "users": users, "repeats": repeats, "quick": args.quick}
@@ -512,7 +513,15 @@ def main():
         hub.stop()
         sim.send_signal(signal.SIGTERM)
         sim.wait(timeout=30)
-    os.makedirs(args.out, exist_ok=True)
+        # The hub's log (with BENCH_HUB_LOG) is kept in the output folder; the database, up
+        # to gigabytes after S-10M, is not kept.
+        os.makedirs(args.out, exist_ok=True)
+        log = os.path.join(work, "hub.log")
+        if os.path.exists(log):
+            shutil.move(log, os.path.join(args.out, "hub.log"))
+        shutil.rmtree(work, ignore_errors=True)
+        if db_name:
+            subprocess.run(["psql", args.postgres, "-qc", f"DROP DATABASE IF EXISTS {db_name}"], check=False)
     name = "latest" if only == set(SCENARIOS) else "partial"
     results["scenarios"] = sorted(only)
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
