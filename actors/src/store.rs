@@ -89,6 +89,9 @@ pub struct Fired {
     /// When the timer is due again (unix ms), if it was kept for users not due yet (often
     /// a few ms after its first firing: the row is armed before the step is sent).
     pub due_again_ms: Option<i64>,
+    /// It was not fired: none of its users was due yet and one will be soon (at
+    /// `due_again_ms`); its row stays due until it is.
+    pub not_yet: bool,
 }
 
 #[async_trait]

@@ -249,6 +249,9 @@ impl FireTimers {
         self.read_ahead(store, &page[read_ahead_from(due)..]);
         let mut done = 0;
         let mut due_again: Option<i64> = None;
+        // Whether every due timer was left for its users to become due: their rows stay
+        // due, so a full page of them is not a sign that more are due beyond it.
+        let mut all_not_yet = true;
         while done < due {
             let rest = &page[done..due];
             let fired = match store.fire_timers(rest, self.max_users).await {
@@ -261,6 +264,7 @@ impl FireTimers {
                 }
             };
             record(rest, &fired, planner);
+            all_not_yet &= fired.iter().all(|f| f.not_yet);
             due_again = fired
                 .iter()
                 .filter_map(|f| f.due_again_ms)
@@ -273,7 +277,7 @@ impl FireTimers {
             // A reader that stopped when enough was held goes on from here.
             self.read_ahead(store, page.get(done + 1..).unwrap_or_default());
         }
-        sooner(next_poll(&page, due, full), due_again)
+        next_after(&page, due, full, all_not_yet, due_again)
     }
 }
 
@@ -296,6 +300,20 @@ impl DueWork for FireTimers {
 /// read-ahead); at the first timer when none is due yet.
 fn read_ahead_from(due: usize) -> usize {
     due.min(1)
+}
+
+/// When to poll again after the first `due` timers of `page` were fired or, if
+/// `all_not_yet`, all left for their users to become due (at `due_again`, the earliest time
+/// a fired or left timer is due again): their rows stay due, so a full page of them does not
+/// mean more are due beyond it, and polling at once would find the same page.
+fn next_after(
+    page: &[TimerKey],
+    due: usize,
+    full: bool,
+    all_not_yet: bool,
+    due_again: Option<i64>,
+) -> Next {
+    sooner(next_poll(page, due, full && !all_not_yet), due_again)
 }
 
 /// When to poll again after firing the first `due` timers of `page` (ordered by due time):
@@ -327,6 +345,17 @@ fn record(keys: &[TimerKey], fired: &[Fired], planner: &Recipient<DispatchMessag
     // the shard is opened, before its step is even sent.
     let committed = now_ms();
     for (key, fired) in keys.iter().zip(fired) {
+        if fired.not_yet {
+            tracing::debug!(
+                msgid = key.msgid,
+                seq = key.seq,
+                step = key.step,
+                due_in_ms = fired.due_again_ms.map(|d| d - committed),
+                examined = fired.examined,
+                "fallback timer not fired: its users are not due yet"
+            );
+            continue;
+        }
         tracing::debug!(
             msgid = key.msgid,
             seq = key.seq,
@@ -381,6 +410,14 @@ mod tests {
         // All due, page not full; or nothing at all.
         assert_eq!(next_poll(&page, 4, false), Next::Tick);
         assert_eq!(next_poll(&[], 0, false), Next::Tick);
+    }
+
+    #[test]
+    fn a_full_page_of_timers_whose_users_are_not_due_yet_is_polled_for_at_their_deadline() {
+        let page = [key(10), key(20)];
+        assert_eq!(next_after(&page, 2, true, true, Some(80)), Next::At(80));
+        assert_eq!(next_after(&page, 2, true, false, Some(80)), Next::Now);
+        assert_eq!(next_after(&page, 2, false, true, None), Next::Tick);
     }
 
     #[test]

@@ -171,6 +171,8 @@ impl BindingsAhead {
 /// message has timers), the step's undecided rows, and the later steps' bindings of the users
 /// due by then.
 struct Prefetched {
+    /// When it was read (unix ms): reads older than [`READ_AHEAD_MAX_AGE_MS`] are not used.
+    read_at: i64,
     plan: MessagePlan,
     rows: StepRows,
     bindings: BindingsAhead,
@@ -188,6 +190,8 @@ struct Prepared {
 
 /// [`Prepared`] but the plan.
 struct StepAhead {
+    /// When it was read (see [`Prefetched`]).
+    read_at: i64,
     rows: StepRows,
     /// The judgement when it was prepared.
     judgement: StepJudgement,
@@ -217,11 +221,14 @@ const UNDECIDED_COLUMNS: [&str; 6] = [
 /// timer's firing judges them, and no delivery goes back to queued: the same counts of rows
 /// and of queued rows mean the same rows, with the same ones still being sent. Failed rows
 /// are counted and their ids summed, so a failure and a "delivered" receipt for a failed row
-/// between the read and the firing do not cancel out. What else can change leaves the
-/// judgement as it was: receipts that reach a due user are read by the firing itself.
+/// between the read and the firing do not cancel out; rows with a recorded send are counted,
+/// for a send recorded after its receipt. What else can change leaves the judgement as it
+/// was: receipts that reach a due user are read by the firing itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct StepFingerprint {
     rows: i64,
+    /// Rows whose send was recorded (a receipt can come before it).
+    sent: i64,
     queued: i64,
     failed: i64,
     failed_ids: i64,
@@ -236,7 +243,7 @@ impl StepFingerprint {
             DeliveryStatus::Undelivered as i16,
         );
         let sql = format!(
-            "SELECT COUNT(*) AS n_rows, \
+            "SELECT COUNT(*) AS n_rows, COUNT(sent_at) AS n_sent, \
              COALESCE(SUM(CASE WHEN status = {queued} THEN 1 ELSE 0 END), 0) AS n_queued, \
              COALESCE(SUM(CASE WHEN status IN ({failed}, {undelivered}) THEN 1 ELSE 0 END), 0) AS n_failed, \
              CAST(COALESCE(SUM(CASE WHEN status IN ({failed}, {undelivered}) THEN id ELSE 0 END), 0) AS BIGINT) AS failed_ids \
@@ -251,6 +258,7 @@ impl StepFingerprint {
             .ok_or_else(|| DbErr::Custom("an aggregate returned no row".into()))?;
         Ok(StepFingerprint {
             rows: row.try_get("", "n_rows")?,
+            sent: row.try_get("", "n_sent")?,
             queued: row.try_get("", "n_queued")?,
             failed: row.try_get("", "n_failed")?,
             failed_ids: row.try_get("", "failed_ids")?,
@@ -297,7 +305,8 @@ impl StepRows {
         let mut fingerprint = StepFingerprint::default();
         for r in rows {
             let userid = r.string(0)?;
-            let sent = r.opt_i64(1)?.unwrap_or(r.i64(2)?);
+            let sent_at = r.opt_i64(1)?;
+            let sent = sent_at.unwrap_or(r.i64(2)?);
             let status = r.i64(3)?;
             let sending = status == DeliveryStatus::Queued as i64;
             let failed = status == DeliveryStatus::Failed as i64
@@ -308,6 +317,7 @@ impl StepRows {
                 sent
             };
             fingerprint.rows += 1;
+            fingerprint.sent += i64::from(sent_at.is_some());
             fingerprint.queued += i64::from(sending);
             if failed {
                 fingerprint.failed += 1;
@@ -486,16 +496,19 @@ impl Store {
                     Fired {
                         examined: j.examined as u64,
                         due_again_ms: j.next_due,
+                        not_yet: true,
                         ..Fired::default()
                     },
                 );
                 let examined = j.examined;
+                let read_at = p.ahead.read_at;
                 let read = Prefetched {
+                    read_at,
                     plan: p.plan,
                     rows: p.ahead.rows,
                     bindings: p.ahead.bindings,
                 };
-                self.read_ahead.hold(key, at, (examined, Some(read)));
+                self.read_ahead.hold(key, read_at, (examined, Some(read)));
             }
         }
         let read = started.elapsed();
@@ -638,6 +651,7 @@ impl Store {
         key: TimerKey,
         at: i64,
     ) -> Result<(usize, Option<Prefetched>), DbErr> {
+        let read_at = now_ms();
         let read = self.db.read();
         let Some(row) = read
             .query_one_raw(self.db.stmt(
@@ -670,6 +684,7 @@ impl Store {
         Ok((
             judged.examined,
             Some(Prefetched {
+                read_at,
                 plan,
                 rows,
                 bindings,
@@ -728,6 +743,7 @@ impl Store {
         Ok(Some(Prepared {
             plan: p.plan,
             ahead: StepAhead {
+                read_at: p.read_at,
                 rows: p.rows,
                 judgement,
                 bindings,
@@ -1362,6 +1378,29 @@ mod tests {
         let after = read().await;
         assert_eq!(after.failed, before.failed);
         assert_ne!(after, before);
+        // A send recorded for a row that had none (after its receipt, say).
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET sent_at = NULL WHERE userid = ?",
+                vec!["d".into()],
+            )
+            .await
+            .unwrap();
+        let unsent = read().await;
+        set_status(&store, 1, "d", DeliveryStatus::Delivered).await;
+        let delivered = read().await;
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET sent_at = ? WHERE userid = ?",
+                vec![now.into(), "d".into()],
+            )
+            .await
+            .unwrap();
+        let sent = read().await;
+        assert_eq!((delivered.rows, delivered.sent + 1), (sent.rows, sent.sent));
+        assert_ne!(unsent, after);
     }
 
     #[tokio::test]
@@ -1433,13 +1472,21 @@ mod tests {
     async fn a_timer_whose_users_are_due_soon_waits_for_them_with_what_it_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = sqlite_store(&dir).await;
-        let now = now_ms();
-        // Sent 950 ms ago with a 1 s wait: due in 50 ms. The timer's row came due before.
-        let soon = chain(&store, 1, &["a", "b"], now - 950).await;
+        let soon = chain(&store, 1, &["a", "b"], 0).await;
         // The same, but "c" is still being sent to: fired now, its row moved.
-        let sending = chain(&store, 2, &["a", "c"], now - 950).await;
+        let sending = chain(&store, 2, &["a", "c"], 0).await;
         set_status(&store, 2, "c", DeliveryStatus::Queued).await;
-        // Both rows armed when the step was opened, before it was sent.
+        // Sent 920 ms ago with a 1 s wait: due in 80 ms. The timers' rows were armed when
+        // the step was opened, before it was sent, and came due before.
+        let now = now_ms();
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET sent_at = ?",
+                vec![(now - 920).into()],
+            )
+            .await
+            .unwrap();
         store
             .db
             .execute(
@@ -1450,8 +1497,9 @@ mod tests {
             .unwrap();
         let fired = store.fire_due(&[soon, sending], 10_000).await.unwrap();
         assert_eq!(fired.len(), 2);
+        assert!(fired[0].not_yet && !fired[1].not_yet);
         assert_eq!((fired[0].examined, fired[0].advanced), (2, 0));
-        assert_eq!(fired[0].due_again_ms, Some(now + 50));
+        assert_eq!(fired[0].due_again_ms, Some(now + 80));
         let due_at = |msgid: i64| {
             let store = &store;
             async move {
@@ -1466,8 +1514,8 @@ mod tests {
                     .map(|r| r.try_get::<i64>("", "due_at").unwrap())
             }
         };
-        assert_eq!(due_at(1).await, Some(now - 100), "the row moved");
-        assert_eq!(due_at(2).await, Some(now + 50), "not fired");
+        assert_eq!(due_at(1).await, Some(now - 100), "fired for nothing");
+        assert_eq!(due_at(2).await, Some(now + 80), "not fired");
         assert_eq!(
             on_step(&store, 1, 0).await,
             vec![("a".into(), 0), ("b".into(), 0)]
@@ -1482,7 +1530,7 @@ mod tests {
             )
             .await
             .unwrap();
-        while now_ms() < now + 50 {
+        while now_ms() < now + 80 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let fired = store.fire_due(&[soon], 10_000).await.unwrap();
@@ -1492,5 +1540,41 @@ mod tests {
             vec![("a".into(), 0), ("b".into(), 0)]
         );
         assert_eq!(due_at(1).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_firing_judges_again_when_someone_became_due_since_it_was_prepared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let now = now_ms();
+        // "a" due long ago; "b" due in 500 ms (1 s wait).
+        let key = chain(&store, 1, &["a", "b"], now - 4_000).await;
+        store
+            .db
+            .execute(
+                "UPDATE deliveries SET sent_at = ? WHERE userid = 'b'",
+                vec![(now - 500).into()],
+            )
+            .await
+            .unwrap();
+        let (_, read) = store.prefetch_firing(key, now).await.unwrap();
+        let prepared = store
+            .prepare(key, read.unwrap(), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(prepared.ahead.judgement.due, vec!["a"]);
+        // Fired (the rows unchanged) once "b" is due too: both move on.
+        let txn = store.db.write().begin().await.unwrap();
+        let fired = store
+            .fire(&txn, key, now + 600, &mut Vec::new(), Some(prepared))
+            .await
+            .unwrap();
+        txn.commit().await.unwrap();
+        assert_eq!(fired.advanced, 2);
+        assert_eq!(
+            on_step(&store, 1, 1).await,
+            vec![("a".into(), 0), ("b".into(), 0)]
+        );
     }
 }
