@@ -474,9 +474,8 @@ impl Store {
         // Timers armed when their step was opened often come due a few ms before their users
         // do (the step is sent after): when none of a timer's users is due yet, none is still
         // being sent to (whose rows will change), and the first will be due soon, it is not
-        // fired now, for nothing. What was read is held for its firing
-        // then, which the poller wakes for (`due_again_ms`); its row stays due, so a restart
-        // fires it.
+        // fired now, for nothing. What was read is held for its firing then, which the poller
+        // wakes for (`due_again_ms`); its row stays due, so a restart fires it.
         let mut not_yet: HashMap<TimerKey, Fired> = HashMap::new();
         let soon: Vec<TimerKey> = prepared
             .iter()
