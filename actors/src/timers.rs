@@ -192,11 +192,11 @@ impl FireTimers {
         }
     }
 
-    /// Read ahead on `runtime`, beside the firings: a firing holds the one SQLite writer
-    /// while its statements' continuations run, and on the firings' own thread each of them
-    /// would wait behind a read-ahead parsing a thousand users' rows.
-    pub fn reading_on(mut self, runtime: tokio::runtime::Handle) -> FireTimers {
-        self.reads = Some(runtime);
+    /// Read ahead on `runtime` (when given), beside the firings: a firing holds the one
+    /// SQLite writer while its statements' continuations run, and on the firings' own thread
+    /// each of them would wait behind a read-ahead parsing a thousand users' rows.
+    pub fn reading_on(mut self, runtime: Option<tokio::runtime::Handle>) -> FireTimers {
+        self.reads = runtime;
         self
     }
 

@@ -260,12 +260,9 @@ impl Dispatch {
         let (timer_store, timer_writers) = (store.clone(), writers.clone());
         let reads = timer_reads.as_ref().map(|rt| rt.handle().clone());
         let _timers = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            let fire = crate::timers::FireTimers::new((FIRING_BATCHES * write_batch_rows) as u64);
             crate::timers::FallbackTimers::new(
-                match reads.clone() {
-                    Some(reads) => fire.reading_on(reads),
-                    None => fire,
-                },
+                crate::timers::FireTimers::new((FIRING_BATCHES * write_batch_rows) as u64)
+                    .reading_on(reads.clone()),
                 timer_store,
                 recipient,
                 timer_config,

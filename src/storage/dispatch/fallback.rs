@@ -45,6 +45,11 @@ struct ReadAheadState {
 }
 
 impl ReadAheadState {
+    /// Whether another entry may be held or read.
+    fn has_room(&self) -> bool {
+        self.held.len() + self.in_flight.len() < READ_AHEAD_TIMERS
+    }
+
     /// Drop what is too old to be used.
     fn prune(&mut self, now: i64) {
         self.held
@@ -77,8 +82,7 @@ impl ReadAhead {
     fn claim(&self, key: &TimerKey, now: i64) -> bool {
         let mut state = self.lock();
         state.prune(now);
-        let room = state.held.len() + state.in_flight.len() < READ_AHEAD_TIMERS;
-        if !room || state.held.contains_key(key) || state.in_flight.contains(key) {
+        if !state.has_room() || state.held.contains_key(key) || state.in_flight.contains(key) {
             return false;
         }
         state.in_flight.insert(*key);
@@ -99,7 +103,7 @@ impl ReadAhead {
     /// Hold what a firing read for `key` at `at`, for its firing later (when there is room).
     fn hold(&self, key: TimerKey, at: i64, read: FiringReads) {
         let mut state = self.lock();
-        if state.held.len() + state.in_flight.len() < READ_AHEAD_TIMERS {
+        if state.has_room() {
             state.held.insert(key, (at, read));
         }
     }
@@ -138,6 +142,28 @@ struct BindingsAhead {
 }
 
 impl BindingsAhead {
+    /// Cover `users` too: the bindings on the `later` channel types of those not covered yet
+    /// are read on `conn`.
+    async fn cover<C: ConnectionTrait>(
+        &mut self,
+        store: &Store,
+        conn: &C,
+        users: &BTreeSet<&str>,
+        later: &BTreeSet<&str>,
+    ) -> Result<(), DbErr> {
+        let missing: BTreeSet<&str> = users
+            .iter()
+            .filter(|u| !self.covered.contains(**u))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            let found = store.bindings_of(conn, &missing, Some(later)).await?;
+            self.covered.extend(missing.into_iter().map(String::from));
+            self.bindings.extend(found);
+        }
+        Ok(())
+    }
+
     /// The bindings of `users` on the `later` channel types: from what was read before,
     /// and for users that read did not cover, from `conn`.
     async fn bindings_of<C: ConnectionTrait>(
@@ -147,22 +173,11 @@ impl BindingsAhead {
         users: &BTreeSet<&str>,
         later: &BTreeSet<&str>,
     ) -> Result<HashMap<String, Vec<Binding>>, DbErr> {
-        let missing: BTreeSet<&str> = users
+        self.cover(store, conn, users, later).await?;
+        Ok(users
             .iter()
-            .filter(|u| !self.covered.contains(**u))
-            .copied()
-            .collect();
-        let mut out = if missing.is_empty() {
-            HashMap::new()
-        } else {
-            store.bindings_of(conn, &missing, Some(later)).await?
-        };
-        for user in users {
-            if let Some(b) = self.bindings.remove(*user) {
-                out.insert((*user).to_string(), b);
-            }
-        }
-        Ok(out)
+            .filter_map(|u| Some(((*u).to_string(), self.bindings.remove(*u)?)))
+            .collect())
     }
 }
 
@@ -202,11 +217,13 @@ struct StepAhead {
     next: Option<Vec<(Resolved, i16)>>,
 }
 
-/// The undecided deliveries of a fallback step of a shard (message, shard, step), as
-/// [`StepRows::of`] reads them. Read through the step index and grouped in Rust: a `GROUP BY
-/// userid` makes SQLite walk every delivery of the message in userid order instead.
-const UNDECIDED_SQL: &str = "SELECT userid, sent_at, created_at, status, updated_at, id FROM deliveries \
+/// The undecided deliveries of a fallback step of a shard (message, shard, step): read with
+/// [`UNDECIDED_COLUMNS`] by [`StepRows::read`] and counted by [`StepFingerprint::read`].
+/// Read through the step index and grouped in Rust: a `GROUP BY userid` makes SQLite walk
+/// every delivery of the message in userid order instead.
+const UNDECIDED: &str = "FROM deliveries \
      WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL";
+/// The columns of the undecided rows, in the order [`StepRows::of`] reads them.
 const UNDECIDED_COLUMNS: [&str; 6] = [
     "userid",
     "sent_at",
@@ -247,7 +264,7 @@ impl StepFingerprint {
              COALESCE(SUM(CASE WHEN status = {queued} THEN 1 ELSE 0 END), 0) AS n_queued, \
              COALESCE(SUM(CASE WHEN status IN ({failed}, {undelivered}) THEN 1 ELSE 0 END), 0) AS n_failed, \
              CAST(COALESCE(SUM(CASE WHEN status IN ({failed}, {undelivered}) THEN id ELSE 0 END), 0) AS BIGINT) AS failed_ids \
-             FROM deliveries WHERE message_id = ? AND shard_seq = ? AND step = ? AND judged = 0 AND userid IS NOT NULL"
+             {UNDECIDED}"
         );
         let row = conn
             .query_one_raw(db.stmt(
@@ -280,7 +297,7 @@ struct UserStep {
     failed_at: i64,
 }
 
-/// The rows of [`UNDECIDED_SQL`] per user, in userid order, and their fingerprint.
+/// The undecided rows ([`UNDECIDED`]) per user, in userid order, and their fingerprint.
 struct StepRows {
     users: Vec<(String, UserStep)>,
     fingerprint: StepFingerprint,
@@ -289,11 +306,12 @@ struct StepRows {
 impl StepRows {
     /// The undecided rows of the timer `key`'s step, read on `conn`.
     async fn read<C: ConnectionTrait>(db: &Db, conn: &C, key: TimerKey) -> Result<StepRows, DbErr> {
+        let sql = format!("SELECT {} {UNDECIDED}", UNDECIDED_COLUMNS.join(", "));
         let packed = db
             .query_packed(
                 conn,
                 &UNDECIDED_COLUMNS,
-                UNDECIDED_SQL,
+                &sql,
                 vec![key.msgid.into(), key.seq.into(), key.step.into()],
             )
             .await?;
@@ -391,6 +409,14 @@ struct StepJudgement {
     first_deadline: Option<i64>,
 }
 
+/// The step of timer `key` in `plan`, when a later step follows it (a timer of the last step,
+/// or of a plan without it, only ends).
+fn timer_step(plan: &MessagePlan, key: TimerKey) -> Option<&FallbackStep> {
+    let steps = plan.strategy.steps();
+    let k = key.step as usize;
+    steps.get(k).filter(|_| k + 1 < steps.len())
+}
+
 /// A step's wait in ms.
 fn wait_of(step: &FallbackStep) -> i64 {
     i64::try_from(step.wait_ms).unwrap_or(i64::MAX / 2)
@@ -439,6 +465,17 @@ fn next_deliveries<'a>(
         }
     }
     out
+}
+
+/// Whether users with these bindings go through the audience filters
+/// ([`Store::choose_next`]): the plan has some, or an address is suppressed (skipped like a
+/// filtered one, and counted).
+fn filters_apply<'a>(
+    plan: &MessagePlan,
+    bindings: impl IntoIterator<Item = &'a Vec<Binding>>,
+) -> bool {
+    let marketing = plan.is_marketing();
+    plan.filters.is_some() || bindings.into_iter().flatten().any(|b| b.2.skips(marketing))
 }
 
 /// How many users `deliveries` (grouped by user) go to.
@@ -662,9 +699,8 @@ impl Store {
             return Ok((0, None));
         };
         let plan = parse_plan(&row)?;
-        let steps = plan.strategy.steps();
         let k = key.step as usize;
-        let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
+        let Some(step) = timer_step(&plan, key) else {
             return Ok((0, None));
         };
         let rows = StepRows::read(&self.db, read, key).await?;
@@ -673,13 +709,10 @@ impl Store {
             return Ok((0, None));
         }
         let mut bindings = BindingsAhead::default();
-        if !judged.due.is_empty() {
-            let ids: BTreeSet<&str> = judged.due.iter().map(String::as_str).collect();
-            bindings.bindings = self
-                .bindings_of(read, &ids, Some(&later_types(steps, k)))
-                .await?;
-            bindings.covered = judged.due.into_iter().collect();
-        }
+        let due: BTreeSet<&str> = judged.due.iter().map(String::as_str).collect();
+        bindings
+            .cover(self, read, &due, &later_types(plan.strategy.steps(), k))
+            .await?;
         Ok((
             judged.examined,
             Some(Prefetched {
@@ -701,37 +734,24 @@ impl Store {
         p: Prefetched,
         at: i64,
     ) -> Result<Option<Prepared>, DbErr> {
-        let steps = p.plan.strategy.steps();
-        let k = key.step as usize;
-        let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
+        let (steps, k) = (p.plan.strategy.steps(), key.step as usize);
+        let Some(step) = timer_step(&p.plan, key) else {
             return Ok(None);
         };
         let judgement = p.rows.judge(wait_of(step), at);
         let mut bindings = p.bindings;
-        let missing: BTreeSet<&str> = judgement
-            .due
-            .iter()
-            .map(String::as_str)
-            .filter(|u| !bindings.covered.contains(*u))
-            .collect();
-        if !missing.is_empty() {
-            let found = self
-                .bindings_of(self.db.read(), &missing, Some(&later_types(steps, k)))
-                .await?;
-            bindings
-                .covered
-                .extend(missing.into_iter().map(String::from));
-            bindings.bindings.extend(found);
-        }
-        let marketing = p.plan.is_marketing();
-        let unfiltered = p.plan.filters.is_none()
-            && !judgement
+        let due: BTreeSet<&str> = judgement.due.iter().map(String::as_str).collect();
+        bindings
+            .cover(self, self.db.read(), &due, &later_types(steps, k))
+            .await?;
+        let filtered = filters_apply(
+            &p.plan,
+            judgement
                 .due
                 .iter()
-                .filter_map(|u| bindings.bindings.get(u))
-                .flatten()
-                .any(|b| b.2.skips(marketing));
-        let next = unfiltered.then(|| {
+                .filter_map(|u| bindings.bindings.get(u)),
+        );
+        let next = (!filtered).then(|| {
             next_deliveries(
                 steps,
                 k,
@@ -771,11 +791,7 @@ impl Store {
             Some(b) => b.bindings_of(self, txn, advancing, &later).await?,
             None => self.bindings_of(txn, advancing, Some(&later)).await?,
         };
-        // Suppressed addresses are skipped like filtered ones, and counted.
-        let marketing = plan.is_marketing();
-        let filtered =
-            plan.filters.is_some() || bindings.values().flatten().any(|b| b.2.skips(marketing));
-        if !filtered {
+        if !filters_apply(plan, bindings.values()) {
             let next = next_deliveries(steps, k, advancing.iter().copied(), &bindings);
             let advanced = users_in(&next);
             return Ok((next, advanced));
@@ -834,9 +850,7 @@ impl Store {
             Some(p) => (p.plan, Some(p.ahead)),
             None => (parse_plan(&row)?, None),
         };
-        let steps = plan.strategy.steps();
-        let k = key.step as usize;
-        let Some(step) = steps.get(k).filter(|_| k + 1 < steps.len()) else {
+        let Some(step) = timer_step(&plan, key) else {
             txn.execute_raw(delete_timer).await?;
             return Ok(fired);
         };
