@@ -103,10 +103,15 @@ pub struct DatabaseSettings {
     /// Outcomes, receipts and timer firings touch rows of large messages at random; pages
     /// read from the OS instead of this cache cost a system call each.
     pub sqlite_cache_mib: u32,
-    /// SQLite: WAL pages written before the writer copies them back into the database file
+    /// SQLite: WAL pages written before they are copied back into the database file
     /// (SQLite's `wal_autocheckpoint`, 1000 by default). Receipts and outcomes rewrite rows
     /// at random; a longer WAL copies each page back once for many rewrites.
     pub sqlite_wal_autocheckpoint: u32,
+    /// SQLite: those pages are copied back by a thread of its own (a passive checkpoint,
+    /// which takes no write lock), woken by the writer's commits, instead of by the writer
+    /// after its commit: no write queued behind the main database's writer, and no accept
+    /// on the intake journal's, waits for a checkpoint. `false`: SQLite's own way.
+    pub sqlite_background_checkpoint: bool,
     /// Log every SQL statement with its duration (target `sqlx::query`, level info): for
     /// finding where the database time goes; noisy.
     pub log_statements: bool,
@@ -121,6 +126,7 @@ impl Default for DatabaseSettings {
             sqlite_synchronous: "full".into(),
             sqlite_cache_mib: 128,
             sqlite_wal_autocheckpoint: 10_000,
+            sqlite_background_checkpoint: true,
             log_statements: false,
         }
     }

@@ -71,7 +71,12 @@ pub struct Intake {
     max_backlog: AtomicI64,
     /// The `synchronous` setting of the journal's commits (`FULL` by default).
     sync: &'static str,
+    /// The thread that checkpoints the journal's WAL, off the accept thread.
+    _checkpointer: Option<Arc<super::checkpoint::Checkpointer>>,
 }
+
+/// Log pages after which the journal is checkpointed (SQLite's default `wal_autocheckpoint`).
+const JOURNAL_CHECKPOINT_PAGES: u32 = 1000;
 
 /// How long an accept batch waits for the mover to make room in a full journal before it is
 /// refused (the mover is failing, or delivery is far behind for that long).
@@ -122,7 +127,7 @@ fn open_journal(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Con
 }
 
 /// The journal's `synchronous` pragma for the configured `database.sqlite_synchronous`.
-fn sync_level(settings: &DatabaseSettings) -> &'static str {
+pub(crate) fn sync_level(settings: &DatabaseSettings) -> &'static str {
     match settings.sqlite_synchronous.as_str() {
         "normal" => "NORMAL",
         "off" => "OFF",
@@ -284,6 +289,23 @@ impl Intake {
         }
         // One connection: accept batches and the mover's reads and deletes take turns.
         let conn = connect(path, settings)?;
+        // The accept thread's commits wake a thread that checkpoints the journal (see
+        // `storage::checkpoint`), at SQLite's default log size: the journal's rows are small
+        // and deleted soon, so a short log is copied back quickly.
+        let checkpointer = if settings.sqlite_background_checkpoint {
+            let c = super::checkpoint::Checkpointer::start(
+                path,
+                JOURNAL_CHECKPOINT_PAGES,
+                sync_level(settings),
+                "intake-ckpt",
+            )
+            .map_err(|e| DbErr::Custom(format!("starting the journal's checkpoint thread: {e}")))?;
+            // SAFETY: the connection is open and used by nothing else yet.
+            unsafe { super::checkpoint::install(conn.handle(), c.signal()) };
+            Some(c)
+        } else {
+            None
+        };
         let left = count(&conn).map_err(journal_error)?;
         let last = max_id(&conn).map_err(journal_error)?;
         let intake = Intake {
@@ -296,6 +318,7 @@ impl Intake {
             backlog: AtomicI64::new(0),
             max_backlog: AtomicI64::new(i64::MAX),
             sync: sync_level(settings),
+            _checkpointer: checkpointer,
         };
         intake.add_backlog(left);
         if left > 0 {
@@ -781,6 +804,48 @@ mod tests {
     }
 
     /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
+    #[tokio::test]
+    async fn the_journals_log_is_copied_back_by_its_own_thread_not_by_the_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, db) = database(&dir).await;
+        let intake = Intake::open(&settings, true).await.unwrap().unwrap();
+        let copied = || {
+            intake
+                ._checkpointer
+                .as_ref()
+                .map(|c| c.pages_copied())
+                .unwrap()
+        };
+        // A page or more per message: past the journal's threshold, below four times it.
+        let big = "x".repeat(4000);
+        let mut id = 0;
+        for _ in 0..15 {
+            let batch = (0..100)
+                .map(|_| {
+                    id += 1;
+                    NewMessage {
+                        response: big.clone(),
+                        ..message(id)
+                    }
+                })
+                .collect();
+            intake.append(&db, batch).await.unwrap();
+        }
+        // Without the hook the accept batches copy the log back themselves whenever it holds
+        // the threshold, and the thread's passes find less than that.
+        let mut waited = 0;
+        while copied() < u64::from(JOURNAL_CHECKPOINT_PAGES) && waited < 400 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+        assert!(
+            copied() >= u64::from(JOURNAL_CHECKPOINT_PAGES),
+            "the thread copied {} pages",
+            copied()
+        );
+        assert_eq!(intake.pending(2000).await.unwrap().rows, 1500);
+    }
+
     #[tokio::test]
     async fn rows_left_from_before_a_start_are_waited_for() {
         let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@
 
 pub mod callbacks;
 pub mod channels;
+pub mod checkpoint;
 pub mod crypto;
 pub mod dispatch;
 pub mod intake;
@@ -45,6 +46,8 @@ pub struct Db {
     gate: Arc<WriteGate>,
     /// Delivery counts of large messages (see `Db::message_status`).
     counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, messages::CachedCounts>>>,
+    /// SQLite: the thread that checkpoints the WAL, while any clone of this is alive.
+    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// Who goes first on SQLite's single writer connection. Acceptance of a send is the latency
@@ -122,6 +125,21 @@ impl Db {
         let url = settings.url.as_str();
         let db = if url.starts_with("sqlite:") {
             prepare_sqlite_dir(url)?;
+            // Checkpoints off the writer (see `checkpoint`), for a file only.
+            let checkpointer = match sqlite_path(url) {
+                Some(path) if settings.sqlite_background_checkpoint => Some(
+                    checkpoint::Checkpointer::start(
+                        path,
+                        settings.sqlite_wal_autocheckpoint,
+                        intake::sync_level(settings),
+                        "sqlite-ckpt",
+                    )
+                    .map_err(|e| {
+                        DbErr::Custom(format!("starting the WAL checkpoint thread: {e}"))
+                    })?,
+                ),
+                _ => None,
+            };
             // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
             // of every insert, and outcomes, receipts and firings update rows at random);
             // readers keep SQLite's small default so memory stays flat as the pool grows.
@@ -132,6 +150,7 @@ impl Db {
                 i64::from(settings.sqlite_cache_mib.max(1)) * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
                 WRITER_THREAD,
+                checkpointer.as_ref().map(|c| c.signal()),
             ))
             .await?;
             // Readers never write: their checkpoint setting is never used.
@@ -142,6 +161,7 @@ impl Db {
                 2 * 1024,
                 settings.sqlite_wal_autocheckpoint.max(1),
                 "sqlite-read",
+                None,
             ))
             .await?;
             Db {
@@ -150,6 +170,7 @@ impl Db {
                 backend: DatabaseBackend::Sqlite,
                 gate: Arc::default(),
                 counts: Arc::default(),
+                _checkpointer: checkpointer,
             }
         } else {
             let mut opts = ConnectOptions::new(url.to_string());
@@ -165,6 +186,7 @@ impl Db {
                 backend: DatabaseBackend::Postgres,
                 gate: Arc::default(),
                 counts: Arc::default(),
+                _checkpointer: None,
             }
         };
         Migrator::up(&db.write, None).await?;
@@ -250,6 +272,12 @@ impl Db {
                 return guard;
             }
         }
+    }
+
+    /// Pages the checkpointing thread copied back so far (SQLite with
+    /// `sqlite_background_checkpoint`).
+    pub fn checkpointed_pages(&self) -> Option<u64> {
+        self._checkpointer.as_ref().map(|c| c.pages_copied())
     }
 
     /// The pool for reads that need no transaction.
@@ -509,6 +537,7 @@ pub(crate) fn sqlite_options(
     cache_kib: i64,
     checkpoint: u32,
     thread: &'static str,
+    wal: Option<&'static checkpoint::WalSignal>,
 ) -> ConnectOptions {
     let sync = match settings.sqlite_synchronous.as_str() {
         "normal" => SqliteSynchronous::Normal,
@@ -529,6 +558,21 @@ pub(crate) fn sqlite_options(
                 .statement_cache_capacity(256)
                 .thread_name(move |id| format!("{thread}-{id}"))
         });
+    if let Some(signal) = wal {
+        // Every connection the writer pool opens wakes the checkpointing thread instead of
+        // checkpointing after its commits.
+        opts.map_sqlx_sqlite_pool_opts(move |o| {
+            o.after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let mut handle = conn.lock_handle().await?;
+                    // SAFETY: the handle is locked: no statement runs on the connection
+                    // while the hook is installed.
+                    unsafe { checkpoint::install(handle.as_raw_handle().as_ptr(), signal) };
+                    Ok(())
+                })
+            })
+        });
+    }
     opts
 }
 
@@ -606,7 +650,87 @@ mod tests {
             },
             gate: Arc::default(),
             counts: Arc::default(),
+            _checkpointer: None,
         }
+    }
+
+    /// Wait (at most 20 s) until `done` holds.
+    async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..400 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        done()
+    }
+
+    #[tokio::test]
+    async fn the_writers_log_is_copied_back_by_the_checkpointing_thread_not_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let threshold = 64;
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            sqlite_wal_autocheckpoint: threshold,
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).await.unwrap();
+        let file = dir.path().join("t.db");
+        db.write()
+            .execute_unprepared("CREATE TABLE scratch (b BLOB)")
+            .await
+            .unwrap();
+        let copied_before = db.checkpointed_pages().unwrap();
+        let size_before = std::fs::metadata(&file).unwrap().len();
+        // About two pages per commit: past the threshold, below the four times of it at
+        // which the writer would checkpoint itself.
+        for _ in 0..80 {
+            db.write()
+                .execute_unprepared("INSERT INTO scratch (b) VALUES (zeroblob(3000))")
+                .await
+                .unwrap();
+        }
+        // Without the hook, the writer copies every page back itself as soon as the log
+        // holds `threshold`, and the thread's passes find fewer than that to copy.
+        assert!(
+            eventually(|| db.checkpointed_pages().unwrap() - copied_before >= u64::from(threshold))
+                .await,
+            "the thread copied {} pages",
+            db.checkpointed_pages().unwrap() - copied_before
+        );
+        assert!(std::fs::metadata(&file).unwrap().len() > size_before + 64 * 3000);
+        // The rows read back from the database file and the log alike.
+        let n = db
+            .read()
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "SELECT COUNT(*) AS n FROM scratch",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        assert_eq!(n, 80);
+    }
+
+    #[tokio::test]
+    async fn without_the_thread_sqlite_checkpoints_in_the_writer_and_nothing_else_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
+            sqlite_background_checkpoint: false,
+            ..DatabaseSettings::default()
+        };
+        let db = Db::connect(&settings).await.unwrap();
+        assert_eq!(db.checkpointed_pages(), None);
+        let memory = Db::connect(&DatabaseSettings {
+            url: "sqlite::memory:".into(),
+            ..DatabaseSettings::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(memory.checkpointed_pages(), None, "no file, no thread");
     }
 
     /// Packed rows come back as they were: integers of any size, text with quotes, escapes
