@@ -108,9 +108,10 @@ pub struct DatabaseSettings {
     /// at random; a longer WAL copies each page back once for many rewrites.
     pub sqlite_wal_autocheckpoint: u32,
     /// SQLite: those pages are copied back by a thread of its own (a passive checkpoint,
-    /// which takes no write lock), woken by the writer's commits, instead of by the writer
-    /// after its commit: no write queued behind the main database's writer, and no accept
-    /// on the intake journal's, waits for a checkpoint. `false`: SQLite's own way.
+    /// which takes no write lock), woken by the commits that leave the log that long, instead
+    /// of by the writer after its commit: no write queued behind the main database's writer,
+    /// and no accept on the intake journal's (whose threshold is SQLite's 1000 pages), waits
+    /// for a checkpoint. `false`: SQLite's own way.
     pub sqlite_background_checkpoint: bool,
     /// Log every SQL statement with its duration (target `sqlx::query`, level info): for
     /// finding where the database time goes; noisy.

@@ -9,18 +9,23 @@
 //! behind it — a fallback firing, a transactional send's outcome, an accept.
 //!
 //! With `database.sqlite_background_checkpoint`, the writer's WAL hook replaces SQLite's
-//! automatic checkpoint: when a commit leaves the log at `sqlite_wal_autocheckpoint` pages or
-//! more, it only wakes a [`Checkpointer`], whose thread runs the checkpoint from a
-//! connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`: no write lock, the writer keeps
-//! committing while the pages are copied). The same pages are copied as often as before,
-//! just not by the writer. Should the log reach four times that (the thread cannot keep up,
-//! or is gone), the writer checkpoints after its commit as SQLite would. Dropping the
-//! `Checkpointer` ends its thread.
+//! automatic checkpoint. SQLite's own hook checkpoints after every commit that leaves the log
+//! at `wal_autocheckpoint` pages or more; this one only wakes a [`Checkpointer`] then, whose
+//! thread runs the checkpoint from a connection of its own (`PRAGMA wal_checkpoint(PASSIVE)`:
+//! no write lock, the writer keeps committing while the pages are copied). Nothing else
+//! wakes it: below that size the log is left alone, as SQLite leaves it. Because commits go
+//! on during a pass, the log often holds a few new pages when the pass ends and cannot start
+//! over at once; the next commit wakes another (short) pass, until one ends with everything
+//! copied and the log starts over. Should the log reach four times the threshold, the writer
+//! also tries a passive checkpoint after its commit, as SQLite would; that copies something
+//! only when the thread is not checkpointing (it could not open the file, or is gone), since
+//! a checkpoint under way makes another one give up at once. Dropping the `Checkpointer`
+//! stops its thread (after the pass under way, if any).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, ffi};
 
@@ -31,7 +36,8 @@ pub struct WalSignal {
     /// Woken, not yet checkpointed; or stopping.
     state: Mutex<SignalState>,
     wake: Condvar,
-    /// Pages the thread copied back so far.
+    /// Pages the thread copied back so far (as told apart between passes: see
+    /// [`Pass::copied_since`]).
     copied: AtomicU64,
 }
 
@@ -66,14 +72,14 @@ impl WalSignal {
         frames >= self.threshold.saturating_mul(4)
     }
 
-    /// Wait until a checkpoint is due (or `idle` passed); false once stopping.
-    fn wait(&self, idle: Duration) -> bool {
+    /// Wait until a checkpoint is due; false once stopping.
+    fn wait(&self) -> bool {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
-        if !s.due && !s.stop {
-            s = match self.wake.wait_timeout(s, idle) {
-                Ok((s, _)) => s,
+        while !s.due && !s.stop {
+            s = match self.wake.wait(s) {
+                Ok(s) => s,
                 Err(_) => return false,
             };
         }
@@ -140,9 +146,6 @@ impl Drop for Checkpointer {
     }
 }
 
-/// How often the thread checkpoints when no writer woke it (what a quiet spell left).
-const IDLE_PASS: Duration = Duration::from_secs(1);
-
 impl Checkpointer {
     /// Start the thread `thread` that checkpoints `path` (a SQLite file in WAL mode) when a
     /// writer with [`Checkpointer::signal`] installed finds `threshold` pages in the log,
@@ -179,7 +182,7 @@ fn run(path: &str, synchronous: &str, thread: &'static str, signal: &'static Wal
     let mut conn: Option<Connection> = None;
     let mut failing = false;
     let mut prev = Pass::default();
-    while signal.wait(IDLE_PASS) {
+    while signal.wait() {
         let started = Instant::now();
         let pass = match &conn {
             Some(c) => checkpoint(c),
@@ -245,7 +248,9 @@ pub(crate) struct Pass {
 
 impl Pass {
     /// Pages this pass copied, after `prev`: the log starts again from its first page once
-    /// everything in it was copied and a writer comes.
+    /// everything in it was copied and a writer comes. Approximate: a log that started over
+    /// and grew past its old size between two passes, or pages a writer's own checkpoint
+    /// copied between them, are miscounted.
     pub(crate) fn copied_since(&self, prev: Pass) -> i64 {
         if self.log >= prev.log {
             (self.checkpointed - prev.checkpointed).max(0)
@@ -278,13 +283,13 @@ mod tests {
         assert!(!signal.state.lock().unwrap().due);
         assert!(!signal.committed(100));
         assert!(signal.state.lock().unwrap().due);
-        // Woken: the wait returns at once, and the next wait would sleep again.
-        assert!(signal.wait(Duration::from_secs(60)));
+        // Woken: the wait returns at once, and the next one would sleep again.
+        assert!(signal.wait());
         assert!(!signal.state.lock().unwrap().due);
         assert!(!signal.committed(399));
         assert!(signal.committed(400));
         signal.stop();
-        assert!(!signal.wait(Duration::from_secs(60)));
+        assert!(!signal.wait(), "a stopped thread's wait ends at once");
     }
 
     #[test]

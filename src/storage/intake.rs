@@ -803,7 +803,6 @@ mod tests {
         assert_eq!(again.backlog.load(Ordering::Acquire), 2);
     }
 
-    /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
     #[tokio::test]
     async fn the_journals_log_is_copied_back_by_its_own_thread_not_by_the_accepts() {
         let dir = tempfile::tempdir().unwrap();
@@ -832,7 +831,7 @@ mod tests {
             intake.append(&db, batch).await.unwrap();
         }
         // Without the hook the accept batches copy the log back themselves whenever it holds
-        // the threshold, and the thread's passes find less than that.
+        // the threshold, and nothing wakes the thread.
         let mut waited = 0;
         while copied() < u64::from(JOURNAL_CHECKPOINT_PAGES) && waited < 400 {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -846,6 +845,7 @@ mod tests {
         assert_eq!(intake.pending(2000).await.unwrap().rows, 1500);
     }
 
+    /// Rows left by an earlier run: reads wait for the mover instead of finding nothing.
     #[tokio::test]
     async fn rows_left_from_before_a_start_are_waited_for() {
         let dir = tempfile::tempdir().unwrap();

@@ -682,8 +682,9 @@ mod tests {
             .unwrap();
         let copied_before = db.checkpointed_pages().unwrap();
         let size_before = std::fs::metadata(&file).unwrap().len();
-        // About two pages per commit: past the threshold, below the four times of it at
-        // which the writer would checkpoint itself.
+        // About three pages per commit (the new leaf, the root, the file's header page):
+        // past the threshold, below the four times of it at which the writer would try to
+        // checkpoint itself.
         for _ in 0..80 {
             db.write()
                 .execute_unprepared("INSERT INTO scratch (b) VALUES (zeroblob(3000))")
@@ -691,7 +692,7 @@ mod tests {
                 .unwrap();
         }
         // Without the hook, the writer copies every page back itself as soon as the log
-        // holds `threshold`, and the thread's passes find fewer than that to copy.
+        // holds `threshold`, and nothing wakes the thread.
         assert!(
             eventually(|| db.checkpointed_pages().unwrap() - copied_before >= u64::from(threshold))
                 .await,
