@@ -57,6 +57,14 @@ fn describe_metrics() {
         "msghub_messages_finished_total",
         "Messages whose every delivery has a final outcome."
     );
+    describe_counter!(
+        "msghub_sqlite_checkpointed_pages_total",
+        "SQLite WAL pages copied back into the database file by the checkpoint threads (approximate), by thread."
+    );
+    describe_histogram!(
+        "msghub_sqlite_checkpoint_seconds",
+        "Duration of the checkpoint threads' passes that copied pages, by thread."
+    );
     describe_histogram!(
         "msghub_accept_duration_seconds",
         "Time from request to durable acknowledgement."
