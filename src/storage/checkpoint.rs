@@ -28,6 +28,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, ffi};
+use sea_orm::DbErr;
+
+use crate::settings::DatabaseSettings;
 
 /// Between a writer's commits and the checkpointing thread.
 pub struct WalSignal {
@@ -150,7 +153,7 @@ impl Checkpointer {
     /// Start the thread `thread` that checkpoints `path` (a SQLite file in WAL mode) when a
     /// writer with [`Checkpointer::signal`] installed finds `threshold` pages in the log,
     /// syncing as `synchronous` (`FULL`, `NORMAL` or `OFF`) says.
-    pub fn start(
+    fn start(
         path: &str,
         threshold: u32,
         synchronous: &'static str,
@@ -164,6 +167,21 @@ impl Checkpointer {
             .name(thread.to_string())
             .spawn(move || run(&path, synchronous, thread, signal))?;
         Ok(Arc::new(Checkpointer { signal }))
+    }
+
+    /// The thread of the file `path` when `database.sqlite_background_checkpoint` is on.
+    pub fn for_file(
+        settings: &DatabaseSettings,
+        path: &str,
+        threshold: u32,
+        thread: &'static str,
+    ) -> Result<Option<Arc<Checkpointer>>, DbErr> {
+        if !settings.sqlite_background_checkpoint {
+            return Ok(None);
+        }
+        Checkpointer::start(path, threshold, super::sync_level(settings), thread)
+            .map(Some)
+            .map_err(|e| DbErr::Custom(format!("starting the {thread} thread: {e}")))
     }
 
     /// What a writer's connection installs (see [`install`]).
@@ -238,7 +256,7 @@ fn open(path: &str, synchronous: &str) -> rusqlite::Result<Connection> {
 
 /// What one passive checkpoint found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Pass {
+struct Pass {
     /// Pages in the log.
     pub log: i64,
     /// Pages of the log that are in the database file (all of them, unless a reader still
@@ -251,7 +269,7 @@ impl Pass {
     /// everything in it was copied and a writer comes. Approximate: a log that started over
     /// and grew past its old size between two passes, or pages a writer's own checkpoint
     /// copied between them, are miscounted.
-    pub(crate) fn copied_since(&self, prev: Pass) -> i64 {
+    fn copied_since(&self, prev: Pass) -> i64 {
         if self.log >= prev.log {
             (self.checkpointed - prev.checkpointed).max(0)
         } else {
@@ -262,7 +280,7 @@ impl Pass {
 
 /// One passive checkpoint: SQLite answers `(busy, log, checkpointed)`, the counts -1 when the
 /// file is not in WAL mode.
-pub(crate) fn checkpoint(conn: &Connection) -> rusqlite::Result<Pass> {
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Pass> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok(Pass {
             log: r.get(1)?,

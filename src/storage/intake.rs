@@ -119,20 +119,11 @@ fn open_journal(path: &str, settings: &DatabaseSettings) -> rusqlite::Result<Con
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "synchronous", sync_level(settings))?;
+    conn.pragma_update(None, "synchronous", super::sync_level(settings))?;
     conn.pragma_update(None, "cache_size", -2048)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
-}
-
-/// The journal's `synchronous` pragma for the configured `database.sqlite_synchronous`.
-pub(crate) fn sync_level(settings: &DatabaseSettings) -> &'static str {
-    match settings.sqlite_synchronous.as_str() {
-        "normal" => "NORMAL",
-        "off" => "OFF",
-        _ => "FULL",
-    }
 }
 
 /// Run `f` (a transaction whose loss in a power cut is harmless) committing without a sync of
@@ -292,20 +283,16 @@ impl Intake {
         // The accept thread's commits wake a thread that checkpoints the journal (see
         // `storage::checkpoint`), at SQLite's default log size: the journal's rows are small
         // and deleted soon, so a short log is copied back quickly.
-        let checkpointer = if settings.sqlite_background_checkpoint {
-            let c = super::checkpoint::Checkpointer::start(
-                path,
-                JOURNAL_CHECKPOINT_PAGES,
-                sync_level(settings),
-                "intake-ckpt",
-            )
-            .map_err(|e| DbErr::Custom(format!("starting the journal's checkpoint thread: {e}")))?;
+        let checkpointer = super::checkpoint::Checkpointer::for_file(
+            settings,
+            path,
+            JOURNAL_CHECKPOINT_PAGES,
+            "intake-ckpt",
+        )?;
+        if let Some(c) = &checkpointer {
             // SAFETY: the connection is open and used by nothing else yet.
             unsafe { super::checkpoint::install(conn.handle(), c.signal()) };
-            Some(c)
-        } else {
-            None
-        };
+        }
         let left = count(&conn).map_err(journal_error)?;
         let last = max_id(&conn).map_err(journal_error)?;
         let intake = Intake {
@@ -317,7 +304,7 @@ impl Intake {
             suspect: AtomicBool::new(false),
             backlog: AtomicI64::new(0),
             max_backlog: AtomicI64::new(i64::MAX),
-            sync: sync_level(settings),
+            sync: super::sync_level(settings),
             _checkpointer: checkpointer,
         };
         intake.add_backlog(left);
@@ -832,13 +819,8 @@ mod tests {
         }
         // Without the hook the accept batches copy the log back themselves whenever it holds
         // the threshold, and nothing wakes the thread.
-        let mut waited = 0;
-        while copied() < u64::from(JOURNAL_CHECKPOINT_PAGES) && waited < 400 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            waited += 1;
-        }
         assert!(
-            copied() >= u64::from(JOURNAL_CHECKPOINT_PAGES),
+            crate::storage::eventually(|| copied() >= u64::from(JOURNAL_CHECKPOINT_PAGES)).await,
             "the thread copied {} pages",
             copied()
         );

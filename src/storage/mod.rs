@@ -47,7 +47,7 @@ pub struct Db {
     /// Delivery counts of large messages (see `Db::message_status`).
     counts: Arc<std::sync::Mutex<std::collections::HashMap<i64, messages::CachedCounts>>>,
     /// SQLite: the thread that checkpoints the WAL, while any clone of this is alive.
-    _checkpointer: Option<Arc<checkpoint::Checkpointer>>,
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// Who goes first on SQLite's single writer connection. Acceptance of a send is the latency
@@ -127,18 +127,13 @@ impl Db {
             prepare_sqlite_dir(url)?;
             // Checkpoints off the writer (see `checkpoint`), for a file only.
             let checkpointer = match sqlite_path(url) {
-                Some(path) if settings.sqlite_background_checkpoint => Some(
-                    checkpoint::Checkpointer::start(
-                        path,
-                        settings.sqlite_wal_autocheckpoint,
-                        intake::sync_level(settings),
-                        "sqlite-ckpt",
-                    )
-                    .map_err(|e| {
-                        DbErr::Custom(format!("starting the WAL checkpoint thread: {e}"))
-                    })?,
-                ),
-                _ => None,
+                Some(path) => checkpoint::Checkpointer::for_file(
+                    settings,
+                    path,
+                    settings.sqlite_wal_autocheckpoint,
+                    "sqlite-ckpt",
+                )?,
+                None => None,
             };
             // The writer gets a large page cache (`sqlite_cache_mib`: it touches the hot indexes
             // of every insert, and outcomes, receipts and firings update rows at random);
@@ -170,7 +165,7 @@ impl Db {
                 backend: DatabaseBackend::Sqlite,
                 gate: Arc::default(),
                 counts: Arc::default(),
-                _checkpointer: checkpointer,
+                checkpointer,
             }
         } else {
             let mut opts = ConnectOptions::new(url.to_string());
@@ -186,7 +181,7 @@ impl Db {
                 backend: DatabaseBackend::Postgres,
                 gate: Arc::default(),
                 counts: Arc::default(),
-                _checkpointer: None,
+                checkpointer: None,
             }
         };
         Migrator::up(&db.write, None).await?;
@@ -277,7 +272,7 @@ impl Db {
     /// Pages the checkpointing thread copied back so far (SQLite with
     /// `sqlite_background_checkpoint`).
     pub fn checkpointed_pages(&self) -> Option<u64> {
-        self._checkpointer.as_ref().map(|c| c.pages_copied())
+        self.checkpointer.as_ref().map(|c| c.pages_copied())
     }
 
     /// The pool for reads that need no transaction.
@@ -539,9 +534,9 @@ pub(crate) fn sqlite_options(
     thread: &'static str,
     wal: Option<&'static checkpoint::WalSignal>,
 ) -> ConnectOptions {
-    let sync = match settings.sqlite_synchronous.as_str() {
-        "normal" => SqliteSynchronous::Normal,
-        "off" => SqliteSynchronous::Off,
+    let sync = match sync_level(settings) {
+        "NORMAL" => SqliteSynchronous::Normal,
+        "OFF" => SqliteSynchronous::Off,
         _ => SqliteSynchronous::Full,
     };
     let mut opts = ConnectOptions::new(url.to_string());
@@ -574,6 +569,28 @@ pub(crate) fn sqlite_options(
         });
     }
     opts
+}
+
+/// SQLite's `synchronous` pragma for the configured `database.sqlite_synchronous`, for every
+/// connection that commits or checkpoints.
+pub(crate) fn sync_level(settings: &DatabaseSettings) -> &'static str {
+    match settings.sqlite_synchronous.as_str() {
+        "normal" => "NORMAL",
+        "off" => "OFF",
+        _ => "FULL",
+    }
+}
+
+/// Wait (at most 20 s) until `done` holds; whether it did.
+#[cfg(test)]
+pub(crate) async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
 }
 
 /// The file path of a `sqlite:` URL, or `None` for an in-memory database.
@@ -650,19 +667,8 @@ mod tests {
             },
             gate: Arc::default(),
             counts: Arc::default(),
-            _checkpointer: None,
+            checkpointer: None,
         }
-    }
-
-    /// Wait (at most 20 s) until `done` holds.
-    async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-        for _ in 0..400 {
-            if done() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        done()
     }
 
     #[tokio::test]
@@ -716,7 +722,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_the_thread_sqlite_checkpoints_in_the_writer_and_nothing_else_runs() {
+    async fn no_checkpoint_thread_without_the_setting_or_without_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let settings = DatabaseSettings {
             url: format!("sqlite://{}/t.db?mode=rwc", dir.path().display()),
