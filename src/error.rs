@@ -49,6 +49,8 @@ pub fn channel_unavailable_code(t: ChannelType) -> i64 {
 pub struct JumsError {
     pub code: i64,
     pub message: String,
+    /// The HTTP status when the code's own does not say it (a body too large: 413).
+    pub status: Option<u16>,
 }
 
 impl JumsError {
@@ -56,7 +58,14 @@ impl JumsError {
         JumsError {
             code,
             message: message.into(),
+            status: None,
         }
+    }
+
+    /// The same error answered with HTTP `status`.
+    pub fn with_status(mut self, status: u16) -> JumsError {
+        self.status = Some(status);
+        self
     }
 
     pub fn invalid(message: impl Into<String>) -> JumsError {
@@ -75,6 +84,9 @@ impl JumsError {
 
 impl ResponseError for JumsError {
     fn status_code(&self) -> StatusCode {
+        if let Some(status) = self.status.and_then(|s| StatusCode::from_u16(s).ok()) {
+            return status;
+        }
         match self.code {
             jums::AUTH_FAILED => StatusCode::UNAUTHORIZED,
             jums::SERVER_ERROR => StatusCode::INTERNAL_SERVER_ERROR,

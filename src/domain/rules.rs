@@ -338,12 +338,16 @@ pub fn parse(v: &Value) -> Result<RuleDef, String> {
                     }
                     (0, StepCondition::NotDelivered)
                 } else {
-                    let wait = s
+                    // Waits are kept in whole milliseconds: one that rounds to none would be
+                    // stored as 0, which this very check refuses when the rule is read back.
+                    let wait_ms = s
                         .get("wait_seconds")
                         .and_then(Value::as_f64)
-                        .filter(|w| *w > 0.0 && *w <= MAX_WAIT_SECONDS)
+                        .filter(|w| *w <= MAX_WAIT_SECONDS)
+                        .map(|w| (w * 1000.0).round())
+                        .filter(|ms| *ms >= 1.0)
                         .ok_or_else(|| {
-                            format!("{field}.wait_seconds must be a number above 0 and at most {MAX_WAIT_SECONDS}")
+                            format!("{field}.wait_seconds must be a number of at least 0.001 (1 ms) and at most {MAX_WAIT_SECONDS}")
                         })?;
                     let condition = match s.get("condition").and_then(Value::as_str) {
                         Some("not_delivered") => StepCondition::NotDelivered,
@@ -354,7 +358,7 @@ pub fn parse(v: &Value) -> Result<RuleDef, String> {
                             ));
                         }
                     };
-                    ((wait * 1000.0).round() as u64, condition)
+                    (wait_ms as u64, condition)
                 };
                 out.push(FallbackStep {
                     channel_type,
@@ -484,6 +488,27 @@ mod tests {
     }
 
     #[test]
+    fn every_accepted_wait_is_read_back_as_stored() {
+        // A rule is stored as `to_json` writes it and parsed again on every read: whatever
+        // is accepted must parse from that again, to the same rule.
+        for wait in [
+            0.001,
+            0.0005,
+            0.0015,
+            0.0049,
+            1.2344,
+            300.0,
+            MAX_WAIT_SECONDS,
+        ] {
+            let def = json!({"type": "fallback", "steps": [
+                {"channel": "app", "wait_seconds": wait, "condition": "not_delivered"},
+                {"channel": "sms"}]});
+            let rule = parse(&def).unwrap();
+            assert_eq!(parse(&rule.to_json()).unwrap(), rule, "{wait}");
+        }
+    }
+
+    #[test]
     fn invalid_chains_are_refused_with_the_reason() {
         for (def, reason) in [
             (
@@ -492,6 +517,19 @@ mod tests {
             ),
             (
                 json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": 0, "condition": "not_delivered"}, {"channel": "sms"}]}),
+                "wait_seconds",
+            ),
+            (
+                json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": -1, "condition": "not_delivered"}, {"channel": "sms"}]}),
+                "wait_seconds",
+            ),
+            (
+                // Rounds to no wait at all (it would be stored as 0).
+                json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": 0.0004, "condition": "not_delivered"}, {"channel": "sms"}]}),
+                "at least 0.001",
+            ),
+            (
+                json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": 604_801, "condition": "not_delivered"}, {"channel": "sms"}]}),
                 "wait_seconds",
             ),
             (

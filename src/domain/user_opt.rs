@@ -34,6 +34,13 @@ fn binding_type(key: &str) -> Option<ChannelType> {
     })
 }
 
+/// The longest bind key (`{"app": {"<bind key>": [...]}}`) a binding keeps.
+const MAX_BIND_KEY_BYTES: usize = 64;
+
+fn valid_bind_key(k: &str) -> bool {
+    !k.trim().is_empty() && k.len() <= MAX_BIND_KEY_BYTES && !k.chars().any(char::is_control)
+}
+
 pub fn valid_userid(u: &str) -> bool {
     !u.trim().is_empty() && u.len() <= 64 && !u.chars().any(char::is_control)
 }
@@ -47,8 +54,8 @@ pub fn valid_tag(t: &str) -> bool {
 }
 
 fn valid_address(t: ChannelType, a: &str) -> Result<(), String> {
-    if a.is_empty() || a.len() > 256 {
-        return Err("address must be 1 to 256 bytes".into());
+    if a.trim().is_empty() || a.len() > 256 || a.chars().any(char::is_control) {
+        return Err("address must be 1 to 256 bytes, not blank, without control characters".into());
     }
     match t {
         ChannelType::Sms => {
@@ -167,6 +174,11 @@ fn parse_item(item: &Value) -> Result<UserOp, (String, String)> {
         }
         let t = binding_type(k).ok_or_else(|| fail(format!("unknown binding {k:?}")))?;
         for (bind, values) in bound_values(v, k).map_err(fail)? {
+            if !valid_bind_key(&bind) {
+                return Err(fail(format!(
+                    "{k}: bind key {bind:?} must be 1 to {MAX_BIND_KEY_BYTES} bytes without control characters"
+                )));
+            }
             for a in &values {
                 valid_address(t, a).map_err(|m| fail(format!("{k}: {m}")))?;
             }
@@ -251,6 +263,29 @@ mod tests {
         assert_eq!(ops.len(), 1);
         assert_eq!(errs.len(), 3);
         assert_eq!(errs[0].userid, "u1");
+    }
+
+    #[test]
+    fn bind_keys_and_addresses_storage_cannot_hold_are_reported() {
+        let long_key = "k".repeat(65);
+        let (ops, errs) = parse(&json!([
+            {"userid": "u1", "add": {"app": {long_key.clone(): ["r1"]}}},
+            {"userid": "u2", "add": {"app": {"ch\u{0}": ["r1"]}}},
+            {"userid": "u3", "add": {"app": ["r\u{0}"]}},
+            {"userid": "u4", "add": {"webhook": ["   "]}},
+            {"userid": "u5", "add": {"app": {"k".repeat(64): ["r1"]}}}
+        ]))
+        .unwrap();
+        let refused: Vec<(&str, bool)> = errs
+            .iter()
+            .map(|e| (e.userid.as_str(), e.errmsg.contains("bind key")))
+            .collect();
+        assert_eq!(
+            refused,
+            [("u1", true), ("u2", true), ("u3", false), ("u4", false)]
+        );
+        assert_eq!(ops.len(), 1, "a 64-byte key is kept");
+        assert_eq!(ops[0].userid, "u5");
     }
 
     #[test]

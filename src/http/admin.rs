@@ -83,6 +83,17 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal("management API", &e)
 }
 
+/// A channel's rate limit: calls per second, 0 for none; stored as a 32-bit signed integer.
+fn valid_rate(rate: u32) -> Result<u32, ApiError> {
+    if i32::try_from(rate).is_err() {
+        return Err(ApiError::invalid(format!(
+            "rate_per_second must be at most {} (0 for no limit)",
+            i32::MAX
+        )));
+    }
+    Ok(rate)
+}
+
 fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
@@ -101,10 +112,7 @@ async fn create_source(
     body: web::Json<CreateSource>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
-    }
+    let name = super::valid_name(&body.name)?;
     let key = format!("src_{}", random_token(12));
     let secret = random_token(32);
     let row = state
@@ -192,34 +200,27 @@ async fn update_source(
     body: web::Json<UpdateSource>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
-    if let Some(name) = &body.name
-        && (name.trim().is_empty() || name.len() > 200)
-    {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
-    }
-    let body = body.into_inner();
+    let name = body.name.as_deref().map(super::valid_name).transpose()?;
     let patch = super::lists::FilterPatch {
         dedup_window_seconds: body.dedup_window_seconds,
-        caps: body.caps,
-        day_utc_offset: body.day_utc_offset,
+        caps: body.caps.clone(),
+        day_utc_offset: body.day_utc_offset.clone(),
     };
-    if !patch.is_empty() {
+    // Everything is checked before anything is written, and written in one statement.
+    let filters = if patch.is_empty() {
+        None
+    } else {
         let row = state
             .db
             .source(*id)
             .await
             .map_err(internal)?
             .ok_or_else(|| ApiError::not_found("source"))?;
-        let filters = patch.apply(&row.filters)?;
-        state
-            .db
-            .set_source_filters(*id, &filters)
-            .await
-            .map_err(internal)?;
-    }
+        Some(patch.apply(&row.filters)?)
+    };
     let found = state
         .db
-        .update_source(*id, body.name.as_deref().map(str::trim), body.enabled)
+        .update_source(*id, name, body.enabled, filters.as_ref())
         .await
         .map_err(internal)?;
     if !found {
@@ -335,10 +336,8 @@ async fn create_channel(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     let t = parse_type(&body.channel_type)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
-    }
+    let name = super::valid_name(&body.name)?;
+    let rate_per_second = valid_rate(body.rate_per_second)?;
     check_credentials(t, &body.credentials)?;
     let row = state
         .db
@@ -348,7 +347,7 @@ async fn create_channel(
                 channel_type: t,
                 name,
                 credentials: &body.credentials,
-                rate_per_second: body.rate_per_second,
+                rate_per_second,
                 enabled: body.enabled,
             },
         )
@@ -444,6 +443,12 @@ async fn update_channel(
         .ok_or_else(|| ApiError::not_found("channel"))?;
     let t = parse_type(&row.channel_type)?;
     let mut body = body.into_inner();
+    let name = body
+        .name
+        .as_deref()
+        .map(super::valid_name)
+        .transpose()?
+        .map(str::to_string);
     if let Some(c) = body.credentials.as_mut() {
         // Secret fields sent back as read (masked) keep their stored value, so a client can
         // PATCH what it GOT without overwriting the secret with the mask.
@@ -472,9 +477,9 @@ async fn update_channel(
         check_credentials(t, c)?;
     }
     let patch = ChannelPatch {
-        name: body.name.map(|n| n.trim().to_string()),
+        name,
         credentials: body.credentials,
-        rate_per_second: body.rate_per_second,
+        rate_per_second: body.rate_per_second.map(valid_rate).transpose()?,
         enabled: body.enabled,
     };
     state

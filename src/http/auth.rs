@@ -135,6 +135,9 @@ impl SourceCache {
     }
 }
 
+/// The size of the `source_key` column: no longer key names a source.
+const MAX_KEY_BYTES: usize = 64;
+
 fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
@@ -142,6 +145,11 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
         .or_else(|| value.strip_prefix("basic "))?;
     let decoded = String::from_utf8(B64.decode(encoded.trim()).ok()?).ok()?;
     let (key, secret) = decoded.split_once(':')?;
+    // No stored key is longer or holds a control character (a NUL would make Postgres
+    // refuse the lookup): such a key names no source, without asking the database.
+    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+        return None;
+    }
     Some((key.to_string(), secret.to_string()))
 }
 

@@ -141,7 +141,7 @@ async fn remove(
     require_source(&state, *id).await?;
     if !state
         .db
-        .remove_callback_url(*id, query.url.trim())
+        .remove_callback_url(*id, super::plain_param("url", query.url.trim())?)
         .await
         .map_err(internal)?
     {

@@ -59,10 +59,7 @@ async fn create_list(
     body: web::Json<CreateList>,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
-    }
+    let name = super::valid_name(&body.name)?;
     let kind = ListKind::parse(&body.kind)
         .ok_or_else(|| ApiError::invalid("kind must be \"black\" or \"white\""))?;
     if let Some(source_id) = body.source_id {
@@ -215,7 +212,12 @@ async fn list_entries(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state.admin_token_hash)?;
     found(&state, *id).await?;
-    let after = match &query.after {
+    let after = match query
+        .after
+        .as_deref()
+        .map(|a| super::plain_param("after", a))
+        .transpose()?
+    {
         None => None,
         Some(a) => match a.split_once(':') {
             Some((kind @ ("userid" | "address"), value)) => Some((kind, value)),

@@ -202,10 +202,15 @@ async fn deliveries(
         .await
         .map_err(|e| ApiError::internal("message lookup", &e))?
         .ok_or_else(|| ApiError::not_found("message"))?;
+    let userid = query
+        .userid
+        .as_deref()
+        .map(|u| super::plain_param("userid", u))
+        .transpose()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let rows = state
         .db
-        .deliveries(id, query.userid.as_deref(), query.after, limit)
+        .deliveries(id, userid, query.after, limit)
         .await
         .map_err(|e| ApiError::internal("deliveries", &e))?;
     let next = (rows.len() as u64 == limit)

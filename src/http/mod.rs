@@ -78,13 +78,62 @@ impl AppState {
     }
 }
 
+/// A name an operator gives a source, channel, list or rule: trimmed, 1 to 200 bytes (the
+/// columns hold 200 characters), without control characters.
+pub(crate) fn valid_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name must be 1 to 200 characters, without control characters",
+        ));
+    }
+    Ok(name)
+}
+
+/// The body of a request, or why it could not be read, with the HTTP status actix gives
+/// that (413 for a body over `server.max_body_bytes`, 400 for one that broke off or could
+/// not be decoded): handlers take `Result<Bytes, actix_web::Error>` and answer in their own
+/// error format instead of actix's plain text.
+pub(crate) fn body_or(
+    body: Result<actix_web::web::Bytes, actix_web::Error>,
+) -> Result<actix_web::web::Bytes, (u16, String)> {
+    body.map_err(|e| {
+        let status = e.as_response_error().status_code().as_u16();
+        (status, format!("request body: {e}"))
+    })
+}
+
+/// [`body_or`] for `/v1`: JUMS code 4004 with the status that says why.
+pub(crate) fn jums_body(
+    body: Result<actix_web::web::Bytes, actix_web::Error>,
+) -> Result<actix_web::web::Bytes, crate::error::JumsError> {
+    body_or(body).map_err(|(status, m)| crate::error::JumsError::invalid(m).with_status(status))
+}
+
+/// A text query parameter that is looked up in storage: refused when it holds a control
+/// character, which no stored value has (and Postgres refuses a NUL in text).
+pub(crate) fn plain_param<'a>(field: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(value)
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(web::PayloadConfig::new(max_body_bytes))
         .app_data(
             web::JsonConfig::default()
                 .limit(max_body_bytes)
                 .error_handler(|err, _req| {
-                    ApiError::invalid(format!("request body: {err}")).into()
+                    use actix_web::ResponseError;
+                    // A body over the limit is 413, as on `/v1`; anything else the client's 400.
+                    let status = match err.status_code().as_u16() {
+                        413 => 413,
+                        _ => 400,
+                    };
+                    ApiError::new(status, "invalid_request", format!("request body: {err}")).into()
                 }),
         )
         .app_data(

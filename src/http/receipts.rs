@@ -387,9 +387,11 @@ async fn provider_receipts(
     state: State,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let (channel_id, auth) = channel_for(&state, &path).await?;
+    let body =
+        super::body_or(body).map_err(|(status, m)| ApiError::new(status, "invalid_request", m))?;
     if let Some(expected) = &auth.basic {
         let given = req
             .headers()
@@ -550,19 +552,15 @@ fn parse_jpush(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
             _ => None,
         };
         match (msgid, address, kind) {
-            (Some(msgid), Some(address), Some(kind))
-                if !address.is_empty() && address.len() <= 256 =>
-            {
-                out.push(Receipt {
-                    msgid,
-                    channel_id,
-                    address: address.to_string(),
-                    kind,
-                    at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
-                    code: None,
-                    suppress: None,
-                })
-            }
+            (Some(msgid), Some(address), Some(kind)) if plain(address, 256) => out.push(Receipt {
+                msgid,
+                channel_id,
+                address: address.to_string(),
+                kind,
+                at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
+                code: None,
+                suppress: None,
+            }),
             _ => invalid += 1,
         }
     }
@@ -582,27 +580,23 @@ fn parse_sms_report(items: &[&Value], channel_id: i64) -> (Vec<Receipt>, u64) {
         let phone = item.get("phone_number").and_then(Value::as_str);
         let success = item.get("success").and_then(Value::as_bool);
         match (msgid, phone, success) {
-            (Some(msgid), Some(phone), Some(success))
-                if !phone.is_empty() && phone.len() <= 256 =>
-            {
-                out.push(Receipt {
-                    msgid,
-                    channel_id,
-                    address: phone.to_string(),
-                    kind: if success {
-                        ReceiptKind::Delivered
-                    } else {
-                        ReceiptKind::Undelivered
-                    },
-                    at_ms: msghub_actors::plan::now_ms(),
-                    code: item
-                        .get("err_code")
-                        .and_then(Value::as_str)
-                        .filter(|c| !success && c.len() <= 64)
-                        .map(str::to_string),
-                    suppress: None,
-                })
-            }
+            (Some(msgid), Some(phone), Some(success)) if plain(phone, 256) => out.push(Receipt {
+                msgid,
+                channel_id,
+                address: phone.to_string(),
+                kind: if success {
+                    ReceiptKind::Delivered
+                } else {
+                    ReceiptKind::Undelivered
+                },
+                at_ms: msghub_actors::plan::now_ms(),
+                code: item
+                    .get("err_code")
+                    .and_then(Value::as_str)
+                    .filter(|c| !success && plain(c, 64))
+                    .map(str::to_string),
+                suppress: None,
+            }),
             _ => invalid += 1,
         }
     }
@@ -660,7 +654,7 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
     let mut invalid = 0;
     for item in items {
         let field = |k: &str| item.get(k).and_then(Value::as_str);
-        let sid = field("sid").filter(|s| !s.is_empty() && s.len() <= 128);
+        let sid = field("sid").filter(|s| plain(s, 128));
         let mobile = field("mobile")
             .map(str::trim)
             .filter(|m| all_digits(m, 5..=20));
@@ -682,7 +676,7 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
                 },
                 kind,
                 code: field("errmsg")
-                    .filter(|c| kind == ReceiptKind::Undelivered && !c.is_empty() && c.len() <= 64)
+                    .filter(|c| kind == ReceiptKind::Undelivered && plain(c, 64))
                     .map(str::to_string),
                 at_ms: field("user_receive_time")
                     .and_then(china_time_ms)
@@ -693,6 +687,13 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
         }
     }
     (out, invalid)
+}
+
+/// Text from a receipt that can be looked up and stored: 1 to `max` bytes, no control
+/// characters (Postgres refuses a NUL in text, and one such receipt would fail the whole
+/// batch it is written with).
+fn plain(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && !text.chars().any(char::is_control)
 }
 
 fn all_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {
@@ -790,9 +791,10 @@ async fn resolve_ids(
 async fn client_events(
     state: State,
     req: HttpRequest,
-    body: Bytes,
+    body: Result<Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, JumsError> {
     let source = state.sources.authenticate(&req).await?;
+    let body = super::jums_body(body)?;
     let value = parse_json(&body).map_err(JumsError::invalid)?;
     let events = value
         .get("events")
@@ -819,8 +821,12 @@ async fn client_events(
                 JumsError::invalid(format!("events[{i}].msgid must be a msgid string"))
             })?;
         let userid = field("userid")
-            .filter(|u| !u.is_empty() && u.len() <= 64)
-            .ok_or_else(|| JumsError::invalid(format!("events[{i}].userid is required")))?;
+            .filter(|u| crate::domain::user_opt::valid_userid(u))
+            .ok_or_else(|| {
+                JumsError::invalid(format!(
+                    "events[{i}].userid is required: 1 to 64 printable characters"
+                ))
+            })?;
         let kind = match field("type") {
             Some("clicked" | "read") => ReceiptKind::Clicked,
             Some("delivered") => ReceiptKind::Delivered,
@@ -948,6 +954,39 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn receipts_naming_an_address_or_id_with_a_control_character_are_invalid() {
+        // Such text is in no delivery, and Postgres refuses a NUL: the receipt is counted
+        // invalid instead of failing the batch it would be written with.
+        let jpush = serde_json::json!([
+            {"registration_id": "r\u{0}", "type": 1, "params": {"msgid": "7"}},
+            {"registration_id": "r1", "type": 1, "params": {"msgid": "7"}}
+        ]);
+        let (receipts, invalid) = parse_jpush(jpush.as_array().unwrap(), 3);
+        assert_eq!((receipts.len(), invalid), (1, 1));
+        assert_eq!(receipts[0].address, "r1");
+
+        let aliyun = serde_json::json!([
+            {"phone_number": "1380000\u{0}0", "success": true, "out_id": "7"},
+            {"phone_number": "13800000001", "success": false, "out_id": "7", "err_code": "X\u{7}"}
+        ]);
+        let items: Vec<&Value> = aliyun.as_array().unwrap().iter().collect();
+        let (receipts, invalid) = parse_sms_report(&items, 3);
+        assert_eq!((receipts.len(), invalid), (1, 1));
+        assert_eq!(
+            receipts[0].code, None,
+            "a code with a control character is dropped"
+        );
+
+        let tencent = serde_json::json!([
+            {"mobile": "13800000001", "report_status": "SUCCESS", "sid": "\u{0}"},
+            {"mobile": "13800000001", "report_status": "FAIL", "sid": "2433:1", "errmsg": "E\u{0}"}
+        ]);
+        let (statuses, invalid) = parse_tencent_status(tencent.as_array().unwrap());
+        assert_eq!((statuses.len(), invalid), (1, 1));
+        assert_eq!(statuses[0].code, None);
+    }
 
     #[test]
     fn tencent_statuses_are_read_in_their_documented_shape() {

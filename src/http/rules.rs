@@ -78,10 +78,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn validate(body: &RuleBody) -> Result<(String, RuleDef), ApiError> {
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::invalid("name must be 1 to 200 characters"));
-    }
+    let name = super::valid_name(&body.name)?;
     let def = rules::parse(&body.rule).map_err(ApiError::invalid)?;
     Ok((name.to_string(), def))
 }

@@ -24,12 +24,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/broadcast", web::post().to(broadcast));
 }
 
-async fn sent(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
-    accept(&state, &req, &body, SendKind::Targeted).await
+async fn sent(
+    state: State,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, JumsError> {
+    accept(&state, &req, &super::jums_body(body)?, SendKind::Targeted).await
 }
 
-async fn broadcast(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
-    accept(&state, &req, &body, SendKind::Broadcast).await
+async fn broadcast(
+    state: State,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, JumsError> {
+    accept(&state, &req, &super::jums_body(body)?, SendKind::Broadcast).await
 }
 
 async fn accept(

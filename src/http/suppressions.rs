@@ -127,7 +127,17 @@ async fn list(
         .as_deref()
         .map(channel_type)
         .transpose()?;
-    let after = match &query.after {
+    let address = query
+        .address
+        .as_deref()
+        .map(|a| super::plain_param("address", a))
+        .transpose()?;
+    let after = match query
+        .after
+        .as_deref()
+        .map(|a| super::plain_param("after", a))
+        .transpose()?
+    {
         None => None,
         Some(a) => match a.split_once(':') {
             Some((t, address)) if ChannelType::from_code(t).is_some() => Some((t, address)),
@@ -149,7 +159,7 @@ async fn list(
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
     let rows = state
         .db
-        .suppressions(t, query.address.as_deref(), reason, after, limit)
+        .suppressions(t, address, reason, after, limit)
         .await
         .map_err(internal)?;
     let next = (rows.len() as u64 == limit)

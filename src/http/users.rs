@@ -13,8 +13,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/user/delete", web::post().to(delete));
 }
 
-async fn opt(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
+async fn opt(
+    state: State,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, JumsError> {
     state.sources.authenticate(&req).await?;
+    let body = super::jums_body(body)?;
     let value = parse_json(&body).map_err(JumsError::invalid)?;
     let (ops, fail) = user_opt::parse(&value).map_err(JumsError::invalid)?;
     if !ops.is_empty() {
@@ -32,8 +37,13 @@ async fn opt(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse
     })))
 }
 
-async fn delete(state: State, req: HttpRequest, body: Bytes) -> Result<HttpResponse, JumsError> {
+async fn delete(
+    state: State,
+    req: HttpRequest,
+    body: Result<Bytes, actix_web::Error>,
+) -> Result<HttpResponse, JumsError> {
     state.sources.authenticate(&req).await?;
+    let body = super::jums_body(body)?;
     let value = parse_json(&body).map_err(JumsError::invalid)?;
     let ids = userids(&value)?;
     let deleted = state
@@ -48,9 +58,14 @@ async fn delete(state: State, req: HttpRequest, body: Bytes) -> Result<HttpRespo
 /// `["u1","u2"]` or `{"userids": [...]}`.
 fn userids(value: &Value) -> Result<Vec<String>, JumsError> {
     let list = match value {
-        Value::Object(o) => o.get("userids").ok_or_else(|| {
-            JumsError::invalid("expected an array of userids or {\"userids\": [...]}")
-        })?,
+        Value::Object(o) => {
+            if let Some(k) = o.keys().find(|k| *k != "userids") {
+                return Err(JumsError::invalid(format!("unknown field {k:?}")));
+            }
+            o.get("userids").ok_or_else(|| {
+                JumsError::invalid("expected an array of userids or {\"userids\": [...]}")
+            })?
+        }
         other => other,
     };
     let arr = list.as_array().ok_or_else(|| {

@@ -235,21 +235,6 @@ impl Db {
         }
         Ok(out)
     }
-
-    pub async fn set_source_filters(
-        &self,
-        source_id: i64,
-        filters: &SourceFilters,
-    ) -> Result<bool, DbErr> {
-        let text = serde_json::to_string(filters).map_err(|e| DbErr::Custom(e.to_string()))?;
-        let n = self
-            .execute(
-                "UPDATE sources SET filters = ?, updated_at = ? WHERE id = ?",
-                vec![text.into(), now_ms().into(), source_id.into()],
-            )
-            .await?;
-        Ok(n > 0)
-    }
 }
 
 /// A source's stored filter settings; NULL means none.

@@ -124,17 +124,30 @@ impl Db {
         rows.iter().map(row).collect()
     }
 
+    /// Change what is given of a source's name, state and audience filter settings, in one
+    /// statement: all of it or nothing. False when there is no such source.
     pub async fn update_source(
         &self,
         id: i64,
         name: Option<&str>,
         enabled: Option<bool>,
+        filters: Option<&crate::domain::filters::SourceFilters>,
     ) -> Result<bool, DbErr> {
+        let filters = filters
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
         let n = self
             .execute(
-                "UPDATE sources SET name = COALESCE(?, name), enabled = COALESCE(?, enabled), updated_at = ? \
-                 WHERE id = ?",
-                vec![name.map(str::to_string).into(), enabled.into(), now_ms().into(), id.into()],
+                "UPDATE sources SET name = COALESCE(?, name), enabled = COALESCE(?, enabled), \
+                 filters = COALESCE(?, filters), updated_at = ? WHERE id = ?",
+                vec![
+                    name.map(str::to_string).into(),
+                    enabled.into(),
+                    filters.into(),
+                    now_ms().into(),
+                    id.into(),
+                ],
             )
             .await?;
         Ok(n > 0)

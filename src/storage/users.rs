@@ -136,28 +136,41 @@ impl Db {
         Ok(())
     }
 
+    /// Delete the tags and bindings an operation names. An operation may name any number of
+    /// them (the body's size is the only bound), so the lists go in chunks: one statement
+    /// takes at most 32 766 parameters on SQLite and 65 535 on Postgres.
     async fn delete_named(&self, txn: &DatabaseTransaction, op: &UserOp) -> Result<(), DbErr> {
-        if let Some(tags) = op.tags.as_ref().filter(|t| !t.is_empty()) {
+        for chunk in op
+            .tags
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .chunks(ROWS_PER_STATEMENT)
+        {
             let sql = format!(
                 "DELETE FROM user_tags WHERE userid = ? AND tag IN ({})",
-                in_list(tags.len())
+                in_list(chunk.len())
             );
             let mut values: Vec<Value> = vec![op.userid.clone().into()];
-            values.extend(tags.iter().map(|t| Value::from(t.clone())));
+            values.extend(chunk.iter().map(|t| Value::from((*t).clone())));
             txn.execute_raw(self.stmt(&sql, values)).await?;
         }
         for (kind, _, addresses) in &op.bindings {
-            let mut values: Vec<Value> = vec![op.userid.clone().into(), kind.code().into()];
-            let sql = if addresses.is_empty() {
-                "DELETE FROM bindings WHERE userid = ? AND channel_type = ?".to_string()
-            } else {
-                values.extend(addresses.iter().map(|a| Value::from(a.clone())));
-                format!(
+            let scope: Vec<Value> = vec![op.userid.clone().into(), kind.code().into()];
+            if addresses.is_empty() {
+                let sql = "DELETE FROM bindings WHERE userid = ? AND channel_type = ?";
+                txn.execute_raw(self.stmt(sql, scope)).await?;
+                continue;
+            }
+            for chunk in addresses.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
                     "DELETE FROM bindings WHERE userid = ? AND channel_type = ? AND address IN ({})",
-                    in_list(addresses.len())
-                )
-            };
-            txn.execute_raw(self.stmt(&sql, values)).await?;
+                    in_list(chunk.len())
+                );
+                let mut values = scope.clone();
+                values.extend(chunk.iter().map(|a| Value::from(a.clone())));
+                txn.execute_raw(self.stmt(&sql, values)).await?;
+            }
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod filters;
 mod helpers;
+mod hostile;
 mod management;
 mod priority;
 mod refusals;
