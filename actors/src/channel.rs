@@ -518,6 +518,7 @@ mod tests {
                 content: serde_json::json!({"event": "x"}),
             }],
             ttl_seconds: None,
+            send_at_ms: None,
             spread_seconds: None,
             strategy: Strategy::Concurrent,
             callback: None,

@@ -73,6 +73,10 @@ pub struct MessagePlan {
     pub channels: Vec<PlannedChannel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u32>,
+    /// When a scheduled message may be sent (`option.send_at`, unix ms): its offline
+    /// validity counts from then, not from its acceptance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at_ms: Option<i64>,
     /// Pace the deliveries evenly over this many seconds (`option.spread_seconds`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread_seconds: Option<u32>,
@@ -163,11 +167,13 @@ impl MessagePlan {
         self.msgid >> 20
     }
 
-    /// Whether the message's offline validity (`ttl_seconds`) has passed at `now_ms`.
+    /// Whether the message's offline validity (`ttl_seconds`) has passed at `now_ms`: it
+    /// counts from the acceptance, or from `option.send_at` for a scheduled message.
     pub fn expired(&self, now_ms: i64) -> bool {
+        let from = self.accepted_at_ms().max(self.send_at_ms.unwrap_or(0));
         match self.ttl_seconds {
             // 0 means "online only" to providers; msghub still makes the first attempt.
-            Some(ttl) if ttl > 0 => now_ms > self.accepted_at_ms() + i64::from(ttl) * 1000,
+            Some(ttl) if ttl > 0 => now_ms > from + i64::from(ttl) * 1000,
             _ => false,
         }
     }

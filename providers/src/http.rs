@@ -72,15 +72,28 @@ impl Reply {
     }
 }
 
+/// The most of a reply's body that is kept. Providers answer in a few hundred bytes and only
+/// the start of a body is ever quoted; a receiver that streams more (a webhook's own server, a
+/// misbehaving proxy) is cut off here, its connection not reused, instead of being held in
+/// memory whole for each of the calls in flight.
+pub(crate) const MAX_REPLY_BYTES: usize = 256 * 1024;
+
 /// Send a prepared request and capture the reply, or turn the failure into a `Retry` outcome.
 pub(crate) async fn execute(request: reqwest::RequestBuilder) -> Result<Reply, Outcome> {
-    let response = request.send().await.map_err(transport_outcome)?;
+    let mut response = request.send().await.map_err(transport_outcome)?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(transport_outcome)?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_outcome)? {
+        let room = MAX_REPLY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_REPLY_BYTES {
+            break;
+        }
+    }
     Ok(Reply {
         status,
-        body: body.to_vec(),
+        body,
         retry_after: header_wait(&headers, "retry-after"),
         rate_reset: header_wait(&headers, "x-rate-limit-reset"),
     })
@@ -291,6 +304,34 @@ mod tests {
         .await;
         let ids: Vec<_> = out.into_iter().map(|o| o.provider_id.unwrap()).collect();
         assert_eq!(ids, ["a0", "a1", "a2", "a3", "a4", "a5"]);
+    }
+
+    #[tokio::test]
+    async fn a_reply_body_is_kept_up_to_its_bound() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A receiver that answers 200 with 4 MiB.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let size = 4 << 20;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+            let _ = socket.write_all(head.as_bytes()).await;
+            let block = vec![b'x'; 64 * 1024];
+            for _ in 0..size / block.len() {
+                if socket.write_all(&block).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = client(ChannelType::Webhook, &crate::AdapterOptions::default()).unwrap();
+        let reply = execute(client.get(format!("http://{addr}/")))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.body.len(), MAX_REPLY_BYTES);
     }
 
     #[tokio::test]

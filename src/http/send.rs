@@ -105,6 +105,7 @@ async fn accept_inner(
         audience: send.audience.clone(),
         channels,
         ttl_seconds: send.ttl_seconds,
+        send_at_ms: send.send_at,
         spread_seconds: send.spread_seconds,
         strategy,
         callback,

@@ -1478,6 +1478,7 @@ mod tests {
                 content: serde_json::json!({}),
             }],
             ttl_seconds: None,
+            send_at_ms: None,
             spread_seconds: None,
             strategy: Strategy::Concurrent,
             callback: None,

@@ -659,6 +659,7 @@ mod tests {
                 audience: Audience::Userids(vec!["u".into()]),
                 channels: Vec::new(),
                 ttl_seconds: None,
+                send_at_ms: None,
                 spread_seconds: None,
                 strategy: Strategy::Concurrent,
                 callback: None,

@@ -156,12 +156,27 @@ impl Db {
     }
 
     /// Move a scheduled message to `not_before` (unix ms; now or earlier sends it at the next
-    /// poll).
+    /// poll). Its plan's `send_at_ms`, from which its offline validity counts, moves with it,
+    /// in the same statement.
     pub async fn reschedule(&self, msgid: i64, not_before: i64) -> Result<ScheduleEdit, DbErr> {
+        let row = self
+            .query_one(
+                "SELECT plan FROM messages WHERE id = ? AND state = 'scheduled'",
+                vec![msgid.into()],
+            )
+            .await?;
+        let Some(row) = row else {
+            return self.edit_result(msgid, 0).await;
+        };
+        let text: String = row.try_get("", "plan")?;
+        let mut plan: MessagePlan =
+            serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("stored plan: {e}")))?;
+        plan.send_at_ms = Some(not_before);
+        let text = serde_json::to_string(&plan).map_err(|e| DbErr::Custom(e.to_string()))?;
         let n = self
             .execute(
-                "UPDATE messages SET not_before = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
-                vec![not_before.into(), now_ms().into(), msgid.into()],
+                "UPDATE messages SET not_before = ?, plan = ?, updated_at = ? WHERE id = ? AND state = 'scheduled'",
+                vec![not_before.into(), text.into(), now_ms().into(), msgid.into()],
             )
             .await?;
         self.edit_result(msgid, n).await

@@ -5,26 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, app_msg, spawn_app};
-
-/// A request to `/api` with the admin token: (status, body).
-async fn admin(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method, format!("{}{path}", app.address))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::{ADMIN_TOKEN, app_msg, spawn_app};
 
 fn refused(what: &str, (status, body): &(u16, Value)) {
     assert_eq!(*status, 400, "{what}: {body}");
@@ -39,13 +20,9 @@ async fn a_fallback_wait_that_rounds_to_nothing_is_refused_and_rules_stay_readab
             {"channel": "app", "wait_seconds": wait, "condition": "not_delivered"},
             {"channel": "sms"}]}})
     };
-    let r = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/rules",
-        Some(chain(0.0004)),
-    )
-    .await;
+    let r = app
+        .admin(reqwest::Method::POST, "/api/rules", Some(chain(0.0004)))
+        .await;
     refused("a 0.4 ms wait", &r);
     assert!(
         r.1["error"]["message"]
@@ -58,33 +35,25 @@ async fn a_fallback_wait_that_rounds_to_nothing_is_refused_and_rules_stay_readab
     assert_eq!(app.count_rows("rules").await, 0, "nothing stored");
 
     // Half a millisecond rounds to one: stored, and read back as stored.
-    let (status, created) = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/rules",
-        Some(chain(0.0005)),
-    )
-    .await;
+    let (status, created) = app
+        .admin(reqwest::Method::POST, "/api/rules", Some(chain(0.0005)))
+        .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_i64().unwrap();
     assert_eq!(created["rule"]["steps"][0]["wait_seconds"], 0.001);
-    let r = admin(
-        &app,
-        reqwest::Method::PUT,
-        &format!("/api/rules/{id}"),
-        Some(chain(0.0001)),
-    )
-    .await;
+    let r = app
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/api/rules/{id}"),
+            Some(chain(0.0001)),
+        )
+        .await;
     refused("an update to a 0.1 ms wait", &r);
-    let (status, listed) = admin(&app, reqwest::Method::GET, "/api/rules", None).await;
+    let (status, listed) = app.admin(reqwest::Method::GET, "/api/rules", None).await;
     assert_eq!(status, 200, "{listed}");
-    let (status, one) = admin(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/rules/{id}"),
-        None,
-    )
-    .await;
+    let (status, one) = app
+        .admin(reqwest::Method::GET, &format!("/api/rules/{id}"), None)
+        .await;
     assert_eq!(
         (status, &one["rule"]["steps"][0]["wait_seconds"]),
         (200, &json!(0.001)),
@@ -211,34 +180,33 @@ async fn control_characters_are_refused_before_they_reach_storage() {
 
     // Names.
     let nul = "x\u{0}y";
-    let r = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/sources",
-        Some(json!({"name": nul})),
-    )
-    .await;
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/sources",
+            Some(json!({"name": nul})),
+        )
+        .await;
     refused("a source name", &r);
-    let r = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/lists",
-        Some(json!({"name": nul, "kind": "black"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/lists",
+            Some(json!({"name": nul, "kind": "black"})),
+        )
+        .await;
     refused("a list name", &r);
     let rule = json!({"type": "fallback", "steps": [
         {"channel": "app", "wait_seconds": 1, "condition": "not_delivered"}, {"channel": "sms"}]});
-    let r = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/rules",
-        Some(json!({"name": nul, "rule": rule})),
-    )
-    .await;
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/rules",
+            Some(json!({"name": nul, "rule": rule})),
+        )
+        .await;
     refused("a rule name", &r);
-    let r = admin(
-        &app,
+    let r = app.admin(
         reqwest::Method::POST,
         "/api/channels",
         Some(json!({"type": "webhook", "name": nul, "credentials": {"url": "http://127.0.0.1:9/h", "secret": "s"}})),
@@ -247,13 +215,13 @@ async fn control_characters_are_refused_before_they_reach_storage() {
     refused("a channel name", &r);
 
     // Query parameters that are looked up.
-    let (status, list) = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/lists",
-        Some(json!({"name": "l", "kind": "black"})),
-    )
-    .await;
+    let (status, list) = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/lists",
+            Some(json!({"name": "l", "kind": "black"})),
+        )
+        .await;
     assert_eq!(status, 201, "{list}");
     for path in [
         "/api/suppressions?address=%00".to_string(),
@@ -261,14 +229,14 @@ async fn control_characters_are_refused_before_they_reach_storage() {
         format!("/api/lists/{}/entries?after=userid:%00", list["id"]),
         format!("/api/messages/{msgid}/deliveries?userid=u%001"),
     ] {
-        let r = admin(&app, reqwest::Method::GET, &path, None).await;
+        let r = app.admin(reqwest::Method::GET, &path, None).await;
         refused(&path, &r);
     }
     let path = format!(
         "/api/sources/{}/callback_urls?url=http://127.0.0.1/%00",
         app.source_id
     );
-    let r = admin(&app, reqwest::Method::DELETE, &path, None).await;
+    let r = app.admin(reqwest::Method::DELETE, &path, None).await;
     refused(&path, &r);
     assert_eq!(app.count_rows("rules").await, 0);
     assert_eq!(app.count_rows("audience_lists").await, 1);
@@ -278,15 +246,15 @@ async fn control_characters_are_refused_before_they_reach_storage() {
 async fn a_source_patch_is_applied_whole_or_not_at_all() {
     let app = spawn_app().await;
     let path = format!("/api/sources/{}", app.source_id);
-    let r = admin(
-        &app,
-        reqwest::Method::PATCH,
-        &path,
-        Some(json!({"dedup_window_seconds": 60, "name": "x\u{0}"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"dedup_window_seconds": 60, "name": "x\u{0}"})),
+        )
+        .await;
     refused("a patch with a bad name", &r);
-    let (_, source) = admin(&app, reqwest::Method::GET, &path, None).await;
+    let (_, source) = app.admin(reqwest::Method::GET, &path, None).await;
     assert_eq!(
         (&source["name"], &source["dedup_window_seconds"]),
         (&json!("billing"), &json!(0)),
@@ -317,21 +285,21 @@ async fn a_channel_patch_checks_what_a_create_checks() {
             json!({"rate_per_second": 3_000_000_000u32}),
         ),
     ] {
-        let r = admin(&app, reqwest::Method::PATCH, &path, Some(body)).await;
+        let r = app.admin(reqwest::Method::PATCH, &path, Some(body)).await;
         refused(what, &r);
     }
-    let r = admin(
-        &app,
-        reqwest::Method::POST,
-        "/api/channels",
-        Some(
-            json!({"type": "webhook", "name": "w", "rate_per_second": 3_000_000_000u32,
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/channels",
+            Some(
+                json!({"type": "webhook", "name": "w", "rate_per_second": 3_000_000_000u32,
                     "credentials": {"url": "http://127.0.0.1:9/h", "secret": "s"}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     refused("a created rate beyond the column", &r);
-    let (_, channel) = admin(&app, reqwest::Method::GET, &path, None).await;
+    let (_, channel) = app.admin(reqwest::Method::GET, &path, None).await;
     assert_ne!(channel["name"], "", "{channel}");
 }
 

@@ -49,7 +49,7 @@ async fn sleep_past(t: i64) {
 
 impl TestApp {
     /// An `/api` request that may fail: (status, body).
-    async fn admin(
+    pub(crate) async fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -246,6 +246,28 @@ async fn rescheduling_moves_when_a_message_is_sent() {
     assert_eq!(status, 200);
     app.wait_done(&b, Duration::from_secs(30)).await;
     assert_eq!(app.sim.state.count("app", &late), 1);
+}
+
+#[actix_web::test]
+async fn a_scheduled_message_is_valid_for_its_ttl_from_its_send_time() {
+    let app = spawn_app().await;
+    let on_time = add_app_user(&app, "on-time").await;
+    let moved = add_app_user(&app, "moved").await;
+    let body = |userid: &str, send_at: &str| {
+        json!({"aud_userid": [userid], "msg_app": app_msg(),
+               "option": {"send_at": send_at, "ttl_seconds": 1}})
+    };
+    // Valid for a second from its send time, 2.5 s after its acceptance.
+    let a = app.send_ok("/v1/sent", body("on-time", &at(2_500).0)).await;
+    // Put back from 1.5 s to 4 s: valid for a second from the new time.
+    let b = app.send_ok("/v1/sent", body("moved", &at(1_500).0)).await;
+    let (status, item) = app.reschedule(&b, &at(4_000).0).await;
+    assert_eq!(status, 200, "{item}");
+    for (msgid, regid) in [(&a, &on_time), (&b, &moved)] {
+        let status = app.wait_done(msgid, Duration::from_secs(30)).await;
+        assert_eq!(crate::helpers::totals(&status), (1, 1, 0), "{status}");
+        assert_eq!(app.sim.state.count("app", regid), 1, "{msgid}");
+    }
 }
 
 #[actix_web::test]

@@ -73,7 +73,7 @@ impl JpushProvider {
                     .basic_auth(&self.config.app_key, Some(&self.config.master_secret))
                     .json(&body);
                 match http::execute(request).await {
-                    Ok(reply) => classify::classify(&reply),
+                    Ok(reply) => accepted_with_id(classify::classify(&reply)),
                     Err(transport) => transport,
                 }
             }
@@ -99,6 +99,20 @@ impl JpushProvider {
             Err(transport) => transport,
         }
     }
+}
+
+/// A push JPush accepted answers with its `msg_id`; a 2xx without one came from something
+/// else on the way (a proxy's page, an empty body) and confirms nothing. It is tried again:
+/// the call's `cid` keeps JPush from pushing it twice if it did go through.
+pub(crate) fn accepted_with_id(outcome: Outcome) -> Outcome {
+    if outcome.class == OutcomeClass::Ok && outcome.provider_id.is_none() {
+        return Outcome::failed(
+            OutcomeClass::Retry,
+            outcome.code,
+            "JPush answered without a msg_id: not confirmed",
+        );
+    }
+    outcome
 }
 
 /// `{base_url}/v3/push/{msg_id}`, the withdrawal endpoint of one push; `None` unless `msg_id`
@@ -275,6 +289,19 @@ mod tests {
         for bad in ["", "12a", "../x", "1/2", &"9".repeat(33)] {
             assert_eq!(recall_url(push, bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_push_with_its_msg_id_is_accepted() {
+        let ok = Outcome::ok("200", Some("54043195528459532".into()));
+        assert_eq!(accepted_with_id(ok.clone()), ok);
+        let bare = accepted_with_id(Outcome::ok("200", None));
+        assert_eq!(
+            (bare.class, bare.code.as_str()),
+            (OutcomeClass::Retry, "200")
+        );
+        let failed = Outcome::failed(OutcomeClass::Perm, "1003", "bad");
+        assert_eq!(accepted_with_id(failed.clone()), failed);
     }
 
     #[test]

@@ -1234,6 +1234,7 @@ mod tests {
             audience: Audience::Userids(users.iter().map(|u| u.to_string()).collect()),
             channels: vec![channel(1, ChannelType::App), channel(2, ChannelType::Sms)],
             ttl_seconds: None,
+            send_at_ms: None,
             spread_seconds: None,
             strategy: Strategy::Fallback {
                 rule_id: 1,
