@@ -59,7 +59,7 @@ pub async fn store_and_dispatch(
             store.callbacks.remember(plan);
             // A scheduled message is released by the scheduler when it falls due.
             if !scheduled.contains(&plan.msgid) {
-                dispatch.dispatch(plan.clone(), Some(shards.clone()));
+                dispatch.dispatch((**plan).clone(), Some(shards.clone()));
             }
         }
     }

@@ -47,7 +47,7 @@ pub enum Accepted {
     /// Newly stored; the shards were created in the same transaction (a simple message's one
     /// shard has no row and is given here as implied).
     Stored {
-        plan: MessagePlan,
+        plan: Box<MessagePlan>,
         shards: Vec<Shard>,
     },
     /// Newly stored and opened in the same transaction; the accept writer sends it (it is in
@@ -247,7 +247,10 @@ impl Store {
             } else {
                 Vec::new()
             };
-            out[i] = Some(Accepted::Stored { plan, shards });
+            out[i] = Some(Accepted::Stored {
+                plan: Box::new(plan),
+                shards,
+            });
         }
         let answers = out
             .into_iter()
