@@ -294,6 +294,23 @@ fn channel_list(v: &Value, field: &str) -> Result<Vec<ChannelType>, String> {
     Ok(out)
 }
 
+/// A rule as stored. Earlier builds stored a fallback wait that rounded to 0 ms (given
+/// as, say, 0.0004 s) as `0`, which [`parse`] refuses: such a wait is read as the shortest one,
+/// 1 ms, so the rule (and every send naming it) stays usable.
+pub fn parse_stored(v: &Value) -> Result<RuleDef, String> {
+    let mut v = v.clone();
+    if let Some(steps) = v.get_mut("steps").and_then(Value::as_array_mut) {
+        for step in steps {
+            if let Some(wait) = step.get_mut("wait_seconds")
+                && wait.as_f64().is_some_and(|w| (0.0..0.0005).contains(&w))
+            {
+                *wait = json!(0.001);
+            }
+        }
+    }
+    parse(&v)
+}
+
 /// Validate a rule definition (`{"type": "fallback", "steps": [...]}` or
 /// `{"type": "routing", "routes": [...], "default": [...]}`), with a reason on refusal.
 pub fn parse(v: &Value) -> Result<RuleDef, String> {
@@ -347,7 +364,7 @@ pub fn parse(v: &Value) -> Result<RuleDef, String> {
                         .map(|w| (w * 1000.0).round())
                         .filter(|ms| *ms >= 1.0)
                         .ok_or_else(|| {
-                            format!("{field}.wait_seconds must be a number of at least 0.001 (1 ms) and at most {MAX_WAIT_SECONDS}")
+                            format!("{field}.wait_seconds must be a number of seconds that is at least 1 ms once rounded to whole milliseconds, and at most {MAX_WAIT_SECONDS}")
                         })?;
                     let condition = match s.get("condition").and_then(Value::as_str) {
                         Some("not_delivered") => StepCondition::NotDelivered,
@@ -488,6 +505,24 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_stored_with_no_wait_is_read_with_the_shortest() {
+        // Stored by a build that let a wait round to 0 ms: readable, with 1 ms.
+        let stored = json!({"type": "fallback", "steps": [
+            {"channel": "app", "wait_seconds": 0.0, "condition": "not_delivered"},
+            {"channel": "sms"}]});
+        assert!(parse(&stored).is_err(), "a new rule like it is refused");
+        let RuleDef::Fallback { steps } = parse_stored(&stored).unwrap() else {
+            panic!("not a fallback rule")
+        };
+        assert_eq!(steps[0].wait_ms, 1);
+        // Anything else is read exactly as `parse` reads it.
+        let other = json!({"type": "fallback", "steps": [
+            {"channel": "app", "wait_seconds": 2, "condition": "not_clicked"}, {"channel": "sms"}]});
+        assert_eq!(parse_stored(&other).unwrap(), parse(&other).unwrap());
+        assert!(parse_stored(&json!({"type": "magic"})).is_err());
+    }
+
+    #[test]
     fn every_accepted_wait_is_read_back_as_stored() {
         // A rule is stored as `to_json` writes it and parsed again on every read: whatever
         // is accepted must parse from that again, to the same rule.
@@ -526,7 +561,7 @@ mod tests {
             (
                 // Rounds to no wait at all (it would be stored as 0).
                 json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": 0.0004, "condition": "not_delivered"}, {"channel": "sms"}]}),
-                "at least 0.001",
+                "at least 1 ms",
             ),
             (
                 json!({"type": "fallback", "steps": [{"channel": "app", "wait_seconds": 604_801, "condition": "not_delivered"}, {"channel": "sms"}]}),

@@ -19,7 +19,8 @@ fn row(r: &QueryResult) -> Result<RuleRow, DbErr> {
     let text: String = r.try_get("", "definition")?;
     let value: Value = serde_json::from_str(&text)
         .map_err(|e| DbErr::Custom(format!("stored rule definition: {e}")))?;
-    let def = rules::parse(&value).map_err(|e| DbErr::Custom(format!("stored rule: {e}")))?;
+    let def =
+        rules::parse_stored(&value).map_err(|e| DbErr::Custom(format!("stored rule: {e}")))?;
     Ok(RuleRow {
         id: r.try_get("", "id")?,
         name: r.try_get("", "name")?,

@@ -101,7 +101,7 @@ impl Db {
                 "UPDATE messages SET state = 'accepted', updated_at = ? \
                  WHERE state = 'scheduled' AND not_before <= ? AND id IN \
                  (SELECT id FROM messages WHERE state = 'scheduled' AND not_before <= ? \
-                  ORDER BY not_before LIMIT ?) RETURNING plan",
+                  ORDER BY not_before LIMIT ?) RETURNING plan, not_before",
                 vec![
                     now_ms().into(),
                     now.into(),
@@ -113,7 +113,14 @@ impl Db {
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("", "plan")?;
-                serde_json::from_str(&text).map_err(|e| DbErr::Custom(format!("stored plan: {e}")))
+                let mut plan: MessagePlan = serde_json::from_str(&text)
+                    .map_err(|e| DbErr::Custom(format!("stored plan: {e}")))?;
+                // A plan stored by an earlier build has no send time of its own: its TTL
+                // counts from the row's.
+                if plan.send_at_ms.is_none() {
+                    plan.send_at_ms = r.try_get::<Option<i64>>("", "not_before")?;
+                }
+                Ok(plan)
             })
             .collect()
     }
@@ -207,5 +214,58 @@ impl Db {
             Some(r) => ScheduleEdit::NotScheduled(r.try_get("", "state")?),
             None => ScheduleEdit::NotFound,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use msghub_actors::plan::{Lane, Strategy};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plan_stored_without_its_send_time_is_released_with_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::test_sqlite(&dir).await;
+        let not_before = now_ms() - 1_000;
+        let msgid = (not_before - 60_000) << 20;
+        // Serialized as an earlier build stored it: no `send_at_ms`.
+        let plan = MessagePlan {
+            msgid,
+            source_id: 1,
+            lane: Lane::Realtime,
+            audience: Audience::Userids(vec!["u1".into()]),
+            channels: Vec::new(),
+            ttl_seconds: Some(30),
+            send_at_ms: None,
+            spread_seconds: None,
+            strategy: Strategy::Concurrent,
+            callback: None,
+            priority: None,
+            filters: None,
+        };
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(!text.contains("send_at_ms"), "{text}");
+        db.execute(
+            "INSERT INTO messages (id, source_id, kind, priority, lane, state, plan, response, \
+             planned, shard_count, created_at, updated_at, not_before) \
+             VALUES (?, 1, 'targeted', 2, 'realtime', 'scheduled', ?, '{}', ?, 0, ?, ?, ?)",
+            vec![
+                msgid.into(),
+                text.into(),
+                false.into(),
+                now_ms().into(),
+                now_ms().into(),
+                not_before.into(),
+            ],
+        )
+        .await
+        .unwrap();
+        let released = db.release_scheduled(now_ms(), 10).await.unwrap();
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].send_at_ms, Some(not_before));
+        // Accepted a minute before its send time, valid for 30 s from it: not expired.
+        assert!(!released[0].expired(now_ms()));
     }
 }

@@ -259,9 +259,9 @@ async fn a_scheduled_message_is_valid_for_its_ttl_from_its_send_time() {
     };
     // Valid for a second from its send time, 2.5 s after its acceptance.
     let a = app.send_ok("/v1/sent", body("on-time", &at(2_500).0)).await;
-    // Put back from 1.5 s to 4 s: valid for a second from the new time.
-    let b = app.send_ok("/v1/sent", body("moved", &at(1_500).0)).await;
-    let (status, item) = app.reschedule(&b, &at(4_000).0).await;
+    // Put back from 2 s to 4.5 s: valid for a second from the new time.
+    let b = app.send_ok("/v1/sent", body("moved", &at(2_000).0)).await;
+    let (status, item) = app.reschedule(&b, &at(4_500).0).await;
     assert_eq!(status, 200, "{item}");
     for (msgid, regid) in [(&a, &on_time), (&b, &moved)] {
         let status = app.wait_done(msgid, Duration::from_secs(30)).await;
