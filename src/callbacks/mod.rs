@@ -8,7 +8,9 @@
 //! source's `Basic base64(key:secret)`: when `batch_max` items are waiting or `flush_ms` after
 //! the first. A POST not answered with HTTP 200 is retried `retries` times, `retry_delay_ms`
 //! apart, then dropped. Items held in memory (queued, batched, being retried) never exceed
-//! `queue_capacity`; beyond it new items are dropped and counted.
+//! `queue_capacity`; beyond it new items are dropped and counted. One destination may hold a
+//! quarter of that and have two POSTs in flight (of 16 in all), so a receiver that hangs or
+//! refuses slows down only its own source's callbacks.
 
 mod batch;
 mod item;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use msghub_actors::plan::MessagePlan;
@@ -21,6 +22,10 @@ use crate::storage::crypto::Crypto;
 /// secret takes effect within this time).
 const SIGNER_TTL: Duration = Duration::from_secs(60);
 
+/// POSTs in flight to one destination at once. A receiver that hangs holds at most these of
+/// the shared slots (each for its timeout, again on every retry); the others go on posting.
+pub(super) const POSTS_PER_DESTINATION: usize = 2;
+
 /// What a batch is signed with. No `Debug`: it holds the source secret.
 struct Signer {
     key: Arc<str>,
@@ -33,6 +38,28 @@ struct Destination {
     url: Arc<str>,
 }
 
+/// What one destination is using: its POSTs in flight, and its items held (batched or being
+/// posted and retried).
+#[derive(Clone)]
+struct Usage {
+    posts: Arc<Semaphore>,
+    held: Arc<AtomicUsize>,
+}
+
+impl Usage {
+    fn new() -> Usage {
+        Usage {
+            posts: Arc::new(Semaphore::new(POSTS_PER_DESTINATION)),
+            held: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.held.load(Ordering::SeqCst) == 0
+            && self.posts.available_permits() == POSTS_PER_DESTINATION
+    }
+}
+
 pub(super) struct Worker {
     db: Db,
     crypto: Crypto,
@@ -41,6 +68,10 @@ pub(super) struct Worker {
     batches: Batches<Destination, CallbackItem>,
     signers: HashMap<i64, (Instant, Option<Arc<Signer>>)>,
     posts: Arc<Semaphore>,
+    destinations: HashMap<Destination, Usage>,
+    /// Items one destination may hold: a quarter of `queue_capacity` (at least a batch), so a
+    /// receiver that is down or slow cannot use up what every other source's callbacks need.
+    destination_capacity: usize,
     retries: u32,
     retry_delay: Duration,
 }
@@ -62,6 +93,8 @@ impl Worker {
             batches: Batches::new(settings.batch_max, Duration::from_millis(settings.flush_ms)),
             signers: HashMap::new(),
             posts: Arc::new(Semaphore::new(concurrent_posts.max(1))),
+            destinations: HashMap::new(),
+            destination_capacity: (settings.queue_capacity / 4).max(settings.batch_max).max(1),
             retries: settings.retries,
             retry_delay: Duration::from_millis(settings.retry_delay_ms),
         }
@@ -163,8 +196,13 @@ impl Worker {
             source_id: route.source_id,
             url: route.url.clone(),
         };
+        let usage = self.usage(&dest);
         let now = Instant::now();
         for pending in items {
+            if usage.held.load(Ordering::SeqCst) >= self.destination_capacity {
+                self.shared.drop_items(1, "receiver_backlog");
+                continue;
+            }
             let mut event = pending.event;
             if let Some(id) = pending.channel_id {
                 match route.channels.iter().find(|(c, _)| *c == id) {
@@ -176,20 +214,35 @@ impl Worker {
                 }
             }
             let item = CallbackItem::new(signer.key.clone(), msgid, event, route.params.clone());
+            usage.held.fetch_add(1, Ordering::SeqCst);
             if let Some(full) = self.batches.push(&dest, item, now) {
                 self.post(dest.clone(), full);
             }
         }
     }
 
+    /// The usage of a destination, created when it is first seen. Idle ones are forgotten when
+    /// many are known.
+    fn usage(&mut self, dest: &Destination) -> Usage {
+        if self.destinations.len() > 10_000 {
+            self.destinations.retain(|_, u| !u.idle());
+        }
+        self.destinations
+            .entry(dest.clone())
+            .or_insert_with(Usage::new)
+            .clone()
+    }
+
     /// Post one batch in the background, with retries; the items are released either way.
-    fn post(&self, dest: Destination, items: Vec<CallbackItem>) {
+    fn post(&mut self, dest: Destination, items: Vec<CallbackItem>) {
         let n = items.len();
+        let usage = self.usage(&dest);
         let signer = self
             .signers
             .get(&dest.source_id)
             .and_then(|(_, s)| s.clone());
         let (Some(signer), Ok(body)) = (signer, serde_json::to_vec(&items)) else {
+            usage.held.fetch_sub(n, Ordering::SeqCst);
             return self.shared.drop_items(n, "unsigned");
         };
         drop(items);
@@ -198,10 +251,21 @@ impl Worker {
         let posts = self.posts.clone();
         let (retries, delay) = (self.retries, self.retry_delay);
         tokio::spawn(async move {
+            let finished = |how: Option<&'static str>| {
+                usage.held.fetch_sub(n, Ordering::SeqCst);
+                match how {
+                    None => shared.release(n),
+                    Some(reason) => shared.drop_items(n, reason),
+                }
+            };
             for attempt in 0..=retries {
                 if attempt > 0 {
                     tokio::time::sleep(delay).await;
                 }
+                // The destination's own slot first: waiting for it holds none of the shared.
+                let Ok(_own) = usage.posts.acquire().await else {
+                    break;
+                };
                 let Ok(_permit) = posts.acquire().await else {
                     break;
                 };
@@ -219,7 +283,7 @@ impl Worker {
                 };
                 metrics::counter!("msghub_callback_posts_total", "result" => outcome).increment(1);
                 if outcome == "ok" {
-                    return shared.release(n);
+                    return finished(None);
                 }
                 tracing::debug!(
                     source_id = dest.source_id,
@@ -233,7 +297,7 @@ impl Worker {
                 items = n,
                 "status callback batch dropped after its retries"
             );
-            shared.drop_items(n, "undeliverable");
+            finished(Some("undeliverable"));
         });
     }
 }
@@ -241,5 +305,157 @@ impl Worker {
 async fn sleep_until(deadline: Option<Instant>) {
     if let Some(d) = deadline {
         tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use msghub_actors::provider::ChannelType;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::super::{CallbackEvent, CallbackKind, Pending, RouteCache};
+    use super::*;
+
+    /// A receiver that takes connections and never answers: how many it holds.
+    async fn hanging_receiver() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cb", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicUsize::new(0));
+        let count = open.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        (url, open)
+    }
+
+    /// A receiver that answers every POST with 200: a message per POST.
+    async fn answering_receiver() -> (String, mpsc::UnboundedReceiver<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/cb", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut got = Vec::new();
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        // One request per connection is enough here: its body ends the JSON.
+                        if got.ends_with(b"]") {
+                            let _ = socket
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            let _ = tx.send(());
+                            got.clear();
+                        }
+                    }
+                });
+            }
+        });
+        (url, rx)
+    }
+
+    fn route(url: &str) -> Arc<Route> {
+        Arc::new(Route {
+            source_id: 1,
+            url: url.into(),
+            params: None,
+            channels: vec![(7, ChannelType::Sms)],
+        })
+    }
+
+    fn events(n: usize) -> Vec<Pending> {
+        (0..n)
+            .map(|i| Pending {
+                event: CallbackEvent {
+                    kind: CallbackKind::Submitted,
+                    userid: Some(format!("u{i}")),
+                    channel_type: ChannelType::Sms,
+                    address: "13900000001".into(),
+                    error: None,
+                    at_ms: 1_700_000_000_000,
+                },
+                channel_id: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_hangs_holds_neither_the_shared_slots_nor_the_shared_budget() {
+        crate::startup::install_crypto_provider();
+        let (hung_url, hung_open) = hanging_receiver().await;
+        let (ok_url, mut ok_posts) = answering_receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::storage::test_sqlite(&dir).await;
+        let crypto = Crypto::from_base64(&format!("{}=", "A".repeat(43))).unwrap();
+        let settings = CallbackSettings {
+            batch_max: 1,
+            flush_ms: 10,
+            retries: 0,
+            retry_delay_ms: 10,
+            timeout_ms: 60_000,
+            queue_capacity: 80,
+        };
+        let shared = Arc::new(Shared {
+            routes: Mutex::new(RouteCache::new(16)),
+            held: AtomicUsize::new(0),
+            capacity: settings.queue_capacity,
+        });
+        if let Ok(mut routes) = shared.routes.lock() {
+            routes.insert(1, Some(route(&hung_url)));
+            routes.insert(2, Some(route(&ok_url)));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let mut worker = Worker::new(db, crypto, client, &settings, shared.clone(), 16);
+        worker.signers.insert(
+            1,
+            (
+                Instant::now(),
+                Some(Arc::new(Signer {
+                    key: "k".into(),
+                    authorization: "Basic azpz".into(),
+                })),
+            ),
+        );
+        // Forty one-item batches for the receiver that hangs: more than the 16 shared slots,
+        // and twice what one destination may hold (a quarter of 80).
+        assert!(shared.try_hold(40));
+        worker
+            .route(Envelope {
+                msgid: 1,
+                items: events(40),
+            })
+            .await;
+        assert!(shared.try_hold(1));
+        worker
+            .route(Envelope {
+                msgid: 2,
+                items: events(1),
+            })
+            .await;
+        // The other receiver is posted to at once, not after the hanging POSTs time out.
+        tokio::time::timeout(Duration::from_secs(30), ok_posts.recv())
+            .await
+            .expect("the answering receiver waited behind the hanging one")
+            .expect("receiver");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(hung_open.load(Ordering::SeqCst), POSTS_PER_DESTINATION);
+        // 20 held for the hanging receiver, the other 20 dropped; the answered one released.
+        assert_eq!(shared.held.load(Ordering::SeqCst), 20);
     }
 }
