@@ -320,7 +320,9 @@ async fn drive(
             if let Some(until) = quiet_until(plan, &config) {
                 return Ok(Some(until));
             }
-            enqueue(tx, plan, run, shard, fresh).await?;
+            if let Some(until) = enqueue(tx, plan, run, shard, fresh, &config).await? {
+                return Ok(Some(until));
+            }
         }
     }
     let mut planned = plan.is_single_shard()
@@ -340,7 +342,9 @@ async fn drive(
             if let Some(until) = quiet_until(plan, &config) {
                 return Ok(Some(until));
             }
-            enqueue(tx, plan, run, shard, true).await?;
+            if let Some(until) = enqueue(tx, plan, run, shard, true, &config).await? {
+                return Ok(Some(until));
+            }
         }
         planned = page.complete;
     }
@@ -348,18 +352,24 @@ async fn drive(
     Ok(None)
 }
 
+/// Queue a shard, after its slot of the spread when it is paced. `Some(until)` when quiet
+/// hours began while it waited for its slot: it is not queued, and stays pending in storage.
 async fn enqueue(
     tx: &mpsc::Sender<ShardTask>,
     plan: &Arc<MessagePlan>,
     run: &Arc<MessageRun>,
     shard: Shard,
     fresh: bool,
-) -> Result<(), String> {
+    config: &PlannerConfig,
+) -> Result<Option<i64>, String> {
     if let Some(at) = shard.spec.not_before() {
         // A paced shard waits for its slot of the spread.
         let wait = at - crate::plan::now_ms();
         if wait > 0 {
             tokio::time::sleep(Duration::from_millis(wait.unsigned_abs())).await;
+            if let Some(until) = quiet_until(plan, config) {
+                return Ok(Some(until));
+            }
         }
     }
     run.shard_added();
@@ -370,5 +380,6 @@ async fn enqueue(
         fresh,
     })
     .await
-    .map_err(|_| "shard queue closed".to_string())
+    .map_err(|_| "shard queue closed".to_string())?;
+    Ok(None)
 }

@@ -730,3 +730,66 @@ async fn lists_take_entries_in_bulk_and_page_through_them() {
     );
     assert_eq!(app.count_rows("audience_list_entries").await, 0);
 }
+
+/// A paced priority-3 message whose later shard's slot falls in quiet hours that began while
+/// it waited: that shard is held until the window ends, like the rest of the message.
+#[actix_web::test]
+async fn a_paced_shard_whose_slot_falls_in_quiet_hours_waits_for_the_window_to_end() {
+    let now = chrono::Utc::now().timestamp_millis();
+    let start = (now + 2_500) / 1000 * 1000 + 1000;
+    let end = start + 6_000;
+    let since = |t: i64| Duration::from_millis(u64::try_from(t - now).unwrap());
+    let (starts_at, ends_at) = (Instant::now() + since(start), Instant::now() + since(end));
+    let window = format!("{}-{}", time_of_day(start), time_of_day(end));
+    let app = spawn_app_with(|s| {
+        s.strategies.quiet_hours = window;
+        s.strategies.quiet_hours_utc_offset = "+00:00".into();
+    })
+    .await;
+    app.add_users(
+        [
+            json!({"userid": "p1", "add": {"phone": "13500000011"}}),
+            json!({"userid": "p2", "add": {"phone": "13500000012"}}),
+        ]
+        .into_iter(),
+    )
+    .await;
+    // Two one-user shards, 5 s apart: the first before the window, the second inside it.
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_userid": ["p1", "p2"], "msg_sms": sms("promo"),
+                   "option": {"priority": 3, "spread_seconds": 10}}),
+        )
+        .await;
+    let sent_at = |phone: &str| {
+        app.sim
+            .state
+            .events("sms")
+            .into_iter()
+            .find(|e| e.contains(phone))
+            .map(|e| e.received_at)
+    };
+    let first = loop {
+        if let Some(at) = sent_at("13500000011") {
+            break at;
+        }
+        assert!(
+            Instant::now() < starts_at,
+            "the first shard did not go out before the window"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        first < starts_at,
+        "nothing can be concluded: the first shard left in the window"
+    );
+    app.wait_done(&msgid, Duration::from_secs(60)).await;
+    let second = sent_at("13500000012").expect("the second SMS");
+    assert!(
+        second + Duration::from_millis(50) >= ends_at,
+        "the second shard was sent {:?} before quiet hours ended",
+        ends_at - second
+    );
+    assert_eq!(app.sim.state.count("sms", "13500000012"), 1);
+}
