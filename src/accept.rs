@@ -5,9 +5,9 @@
 //! only appends to the journal (`storage::intake`), and [`run_mover`] stores and dispatches
 //! what was journaled, in batches, in the same way.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use msghub_actors::Dispatch;
 
@@ -94,10 +94,51 @@ pub async fn run_mover(intake: Arc<Intake>, store: Arc<Store>, dispatch: Dispatc
     }
 }
 
+/// How long a journaled message the main database refuses while others of its batch go in is
+/// tried again before it is set aside in `intake_failed`: a passing failure of its own (a
+/// reader's pool timing out under load, for a send opened at acceptance) must not set an
+/// answered message aside for good.
+const SET_ASIDE_AFTER: Duration = Duration::from_secs(5);
+
+/// Journaled messages refused on their own, and since when.
+#[derive(Default)]
+struct Refusals {
+    since: HashMap<i64, Instant>,
+}
+
+impl Refusals {
+    /// Split the messages refused at `now` into those refused for [`SET_ASIDE_AFTER`] (to set
+    /// aside) and those to try again (counted).
+    fn judge(&mut self, refused: Vec<(i64, String)>, now: Instant) -> (Vec<(i64, String)>, usize) {
+        let mut aside = Vec::new();
+        let mut again = 0;
+        for (id, error) in refused {
+            let since = *self.since.entry(id).or_insert(now);
+            if now.duration_since(since) >= SET_ASIDE_AFTER {
+                self.since.remove(&id);
+                aside.push((id, error));
+            } else {
+                again += 1;
+            }
+        }
+        (aside, again)
+    }
+
+    /// Messages stored: no longer refused.
+    fn forget(&mut self, ids: &[i64]) {
+        if !self.since.is_empty() {
+            for id in ids {
+                self.since.remove(id);
+            }
+        }
+    }
+}
+
 async fn move_forever(intake: Arc<Intake>, store: Arc<Store>, dispatch: Dispatch, batch: usize) {
     let mut backoff = Duration::from_millis(10);
+    let mut refusals = Refusals::default();
     loop {
-        match move_once(&intake, &store, &dispatch, batch.max(1)).await {
+        match move_once(&intake, &store, &dispatch, batch.max(1), &mut refusals).await {
             Ok(true) => backoff = Duration::from_millis(10),
             Ok(false) => intake.woken(Duration::from_secs(1)).await,
             Err(e) => {
@@ -116,6 +157,7 @@ async fn move_once(
     store: &Store,
     dispatch: &Dispatch,
     batch: usize,
+    refusals: &mut Refusals,
 ) -> Result<bool, String> {
     let pending = intake.pending(batch).await.map_err(|e| e.to_string())?;
     let drained = pending.rows < batch;
@@ -134,13 +176,31 @@ async fn move_once(
         .map_err(|e| e.to_string())?;
     items.retain(|m| !stored.contains(&m.plan.msgid));
     let batch_ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
+    let mut retry_later = 0;
     match store_and_dispatch(store, dispatch, items, false).await {
-        Ok(_) => stored.extend(batch_ids),
-        Err(e) if batch_ids.len() <= 1 => return Err(e),
+        Ok(_) => {
+            refusals.forget(&batch_ids);
+            stored.extend(batch_ids);
+        }
+        Err(e) if batch_ids.len() <= 1 => {
+            // Alone, a refusal does not tell this row from a database that refuses
+            // everything: only a row already refused while others went in is judged.
+            let Some(&id) = batch_ids
+                .first()
+                .filter(|id| refusals.since.contains_key(id))
+            else {
+                return Err(e);
+            };
+            let (aside, _) = refusals.judge(vec![(id, e.clone())], Instant::now());
+            if aside.is_empty() {
+                return Err(e);
+            }
+            failed.extend(aside);
+        }
         Err(e) => {
             // One at a time, to tell a row the main database refuses from a database that
-            // refuses everything: a row that fails while others go in is set aside. The rows
-            // are read again (nothing of the batch was stored).
+            // refuses everything: a row that keeps failing while others go in is set aside
+            // (`SET_ASIDE_AFTER`). The rows are read again (nothing of the batch was stored).
             tracing::warn!(error = %e, messages = batch_ids.len(), "storing a journaled batch failed; one at a time");
             let again = intake.pending(batch).await.map_err(|e| e.to_string())?;
             let mut refused = Vec::new();
@@ -153,6 +213,7 @@ async fn move_once(
                 match store_and_dispatch(store, dispatch, vec![item], false).await {
                     Ok(_) => {
                         went_in += 1;
+                        refusals.forget(&[id]);
                         stored.push(id);
                     }
                     Err(e) => refused.push((id, e)),
@@ -161,7 +222,9 @@ async fn move_once(
             if went_in == 0 {
                 return Err(e);
             }
-            failed.extend(refused);
+            let (aside, later) = refusals.judge(refused, Instant::now());
+            failed.extend(aside);
+            retry_later = later;
         }
     }
     if !failed.is_empty() {
@@ -177,5 +240,34 @@ async fn move_once(
     intake.remove(&stored).await.map_err(|e| e.to_string())?;
     metrics::counter!("msghub_intake_moved_total").increment(stored.len() as u64);
     intake.moved(pending.written, drained);
+    if retry_later > 0 {
+        // Tried again shortly, not at once; the messages behind them keep moving.
+        tracing::warn!(
+            messages = retry_later,
+            "journaled messages refused on their own; trying them again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_message_is_set_aside_only_once_refused_for_a_while() {
+        let mut refusals = Refusals::default();
+        let t0 = Instant::now();
+        let refused = |ids: &[i64]| ids.iter().map(|i| (*i, "refused".to_string())).collect();
+        assert_eq!(refusals.judge(refused(&[1, 2]), t0), (vec![], 2));
+        let later = t0 + SET_ASIDE_AFTER - Duration::from_millis(1);
+        assert_eq!(refusals.judge(refused(&[1, 2]), later), (vec![], 2));
+        // 2 went in meanwhile: refused again, it starts over.
+        refusals.forget(&[2]);
+        let (aside, again) = refusals.judge(refused(&[1, 2]), t0 + SET_ASIDE_AFTER);
+        assert_eq!(aside, vec![(1, "refused".to_string())]);
+        assert_eq!(again, 1);
+        assert!(!refusals.since.contains_key(&1), "forgotten once set aside");
+    }
 }
