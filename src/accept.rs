@@ -124,7 +124,18 @@ impl Refusals {
         (aside, again)
     }
 
-    /// Messages stored: no longer refused.
+    /// A message refused alone at `now`. Alone, a refusal does not tell the row from a
+    /// database that refuses everything: only a row first refused while others of its batch
+    /// went in is judged (set aside once refused for [`SET_ASIDE_AFTER`]). `None`: try it
+    /// again.
+    fn judge_alone(&mut self, id: i64, error: String, now: Instant) -> Option<(i64, String)> {
+        if !self.since.contains_key(&id) {
+            return None;
+        }
+        self.judge(vec![(id, error)], now).0.pop()
+    }
+
+    /// Messages stored (or found stored): no longer refused.
     fn forget(&mut self, ids: &[i64]) {
         if !self.since.is_empty() {
             for id in ids {
@@ -174,6 +185,7 @@ async fn move_once(
         .already_moved(&store.db, &ids)
         .await
         .map_err(|e| e.to_string())?;
+    refusals.forget(&stored);
     items.retain(|m| !stored.contains(&m.plan.msgid));
     let batch_ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
     let mut retry_later = 0;
@@ -183,19 +195,13 @@ async fn move_once(
             stored.extend(batch_ids);
         }
         Err(e) if batch_ids.len() <= 1 => {
-            // Alone, a refusal does not tell this row from a database that refuses
-            // everything: only a row already refused while others went in is judged.
-            let Some(&id) = batch_ids
+            let Some(aside) = batch_ids
                 .first()
-                .filter(|id| refusals.since.contains_key(id))
+                .and_then(|id| refusals.judge_alone(*id, e.clone(), Instant::now()))
             else {
                 return Err(e);
             };
-            let (aside, _) = refusals.judge(vec![(id, e.clone())], Instant::now());
-            if aside.is_empty() {
-                return Err(e);
-            }
-            failed.extend(aside);
+            failed.push(aside);
         }
         Err(e) => {
             // One at a time, to tell a row the main database refuses from a database that
@@ -239,7 +245,8 @@ async fn move_once(
     }
     intake.remove(&stored).await.map_err(|e| e.to_string())?;
     metrics::counter!("msghub_intake_moved_total").increment(stored.len() as u64);
-    intake.moved(pending.written, drained);
+    // A row left to try again is still in the journal: reads of it must wait for it.
+    intake.moved(pending.written, drained && retry_later == 0);
     if retry_later > 0 {
         // Tried again shortly, not at once; the messages behind them keep moving.
         tracing::warn!(
@@ -269,5 +276,25 @@ mod tests {
         assert_eq!(aside, vec![(1, "refused".to_string())]);
         assert_eq!(again, 1);
         assert!(!refusals.since.contains_key(&1), "forgotten once set aside");
+    }
+
+    #[test]
+    fn a_message_refused_alone_is_judged_only_once_refused_beside_others() {
+        let mut refusals = Refusals::default();
+        let t0 = Instant::now();
+        let late = t0 + SET_ASIDE_AFTER;
+        // Never refused while others went in: alone, it says nothing.
+        assert_eq!(refusals.judge_alone(1, "x".into(), late), None);
+        assert!(refusals.since.is_empty());
+        // Refused while others went in, then alone: set aside once refused long enough.
+        refusals.judge(vec![(1, "x".into())], t0);
+        assert_eq!(
+            refusals.judge_alone(1, "x".into(), t0 + Duration::from_secs(1)),
+            None
+        );
+        assert_eq!(
+            refusals.judge_alone(1, "x".into(), late),
+            Some((1, "x".into()))
+        );
     }
 }

@@ -175,7 +175,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "msghub_callback_items_dropped_total",
-        "Status callback items not reported, by reason (queue_full, receiver_backlog: the destination already holds a quarter of the queue, undeliverable, unsigned, lookup_failed, unknown_channel)."
+        "Status callback items not reported, by reason (queue_full, receiver_backlog: a destination whose last POST failed already holds a quarter of the queue, undeliverable, unsigned, lookup_failed, unknown_channel)."
     );
 }
 

@@ -8,9 +8,10 @@
 //! source's `Basic base64(key:secret)`: when `batch_max` items are waiting or `flush_ms` after
 //! the first. A POST not answered with HTTP 200 is retried `retries` times, `retry_delay_ms`
 //! apart, then dropped. Items held in memory (queued, batched, being retried) never exceed
-//! `queue_capacity`; beyond it new items are dropped and counted. One destination may hold a
-//! quarter of that and have two POSTs in flight (of 16 in all), so a receiver that hangs or
-//! refuses slows down only its own source's callbacks.
+//! `queue_capacity`; beyond it new items are dropped and counted. A destination (source, URL)
+//! has at most 8 POSTs in flight (of 16 in all); while its last POST failed, at most 2, and it
+//! may hold at most a quarter of `queue_capacity`, so a receiver that is down slows down its
+//! own callbacks and leaves the others room.
 
 mod batch;
 mod item;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use msghub_actors::plan::MessagePlan;
@@ -22,9 +22,12 @@ use crate::storage::crypto::Crypto;
 /// secret takes effect within this time).
 const SIGNER_TTL: Duration = Duration::from_secs(60);
 
-/// POSTs in flight to one destination at once. A receiver that hangs holds at most these of
-/// the shared slots (each for its timeout, again on every retry); the others go on posting.
-pub(super) const POSTS_PER_DESTINATION: usize = 2;
+/// POSTs in flight to one destination at once: half the shared slots, so a receiver that
+/// starts hanging leaves the other half to everyone else.
+pub(super) const POSTS_PER_DESTINATION: usize = 8;
+/// ... and while its last POST failed (refused, timed out, unreachable): it holds at most
+/// these slots for its timeouts and retries.
+pub(super) const POSTS_PER_FAILING_DESTINATION: usize = 2;
 
 /// What a batch is signed with. No `Debug`: it holds the source secret.
 struct Signer {
@@ -38,25 +41,34 @@ struct Destination {
     url: Arc<str>,
 }
 
-/// What one destination is using: its POSTs in flight, and its items held (batched or being
-/// posted and retried).
+/// What one destination is using: its POSTs in flight, its items held (batched or being
+/// posted and retried), and whether its last POST failed.
 #[derive(Clone)]
 struct Usage {
     posts: Arc<Semaphore>,
+    failing_posts: Arc<Semaphore>,
     held: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
 }
 
 impl Usage {
     fn new() -> Usage {
         Usage {
             posts: Arc::new(Semaphore::new(POSTS_PER_DESTINATION)),
+            failing_posts: Arc::new(Semaphore::new(POSTS_PER_FAILING_DESTINATION)),
             held: Arc::new(AtomicUsize::new(0)),
+            failing: Arc::new(AtomicBool::new(false)),
         }
     }
 
     fn idle(&self) -> bool {
         self.held.load(Ordering::SeqCst) == 0
             && self.posts.available_permits() == POSTS_PER_DESTINATION
+            && self.failing_posts.available_permits() == POSTS_PER_FAILING_DESTINATION
+    }
+
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
 }
 
@@ -69,8 +81,8 @@ pub(super) struct Worker {
     signers: HashMap<i64, (Instant, Option<Arc<Signer>>)>,
     posts: Arc<Semaphore>,
     destinations: HashMap<Destination, Usage>,
-    /// Items one destination may hold: a quarter of `queue_capacity` (at least a batch), so a
-    /// receiver that is down or slow cannot use up what every other source's callbacks need.
+    /// Items a failing destination may hold: a quarter of `queue_capacity` (at least a batch),
+    /// so a receiver that is down cannot use up what every other destination needs.
     destination_capacity: usize,
     retries: u32,
     retry_delay: Duration,
@@ -199,7 +211,7 @@ impl Worker {
         let usage = self.usage(&dest);
         let now = Instant::now();
         for pending in items {
-            if usage.held.load(Ordering::SeqCst) >= self.destination_capacity {
+            if usage.failing() && usage.held.load(Ordering::SeqCst) >= self.destination_capacity {
                 self.shared.drop_items(1, "receiver_backlog");
                 continue;
             }
@@ -262,7 +274,15 @@ impl Worker {
                 if attempt > 0 {
                     tokio::time::sleep(delay).await;
                 }
-                // The destination's own slot first: waiting for it holds none of the shared.
+                // The destination's own slots first: waiting for them holds none of the shared.
+                let _failing = if usage.failing() {
+                    match usage.failing_posts.acquire().await {
+                        Ok(permit) => Some(permit),
+                        Err(_) => break,
+                    }
+                } else {
+                    None
+                };
                 let Ok(_own) = usage.posts.acquire().await else {
                     break;
                 };
@@ -282,6 +302,7 @@ impl Worker {
                     Err(_) => "unreachable",
                 };
                 metrics::counter!("msghub_callback_posts_total", "result" => outcome).increment(1);
+                usage.failing.store(outcome != "ok", Ordering::SeqCst);
                 if outcome == "ok" {
                     return finished(None);
                 }
@@ -320,20 +341,26 @@ mod tests {
     use super::super::{CallbackEvent, CallbackKind, Pending, RouteCache};
     use super::*;
 
-    /// A receiver that takes connections and never answers: how many it holds.
-    async fn hanging_receiver() -> (String, Arc<AtomicUsize>) {
+    /// A receiver that takes connections and never answers: how many it took, and how many
+    /// the client has not closed yet.
+    async fn hanging_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/cb", listener.local_addr().unwrap());
-        let open = Arc::new(AtomicUsize::new(0));
-        let count = open.clone();
+        let (taken, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (t, o) = (taken.clone(), open.clone());
         tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                held.push(socket);
+            while let Ok((mut socket, _)) = listener.accept().await {
+                t.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {}
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        (url, open)
+        (url, taken, open)
     }
 
     /// A receiver that answers every POST with 200: a message per POST.
@@ -392,36 +419,30 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn a_receiver_that_hangs_holds_neither_the_shared_slots_nor_the_shared_budget() {
+    /// A worker whose messages 1 and 2 report to `first` and `second`, signed for source 1.
+    async fn worker(
+        settings: &CallbackSettings,
+        first: &str,
+        second: &str,
+    ) -> (Worker, Arc<Shared>, tempfile::TempDir) {
         crate::startup::install_crypto_provider();
-        let (hung_url, hung_open) = hanging_receiver().await;
-        let (ok_url, mut ok_posts) = answering_receiver().await;
         let dir = tempfile::tempdir().unwrap();
         let db = crate::storage::test_sqlite(&dir).await;
         let crypto = Crypto::from_base64(&format!("{}=", "A".repeat(43))).unwrap();
-        let settings = CallbackSettings {
-            batch_max: 1,
-            flush_ms: 10,
-            retries: 0,
-            retry_delay_ms: 10,
-            timeout_ms: 60_000,
-            queue_capacity: 80,
-        };
         let shared = Arc::new(Shared {
             routes: Mutex::new(RouteCache::new(16)),
             held: AtomicUsize::new(0),
             capacity: settings.queue_capacity,
         });
         if let Ok(mut routes) = shared.routes.lock() {
-            routes.insert(1, Some(route(&hung_url)));
-            routes.insert(2, Some(route(&ok_url)));
+            routes.insert(1, Some(route(first)));
+            routes.insert(2, Some(route(second)));
         }
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_millis(settings.timeout_ms))
             .build()
             .unwrap();
-        let mut worker = Worker::new(db, crypto, client, &settings, shared.clone(), 16);
+        let mut worker = Worker::new(db, crypto, client, settings, shared.clone(), 16);
         worker.signers.insert(
             1,
             (
@@ -432,30 +453,86 @@ mod tests {
                 })),
             ),
         );
-        // Forty one-item batches for the receiver that hangs: more than the 16 shared slots,
-        // and twice what one destination may hold (a quarter of 80).
-        assert!(shared.try_hold(40));
+        (worker, shared, dir)
+    }
+
+    /// Report `n` events of message `msgid`, held first as `emit` holds them.
+    async fn report(worker: &mut Worker, shared: &Shared, msgid: i64, n: usize) {
+        assert!(shared.try_hold(n));
         worker
             .route(Envelope {
-                msgid: 1,
-                items: events(40),
+                msgid,
+                items: events(n),
             })
             .await;
-        assert!(shared.try_hold(1));
-        worker
-            .route(Envelope {
-                msgid: 2,
-                items: events(1),
-            })
-            .await;
+    }
+
+    fn settings(timeout_ms: u64, retries: u32) -> CallbackSettings {
+        CallbackSettings {
+            batch_max: 1,
+            flush_ms: 10,
+            retries,
+            retry_delay_ms: 20,
+            timeout_ms,
+            queue_capacity: 80,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_receiver_that_starts_hanging_leaves_half_the_slots_to_the_others() {
+        let (hung_url, hung_taken, _) = hanging_receiver().await;
+        let (ok_url, mut ok_posts) = answering_receiver().await;
+        let (mut worker, shared, _dir) = worker(&settings(60_000, 0), &hung_url, &ok_url).await;
+        // Forty one-item batches for the receiver that hangs: more than the 16 shared slots.
+        report(&mut worker, &shared, 1, 40).await;
+        report(&mut worker, &shared, 2, 1).await;
         // The other receiver is posted to at once, not after the hanging POSTs time out.
         tokio::time::timeout(Duration::from_secs(30), ok_posts.recv())
             .await
             .expect("the answering receiver waited behind the hanging one")
             .expect("receiver");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(hung_open.load(Ordering::SeqCst), POSTS_PER_DESTINATION);
-        // 20 held for the hanging receiver, the other 20 dropped; the answered one released.
+        assert_eq!(hung_taken.load(Ordering::SeqCst), POSTS_PER_DESTINATION);
+        // Nothing failed yet: all forty are held, the answered one released.
+        assert_eq!(shared.held.load(Ordering::SeqCst), 40);
+    }
+
+    #[tokio::test]
+    async fn a_failing_receiver_holds_two_slots_and_a_quarter_of_the_budget() {
+        let (hung_url, _, hung_open) = hanging_receiver().await;
+        let (ok_url, mut ok_posts) = answering_receiver().await;
+        // POSTs time out after 300 ms and are retried (nearly) forever.
+        let (mut worker, shared, _dir) = worker(&settings(300, 1_000), &hung_url, &ok_url).await;
+        report(&mut worker, &shared, 1, 10).await;
+        let usage = worker.usage(&Destination {
+            source_id: 1,
+            url: hung_url.as_str().into(),
+        });
+        let started = Instant::now();
+        while !usage.failing() {
+            assert!(started.elapsed() < Duration::from_secs(30), "never failed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Failing: it may hold a quarter of the 80 (20), so 10 of these 40 are taken.
+        report(&mut worker, &shared, 1, 40).await;
         assert_eq!(shared.held.load(Ordering::SeqCst), 20);
+        assert_eq!(usage.held.load(Ordering::SeqCst), 20);
+        report(&mut worker, &shared, 2, 1).await;
+        tokio::time::timeout(Duration::from_secs(30), ok_posts.recv())
+            .await
+            .expect("the answering receiver waited behind the failing one")
+            .expect("receiver");
+        // Once the first POSTs timed out, its retries hold at most two connections at a time.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut seen = Vec::new();
+        for _ in 0..100 {
+            seen.push(hung_open.load(Ordering::SeqCst));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            seen.iter().all(|n| *n <= POSTS_PER_FAILING_DESTINATION),
+            "{seen:?}"
+        );
+        assert!(seen.iter().any(|n| *n > 0), "no retries seen: {seen:?}");
     }
 }
