@@ -646,10 +646,11 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn message(msgid: i64) -> NewMessage {
+    /// A one-user real-time send to `u`, without channels.
+    pub(crate) fn message(msgid: i64) -> NewMessage {
         use msghub_actors::plan::{Audience, Lane, MessagePlan, Strategy};
         NewMessage {
             plan: MessagePlan {

@@ -220,8 +220,6 @@ impl Db {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use msghub_actors::plan::{Lane, Strategy};
-
     use super::*;
 
     #[tokio::test]
@@ -231,20 +229,8 @@ mod tests {
         let not_before = now_ms() - 1_000;
         let msgid = (not_before - 60_000) << 20;
         // Serialized as an earlier build stored it: no `send_at_ms`.
-        let plan = MessagePlan {
-            msgid,
-            source_id: 1,
-            lane: Lane::Realtime,
-            audience: Audience::Userids(vec!["u1".into()]),
-            channels: Vec::new(),
-            ttl_seconds: Some(30),
-            send_at_ms: None,
-            spread_seconds: None,
-            strategy: Strategy::Concurrent,
-            callback: None,
-            priority: None,
-            filters: None,
-        };
+        let mut plan = crate::storage::intake::tests::message(msgid).plan;
+        plan.ttl_seconds = Some(30);
         let text = serde_json::to_string(&plan).unwrap();
         assert!(!text.contains("send_at_ms"), "{text}");
         db.execute(
