@@ -185,15 +185,11 @@ async fn move_once(
         .already_moved(&store.db, &ids)
         .await
         .map_err(|e| e.to_string())?;
-    refusals.forget(&stored);
     items.retain(|m| !stored.contains(&m.plan.msgid));
     let batch_ids: Vec<i64> = items.iter().map(|m| m.plan.msgid).collect();
     let mut retry_later = 0;
     match store_and_dispatch(store, dispatch, items, false).await {
-        Ok(_) => {
-            refusals.forget(&batch_ids);
-            stored.extend(batch_ids);
-        }
+        Ok(_) => stored.extend(batch_ids),
         Err(e) if batch_ids.len() <= 1 => {
             let Some(aside) = batch_ids
                 .first()
@@ -219,7 +215,6 @@ async fn move_once(
                 match store_and_dispatch(store, dispatch, vec![item], false).await {
                     Ok(_) => {
                         went_in += 1;
-                        refusals.forget(&[id]);
                         stored.push(id);
                     }
                     Err(e) => refused.push((id, e)),
@@ -243,6 +238,7 @@ async fn move_once(
             .await
             .map_err(|e| e.to_string())?;
     }
+    refusals.forget(&stored);
     intake.remove(&stored).await.map_err(|e| e.to_string())?;
     metrics::counter!("msghub_intake_moved_total").increment(stored.len() as u64);
     // A row left to try again is still in the journal: reads of it must wait for it.

@@ -467,6 +467,14 @@ mod tests {
             .await;
     }
 
+    /// Wait for the answering receiver's next POST, which must come within 30 s.
+    async fn posted_to(posts: &mut mpsc::UnboundedReceiver<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(30), posts.recv())
+            .await
+            .expect(what)
+            .expect("receiver");
+    }
+
     fn settings(timeout_ms: u64, retries: u32) -> CallbackSettings {
         CallbackSettings {
             batch_max: 1,
@@ -487,10 +495,11 @@ mod tests {
         report(&mut worker, &shared, 1, 40).await;
         report(&mut worker, &shared, 2, 1).await;
         // The other receiver is posted to at once, not after the hanging POSTs time out.
-        tokio::time::timeout(Duration::from_secs(30), ok_posts.recv())
-            .await
-            .expect("the answering receiver waited behind the hanging one")
-            .expect("receiver");
+        posted_to(
+            &mut ok_posts,
+            "the answering receiver waited behind the hanging one",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(hung_taken.load(Ordering::SeqCst), POSTS_PER_DESTINATION);
         // Nothing failed yet: all forty are held, the answered one released.
@@ -518,10 +527,11 @@ mod tests {
         assert_eq!(shared.held.load(Ordering::SeqCst), 20);
         assert_eq!(usage.held.load(Ordering::SeqCst), 20);
         report(&mut worker, &shared, 2, 1).await;
-        tokio::time::timeout(Duration::from_secs(30), ok_posts.recv())
-            .await
-            .expect("the answering receiver waited behind the failing one")
-            .expect("receiver");
+        posted_to(
+            &mut ok_posts,
+            "the answering receiver waited behind the failing one",
+        )
+        .await;
         // Once the first POSTs timed out, its retries hold at most two connections at a time.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut seen = Vec::new();

@@ -8,6 +8,13 @@ pub mod schedule;
 pub mod send;
 pub mod user_opt;
 
+/// Text a client names something by, that storage can hold and look up: not blank, at most
+/// `max` bytes, without control characters (Postgres refuses a NUL in text, and no stored
+/// name, key, userid or address has one).
+pub fn plain_text(text: &str, max: usize) -> bool {
+    !text.trim().is_empty() && text.len() <= max && !text.chars().any(char::is_control)
+}
+
 /// A JSON value's kind, for error messages ("expected an array, got a string").
 pub fn kind_of(v: &serde_json::Value) -> &'static str {
     match v {

@@ -38,11 +38,11 @@ fn binding_type(key: &str) -> Option<ChannelType> {
 const MAX_BIND_KEY_BYTES: usize = 64;
 
 fn valid_bind_key(k: &str) -> bool {
-    !k.trim().is_empty() && k.len() <= MAX_BIND_KEY_BYTES && !k.chars().any(char::is_control)
+    super::plain_text(k, MAX_BIND_KEY_BYTES)
 }
 
 pub fn valid_userid(u: &str) -> bool {
-    !u.trim().is_empty() && u.len() <= 64 && !u.chars().any(char::is_control)
+    super::plain_text(u, 64)
 }
 
 /// Tag characters as JPush allows them: letters (CJK included), digits and `_@!#$&*+=.|￥`.
@@ -54,7 +54,7 @@ pub fn valid_tag(t: &str) -> bool {
 }
 
 fn valid_address(t: ChannelType, a: &str) -> Result<(), String> {
-    if a.trim().is_empty() || a.len() > 256 || a.chars().any(char::is_control) {
+    if !super::plain_text(a, 256) {
         return Err("address must be 1 to 256 bytes, not blank, without control characters".into());
     }
     match t {

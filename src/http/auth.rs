@@ -147,7 +147,7 @@ fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
     let (key, secret) = decoded.split_once(':')?;
     // No stored key is longer or holds a control character (a NUL would make Postgres
     // refuse the lookup): such a key names no source, without asking the database.
-    if key.is_empty() || key.len() > MAX_KEY_BYTES || key.chars().any(char::is_control) {
+    if !crate::domain::plain_text(key, MAX_KEY_BYTES) {
         return None;
     }
     Some((key.to_string(), secret.to_string()))

@@ -146,7 +146,7 @@ impl Entries {
             ("addresses", "address", 256, &self.addresses),
         ] {
             for (i, v) in values.iter().enumerate() {
-                if v.trim().is_empty() || v.len() > max || v.chars().any(char::is_control) {
+                if !crate::domain::plain_text(v, max) {
                     return Err(ApiError::invalid(format!(
                         "{field}[{i}] must be 1 to {max} bytes without control characters"
                     )));

@@ -82,7 +82,7 @@ impl AppState {
 /// columns hold 200 characters), without control characters.
 pub(crate) fn valid_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+    if !crate::domain::plain_text(name, 200) {
         return Err(ApiError::invalid(
             "name must be 1 to 200 characters, without control characters",
         ));

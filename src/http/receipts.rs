@@ -27,7 +27,7 @@ use super::sms_replies;
 use super::wechat_events::{self, WechatEvent};
 use super::{AppState, State};
 use crate::callbacks::{CallbackEvent, CallbackKind, Callbacks};
-use crate::domain::{kind_of, parse_json};
+use crate::domain::{kind_of, parse_json, plain_text};
 use crate::error::{ApiError, JumsError};
 use crate::storage::crypto::Crypto;
 use crate::storage::receipts::{Changed, Receipt, ReceiptCounts, ReceiptKind};
@@ -551,16 +551,20 @@ fn parse_jpush(items: &[Value], channel_id: i64) -> (Vec<Receipt>, u64) {
             Some(4) => Some(ReceiptKind::Undelivered),
             _ => None,
         };
+        // Text with a control character is in no delivery, and Postgres would refuse the
+        // whole batch this receipt is written with: such an item is invalid.
         match (msgid, address, kind) {
-            (Some(msgid), Some(address), Some(kind)) if plain(address, 256) => out.push(Receipt {
-                msgid,
-                channel_id,
-                address: address.to_string(),
-                kind,
-                at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
-                code: None,
-                suppress: None,
-            }),
+            (Some(msgid), Some(address), Some(kind)) if plain_text(address, 256) => {
+                out.push(Receipt {
+                    msgid,
+                    channel_id,
+                    address: address.to_string(),
+                    kind,
+                    at_ms: unix_ms(item.get("time").and_then(Value::as_i64)),
+                    code: None,
+                    suppress: None,
+                })
+            }
             _ => invalid += 1,
         }
     }
@@ -580,23 +584,25 @@ fn parse_sms_report(items: &[&Value], channel_id: i64) -> (Vec<Receipt>, u64) {
         let phone = item.get("phone_number").and_then(Value::as_str);
         let success = item.get("success").and_then(Value::as_bool);
         match (msgid, phone, success) {
-            (Some(msgid), Some(phone), Some(success)) if plain(phone, 256) => out.push(Receipt {
-                msgid,
-                channel_id,
-                address: phone.to_string(),
-                kind: if success {
-                    ReceiptKind::Delivered
-                } else {
-                    ReceiptKind::Undelivered
-                },
-                at_ms: msghub_actors::plan::now_ms(),
-                code: item
-                    .get("err_code")
-                    .and_then(Value::as_str)
-                    .filter(|c| !success && plain(c, 64))
-                    .map(str::to_string),
-                suppress: None,
-            }),
+            (Some(msgid), Some(phone), Some(success)) if plain_text(phone, 256) => {
+                out.push(Receipt {
+                    msgid,
+                    channel_id,
+                    address: phone.to_string(),
+                    kind: if success {
+                        ReceiptKind::Delivered
+                    } else {
+                        ReceiptKind::Undelivered
+                    },
+                    at_ms: msghub_actors::plan::now_ms(),
+                    code: item
+                        .get("err_code")
+                        .and_then(Value::as_str)
+                        .filter(|c| !success && plain_text(c, 64))
+                        .map(str::to_string),
+                    suppress: None,
+                })
+            }
             _ => invalid += 1,
         }
     }
@@ -654,7 +660,7 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
     let mut invalid = 0;
     for item in items {
         let field = |k: &str| item.get(k).and_then(Value::as_str);
-        let sid = field("sid").filter(|s| plain(s, 128));
+        let sid = field("sid").filter(|s| plain_text(s, 128));
         let mobile = field("mobile")
             .map(str::trim)
             .filter(|m| all_digits(m, 5..=20));
@@ -676,7 +682,7 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
                 },
                 kind,
                 code: field("errmsg")
-                    .filter(|c| kind == ReceiptKind::Undelivered && plain(c, 64))
+                    .filter(|c| kind == ReceiptKind::Undelivered && plain_text(c, 64))
                     .map(str::to_string),
                 at_ms: field("user_receive_time")
                     .and_then(china_time_ms)
@@ -687,13 +693,6 @@ fn parse_tencent_status(items: &[Value]) -> (Vec<IdStatus>, u64) {
         }
     }
     (out, invalid)
-}
-
-/// Text from a receipt that can be looked up and stored: 1 to `max` bytes, no control
-/// characters (Postgres refuses a NUL in text, and one such receipt would fail the whole
-/// batch it is written with).
-fn plain(text: &str, max: usize) -> bool {
-    !text.is_empty() && text.len() <= max && !text.chars().any(char::is_control)
 }
 
 fn all_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> bool {

@@ -48,7 +48,7 @@ impl Addresses {
             )));
         }
         for (i, a) in self.addresses.iter().enumerate() {
-            if a.trim().is_empty() || a.len() > 256 || a.chars().any(char::is_control) {
+            if !crate::domain::plain_text(a, 256) {
                 return Err(ApiError::invalid(format!(
                     "addresses[{i}] must be 1 to 256 bytes without control characters"
                 )));

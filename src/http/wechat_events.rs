@@ -150,7 +150,7 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
         return Ok(None);
     }
     let openid = get("FromUserName");
-    if openid.is_empty() || openid.len() > 128 || openid.chars().any(char::is_control) {
+    if !crate::domain::plain_text(openid, 128) {
         return Err("FromUserName must be the user's openid".into());
     }
     match kind {
