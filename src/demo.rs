@@ -33,6 +33,9 @@ pub struct SimEndpoints {
     pub wechat_appid: String,
     pub wechat_secret: String,
     pub wechat_token: String,
+    pub wecom_corpid: String,
+    pub wecom_corpsecret: String,
+    pub wecom_agentid: u64,
 }
 
 fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
@@ -51,18 +54,23 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
             json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
                    "base_url": sim.http_base})
         }
+        ChannelType::Wechatwk => {
+            json!({"corpid": sim.wecom_corpid, "corpsecret": sim.wecom_corpsecret,
+                   "agentid": sim.wecom_agentid, "base_url": sim.http_base})
+        }
         _ => {
             json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret})
         }
     }
 }
 
-const DEMO_TYPES: [ChannelType; 5] = [
+const DEMO_TYPES: [ChannelType; 6] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
     ChannelType::Webhook,
     ChannelType::Wechatoa,
+    ChannelType::Wechatwk,
 ];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
@@ -185,6 +193,11 @@ fn demo_users() -> Vec<UserOp> {
                     "all".into(),
                     vec![format!("oDemoUser{:019}", i + 1)],
                 ),
+                (
+                    ChannelType::Wechatwk,
+                    "all".into(),
+                    vec![format!("demo.member{}", i + 1)],
+                ),
             ],
         })
         .collect()
@@ -212,6 +225,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          A WeChat template message (msg_wechatoa) goes the same way:\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_wechatoa\":[{{\"template_id\":\"TPL_demo\",\"data\":{{\"thing1\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=wechatoa'\n\n\
+         And a WeCom application message (msg_wechatwk) to the demo users' members:\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_tag\":[\"demo\"],\"msg_wechatwk\":[{{\"msgtype\":\"text\",\"text\":{{\"content\":\"Hello from msghub\"}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=wechatwk'\n\n\
          Follow the message (use the msgid from the response):\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
         key = setup.source_key,

@@ -99,6 +99,9 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             wechat_appid: cfg.wechat_appid,
             wechat_secret: cfg.wechat_secret,
             wechat_token: cfg.wechat_token,
+            wecom_corpid: cfg.wecom_corpid,
+            wecom_corpsecret: cfg.wecom_corpsecret,
+            wecom_agentid: cfg.wecom_agentid,
         };
         let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
         // The simulated Aliyun account reports SMS delivery to the demo SMS channel's receipt

@@ -16,8 +16,10 @@ mod jpush;
 mod sms;
 pub mod smtp;
 mod tencent;
+mod token;
 mod webhook;
 mod wechat;
+mod wecom;
 
 /// The code of a content an adapter refuses before any call: permanent, the request is wrong.
 pub(crate) const INVALID_CONTENT: &str = "invalid_content";
@@ -371,6 +373,7 @@ pub fn build(
         },
         ChannelType::Email => smtp::build(credentials, options),
         ChannelType::Wechatoa => wechat::build(credentials, options),
+        ChannelType::Wechatwk => wecom::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -386,9 +389,22 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
         },
         ChannelType::Email => smtp::config::parse(credentials).map(drop),
         ChannelType::Wechatoa => wechat::config::parse(credentials).map(drop),
+        ChannelType::Wechatwk => wecom::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
     }
+}
+
+/// Check a `msg_<type>` content as the adapter of `kind` will before its call, for the types
+/// whose check does not depend on the channel's credentials (`wechatoa`, `wechatwk`), so the
+/// send API refuses what would certainly fail instead of accepting it. `Ok` for other types.
+pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(), String> {
+    let refused = match kind {
+        ChannelType::Wechatoa => wechat::parse_content(content).err(),
+        ChannelType::Wechatwk => wecom::parse_content(content).err(),
+        _ => None,
+    };
+    refused.map_or(Ok(()), |outcome| Err(outcome.message))
 }
 
 /// Top-level credential fields whose whole value is secret and must be masked when read back.
@@ -399,6 +415,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::Sms => SMS_SECRETS,
         ChannelType::Email => smtp::config::SECRETS,
         ChannelType::Wechatoa => wechat::config::SECRETS,
+        ChannelType::Wechatwk => wecom::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
     }
@@ -473,7 +490,6 @@ mod tests {
             ChannelType::Wechatmp,
             ChannelType::AlipayLife,
             ChannelType::DingtalkCc,
-            ChannelType::Wechatwk,
             ChannelType::Feishu,
         ] {
             assert_eq!(
@@ -547,6 +563,19 @@ mod tests {
     }
 
     #[test]
+    fn contents_are_checked_as_their_adapters_check_them() {
+        let wk = json!({"msgtype": "text", "text": {"content": "hi"}});
+        assert_eq!(check_content(ChannelType::Wechatwk, &wk), Ok(()));
+        assert_eq!(
+            check_content(ChannelType::Wechatwk, &json!({"msgtype": "text"})),
+            Err("msg_wechatwk.text is required and must be an object".to_string())
+        );
+        assert!(check_content(ChannelType::Wechatoa, &json!({"template_id": "T"})).is_err());
+        // Types whose check needs the channel (the SMS vendor) are left to their adapter.
+        assert_eq!(check_content(ChannelType::Sms, &json!({})), Ok(()));
+    }
+
+    #[test]
     fn secret_fields_per_type() {
         assert_eq!(secret_fields(ChannelType::App), &["master_secret"]);
         assert_eq!(
@@ -559,6 +588,7 @@ mod tests {
             secret_fields(ChannelType::Wechatoa),
             &["secret", "token", "encoding_aes_key"]
         );
+        assert_eq!(secret_fields(ChannelType::Wechatwk), &["corpsecret"]);
     }
 
     #[test]
@@ -704,5 +734,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(oa.max_batch(), 1);
+        let wecom = build(
+            ChannelType::Wechatwk,
+            &json!({"corpid": "ww1234567890abcdef", "corpsecret": "s", "agentid": 1000002}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(wecom.max_batch(), 1000);
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The six simulated delivery channels.
+/// The seven simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -19,20 +19,24 @@ pub enum Channel {
     Webhook,
     /// WeChat Official Account template messages (`/cgi-bin/message/template/send`).
     Wechatoa,
+    /// WeCom application messages (`/cgi-bin/message/send`).
+    Wechatwk,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 6] = [
+    pub const ALL: [Channel; 7] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
         Channel::Email,
         Channel::Webhook,
         Channel::Wechatoa,
+        Channel::Wechatwk,
     ];
 
-    /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`).
+    /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`,
+    /// `wechatwk`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -41,11 +45,12 @@ impl Channel {
             Channel::Email => "email",
             Channel::Webhook => "webhook",
             Channel::Wechatoa => "wechatoa",
+            Channel::Wechatwk => "wechatwk",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`, `wechat`.
+    /// `smtp`/`mail`, `wechat`, `wecom`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -54,6 +59,7 @@ impl Channel {
             "email" | "smtp" | "mail" => Some(Channel::Email),
             "webhook" => Some(Channel::Webhook),
             "wechatoa" | "wechat" => Some(Channel::Wechatoa),
+            "wechatwk" | "wecom" => Some(Channel::Wechatwk),
             _ => None,
         }
     }

@@ -37,11 +37,13 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}}`: JPush pushes withdrawn
-/// (`DELETE /v3/push/{msg_id}`), each once, in the order of their first withdrawal.
+/// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}, "wechatwk": {...}}`: JPush
+/// pushes withdrawn (`DELETE /v3/push/{msg_id}`) and WeCom messages (`POST
+/// /cgi-bin/message/recall`), each once, in the order of their first withdrawal.
 async fn recalls(state: web::Data<SimState>) -> HttpResponse {
-    let ids = state.recalled();
-    HttpResponse::Ok().json(json!({"app": {"count": ids.len(), "msg_ids": ids}}))
+    let (app, wecom) = (state.recalled(), state.wecom_recalled());
+    HttpResponse::Ok().json(json!({"app": {"count": app.len(), "msg_ids": app},
+                                   "wechatwk": {"count": wecom.len(), "msg_ids": wecom}}))
 }
 
 /// `GET /sim/bounces`: the configuration and the notifications sent and refused so far.

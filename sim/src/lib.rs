@@ -1,7 +1,7 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
 //! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
-//! `TEMPLATESENDJOBFINISH` events), a signed webhook sink and an SMTP sink, with recording, an event
-//! log, failure injection and a control API.
+//! `TEMPLATESENDJOBFINISH` events), WeCom application messages, a signed webhook sink and an SMTP
+//! sink, with recording, an event log, failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
 //! Aliyun SmsReport, Tencent status callbacks) as configured through `POST /sim/receipts`; see
@@ -21,6 +21,7 @@ mod state;
 mod tencent;
 pub mod webhook;
 mod wechat;
+mod wecom;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -71,6 +72,12 @@ pub struct SimConfig {
     /// The server configuration's EncodingAESKey (43 characters): encrypts the event pushes
     /// in the compatible and safe modes.
     pub wechat_encoding_aes_key: String,
+    /// WeCom CorpID.
+    pub wecom_corpid: String,
+    /// The WeCom application's Secret.
+    pub wecom_corpsecret: String,
+    /// The WeCom application's AgentId.
+    pub wecom_agentid: u64,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -101,6 +108,9 @@ impl Default for SimConfig {
             wechat_token: "simWechatToken".into(),
             wechat_original_id: "gh_5151000000001".into(),
             wechat_encoding_aes_key: "simWechatEncodingAesKey0123456789abcdefghij".into(),
+            wecom_corpid: "ww5151000000000001".into(),
+            wecom_corpsecret: "sim-wecom-secret".into(),
+            wecom_agentid: 1000002,
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
@@ -259,6 +269,9 @@ fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/cgi-bin/message/template/send")
             .route(web::post().to(wechat::template_send)),
     )
+    .service(web::resource("/cgi-bin/gettoken").route(web::get().to(wecom::gettoken)))
+    .service(web::resource("/cgi-bin/message/send").route(web::post().to(wecom::send)))
+    .service(web::resource("/cgi-bin/message/recall").route(web::post().to(wecom::recall)))
     .configure(control::configure);
 }
 

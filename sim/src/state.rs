@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 6],
+    channels: [ChannelState; 7],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -161,6 +161,8 @@ pub struct SimState {
     pub(crate) jpush_recalls: Mutex<crate::jpush::Recalls>,
     /// WeChat access tokens issued and template sends deduped by `client_msg_id`.
     pub(crate) wechat: Mutex<crate::wechat::WechatState>,
+    /// The WeCom access token issued and the sends accepted, for recalls.
+    pub(crate) wecom: Mutex<crate::wecom::WecomState>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
     /// The header block of the last message the SMTP sink accepted for each recipient.
@@ -186,6 +188,7 @@ impl SimState {
             webhook_deliveries: Mutex::new(std::collections::HashSet::new()),
             jpush_recalls: Mutex::new(crate::jpush::Recalls::default()),
             wechat: Mutex::new(crate::wechat::WechatState::default()),
+            wecom: Mutex::new(crate::wecom::WecomState::default()),
             broadcasts: AtomicU64::new(0),
             mail_headers: Mutex::new(HashMap::new()),
             bouncer: Mutex::new(None),
@@ -314,8 +317,8 @@ impl SimState {
         lock(&self.jpush_recalls).recalled.clone()
     }
 
-    /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids and
-    /// recalls, and receipt records, counters and configuration (back to the defaults).
+    /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids,
+    /// JPush and WeCom recalls, WeChat and WeCom tokens, and receipt records, counters and configuration (back to the defaults).
     pub fn reset(&self) {
         for c in &self.channels {
             lock(&c.received).clear();
@@ -333,9 +336,22 @@ impl SimState {
         lock(&self.webhook_deliveries).clear();
         *lock(&self.jpush_recalls) = crate::jpush::Recalls::default();
         *lock(&self.wechat) = crate::wechat::WechatState::default();
+        *lock(&self.wecom) = crate::wecom::WecomState::default();
         self.broadcasts.store(0, Ordering::Relaxed);
         lock(&self.mail_headers).clear();
         self.receipts.reset();
+    }
+
+    /// WeCom msgids withdrawn with `POST /cgi-bin/message/recall`, in the order of their first
+    /// withdrawal.
+    pub fn wecom_recalled(&self) -> Vec<String> {
+        lock(&self.wecom).recalled()
+    }
+
+    /// Ends the WeCom access token issued, as its expiry would: sends presenting it are
+    /// refused with 42001 until a new one is fetched.
+    pub fn expire_wecom_token(&self) {
+        lock(&self.wecom).expire_token();
     }
 
     /// Ends every WeChat access token issued so far, as their expiry would: sends presenting

@@ -355,6 +355,9 @@ fn parse_content(t: ChannelType, v: &Value, field: &str) -> Result<Value, JumsEr
                 }
             }
         }
+        ChannelType::Wechatoa | ChannelType::Wechatwk => {
+            msghub_providers::check_content(t, item).map_err(invalid)?;
+        }
         _ => {}
     }
     Ok(item.clone())

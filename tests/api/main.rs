@@ -15,3 +15,4 @@ mod retries;
 mod schedule;
 mod strategies;
 mod suppressions;
+mod wecom;

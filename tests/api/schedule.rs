@@ -111,7 +111,7 @@ impl TestApp {
     }
 
     /// Every delivery of a message, through the paged API.
-    async fn all_deliveries(&self, msgid: &str) -> Vec<Value> {
+    pub(crate) async fn all_deliveries(&self, msgid: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after = 0;
         loop {

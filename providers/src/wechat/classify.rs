@@ -4,6 +4,7 @@ use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
 use crate::http::{Reply, truncate, with_wait};
+use crate::token::errcode;
 
 /// The errcodes that mean the access token was refused: refresh it and send again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
@@ -23,17 +24,6 @@ fn class_for_errcode(errcode: i64) -> OutcomeClass {
         // permissions and bans, and every code not listed.
         _ => OutcomeClass::Perm,
     }
-}
-
-/// `(errcode, errmsg)` of a JSON reply, when it has an `errcode`.
-pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
-    let code = json.get("errcode")?.as_i64()?;
-    let message = json
-        .get("errmsg")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, message))
 }
 
 /// The outcome of one template send.

@@ -11,25 +11,19 @@
 pub(crate) mod classify;
 pub(crate) mod config;
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
 use serde_json::{Map, Value, json};
 
-use crate::http::{self, per_target, truncate};
+use crate::http::{self, per_target};
+use crate::token::{TokenCache, token_from, token_transport};
 use crate::{AdapterOptions, ConfigError, rejected};
 use config::WechatConfig;
 
 const INVALID_ADDRESS: &str = "invalid_address";
-/// A cached token is refreshed this long before WeChat says it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(60);
-/// How long a failed token fetch answers the sends that waited for it, and those after: one
-/// fetch per second at most while the token endpoint fails, and a retry hint past it.
-const FAILED_FETCH_HOLD: Duration = Duration::from_secs(1);
-/// WeChat's token lifetime; a longer `expires_in` is read as this.
-const MAX_TOKEN_SECONDS: u64 = 7200;
 
 pub(crate) fn build(
     credentials: &Value,
@@ -43,17 +37,8 @@ pub(crate) fn build(
         token_url: format!("{}/cgi-bin/stable_token", config.base_url),
         config,
         concurrency: options.pool_size.max(1),
-        token: RwLock::new(None),
-        failed: RwLock::new(None),
-        refreshing: tokio::sync::Mutex::new(()),
+        tokens: TokenCache::default(),
     }))
-}
-
-#[derive(Clone)]
-struct Token {
-    value: Arc<str>,
-    /// When it stops being used (WeChat's expiry less [`TOKEN_MARGIN`]).
-    until: Instant,
 }
 
 struct WechatProvider {
@@ -62,11 +47,7 @@ struct WechatProvider {
     send_url: String,
     token_url: String,
     concurrency: usize,
-    token: RwLock<Option<Token>>,
-    /// The last fetch, when it failed: when, and the outcome it gave.
-    failed: RwLock<Option<(Instant, Outcome)>>,
-    /// Held while a token is being fetched, so concurrent sends wait for one fetch.
-    refreshing: tokio::sync::Mutex<()>,
+    tokens: TokenCache,
 }
 
 /// A `msg_wechatoa` template message (JUMS `type: 0`), mapped onto the send body.
@@ -199,61 +180,8 @@ fn usable_openid(address: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A failed fetch's outcome for a send during its hold: a transient class waits at least the
-/// rest of the hold (or longer, when the token endpoint asked so).
-fn after_hold(outcome: Outcome, hold: Duration) -> Outcome {
-    let wait = outcome.retry_after.map_or(hold, |asked| asked.max(hold));
-    http::with_wait(outcome, Some(wait))
-}
-
 impl WechatProvider {
-    /// The cached token, or a fresh one from `stable_token` (one fetch at a time). A fetch that
-    /// failed is the answer for [`FAILED_FETCH_HOLD`] to every send that waited for it and
-    /// those after, so a hanging or refusing token endpoint costs one call per hold, not one
-    /// per send.
-    async fn token(&self) -> Result<Arc<str>, Outcome> {
-        let cached = || {
-            self.token
-                .read()
-                .ok()
-                .and_then(|t| t.clone())
-                .filter(|t| t.until > Instant::now())
-                .map(|t| t.value)
-        };
-        if let Some(token) = cached() {
-            return Ok(token);
-        }
-        let _one = self.refreshing.lock().await;
-        if let Some(token) = cached() {
-            return Ok(token);
-        }
-        if let Some((at, outcome)) = self.failed.read().ok().and_then(|f| f.clone())
-            && at.elapsed() < FAILED_FETCH_HOLD
-        {
-            // A transient failure asks the retry to come after the hold, not spend its
-            // attempts on the same answer.
-            let hold = FAILED_FETCH_HOLD.saturating_sub(at.elapsed());
-            return Err(after_hold(outcome, hold));
-        }
-        let fetched = self.fetch_token().await;
-        if let Ok(mut failed) = self.failed.write() {
-            *failed = fetched.as_ref().err().map(|o| (Instant::now(), o.clone()));
-        }
-        let (value, lifetime) = fetched.map_err(|o| after_hold(o, FAILED_FETCH_HOLD))?;
-        let now = Instant::now();
-        if let Ok(mut slot) = self.token.write() {
-            *slot = Some(Token {
-                value: value.clone(),
-                until: now
-                    .checked_add(lifetime.saturating_sub(TOKEN_MARGIN))
-                    .unwrap_or(now),
-            });
-        }
-        Ok(value)
-    }
-
-    /// One `stable_token` call: the token and how long it lives. A failure never quotes the
-    /// answer's body (it may hold a token) and is never `Ok`: no send happened.
+    /// One `stable_token` call: the token and how long it lives.
     async fn fetch_token(&self) -> Result<(Arc<str>, Duration), Outcome> {
         let request = self.client.post(&self.token_url).json(&json!({
             "grant_type": "client_credential",
@@ -261,61 +189,8 @@ impl WechatProvider {
             "secret": self.config.secret,
             "force_refresh": false,
         }));
-        let reply = http::execute(request).await.map_err(|mut transport| {
-            transport.message =
-                truncate(&format!("getting an access token: {}", transport.message));
-            transport
-        })?;
-        let json = reply.json().unwrap_or(Value::Null);
-        let token = json
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty());
-        // A number, or a number in a string as some token proxies answer; WeChat's own limit
-        // when absent.
-        let expires_in = match json.get("expires_in") {
-            Some(Value::Number(n)) => n.as_u64(),
-            Some(Value::String(s)) => s.trim().parse().ok(),
-            _ => None,
-        }
-        .unwrap_or(MAX_TOKEN_SECONDS)
-        .min(MAX_TOKEN_SECONDS);
-        if let (Some(token), 200) = (token, reply.status) {
-            return Ok((token.into(), Duration::from_secs(expires_in)));
-        }
-        let failed = match classify::errcode(&json) {
-            Some((code, message)) if code != 0 => {
-                let class = match classify::classify(&reply).class {
-                    // A refused appid or secret is the configuration, not a stale token.
-                    OutcomeClass::Token | OutcomeClass::Ok => OutcomeClass::Perm,
-                    class => class,
-                };
-                Outcome::failed(class, code.to_string(), message)
-            }
-            // No errcode: a proxy, a captive page, or garbled JSON. Asking again sends
-            // nothing, so a 2xx is worth another try.
-            _ => Outcome::failed(
-                match http::class_for_status(reply.status) {
-                    OutcomeClass::Ok => OutcomeClass::Retry,
-                    class => class,
-                },
-                reply.status.to_string(),
-                format!("HTTP {}: the answer holds no access_token", reply.status),
-            ),
-        };
-        Err(Outcome {
-            message: truncate(&format!("getting an access token: {}", failed.message)),
-            ..failed
-        })
-    }
-
-    /// Forget `used` if it is still the cached token (another send may have replaced it).
-    fn drop_token(&self, used: &str) {
-        if let Ok(mut slot) = self.token.write()
-            && slot.as_ref().is_some_and(|t| &*t.value == used)
-        {
-            *slot = None;
-        }
+        let reply = http::execute(request).await.map_err(token_transport)?;
+        token_from(&reply, classify::classify)
     }
 
     async fn send_one(&self, template: &Template, target: &Target, msgid: i64) -> Outcome {
@@ -328,37 +203,20 @@ impl WechatProvider {
             );
         }
         let body = send_body(template, openid, msgid, target.delivery_id);
-        let mut refreshed = false;
-        loop {
-            let token = match self.token().await {
-                Ok(token) => token,
-                Err(outcome) => return outcome,
-            };
-            let Ok(url) =
-                reqwest::Url::parse_with_params(&self.send_url, [("access_token", &*token)])
-            else {
-                return Outcome::failed(
-                    OutcomeClass::Perm,
-                    "base_url",
-                    "the send URL is not valid",
-                );
-            };
-            let request = self.client.post(url).json(&body);
-            let reply = match http::execute(request).await {
-                Ok(reply) => reply,
-                Err(transport) => return transport,
-            };
-            let token_refused = reply
-                .json()
-                .as_ref()
-                .and_then(classify::errcode)
-                .is_some_and(|(code, _)| classify::is_token_error(code));
-            if token_refused && !refreshed {
-                self.drop_token(&token);
-                refreshed = true;
-                continue;
-            }
-            return classify::classify(&reply);
+        let fetch = || self.fetch_token();
+        match self
+            .tokens
+            .post_json(
+                &self.client,
+                &self.send_url,
+                &body,
+                fetch,
+                classify::is_token_error,
+            )
+            .await
+        {
+            Ok(reply) => classify::classify(&reply),
+            Err(outcome) => outcome,
         }
     }
 }
