@@ -54,6 +54,10 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
             json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
                    "base_url": sim.http_base})
         }
+        // The simulator's WeChat app also stands for the mini-program.
+        ChannelType::Wechatmp => {
+            json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "base_url": sim.http_base})
+        }
         ChannelType::Wechatwk => {
             json!({"corpid": sim.wecom_corpid, "corpsecret": sim.wecom_corpsecret,
                    "agentid": sim.wecom_agentid, "base_url": sim.http_base})
@@ -64,13 +68,14 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
     }
 }
 
-const DEMO_TYPES: [ChannelType; 6] = [
+const DEMO_TYPES: [ChannelType; 7] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
     ChannelType::Webhook,
     ChannelType::Wechatoa,
     ChannelType::Wechatwk,
+    ChannelType::Wechatmp,
 ];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
@@ -198,6 +203,11 @@ fn demo_users() -> Vec<UserOp> {
                     "all".into(),
                     vec![format!("demo.member{}", i + 1)],
                 ),
+                (
+                    ChannelType::Wechatmp,
+                    "all".into(),
+                    vec![format!("oDemoMini{:019}", i + 1)],
+                ),
             ],
         })
         .collect()
@@ -228,6 +238,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          And a WeCom application message (msg_wechatwk) to the demo users' members:\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_tag\":[\"demo\"],\"msg_wechatwk\":[{{\"msgtype\":\"text\",\"text\":{{\"content\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=wechatwk'\n\n\
+         And a mini-program subscribe message (msg_wechatmp):\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_wechatmp\":[{{\"template_id\":\"SUB_demo\",\"page\":\"pages/index\",\"data\":{{\"thing1\":\"Hello from msghub\"}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=wechatmp'\n\n\
          Follow the message (use the msgid from the response):\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
         key = setup.source_key,

@@ -372,7 +372,7 @@ pub fn build(
             SmsVendor::Tencent => tencent::build(credentials, options),
         },
         ChannelType::Email => smtp::build(credentials, options),
-        ChannelType::Wechatoa => wechat::build(credentials, options),
+        ChannelType::Wechatoa | ChannelType::Wechatmp => wechat::build(kind, credentials, options),
         ChannelType::Wechatwk => wecom::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
@@ -388,7 +388,9 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
             SmsVendor::Tencent => tencent::config::parse(credentials).map(drop),
         },
         ChannelType::Email => smtp::config::parse(credentials).map(drop),
-        ChannelType::Wechatoa => wechat::config::parse(credentials).map(drop),
+        ChannelType::Wechatoa | ChannelType::Wechatmp => {
+            wechat::config::parse(kind, credentials).map(drop)
+        }
         ChannelType::Wechatwk => wecom::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
@@ -396,11 +398,13 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
 }
 
 /// Check a `msg_<type>` content as the adapter of `kind` will before its call, for the types
-/// whose check does not depend on the channel's credentials (`wechatoa`, `wechatwk`), so the
+/// whose check does not depend on the channel's credentials (`wechatoa`, `wechatmp`,
+/// `wechatwk`), so the
 /// send API refuses what would certainly fail instead of accepting it. `Ok` for other types.
 pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(), String> {
     let refused = match kind {
         ChannelType::Wechatoa => wechat::parse_content(content).err(),
+        ChannelType::Wechatmp => wechat::subscribe::parse_content(content).err(),
         ChannelType::Wechatwk => wecom::parse_content(content).err(),
         _ => None,
     };
@@ -415,6 +419,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::Sms => SMS_SECRETS,
         ChannelType::Email => smtp::config::SECRETS,
         ChannelType::Wechatoa => wechat::config::SECRETS,
+        ChannelType::Wechatmp => wechat::config::MP_SECRETS,
         ChannelType::Wechatwk => wecom::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
@@ -487,7 +492,6 @@ mod tests {
     #[test]
     fn unsupported_types_are_rejected_everywhere() {
         for kind in [
-            ChannelType::Wechatmp,
             ChannelType::AlipayLife,
             ChannelType::DingtalkCc,
             ChannelType::Feishu,
@@ -571,6 +575,9 @@ mod tests {
             Err("msg_wechatwk.text is required and must be an object".to_string())
         );
         assert!(check_content(ChannelType::Wechatoa, &json!({"template_id": "T"})).is_err());
+        assert!(check_content(ChannelType::Wechatmp, &json!({"template_id": "T"})).is_err());
+        let mp = json!({"template_id": "T", "data": {"thing1": "x"}});
+        assert_eq!(check_content(ChannelType::Wechatmp, &mp), Ok(()));
         // Types whose check needs the channel (the SMS vendor) are left to their adapter.
         assert_eq!(check_content(ChannelType::Sms, &json!({})), Ok(()));
     }
@@ -589,6 +596,7 @@ mod tests {
             &["secret", "token", "encoding_aes_key"]
         );
         assert_eq!(secret_fields(ChannelType::Wechatwk), &["corpsecret"]);
+        assert_eq!(secret_fields(ChannelType::Wechatmp), &["secret"]);
     }
 
     #[test]
@@ -734,6 +742,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(oa.max_batch(), 1);
+        let mp = build(
+            ChannelType::Wechatmp,
+            &json!({"appid": "wx1234567890abcdef", "secret": "s"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(mp.max_batch(), 1);
         let wecom = build(
             ChannelType::Wechatwk,
             &json!({"corpid": "ww1234567890abcdef", "corpsecret": "s", "agentid": 1000002}),

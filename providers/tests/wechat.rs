@@ -215,3 +215,70 @@ async fn a_failed_token_fetch_answers_the_sends_after_it_for_a_while() {
     // Twelve sends, four at a time, one fetch.
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_mini_program_sends_subscribe_messages() {
+    install_crypto();
+    let server = MockServer::start(|r: &Captured| {
+        if r.path == "/cgi-bin/stable_token" {
+            return Canned::new(200, r#"{"access_token":"mp-tok","expires_in":7200}"#);
+        }
+        if r.json()["touser"] == "oRefused000001" {
+            return Canned::new(
+                200,
+                r#"{"errcode":43101,"errmsg":"user refuse to accept the msg"}"#,
+            );
+        }
+        Canned::new(
+            200,
+            r#"{"errcode":0,"errmsg":"ok","msgid":1864323726461255680}"#,
+        )
+    })
+    .await;
+    let provider = msghub_providers::build(
+        ChannelType::Wechatmp,
+        &json!({"appid": "wx5151000000000002", "secret": "mp-secret", "base_url": server.base_url}),
+        &options(),
+    )
+    .unwrap();
+    let targets = targets(&["oMini000000001", "oRefused000001"]);
+    let content = json!({"template_id": "SUB_1", "page": "pages/o?id=1", "lang": "en_US",
+                         "data": {"thing1": "shipped"}});
+    let out = provider
+        .send(SendRequest {
+            msgid: 9,
+            content: &content,
+            targets: &targets,
+            ttl: None,
+        })
+        .await;
+    assert_eq!(
+        (out[0].class, out[0].provider_id.as_deref()),
+        (OutcomeClass::Ok, Some("1864323726461255680"))
+    );
+    // Subscriptions are per template: a refusal fails the delivery, it does not mark the
+    // openid gone.
+    assert_eq!(
+        (out[1].class, out[1].code.as_str()),
+        (OutcomeClass::Perm, "43101")
+    );
+    let requests = server.requests();
+    assert_eq!(
+        requests[0].json(),
+        json!({"grant_type": "client_credential", "appid": "wx5151000000000002",
+               "secret": "mp-secret", "force_refresh": false})
+    );
+    let send = requests
+        .iter()
+        .find(|r| r.json()["touser"] == "oMini000000001")
+        .unwrap();
+    assert_eq!(
+        send.path,
+        "/cgi-bin/message/subscribe/send?access_token=mp-tok"
+    );
+    assert_eq!(
+        send.json(),
+        json!({"touser": "oMini000000001", "template_id": "SUB_1", "page": "pages/o?id=1",
+               "lang": "en_US", "data": {"thing1": {"value": "shipped"}}})
+    );
+}

@@ -193,6 +193,7 @@ async fn a_refused_secret_fails_without_sending() {
             ttl: None,
         })
         .await;
+    assert_eq!(out.len(), 2);
     for o in &out {
         assert_eq!((o.class, o.code.as_str()), (OutcomeClass::Perm, "40001"));
         assert!(
@@ -216,6 +217,7 @@ async fn recalls_name_the_call_s_msgid() {
     let out = adapter(&server.base_url)
         .recall(&["MSG0".to_string(), "MSG9".to_string()])
         .await;
+    assert_eq!(out.len(), 2);
     assert!(out.iter().all(|o| o.class == OutcomeClass::Ok), "{out:?}");
     let recalls: Vec<Value> = server
         .requests()

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The seven simulated delivery channels.
+/// The eight simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -21,11 +21,13 @@ pub enum Channel {
     Wechatoa,
     /// WeCom application messages (`/cgi-bin/message/send`).
     Wechatwk,
+    /// WeChat mini-program subscribe messages (`/cgi-bin/message/subscribe/send`).
+    Wechatmp,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 7] = [
+    pub const ALL: [Channel; 8] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
@@ -33,10 +35,11 @@ impl Channel {
         Channel::Webhook,
         Channel::Wechatoa,
         Channel::Wechatwk,
+        Channel::Wechatmp,
     ];
 
     /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`,
-    /// `wechatwk`).
+    /// `wechatwk`, `wechatmp`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -46,11 +49,12 @@ impl Channel {
             Channel::Webhook => "webhook",
             Channel::Wechatoa => "wechatoa",
             Channel::Wechatwk => "wechatwk",
+            Channel::Wechatmp => "wechatmp",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`, `wechat`, `wecom`.
+    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -60,6 +64,7 @@ impl Channel {
             "webhook" => Some(Channel::Webhook),
             "wechatoa" | "wechat" => Some(Channel::Wechatoa),
             "wechatwk" | "wecom" => Some(Channel::Wechatwk),
+            "wechatmp" | "miniprogram" => Some(Channel::Wechatmp),
             _ => None,
         }
     }

@@ -29,12 +29,28 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(set_receipts)),
         )
         .service(web::resource("/sim/recalls").route(web::get().to(recalls)))
+        .service(web::resource("/sim/subscriptions").route(web::post().to(subscriptions)))
         .service(
             web::resource("/sim/bounces")
                 .route(web::get().to(get_bounces))
                 .route(web::post().to(set_bounces))
                 .route(web::delete().to(stop_bounces)),
         );
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Subscriptions {
+    openid: String,
+    template_id: String,
+    remaining: u32,
+}
+
+/// `POST /sim/subscriptions {"openid", "template_id", "remaining"}`: the one-time subscriptions
+/// a mini-program user has to a template (see `SimState::grant_subscriptions`).
+async fn subscriptions(body: web::Json<Subscriptions>, state: web::Data<SimState>) -> HttpResponse {
+    state.grant_subscriptions(&body.openid, &body.template_id, body.remaining);
+    HttpResponse::Ok().json(json!({"ok": true}))
 }
 
 /// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}, "wechatwk": {...}}`: JPush

@@ -1,6 +1,6 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
 //! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
-//! `TEMPLATESENDJOBFINISH` events), WeCom application messages, a signed webhook sink and an SMTP
+//! `TEMPLATESENDJOBFINISH` events) and mini-program subscribe messages, WeCom application messages, a signed webhook sink and an SMTP
 //! sink, with recording, an event log, failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
@@ -268,6 +268,10 @@ fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/cgi-bin/message/template/send")
             .route(web::post().to(wechat::template_send)),
+    )
+    .service(
+        web::resource("/cgi-bin/message/subscribe/send")
+            .route(web::post().to(wechat::subscribe_send)),
     )
     .service(web::resource("/cgi-bin/gettoken").route(web::get().to(wecom::gettoken)))
     .service(web::resource("/cgi-bin/message/send").route(web::post().to(wecom::send)))

@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 7],
+    channels: [ChannelState; 8],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -340,6 +340,13 @@ impl SimState {
         self.broadcasts.store(0, Ordering::Relaxed);
         lock(&self.mail_headers).clear();
         self.receipts.reset();
+    }
+
+    /// Give `openid` `remaining` one-time subscriptions to the mini-program template
+    /// `template_id`: each subscribe send of it uses one, and with none left it is refused
+    /// (43101). Without a grant a user's subscription is long-term.
+    pub fn grant_subscriptions(&self, openid: &str, template_id: &str, remaining: u32) {
+        lock(&self.wechat).grant(openid, template_id, remaining);
     }
 
     /// WeCom msgids withdrawn with `POST /cgi-bin/message/recall`, in the order of their first

@@ -5,6 +5,13 @@
 //! day, 30 s apart). Accepted sends get `TEMPLATESENDJOBFINISH` events pushed to the
 //! configured `report_url` of `wechatoa`, one XML event per POST, signed in the query with the
 //! server configuration's Token (`crate::receipts`).
+//!
+//! The same app also sends mini-program subscribe messages (`POST
+//! /cgi-bin/message/subscribe/send`, [`subscribe_send`]): a user's subscription is per
+//! template, unlimited (long-term) unless one-time subscriptions were granted for it
+//! ([`SimState::grant_subscriptions`], `POST /sim/subscriptions`), each send using one; a user
+//! with none left, or on the channel's `perm_addresses`, is refused with 43101. Not simulated:
+//! the subscribe event pushes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,6 +39,8 @@ pub(crate) struct WechatState {
     /// refresh spreads; past that they are unknown (40001), not expired (42001).
     classic: HashMap<String, (Instant, Option<Instant>)>,
     sent: HashMap<(String, String), (u64, Instant)>,
+    /// One-time subscriptions left per (openid, template_id); absent: a long-term one.
+    subscriptions: HashMap<(String, String), u32>,
 }
 
 impl WechatState {
@@ -41,6 +50,12 @@ impl WechatState {
             rand::random::<u64>(),
             state.next_id()
         )
+    }
+
+    /// Set the one-time subscriptions `openid` has to `template_id` to `remaining`.
+    pub(crate) fn grant(&mut self, openid: &str, template_id: &str, remaining: u32) {
+        self.subscriptions
+            .insert((openid.to_string(), template_id.to_string()), remaining);
     }
 
     pub(crate) fn expire_all(&mut self) {
@@ -279,10 +294,158 @@ pub(crate) async fn template_send(
     }
 }
 
+/// Whether a subscribe message's value suits its key's type, as WeChat checks it (§2: `thing`
+/// at most 20 characters, `number` digits with a decimal point, `phrase` at most 5, ...).
+fn value_fits(key: &str, value: &str) -> bool {
+    let kind = key.trim_end_matches(|c: char| c.is_ascii_digit());
+    let chars = value.chars().count();
+    match kind {
+        "thing" => chars <= 20,
+        "number" => chars <= 32 && value.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "letter" => chars <= 32 && value.chars().all(|c| c.is_ascii_alphabetic()),
+        "phrase" => chars <= 5,
+        "character_string" => chars <= 32,
+        "name" => chars <= 20,
+        "phone_number" => chars <= 17,
+        "car_number" => chars <= 8,
+        _ => true,
+    }
+}
+
+/// The openid and template of a subscribe send body, or the errcode refusing it.
+fn subscribe_errors(body: &Value) -> Result<(String, String), (i64, String)> {
+    let Some(object) = body.as_object() else {
+        return Err((47001, "data format error".into()));
+    };
+    let touser = object
+        .get("touser")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((40003, "invalid openid".to_string()))?;
+    let template_id = object
+        .get("template_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or((40037, "invalid template_id".to_string()))?;
+    let Some(Value::Object(fields)) = object.get("data") else {
+        return Err((47003, "argument invalid! data is required".into()));
+    };
+    for (key, field) in fields {
+        match field.get("value").and_then(Value::as_str) {
+            Some(v) if !v.is_empty() && value_fits(key, v) => {}
+            _ => return Err((47003, format!("argument invalid! data.{key}.value invalid"))),
+        }
+    }
+    if let Some(state) = object.get("miniprogram_state")
+        && !matches!(state.as_str(), Some("developer" | "trial" | "formal"))
+    {
+        return Err((47003, "argument invalid! miniprogram_state invalid".into()));
+    }
+    Ok((touser.trim().to_string(), template_id.to_string()))
+}
+
+/// `POST /cgi-bin/message/subscribe/send?access_token=…`.
+pub(crate) async fn subscribe_send(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<SimState>,
+) -> HttpResponse {
+    let c = Channel::Wechatmp;
+    SimState::delay(state.begin_call(c)).await;
+    let token = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty());
+    let refuse = |code: i64, message: &str| {
+        state.fail(c);
+        HttpResponse::Ok().json(json!({"errcode": code, "errmsg": message}))
+    };
+    let Some(token) = token else {
+        return refuse(41001, "access_token missing");
+    };
+    if let Err(code) = lock(&state.wechat).check(&token, Instant::now()) {
+        return refuse(
+            code,
+            "invalid credential, access_token is invalid or not latest",
+        );
+    }
+    if state.rate(c, true).exceeded {
+        return refuse(45011, "api minute-quota reach limit");
+    }
+    let parsed = serde_json::from_slice::<Value>(&body)
+        .map_err(|_| (47001, "data format error".to_string()))
+        .and_then(|b| subscribe_errors(&b));
+    let (openid, template_id) = match parsed {
+        Ok(v) => v,
+        Err((code, message)) => return refuse(code, &message),
+    };
+    if let Some(f) = state.take_fault(c) {
+        return match f {
+            Injected::Status(429) => refuse(45011, "api freq out of limit"),
+            Injected::Status(s) => {
+                state.fail(c);
+                HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
+                    .body("<html><body>upstream error</body></html>")
+            }
+            Injected::Code(code) => refuse(code.parse().unwrap_or(-1), "simulated error"),
+        };
+    }
+    const REFUSED: &str = "user refuse to accept the msg";
+    if state.is_perm(c, &openid) {
+        return refuse(43101, REFUSED);
+    }
+    {
+        let mut wechat = lock(&state.wechat);
+        if let Some(left) = wechat.subscriptions.get_mut(&(openid.clone(), template_id)) {
+            if *left == 0 {
+                drop(wechat);
+                return refuse(43101, REFUSED);
+            }
+            *left -= 1;
+        }
+    }
+    let msgid = 1_800_000_000_000_000_000 + state.next_id();
+    state.record(c, vec![openid]);
+    HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subscribe_values_are_checked_by_their_key_s_type() {
+        let body = |key: &str, value: &str| json!({"touser": "o1", "template_id": "S", "data": {key: {"value": value}}});
+        assert_eq!(
+            subscribe_errors(&body("thing1", "Parcel shipped")),
+            Ok(("o1".into(), "S".into()))
+        );
+        for (key, value) in [
+            ("thing1", "x".repeat(21)),
+            ("number2", "12a".to_string()),
+            ("phrase3", "six ch".to_string()),
+            ("thing4", String::new()),
+        ] {
+            assert_eq!(
+                subscribe_errors(&body(key, &value)).unwrap_err().0,
+                47003,
+                "{key}"
+            );
+        }
+        assert_eq!(
+            subscribe_errors(&json!({"template_id": "S", "data": {}}))
+                .unwrap_err()
+                .0,
+            40003
+        );
+        assert_eq!(
+            subscribe_errors(&json!({"touser": "o", "data": {}}))
+                .unwrap_err()
+                .0,
+            40037
+        );
+    }
 
     #[test]
     fn the_msghub_msgid_is_read_from_the_client_msg_id() {

@@ -206,3 +206,68 @@ async fn template_sends_are_checked_recorded_and_deduped() {
     assert_eq!(r.status().as_u16(), 502);
     sim.stop().await;
 }
+
+#[actix_web::test]
+async fn subscribe_messages_use_up_one_time_subscriptions() {
+    let sim = common::sim(|_| {}).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let token = stable(&c, &base, false).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{base}/cgi-bin/message/subscribe/send?access_token={token}");
+    let body = |openid: &str, thing: &str| {
+        json!({"touser": openid, "template_id": "SUB_1", "page": "pages/index",
+               "data": {"thing1": {"value": thing}}})
+    };
+    // Without a grant, a long-term subscription: every send goes.
+    for _ in 0..2 {
+        let v = post(&c, url.clone(), body("oMini0000001", "shipped")).await;
+        assert_eq!(v["errcode"], 0, "{v}");
+        assert!(v["msgid"].is_u64(), "{v}");
+    }
+    assert_eq!(sim.state.count("wechatmp", "oMini0000001"), 2);
+    // One one-time subscription, granted over the control API: one send, then 43101.
+    let r = c
+        .post(format!("{base}/sim/subscriptions"))
+        .json(&json!({"openid": "oMini0000002", "template_id": "SUB_1", "remaining": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        post(&c, url.clone(), body("oMini0000002", "a")).await["errcode"],
+        0
+    );
+    assert_eq!(
+        post(&c, url.clone(), body("oMini0000002", "b")).await["errcode"],
+        43101
+    );
+    assert_eq!(sim.state.count("wechatmp", "oMini0000002"), 1);
+    // A thing value over 20 characters, and a refused user.
+    assert_eq!(
+        post(&c, url.clone(), body("oMini0000001", &"x".repeat(21))).await["errcode"],
+        47003
+    );
+    sim.state.set_faults(
+        "wechatmp",
+        FaultPlan {
+            perm_addresses: vec!["oMini0000003".into()],
+            ..FaultPlan::default()
+        },
+    );
+    assert_eq!(
+        post(&c, url.clone(), body("oMini0000003", "a")).await["errcode"],
+        43101
+    );
+    assert_eq!(
+        post(
+            &c,
+            format!("{base}/cgi-bin/message/subscribe/send?access_token=nope"),
+            body("oMini0000001", "a")
+        )
+        .await["errcode"],
+        40001
+    );
+}

@@ -355,7 +355,7 @@ fn parse_content(t: ChannelType, v: &Value, field: &str) -> Result<Value, JumsEr
                 }
             }
         }
-        ChannelType::Wechatoa | ChannelType::Wechatwk => {
+        ChannelType::Wechatoa | ChannelType::Wechatmp | ChannelType::Wechatwk => {
             msghub_providers::check_content(t, item).map_err(invalid)?;
         }
         _ => {}

@@ -9,6 +9,7 @@ mod filters;
 mod helpers;
 mod hostile;
 mod management;
+mod miniprogram;
 mod priority;
 mod refusals;
 mod retries;

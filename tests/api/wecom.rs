@@ -159,8 +159,8 @@ async fn a_content_wecom_would_refuse_is_refused_at_the_api_and_nothing_is_store
             "msg_wechatwk.msgtype",
         ),
         (
-            json!([{"msgtype": "text", "text": {"content": "x".repeat(2049)}}]),
-            "2049 bytes",
+            json!([{"msgtype": "news", "news": {"articles": []}}]),
+            "msg_wechatwk.news.articles",
         ),
     ] {
         let (status, body) = app

@@ -16,6 +16,10 @@ use crate::creds::Creds;
 
 pub(crate) const FIELDS: &[&str] = &["appid", "secret", "token", "encoding_aes_key", "base_url"];
 pub(crate) const SECRETS: &[&str] = &["secret", "token", "encoding_aes_key"];
+/// A `wechatmp` channel's: a mini-program's AppID and AppSecret. Its message pushes (the
+/// subscribe events) are not taken, so it has no Token or EncodingAESKey.
+pub(crate) const MP_FIELDS: &[&str] = &["appid", "secret", "base_url"];
+pub(crate) const MP_SECRETS: &[&str] = &["secret"];
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
 
 #[derive(Clone)]
@@ -58,8 +62,13 @@ pub(crate) fn aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
         .ok()
 }
 
-pub(crate) fn parse(credentials: &Value) -> Result<WechatConfig, ConfigError> {
-    let c = Creds::parse(ChannelType::Wechatoa, credentials, FIELDS)?;
+/// The credentials of a `wechatoa` or (with `kind`) `wechatmp` channel.
+pub(crate) fn parse(kind: ChannelType, credentials: &Value) -> Result<WechatConfig, ConfigError> {
+    let fields = match kind {
+        ChannelType::Wechatmp => MP_FIELDS,
+        _ => FIELDS,
+    };
+    let c = Creds::parse(kind, credentials, fields)?;
     let appid = c.required_str("appid")?;
     if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) || appid.len() > 32 {
         return Err(c.invalid("appid", "must be the account's AppID (letters and digits)"));
@@ -101,8 +110,8 @@ mod tests {
     fn defaults() {
         let mut with_key = ok();
         with_key["encoding_aes_key"] = json!("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG");
-        assert!(parse(&with_key).is_ok());
-        let c = parse(&ok()).unwrap();
+        assert!(parse(ChannelType::Wechatoa, &with_key).is_ok());
+        let c = parse(ChannelType::Wechatoa, &ok()).unwrap();
         assert_eq!(c.base_url, "https://api.weixin.qq.com");
         assert_eq!(c.token.as_deref(), Some("hubToken1"));
         let shown = format!("{c:?}");
@@ -112,7 +121,28 @@ mod tests {
         );
         let mut without = ok();
         without.as_object_mut().unwrap().remove("token");
-        assert_eq!(parse(&without).unwrap().token, None);
+        assert_eq!(parse(ChannelType::Wechatoa, &without).unwrap().token, None);
+    }
+
+    #[test]
+    fn a_mini_program_has_an_appid_and_a_secret() {
+        let mp = json!({"appid": "wx5151000000000002", "secret": "s3cret"});
+        assert_eq!(
+            parse(ChannelType::Wechatmp, &mp).unwrap().appid,
+            "wx5151000000000002"
+        );
+        assert_eq!(
+            parse(ChannelType::Wechatmp, &ok()).unwrap_err().to_string(),
+            "wechatmp: unknown field \"token\""
+        );
+        let mut without = mp.clone();
+        without.as_object_mut().unwrap().remove("secret");
+        assert_eq!(
+            parse(ChannelType::Wechatmp, &without)
+                .unwrap_err()
+                .to_string(),
+            "wechatmp: secret is required"
+        );
     }
 
     #[test]
@@ -149,7 +179,12 @@ mod tests {
             ),
         ];
         for (creds, message) in table {
-            assert_eq!(parse(&creds).unwrap_err().to_string(), message);
+            assert_eq!(
+                parse(ChannelType::Wechatoa, &creds)
+                    .unwrap_err()
+                    .to_string(),
+                message
+            );
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `wechatoa` channel adapter: WeChat Official Account template messages
-//! (`POST /cgi-bin/message/template/send`), one openid per call (providers.md §1.3).
+//! `wechatoa` and `wechatmp` channel adapter: WeChat Official Account template messages
+//! (`POST /cgi-bin/message/template/send`, providers.md §1.3) and mini-program subscribe
+//! messages (`POST /cgi-bin/message/subscribe/send`, §2, [`subscribe`]), one openid per call.
 //!
 //! Access tokens come from `POST /cgi-bin/stable_token` (normal mode): repeated calls return the
 //! same token while it is valid and never invalidate one another process's token, so several
@@ -10,6 +11,7 @@
 
 pub(crate) mod classify;
 pub(crate) mod config;
+pub(crate) mod subscribe;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +27,22 @@ use config::WechatConfig;
 
 const INVALID_ADDRESS: &str = "invalid_address";
 
+/// The adapter of a `wechatoa` or `wechatmp` channel (`kind`).
 pub(crate) fn build(
+    kind: ChannelType,
     credentials: &Value,
     options: &AdapterOptions,
 ) -> Result<Arc<dyn Provider>, ConfigError> {
-    let config = config::parse(credentials)?;
-    let client = http::client(ChannelType::Wechatoa, options)?;
+    let config = config::parse(kind, credentials)?;
+    let client = http::client(kind, options)?;
+    let send_path = match kind {
+        ChannelType::Wechatmp => "/cgi-bin/message/subscribe/send",
+        _ => "/cgi-bin/message/template/send",
+    };
     Ok(Arc::new(WechatProvider {
+        kind,
         client,
-        send_url: format!("{}/cgi-bin/message/template/send", config.base_url),
+        send_url: format!("{}{send_path}", config.base_url),
         token_url: format!("{}/cgi-bin/stable_token", config.base_url),
         config,
         concurrency: options.pool_size.max(1),
@@ -42,6 +51,8 @@ pub(crate) fn build(
 }
 
 struct WechatProvider {
+    /// `wechatoa` or `wechatmp`.
+    kind: ChannelType,
     client: reqwest::Client,
     config: WechatConfig,
     send_url: String,
@@ -171,6 +182,20 @@ pub(crate) fn send_body(template: &Template, openid: &str, msgid: i64, delivery_
     body
 }
 
+/// What one send carries, by channel type.
+enum Message {
+    Template(Template),
+    Subscribe(subscribe::Subscribe),
+}
+
+/// The content of a `kind` channel's message.
+fn parse_message(kind: ChannelType, content: &Value) -> Result<Message, Outcome> {
+    match kind {
+        ChannelType::Wechatmp => subscribe::parse_content(content).map(Message::Subscribe),
+        _ => parse_content(content).map(Message::Template),
+    }
+}
+
 /// An openid is 28 characters of letters, digits, `-` and `_`; allow some room, refuse the rest
 /// before spending a call on it.
 fn usable_openid(address: &str) -> bool {
@@ -190,10 +215,10 @@ impl WechatProvider {
             "force_refresh": false,
         }));
         let reply = http::execute(request).await.map_err(token_transport)?;
-        token_from(&reply, classify::classify)
+        token_from(&reply, |r| classify::classify(r, self.kind))
     }
 
-    async fn send_one(&self, template: &Template, target: &Target, msgid: i64) -> Outcome {
+    async fn send_one(&self, message: &Message, target: &Target, msgid: i64) -> Outcome {
         let openid = target.address.trim();
         if !usable_openid(openid) {
             return Outcome::failed(
@@ -202,7 +227,10 @@ impl WechatProvider {
                 "an openid is letters, digits, - and _",
             );
         }
-        let body = send_body(template, openid, msgid, target.delivery_id);
+        let body = match message {
+            Message::Template(template) => send_body(template, openid, msgid, target.delivery_id),
+            Message::Subscribe(message) => subscribe::send_body(message, openid),
+        };
         let fetch = || self.fetch_token();
         match self
             .tokens
@@ -215,7 +243,7 @@ impl WechatProvider {
             )
             .await
         {
-            Ok(reply) => classify::classify(&reply),
+            Ok(reply) => classify::classify(&reply, self.kind),
             Err(outcome) => outcome,
         }
     }
@@ -231,12 +259,12 @@ impl Provider for WechatProvider {
         if req.targets.is_empty() {
             return Vec::new();
         }
-        let template = match parse_content(req.content) {
-            Ok(template) => template,
+        let message = match parse_message(self.kind, req.content) {
+            Ok(message) => message,
             Err(rejected) => return vec![rejected; req.targets.len()],
         };
         per_target(req.targets, self.concurrency, |t| {
-            self.send_one(&template, t, req.msgid)
+            self.send_one(&message, t, req.msgid)
         })
         .await
     }

@@ -12,9 +12,6 @@ use serde_json::Value;
 use crate::http::{Reply, truncate, with_wait};
 use crate::token::errcode;
 
-/// Every member of the call is invalid (or, with one member, that member).
-const ALL_INVALID: i64 = 81013;
-
 /// The errcodes that mean the access token was refused or missing: refresh it and send again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
     matches!(errcode, 40014 | 42001 | 41001)
@@ -28,7 +25,7 @@ fn class_for_errcode(errcode: i64) -> OutcomeClass {
         // API frequency, and concurrent calls, over the limit.
         45009 | 45033 => OutcomeClass::Rate,
         // 40056 agentid, 60020 IP not allowed, 48002 API forbidden, 40008 message type,
-        // 44004 empty content, 81013 (for a whole call), and every code not listed.
+        // 44004 empty content, 81013 nobody could be sent to, and every code not listed.
         _ => OutcomeClass::Perm,
     }
 }
@@ -97,13 +94,9 @@ pub(crate) fn classify_send(reply: &Reply, members: &[&str]) -> Vec<Outcome> {
                 })
                 .collect()
         }
-        // Nobody could be sent to: that names the member of a call of one; of a larger call
-        // it may as well be the application's visible range, so nobody is suppressed.
-        Some((ALL_INVALID, message)) if members.len() == 1 => vec![Outcome::failed(
-            OutcomeClass::Gone,
-            ALL_INVALID.to_string(),
-            truncate(&message),
-        )],
+        // 81013, nobody could be sent to, is Perm even for one member: it may as well be the
+        // application's visible range, and suppressing each recipient of a misconfigured
+        // application one send at a time would outlast the fix.
         _ => vec![classify(reply); members.len()],
     }
 }
@@ -150,6 +143,7 @@ mod tests {
             );
             // A send fails for every member alike.
             let all = classify_send(&reply(200, &body), &["a", "b"]);
+            assert_eq!(all.len(), 2);
             assert!(
                 all.iter()
                     .all(|a| a.class == class && a.code == code.to_string())
@@ -182,17 +176,16 @@ mod tests {
     }
 
     #[test]
-    fn all_invalid_names_only_the_member_of_a_call_of_one() {
+    fn nobody_reached_suppresses_nobody() {
         let r = reply(
             200,
             r#"{"errcode":81013,"errmsg":"user & party & tag all invalid","invaliduser":"a"}"#,
         );
-        assert_eq!(classify_send(&r, &["a"])[0].class, OutcomeClass::Gone);
-        let many = classify_send(&r, &["a", "b"]);
-        assert!(
-            many.iter().all(|o| o.class == OutcomeClass::Perm),
-            "{many:?}"
-        );
+        for members in [&["a"][..], &["a", "b"]] {
+            let out = classify_send(&r, members);
+            assert_eq!(out.len(), members.len());
+            assert!(out.iter().all(|o| o.class == OutcomeClass::Perm), "{out:?}");
+        }
     }
 
     #[test]

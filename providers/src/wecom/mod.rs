@@ -28,8 +28,6 @@ use config::WecomConfig;
 
 /// Members per call (`touser` takes at most 1000).
 const MAX_BATCH: usize = 1000;
-/// WeCom's limit on a text or markdown message's content, in bytes.
-const MAX_CONTENT_BYTES: usize = 2048;
 /// The message types of `msgtype`; the message itself is the object under the same name.
 const MSG_TYPES: &[&str] = &[
     "text",
@@ -151,14 +149,9 @@ pub(crate) fn parse_content(content: &Value) -> Result<Map<String, Value>, Outco
         )));
     };
     match msgtype {
+        // WeCom cuts a text past 2048 bytes, it does not refuse it.
         "text" | "markdown" => {
-            let text = required_text(message, msgtype, "content")?;
-            if text.len() > MAX_CONTENT_BYTES {
-                return Err(rejected(format!(
-                    "msg_wechatwk.{msgtype}.content is {} bytes; WeCom takes at most {MAX_CONTENT_BYTES}",
-                    text.len()
-                )));
-            }
+            required_text(message, msgtype, "content")?;
         }
         "textcard" => {
             for field in ["title", "description", "url"] {
@@ -353,7 +346,6 @@ mod tests {
 
     #[test]
     fn content_rejections() {
-        let long = "x".repeat(MAX_CONTENT_BYTES + 1);
         for bad in [
             json!([]),
             json!({"text": {"content": "hi"}}),
@@ -361,7 +353,6 @@ mod tests {
             json!({"msgtype": "text"}),
             json!({"msgtype": "text", "text": "hi"}),
             json!({"msgtype": "text", "text": {"content": ""}}),
-            json!({"msgtype": "text", "text": {"content": long}}),
             json!({"msgtype": "text", "text": {"content": "hi"}, "touser": "@all"}),
             json!({"msgtype": "text", "text": {"content": "hi"}, "toparty": "1"}),
             json!({"msgtype": "text", "text": {"content": "hi"}, "agentid": 1}),
