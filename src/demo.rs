@@ -36,6 +36,8 @@ pub struct SimEndpoints {
     pub wecom_corpid: String,
     pub wecom_corpsecret: String,
     pub wecom_agentid: u64,
+    pub feishu_app_id: String,
+    pub feishu_app_secret: String,
 }
 
 fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
@@ -58,6 +60,10 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
         ChannelType::Wechatmp => {
             json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "base_url": sim.http_base})
         }
+        ChannelType::Feishu => {
+            json!({"app_id": sim.feishu_app_id, "app_secret": sim.feishu_app_secret,
+                   "base_url": format!("{}/open-apis", sim.http_base)})
+        }
         ChannelType::Wechatwk => {
             json!({"corpid": sim.wecom_corpid, "corpsecret": sim.wecom_corpsecret,
                    "agentid": sim.wecom_agentid, "base_url": sim.http_base})
@@ -68,7 +74,7 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
     }
 }
 
-const DEMO_TYPES: [ChannelType; 7] = [
+const DEMO_TYPES: [ChannelType; 8] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
@@ -76,6 +82,7 @@ const DEMO_TYPES: [ChannelType; 7] = [
     ChannelType::Wechatoa,
     ChannelType::Wechatwk,
     ChannelType::Wechatmp,
+    ChannelType::Feishu,
 ];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
@@ -208,6 +215,11 @@ fn demo_users() -> Vec<UserOp> {
                     "all".into(),
                     vec![format!("oDemoMini{:019}", i + 1)],
                 ),
+                (
+                    ChannelType::Feishu,
+                    "all".into(),
+                    vec![format!("ou_demo{:025}", i + 1)],
+                ),
             ],
         })
         .collect()
@@ -241,6 +253,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          And a mini-program subscribe message (msg_wechatmp):\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_wechatmp\":[{{\"template_id\":\"SUB_demo\",\"page\":\"pages/index\",\"data\":{{\"thing1\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=wechatmp'\n\n\
+         And a Feishu bot message (msg_feishu):\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_feishu\":[{{\"msg_type\":\"text\",\"content\":{{\"text\":\"Hello from msghub\"}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=feishu'\n\n\
          Follow the message (use the msgid from the response):\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
         key = setup.source_key,

@@ -102,6 +102,8 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             wecom_corpid: cfg.wecom_corpid,
             wecom_corpsecret: cfg.wecom_corpsecret,
             wecom_agentid: cfg.wecom_agentid,
+            feishu_app_id: cfg.feishu_app_id,
+            feishu_app_secret: cfg.feishu_app_secret,
         };
         let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
         // The simulated Aliyun account reports SMS delivery to the demo SMS channel's receipt

@@ -11,6 +11,7 @@ use msghub_actors::provider::{ChannelType, Provider};
 
 mod aliyun;
 mod creds;
+mod feishu;
 mod http;
 mod jpush;
 mod sms;
@@ -374,6 +375,7 @@ pub fn build(
         ChannelType::Email => smtp::build(credentials, options),
         ChannelType::Wechatoa | ChannelType::Wechatmp => wechat::build(kind, credentials, options),
         ChannelType::Wechatwk => wecom::build(credentials, options),
+        ChannelType::Feishu => feishu::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -392,6 +394,7 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
             wechat::config::parse(kind, credentials).map(drop)
         }
         ChannelType::Wechatwk => wecom::config::parse(credentials).map(drop),
+        ChannelType::Feishu => feishu::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -399,13 +402,14 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
 
 /// Check a `msg_<type>` content as the adapter of `kind` will before its call, for the types
 /// whose check does not depend on the channel's credentials (`wechatoa`, `wechatmp`,
-/// `wechatwk`), so the
+/// `wechatwk`, `feishu`), so the
 /// send API refuses what would certainly fail instead of accepting it. `Ok` for other types.
 pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(), String> {
     let refused = match kind {
         ChannelType::Wechatoa => wechat::parse_content(content).err(),
         ChannelType::Wechatmp => wechat::subscribe::parse_content(content).err(),
         ChannelType::Wechatwk => wecom::parse_content(content).err(),
+        ChannelType::Feishu => feishu::parse_content(content).err(),
         _ => None,
     };
     refused.map_or(Ok(()), |outcome| Err(outcome.message))
@@ -421,6 +425,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::Wechatoa => wechat::config::SECRETS,
         ChannelType::Wechatmp => wechat::config::MP_SECRETS,
         ChannelType::Wechatwk => wecom::config::SECRETS,
+        ChannelType::Feishu => feishu::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
     }
@@ -491,11 +496,7 @@ mod tests {
 
     #[test]
     fn unsupported_types_are_rejected_everywhere() {
-        for kind in [
-            ChannelType::AlipayLife,
-            ChannelType::DingtalkCc,
-            ChannelType::Feishu,
-        ] {
+        for kind in [ChannelType::AlipayLife, ChannelType::DingtalkCc] {
             assert_eq!(
                 validate(kind, &json!({})),
                 Err(ConfigError::Unsupported(kind))
@@ -597,6 +598,7 @@ mod tests {
         );
         assert_eq!(secret_fields(ChannelType::Wechatwk), &["corpsecret"]);
         assert_eq!(secret_fields(ChannelType::Wechatmp), &["secret"]);
+        assert_eq!(secret_fields(ChannelType::Feishu), &["app_secret"]);
     }
 
     #[test]
@@ -610,8 +612,8 @@ mod tests {
         let err = validate(ChannelType::App, &json!([])).unwrap_err();
         assert_eq!(err.to_string(), "app: credentials must be a JSON object");
         assert_eq!(
-            ConfigError::Unsupported(ChannelType::Feishu).to_string(),
-            "feishu: channel type is not supported yet"
+            ConfigError::Unsupported(ChannelType::DingtalkCc).to_string(),
+            "dingtalk_cc: channel type is not supported yet"
         );
     }
 
@@ -756,5 +758,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(wecom.max_batch(), 1000);
+        let feishu = build(
+            ChannelType::Feishu,
+            &json!({"app_id": "cli_a1b2c3", "app_secret": "s"}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(feishu.max_batch(), 1);
     }
 }

@@ -94,10 +94,37 @@ impl TokenCache {
         Ok(value)
     }
 
+    /// `call` with the token; a reply `refused` says refused the token drops the cached token
+    /// and is made once more with a fresh one. The second reply is the answer, whatever it
+    /// says.
+    pub(crate) async fn call<F, Fut, C, CFut>(
+        &self,
+        fetch: F,
+        call: C,
+        refused: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, Outcome>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(Arc<str>, Duration), Outcome>>,
+        C: Fn(Arc<str>) -> CFut,
+        CFut: Future<Output = Result<Reply, Outcome>>,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.get(&fetch).await?;
+            let reply = call(token.clone()).await?;
+            if refused(&reply) && !refreshed {
+                self.forget(&token);
+                refreshed = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
     /// POST `body` as JSON to `url` with the token in the `access_token` query parameter, as
-    /// WeChat and WeCom take it. A reply whose errcode says the token was refused
-    /// (`is_token_error`) drops the cached token and is sent once more with a fresh one; the
-    /// second reply is the answer, whatever it says.
+    /// WeChat and WeCom take it, once more with a fresh token when the reply's errcode says it
+    /// was refused (`is_token_error`).
     pub(crate) async fn post_json<F, Fut>(
         &self,
         client: &reqwest::Client,
@@ -110,9 +137,7 @@ impl TokenCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(Arc<str>, Duration), Outcome>>,
     {
-        let mut refreshed = false;
-        loop {
-            let token = self.get(&fetch).await?;
+        let send = |token: Arc<str>| async move {
             let Ok(with_token) = reqwest::Url::parse_with_params(url, [("access_token", &*token)])
             else {
                 return Err(Outcome::failed(
@@ -121,19 +146,16 @@ impl TokenCache {
                     "the send URL is not valid",
                 ));
             };
-            let reply = http::execute(client.post(with_token).json(body)).await?;
-            let refused = reply
+            http::execute(client.post(with_token).json(body)).await
+        };
+        let refused = |reply: &Reply| {
+            reply
                 .json()
                 .as_ref()
                 .and_then(errcode)
-                .is_some_and(|(code, _)| is_token_error(code));
-            if refused && !refreshed {
-                self.forget(&token);
-                refreshed = true;
-                continue;
-            }
-            return Ok(reply);
-        }
+                .is_some_and(|(code, _)| is_token_error(code))
+        };
+        self.call(fetch, send, refused).await
     }
 
     /// Forget `used` if it is still the cached token (another send may have replaced it).
@@ -157,30 +179,54 @@ pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
     Some((code, message))
 }
 
-/// The token and its lifetime from a token endpoint's answer
-/// (`{"access_token", "expires_in"}`), or why there is none: `classify` gives the class of an
-/// answer with an `errcode` (a refused token or an OK class is read as `Perm`: the account's
-/// id or secret is wrong). A failure never quotes the answer's body (it may hold a token) and
-/// is never `Ok`: no send happened.
+/// Where a token endpoint's answer holds the token, its lifetime in seconds, and its error
+/// code (`(code, message)`).
+pub(crate) struct TokenAnswer {
+    pub token: &'static str,
+    pub expires: &'static str,
+    pub code: fn(&Value) -> Option<(i64, String)>,
+}
+
+/// WeChat's and WeCom's: `{"access_token", "expires_in", "errcode", "errmsg"}`.
+pub(crate) const WECHAT_TOKEN: TokenAnswer = TokenAnswer {
+    token: "access_token",
+    expires: "expires_in",
+    code: errcode,
+};
+
+/// The token and its lifetime from a WeChat or WeCom token endpoint's answer
+/// ([`token_from_answer`] with [`WECHAT_TOKEN`]).
 pub(crate) fn token_from(
     reply: &Reply,
     classify: impl Fn(&Reply) -> Outcome,
 ) -> Result<(Arc<str>, Duration), Outcome> {
+    token_from_answer(reply, &WECHAT_TOKEN, classify)
+}
+
+/// The token and its lifetime from a token endpoint's answer, read where `answer` says, or why
+/// there is none: `classify` gives the class of an answer with a non-zero code (a refused
+/// token or an OK class is read as `Perm`: the account's id or secret is wrong). A failure
+/// never quotes the answer's body (it may hold a token) and is never `Ok`: no send happened.
+pub(crate) fn token_from_answer(
+    reply: &Reply,
+    answer: &TokenAnswer,
+    classify: impl Fn(&Reply) -> Outcome,
+) -> Result<(Arc<str>, Duration), Outcome> {
     let json = reply.json().unwrap_or(Value::Null);
     let token = json
-        .get("access_token")
+        .get(answer.token)
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty());
     // A number, or a number in a string as some token proxies answer; the providers' own
     // limit when absent.
-    let expires_in = match json.get("expires_in") {
+    let expires_in = match json.get(answer.expires) {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     }
     .unwrap_or(MAX_TOKEN_SECONDS)
     .min(MAX_TOKEN_SECONDS);
-    let refused = errcode(&json).filter(|(code, _)| *code != 0);
+    let refused = (answer.code)(&json).filter(|(code, _)| *code != 0);
     if let (Some(token), 200, None) = (token, reply.status, &refused) {
         return Ok((token.into(), Duration::from_secs(expires_in)));
     }
@@ -201,7 +247,10 @@ pub(crate) fn token_from(
                 class => class,
             },
             reply.status.to_string(),
-            format!("HTTP {}: the answer holds no access_token", reply.status),
+            format!(
+                "HTTP {}: the answer holds no {}",
+                reply.status, answer.token
+            ),
         ),
     };
     Err(Outcome {

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The eight simulated delivery channels.
+/// The nine simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -23,11 +23,13 @@ pub enum Channel {
     Wechatwk,
     /// WeChat mini-program subscribe messages (`/cgi-bin/message/subscribe/send`).
     Wechatmp,
+    /// Feishu bot messages (`/open-apis/im/v1/messages`).
+    Feishu,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 8] = [
+    pub const ALL: [Channel; 9] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
@@ -36,10 +38,11 @@ impl Channel {
         Channel::Wechatoa,
         Channel::Wechatwk,
         Channel::Wechatmp,
+        Channel::Feishu,
     ];
 
     /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`,
-    /// `wechatwk`, `wechatmp`).
+    /// `wechatwk`, `wechatmp`, `feishu`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -50,11 +53,12 @@ impl Channel {
             Channel::Wechatoa => "wechatoa",
             Channel::Wechatwk => "wechatwk",
             Channel::Wechatmp => "wechatmp",
+            Channel::Feishu => "feishu",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`.
+    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`, `lark`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -65,6 +69,7 @@ impl Channel {
             "wechatoa" | "wechat" => Some(Channel::Wechatoa),
             "wechatwk" | "wecom" => Some(Channel::Wechatwk),
             "wechatmp" | "miniprogram" => Some(Channel::Wechatmp),
+            "feishu" | "lark" => Some(Channel::Feishu),
             _ => None,
         }
     }

@@ -53,13 +53,19 @@ async fn subscriptions(body: web::Json<Subscriptions>, state: web::Data<SimState
     HttpResponse::Ok().json(json!({"ok": true}))
 }
 
-/// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}, "wechatwk": {...}}`: JPush
-/// pushes withdrawn (`DELETE /v3/push/{msg_id}`) and WeCom messages (`POST
-/// /cgi-bin/message/recall`), each once, in the order of their first withdrawal.
+/// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}, "wechatwk": {...},
+/// "feishu": {...}}`: JPush pushes withdrawn (`DELETE /v3/push/{msg_id}`), WeCom messages
+/// (`POST /cgi-bin/message/recall`) and Feishu messages (`DELETE /im/v1/messages/{id}`), each
+/// once, in the order of their first withdrawal.
 async fn recalls(state: web::Data<SimState>) -> HttpResponse {
-    let (app, wecom) = (state.recalled(), state.wecom_recalled());
+    let (app, wecom, feishu) = (
+        state.recalled(),
+        state.wecom_recalled(),
+        state.feishu_recalled(),
+    );
     HttpResponse::Ok().json(json!({"app": {"count": app.len(), "msg_ids": app},
-                                   "wechatwk": {"count": wecom.len(), "msg_ids": wecom}}))
+                                   "wechatwk": {"count": wecom.len(), "msg_ids": wecom},
+                                   "feishu": {"count": feishu.len(), "msg_ids": feishu}}))
 }
 
 /// `GET /sim/bounces`: the configuration and the notifications sent and refused so far.

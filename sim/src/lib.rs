@@ -1,6 +1,7 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
 //! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
-//! `TEMPLATESENDJOBFINISH` events) and mini-program subscribe messages, WeCom application messages, a signed webhook sink and an SMTP
+//! `TEMPLATESENDJOBFINISH` events) and mini-program subscribe messages, WeCom application messages,
+//! Feishu bot messages, a signed webhook sink and an SMTP
 //! sink, with recording, an event log, failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
@@ -14,6 +15,7 @@ mod aliyun_sign;
 mod bounces;
 mod channel;
 mod control;
+mod feishu;
 mod jpush;
 mod receipts;
 mod smtp;
@@ -78,6 +80,10 @@ pub struct SimConfig {
     pub wecom_corpsecret: String,
     /// The WeCom application's AgentId.
     pub wecom_agentid: u64,
+    /// Feishu app id.
+    pub feishu_app_id: String,
+    /// Feishu app secret.
+    pub feishu_app_secret: String,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -111,6 +117,8 @@ impl Default for SimConfig {
             wecom_corpid: "ww5151000000000001".into(),
             wecom_corpsecret: "sim-wecom-secret".into(),
             wecom_agentid: 1000002,
+            feishu_app_id: "cli_5151000000000001".into(),
+            feishu_app_secret: "sim-feishu-secret".into(),
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
@@ -272,6 +280,15 @@ fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/cgi-bin/message/subscribe/send")
             .route(web::post().to(wechat::subscribe_send)),
+    )
+    .service(
+        web::resource("/open-apis/auth/v3/tenant_access_token/internal")
+            .route(web::post().to(feishu::tenant_token)),
+    )
+    .service(web::resource("/open-apis/im/v1/messages").route(web::post().to(feishu::send)))
+    .service(
+        web::resource("/open-apis/im/v1/messages/{message_id}")
+            .route(web::delete().to(feishu::recall)),
     )
     .service(web::resource("/cgi-bin/gettoken").route(web::get().to(wecom::gettoken)))
     .service(web::resource("/cgi-bin/message/send").route(web::post().to(wecom::send)))

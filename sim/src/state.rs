@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 8],
+    channels: [ChannelState; 9],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -163,6 +163,8 @@ pub struct SimState {
     pub(crate) wechat: Mutex<crate::wechat::WechatState>,
     /// The WeCom access token issued and the sends accepted, for recalls.
     pub(crate) wecom: Mutex<crate::wecom::WecomState>,
+    /// The Feishu tenant token issued, uuids seen, messages sent and recalled.
+    pub(crate) feishu: Mutex<crate::feishu::FeishuState>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
     /// The header block of the last message the SMTP sink accepted for each recipient.
@@ -189,6 +191,7 @@ impl SimState {
             jpush_recalls: Mutex::new(crate::jpush::Recalls::default()),
             wechat: Mutex::new(crate::wechat::WechatState::default()),
             wecom: Mutex::new(crate::wecom::WecomState::default()),
+            feishu: Mutex::new(crate::feishu::FeishuState::default()),
             broadcasts: AtomicU64::new(0),
             mail_headers: Mutex::new(HashMap::new()),
             bouncer: Mutex::new(None),
@@ -318,7 +321,7 @@ impl SimState {
     }
 
     /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids,
-    /// JPush and WeCom recalls, WeChat and WeCom tokens, and receipt records, counters and configuration (back to the defaults).
+    /// JPush, WeCom and Feishu recalls, WeChat, WeCom and Feishu tokens, and receipt records, counters and configuration (back to the defaults).
     pub fn reset(&self) {
         for c in &self.channels {
             lock(&c.received).clear();
@@ -337,6 +340,7 @@ impl SimState {
         *lock(&self.jpush_recalls) = crate::jpush::Recalls::default();
         *lock(&self.wechat) = crate::wechat::WechatState::default();
         *lock(&self.wecom) = crate::wecom::WecomState::default();
+        *lock(&self.feishu) = crate::feishu::FeishuState::default();
         self.broadcasts.store(0, Ordering::Relaxed);
         lock(&self.mail_headers).clear();
         self.receipts.reset();
@@ -353,6 +357,18 @@ impl SimState {
     /// withdrawal.
     pub fn wecom_recalled(&self) -> Vec<String> {
         lock(&self.wecom).recalled()
+    }
+
+    /// Feishu message ids withdrawn with `DELETE /open-apis/im/v1/messages/{id}`, in the order
+    /// of their first withdrawal.
+    pub fn feishu_recalled(&self) -> Vec<String> {
+        lock(&self.feishu).recalled()
+    }
+
+    /// Ends the Feishu tenant token issued: calls presenting it are refused (99991668) until
+    /// a new one is fetched.
+    pub fn expire_feishu_token(&self) {
+        lock(&self.feishu).expire_token();
     }
 
     /// Ends the WeCom access token issued, as its expiry would: sends presenting it are

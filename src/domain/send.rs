@@ -355,7 +355,10 @@ fn parse_content(t: ChannelType, v: &Value, field: &str) -> Result<Value, JumsEr
                 }
             }
         }
-        ChannelType::Wechatoa | ChannelType::Wechatmp | ChannelType::Wechatwk => {
+        ChannelType::Wechatoa
+        | ChannelType::Wechatmp
+        | ChannelType::Wechatwk
+        | ChannelType::Feishu => {
             msghub_providers::check_content(t, item).map_err(invalid)?;
         }
         _ => {}

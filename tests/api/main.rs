@@ -5,6 +5,7 @@ mod bounces;
 mod callbacks;
 mod crash;
 mod delivery;
+mod feishu;
 mod filters;
 mod helpers;
 mod hostile;

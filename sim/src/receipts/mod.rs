@@ -101,7 +101,11 @@ impl Receipts {
             Channel::Sms => Some(&self.sms),
             Channel::TencentSms => Some(&self.tencent),
             Channel::Wechatoa => Some(&self.wechat),
-            Channel::Email | Channel::Webhook | Channel::Wechatwk | Channel::Wechatmp => None,
+            Channel::Email
+            | Channel::Webhook
+            | Channel::Wechatwk
+            | Channel::Wechatmp
+            | Channel::Feishu => None,
         }
     }
 
