@@ -38,6 +38,9 @@ pub struct SimEndpoints {
     pub wecom_agentid: u64,
     pub feishu_app_id: String,
     pub feishu_app_secret: String,
+    pub alipay_app_id: String,
+    pub alipay_private_key: String,
+    pub alipay_public_key: String,
 }
 
 fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
@@ -60,6 +63,11 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
         ChannelType::Wechatmp => {
             json!({"appid": sim.wechat_appid, "secret": sim.wechat_secret, "base_url": sim.http_base})
         }
+        ChannelType::AlipayLife => {
+            json!({"app_id": sim.alipay_app_id, "private_key": sim.alipay_private_key,
+                   "alipay_public_key": sim.alipay_public_key,
+                   "base_url": format!("{}/gateway.do", sim.http_base)})
+        }
         ChannelType::Feishu => {
             json!({"app_id": sim.feishu_app_id, "app_secret": sim.feishu_app_secret,
                    "base_url": format!("{}/open-apis", sim.http_base)})
@@ -74,7 +82,7 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
     }
 }
 
-const DEMO_TYPES: [ChannelType; 8] = [
+const DEMO_TYPES: [ChannelType; 9] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
@@ -83,6 +91,7 @@ const DEMO_TYPES: [ChannelType; 8] = [
     ChannelType::Wechatwk,
     ChannelType::Wechatmp,
     ChannelType::Feishu,
+    ChannelType::AlipayLife,
 ];
 
 /// Create the demo data on first use; on later starts point the channels at the simulator's
@@ -220,6 +229,11 @@ fn demo_users() -> Vec<UserOp> {
                     "all".into(),
                     vec![format!("ou_demo{:025}", i + 1)],
                 ),
+                (
+                    ChannelType::AlipayLife,
+                    "all".into(),
+                    vec![format!("2088{:012}", i + 1)],
+                ),
             ],
         })
         .collect()
@@ -256,6 +270,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          And a Feishu bot message (msg_feishu):\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_feishu\":[{{\"msg_type\":\"text\",\"content\":{{\"text\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=feishu'\n\n\
+         And an Alipay life account template message (msg_alipay_life):\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_alipay_life\":[{{\"template_id\":\"TPL_demo\",\"context\":{{\"head_color\":\"#85be53\",\"url\":\"https://example.com\",\"action_name\":\"View\",\"keyword1\":\"Hello from msghub\"}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=alipay_life'\n\n\
          Follow the message (use the msgid from the response):\n\
          \x20 curl -s -H 'Authorization: Bearer {admin}' {api}/api/messages/MSGID\n",
         key = setup.source_key,

@@ -104,6 +104,9 @@ async fn serve(config: Option<PathBuf>, with_demo: bool) -> anyhow::Result<()> {
             wecom_agentid: cfg.wecom_agentid,
             feishu_app_id: cfg.feishu_app_id,
             feishu_app_secret: cfg.feishu_app_secret,
+            alipay_app_id: cfg.alipay_app_id,
+            alipay_private_key: msghub_sim::alipay::APP_PRIVATE_KEY.to_string(),
+            alipay_public_key: msghub_sim::alipay::platform_public_key_pem(),
         };
         let setup = demo::prepare(&app.state(), &endpoints, generated.clone()).await?;
         // The simulated Aliyun account reports SMS delivery to the demo SMS channel's receipt

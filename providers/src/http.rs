@@ -95,7 +95,9 @@ pub(crate) async fn execute(request: reqwest::RequestBuilder) -> Result<Reply, O
         status,
         body,
         retry_after: header_wait(&headers, "retry-after"),
-        rate_reset: header_wait(&headers, "x-rate-limit-reset"),
+        // JPush's header, or Feishu's (its frequency control's seconds until the window resets).
+        rate_reset: header_wait(&headers, "x-rate-limit-reset")
+            .or_else(|| header_wait(&headers, "x-ogw-ratelimit-reset")),
     })
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use msghub_actors::provider::{ChannelType, Provider};
 
+mod alipay;
 mod aliyun;
 mod creds;
 mod feishu;
@@ -376,6 +377,7 @@ pub fn build(
         ChannelType::Wechatoa | ChannelType::Wechatmp => wechat::build(kind, credentials, options),
         ChannelType::Wechatwk => wecom::build(credentials, options),
         ChannelType::Feishu => feishu::build(credentials, options),
+        ChannelType::AlipayLife => alipay::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -395,6 +397,7 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
         }
         ChannelType::Wechatwk => wecom::config::parse(credentials).map(drop),
         ChannelType::Feishu => feishu::config::parse(credentials).map(drop),
+        ChannelType::AlipayLife => alipay::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
         other => Err(ConfigError::Unsupported(other)),
     }
@@ -402,7 +405,7 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
 
 /// Check a `msg_<type>` content as the adapter of `kind` will before its call, for the types
 /// whose check does not depend on the channel's credentials (`wechatoa`, `wechatmp`,
-/// `wechatwk`, `feishu`), so the
+/// `wechatwk`, `feishu`, `alipay_life`), so the
 /// send API refuses what would certainly fail instead of accepting it. `Ok` for other types.
 pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(), String> {
     let refused = match kind {
@@ -410,6 +413,7 @@ pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(
         ChannelType::Wechatmp => wechat::subscribe::parse_content(content).err(),
         ChannelType::Wechatwk => wecom::parse_content(content).err(),
         ChannelType::Feishu => feishu::parse_content(content).err(),
+        ChannelType::AlipayLife => alipay::parse_content(content).err(),
         _ => None,
     };
     refused.map_or(Ok(()), |outcome| Err(outcome.message))
@@ -426,6 +430,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::Wechatmp => wechat::config::MP_SECRETS,
         ChannelType::Wechatwk => wecom::config::SECRETS,
         ChannelType::Feishu => feishu::config::SECRETS,
+        ChannelType::AlipayLife => alipay::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
         _ => &[],
     }
@@ -496,17 +501,17 @@ mod tests {
 
     #[test]
     fn unsupported_types_are_rejected_everywhere() {
-        for kind in [ChannelType::AlipayLife, ChannelType::DingtalkCc] {
-            assert_eq!(
-                validate(kind, &json!({})),
-                Err(ConfigError::Unsupported(kind))
-            );
-            assert!(matches!(
-                build(kind, &json!({}), &AdapterOptions::default()),
-                Err(ConfigError::Unsupported(k)) if k == kind
-            ));
-            assert!(secret_fields(kind).is_empty());
-        }
+        let kind = ChannelType::DingtalkCc;
+        assert_eq!(
+            validate(kind, &json!({})),
+            Err(ConfigError::Unsupported(kind))
+        );
+        assert!(matches!(
+            build(kind, &json!({}), &AdapterOptions::default()),
+            Err(ConfigError::Unsupported(k)) if k == kind
+        ));
+        assert!(secret_fields(kind).is_empty());
+        assert_eq!(check_content(kind, &json!({})), Ok(()));
     }
 
     #[test]
@@ -599,6 +604,7 @@ mod tests {
         assert_eq!(secret_fields(ChannelType::Wechatwk), &["corpsecret"]);
         assert_eq!(secret_fields(ChannelType::Wechatmp), &["secret"]);
         assert_eq!(secret_fields(ChannelType::Feishu), &["app_secret"]);
+        assert_eq!(secret_fields(ChannelType::AlipayLife), &["private_key"]);
     }
 
     #[test]

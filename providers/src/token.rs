@@ -1,5 +1,5 @@
 //! Cached access tokens of the providers that hand out expiring ones (WeChat `stable_token`,
-//! WeCom `gettoken`): one fetch at a time, the token kept until a minute before it expires,
+//! WeCom `gettoken`, Feishu's tenant access token): one fetch at a time, the token kept until a minute before it expires,
 //! and a failed fetch held for a second so a failing token endpoint costs one call per second,
 //! not one per send.
 

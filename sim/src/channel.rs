@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The nine simulated delivery channels.
+/// The ten simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -25,11 +25,14 @@ pub enum Channel {
     Wechatmp,
     /// Feishu bot messages (`/open-apis/im/v1/messages`).
     Feishu,
+    /// Alipay life account template messages (`/gateway.do`).
+    #[serde(rename = "alipay_life")]
+    AlipayLife,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 9] = [
+    pub const ALL: [Channel; 10] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
@@ -39,10 +42,11 @@ impl Channel {
         Channel::Wechatwk,
         Channel::Wechatmp,
         Channel::Feishu,
+        Channel::AlipayLife,
     ];
 
     /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`,
-    /// `wechatwk`, `wechatmp`, `feishu`).
+    /// `wechatwk`, `wechatmp`, `feishu`, `alipay_life`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -54,11 +58,12 @@ impl Channel {
             Channel::Wechatwk => "wechatwk",
             Channel::Wechatmp => "wechatmp",
             Channel::Feishu => "feishu",
+            Channel::AlipayLife => "alipay_life",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`, `lark`.
+    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`, `lark`, `alipay`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -70,6 +75,7 @@ impl Channel {
             "wechatwk" | "wecom" => Some(Channel::Wechatwk),
             "wechatmp" | "miniprogram" => Some(Channel::Wechatmp),
             "feishu" | "lark" => Some(Channel::Feishu),
+            "alipay_life" | "alipaylife" | "alipay" => Some(Channel::AlipayLife),
             _ => None,
         }
     }

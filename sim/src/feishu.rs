@@ -56,9 +56,17 @@ impl FeishuState {
 
 fn answer(state: &SimState, status: u16, code: i64, msg: &str) -> HttpResponse {
     state.fail(Channel::Feishu);
-    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
-        .json(json!({"code": code, "msg": msg}))
+    let mut response =
+        HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
+    if code == FREQUENCY_LIMITED {
+        // Feishu's frequency control says when its window resets.
+        response.insert_header(("x-ogw-ratelimit-reset", "1"));
+    }
+    response.json(json!({"code": code, "msg": msg}))
 }
+
+/// The app's API frequency limit.
+const FREQUENCY_LIMITED: i64 = 99991400;
 
 /// `POST /open-apis/auth/v3/tenant_access_token/internal` with `{"app_id", "app_secret"}`:
 /// the same token while it is valid.
@@ -174,7 +182,12 @@ pub(crate) async fn send(
         return refused;
     }
     if state.rate(c, true).exceeded {
-        return answer(&state, 429, 99991400, "request trigger frequency limit");
+        return answer(
+            &state,
+            429,
+            FREQUENCY_LIMITED,
+            "request trigger frequency limit",
+        );
     }
     let id_type = url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "receive_id_type")
@@ -196,9 +209,12 @@ pub(crate) async fn send(
     };
     if let Some(f) = state.take_fault(c) {
         return match f {
-            Injected::Status(429) => {
-                answer(&state, 429, 99991400, "request trigger frequency limit")
-            }
+            Injected::Status(429) => answer(
+                &state,
+                429,
+                FREQUENCY_LIMITED,
+                "request trigger frequency limit",
+            ),
             Injected::Status(s) => {
                 state.fail(c);
                 HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))

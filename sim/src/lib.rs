@@ -1,7 +1,7 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
 //! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
 //! `TEMPLATESENDJOBFINISH` events) and mini-program subscribe messages, WeCom application messages,
-//! Feishu bot messages, a signed webhook sink and an SMTP
+//! Feishu bot messages, Alipay life account messages (RSA2), a signed webhook sink and an SMTP
 //! sink, with recording, an event log, failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
@@ -10,6 +10,7 @@
 //!
 //! Start it with [`start`]; inspect [`SimHandle::state`] in-process or `GET /sim/received` over HTTP.
 
+pub mod alipay;
 pub mod aliyun;
 mod aliyun_sign;
 mod bounces;
@@ -84,6 +85,9 @@ pub struct SimConfig {
     pub feishu_app_id: String,
     /// Feishu app secret.
     pub feishu_app_secret: String,
+    /// Alipay app id (the app's private key is [`alipay::APP_PRIVATE_KEY`], Alipay's public
+    /// key for it [`alipay::platform_public_key_pem`]).
+    pub alipay_app_id: String,
     /// SMTP user; when both user and password are set, AUTH is required.
     pub smtp_username: Option<String>,
     /// SMTP password.
@@ -119,6 +123,7 @@ impl Default for SimConfig {
             wecom_agentid: 1000002,
             feishu_app_id: "cli_5151000000000001".into(),
             feishu_app_secret: "sim-feishu-secret".into(),
+            alipay_app_id: "2021005151000001".into(),
             smtp_username: None,
             smtp_password: None,
             webhook_secret: "sim-webhook-secret".into(),
@@ -290,6 +295,7 @@ fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/open-apis/im/v1/messages/{message_id}")
             .route(web::delete().to(feishu::recall)),
     )
+    .service(web::resource("/gateway.do").route(web::post().to(alipay::gateway)))
     .service(web::resource("/cgi-bin/gettoken").route(web::get().to(wecom::gettoken)))
     .service(web::resource("/cgi-bin/message/send").route(web::post().to(wecom::send)))
     .service(web::resource("/cgi-bin/message/recall").route(web::post().to(wecom::recall)))

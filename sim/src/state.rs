@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 9],
+    channels: [ChannelState; 10],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,

@@ -10,8 +10,9 @@
 //! /cgi-bin/message/subscribe/send`, [`subscribe_send`]): a user's subscription is per
 //! template, unlimited (long-term) unless one-time subscriptions were granted for it
 //! ([`SimState::grant_subscriptions`], `POST /sim/subscriptions`), each send using one; a user
-//! with none left, or on the channel's `perm_addresses`, is refused with 43101. Not simulated:
-//! the subscribe event pushes.
+//! with none left, or on the channel's `perm_addresses`, is refused with 43101. The simulated
+//! app stands for both the account and the mini-program: one AppID, one token store (real
+//! ones are separate apps). Not simulated: the subscribe event pushes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -327,8 +328,9 @@ fn subscribe_errors(body: &Value) -> Result<(String, String), (i64, String)> {
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
         .ok_or((40037, "invalid template_id".to_string()))?;
-    let Some(Value::Object(fields)) = object.get("data") else {
-        return Err((47003, "argument invalid! data is required".into()));
+    let fields = match object.get("data") {
+        Some(Value::Object(fields)) if !fields.is_empty() => fields,
+        _ => return Err((47003, "argument invalid! data is required".into())),
     };
     for (key, field) in fields {
         match field.get("value").and_then(Value::as_str) {

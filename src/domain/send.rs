@@ -358,7 +358,8 @@ fn parse_content(t: ChannelType, v: &Value, field: &str) -> Result<Value, JumsEr
         ChannelType::Wechatoa
         | ChannelType::Wechatmp
         | ChannelType::Wechatwk
-        | ChannelType::Feishu => {
+        | ChannelType::Feishu
+        | ChannelType::AlipayLife => {
             msghub_providers::check_content(t, item).map_err(invalid)?;
         }
         _ => {}

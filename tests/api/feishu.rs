@@ -96,12 +96,10 @@ async fn bot_messages_reach_each_recipient_once_and_a_retract_withdraws_them() {
         .await;
     app.wait_done(&second, Duration::from_secs(30)).await;
     assert_eq!(app.sim.state.count("feishu", &open_id(0)), 2);
-    assert!(
-        app.deliveries(&second)
-            .await
-            .iter()
-            .all(|d| d["status"] == "submitted")
-    );
+    assert_eq!(app.sim.state.count("feishu", &open_id(1)), 2);
+    let rows = app.deliveries(&second).await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|d| d["status"] == "submitted"), "{rows:?}");
 
     // A retract withdraws each message the first send made.
     let (code, body) = app.v1(&format!("/v1/retract/{first}"), &json!({})).await;

@@ -1,6 +1,7 @@
 //! The integration suite: the real server and the provider simulator, end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod alipay;
 mod bounces;
 mod callbacks;
 mod crash;

@@ -74,6 +74,7 @@ async fn a_used_up_subscription_fails_its_delivery_without_suppressing_the_user(
         assert_eq!(app.sim.state.count("wechatmp", &openid(i)), 1, "user {i}");
     }
     let sent = app.deliveries(&first).await;
+    assert_eq!(sent.len(), 3);
     assert!(
         sent.iter()
             .all(|d| d["status"] == "submitted" && d["provider_id"].is_string()),

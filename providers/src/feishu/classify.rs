@@ -30,7 +30,8 @@ pub(crate) fn code(json: &Value) -> Option<(i64, String)> {
 fn class_for_code(code: i64, status: u16) -> OutcomeClass {
     match code {
         c if is_token_error(c) => OutcomeClass::Token,
-        99991400 => OutcomeClass::Rate,
+        // The app's API frequency; 230020, the per-user or per-chat message frequency.
+        99991400 | 230020 => OutcomeClass::Rate,
         _ => match class_for_status(status) {
             OutcomeClass::Ok => OutcomeClass::Perm,
             class => class,
@@ -62,7 +63,8 @@ pub(crate) fn classify(reply: &Reply) -> Outcome {
         ),
         None => reply.unrecognised(),
     };
-    with_wait(outcome, reply.retry_after)
+    // Feishu says when its window resets in `x-ogw-ratelimit-reset`.
+    with_wait(outcome, reply.retry_after.or(reply.rate_reset))
 }
 
 #[cfg(test)]
@@ -89,6 +91,7 @@ mod tests {
             (400, 99991668, OutcomeClass::Token),
             (400, 99991661, OutcomeClass::Token),
             (429, 99991400, OutcomeClass::Rate),
+            (400, 230020, OutcomeClass::Rate),
             (400, 230013, OutcomeClass::Perm),
             (400, 230001, OutcomeClass::Perm),
             (200, 12345, OutcomeClass::Perm),
@@ -141,6 +144,16 @@ mod tests {
         assert_eq!(
             (o.class, o.retry_after),
             (OutcomeClass::Rate, Some(Duration::from_secs(2)))
+        );
+        // Feishu's own header, read into `rate_reset`.
+        let mut frequency = reply(
+            429,
+            r#"{"code":99991400,"msg":"request trigger frequency limit"}"#,
+        );
+        frequency.rate_reset = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify(&frequency).retry_after,
+            Some(Duration::from_secs(7))
         );
     }
 }

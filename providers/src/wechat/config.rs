@@ -1,5 +1,6 @@
-//! Credentials of a `wechatoa` channel: a WeChat Official Account (服务号) and the server
-//! configuration its events come back through.
+//! Credentials of a `wechatoa` channel — a WeChat Official Account (服务号) and the server
+//! configuration its events come back through — or of a `wechatmp` channel, a mini-program
+//! (its AppID and AppSecret only, [`MP_FIELDS`]).
 //!
 //! `{"appid", "secret", "token", "encoding_aes_key", "base_url"}`: `appid`/`secret` get access
 //! tokens (`/cgi-bin/stable_token`); `token` is the "Token" of the account's server

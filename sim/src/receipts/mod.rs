@@ -105,7 +105,8 @@ impl Receipts {
             | Channel::Webhook
             | Channel::Wechatwk
             | Channel::Wechatmp
-            | Channel::Feishu => None,
+            | Channel::Feishu
+            | Channel::AlipayLife => None,
         }
     }
 
