@@ -20,7 +20,8 @@ import subprocess, sys, tempfile, time, urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN = "bench-admin-token"
 SIM = {"app_key": "sim-app-key", "master_secret": "sim-master-secret", "webhook_secret": "sim-webhook-secret",
-       "aliyun_key_id": "sim-ak", "aliyun_key_secret": "sim-ak-secret"}
+       "aliyun_key_id": "sim-ak", "aliyun_key_secret": "sim-ak-secret",
+       "wecom_corpid": "ww5151000000000001", "wecom_corpsecret": "sim-wecom-secret", "wecom_agentid": 1000002}
 
 
 def free_port():
@@ -141,20 +142,27 @@ def setup_source(hub, sim_url):
     for kind, creds in [("app", {"app_key": SIM["app_key"], "master_secret": SIM["master_secret"], "base_url": sim_url}),
                         ("webhook", {"url": sim_url + "/webhook/bench", "secret": SIM["webhook_secret"]}),
                         ("sms", {"access_key_id": SIM["aliyun_key_id"], "access_key_secret": SIM["aliyun_key_secret"],
-                                 "sign_name": "msghub", "base_url": sim_url})]:
+                                 "sign_name": "msghub", "base_url": sim_url}),
+                        ("wechatwk", {"corpid": SIM["wecom_corpid"], "corpsecret": SIM["wecom_corpsecret"],
+                                      "agentid": SIM["wecom_agentid"], "base_url": sim_url})]:
         ch = hub.admin("POST", "/api/channels", {"type": kind, "name": kind, "credentials": creds})
         hub.admin("PUT", f"/api/sources/{src['id']}/grants/{ch['id']}")
         channels[kind] = ch
     return src["key"], src["secret"], channels
 
 
-def seed(hub, key, secret, users, tag):
+def seed(hub, key, secret, users, tag, wecom_only=False):
+    """Seed `users` users tagged `tag` with app, webhook and phone bindings, or (`wecom_only`)
+    a WeCom member id alone."""
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
 
+    def bindings(i):
+        if wecom_only:
+            return {"tag": [tag], "wechatwk": f"m{tag}{i:09d}"}
+        return {"tag": [tag], "app": [f"r{tag}{i:09d}"], "webhook": [f"w{tag}{i:09d}"], "phone": f"13{i:09d}"}
+
     def call(start):
-        items = [{"userid": f"{tag}{i:09d}", "add": {"tag": [tag], "app": [f"r{tag}{i:09d}"], "webhook": [f"w{tag}{i:09d}"],
-                                                     "phone": f"13{i:09d}"}}
-                 for i in range(start, min(start + 1000, users))]
+        items = [{"userid": f"{tag}{i:09d}", "add": bindings(i)} for i in range(start, min(start + 1000, users))]
         r = http("POST", hub.url + "/v1/user/opt", items, auth)
         assert r["code"] == 0 and not r["data"]["fail"], r
 
@@ -167,7 +175,8 @@ def seed(hub, key, secret, users, tag):
 def blast(hub, key, secret, tag, channel, sim_url, extra=None):
     auth = {"Authorization": "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()}
     before = http("GET", f"{sim_url}/sim/received?channel={channel}")["total"]
-    content = {"app": [{"platform": "all", "notification": {"alert": "sale"}}], "webhook": [{"event": "sale"}]}[channel]
+    content = {"app": [{"platform": "all", "notification": {"alert": "sale"}}], "webhook": [{"event": "sale"}],
+               "wechatwk": [{"msgtype": "text", "text": {"content": "sale"}}]}[channel]
     cpu0 = cpu_seconds(hub.proc.pid)
     started = time.time()
     r = http("POST", hub.url + "/v1/sent", {"aud_tag": [tag], f"msg_{channel}": content, **(extra or {})}, auth)
@@ -409,6 +418,11 @@ def main():
             for channel in ("app", "webhook"):
                 b = [blast(hub, key, secret, "blast", channel, sim_url) for _ in range(repeats)]
                 results[f"s_blast_{channel}"] = {k: median_range([x[k] for x in b]) for k in b[0]}
+            # The same audience size through WeCom (1000 members a call), its own users: a
+            # member id is all they are bound to.
+            seed(hub, key, secret, users, "wk", wecom_only=True)
+            b = [blast(hub, key, secret, "wk", "wechatwk", sim_url) for _ in range(repeats)]
+            results["s_blast_wechatwk"] = {k: median_range([x[k] for x in b]) for k in b[0]}
         results["footprint"]["peak_rss_mib"] = rss_kib(hub.proc.pid, "VmHWM") / 1024
         # S-isolation: transactional p99 at a fixed modest rate, alone (send.js) and during an
         # app blast (mixed.js, which triggers the blast and polls it until done).
@@ -563,7 +577,7 @@ def render(r):
         ]
     if "seed" in r:
         rows += [(f"seed {r['seed']['users']} users", f"{r['seed']['seconds']:.1f} s", "", "1M < 60 s")]
-    for ch, target in (("app", "≥ 50k/s"), ("webhook", "≥ 15k/s")):
+    for ch, target in (("app", "≥ 50k/s"), ("webhook", "≥ 15k/s"), ("wechatwk", "")):
         if f"s_blast_{ch}" not in r:
             continue
         b = r[f"s_blast_{ch}"]

@@ -204,14 +204,15 @@ where
     out
 }
 
-/// Run a one-target-per-call adapter concurrently (at most `limit` in flight), keeping order.
-pub(crate) async fn per_target<'t, F, Fut>(
-    targets: &'t [Target],
+/// Run one call per item concurrently (at most `limit` in flight), keeping order: the targets
+/// of a one-target-per-call adapter, or the provider ids of a recall.
+pub(crate) async fn per_target<'t, T, F, Fut>(
+    targets: &'t [T],
     limit: usize,
     call: F,
 ) -> Vec<Outcome>
 where
-    F: Fn(&'t Target) -> Fut,
+    F: Fn(&'t T) -> Fut,
     Fut: Future<Output = Outcome>,
 {
     // Futures are created up front (they do nothing until polled) so the stream type holds no

@@ -48,19 +48,29 @@ struct AlipayProvider {
     concurrency: usize,
 }
 
-/// The width of `text` as Alipay counts `action_name`: a CJK character is two.
+/// The width of `text` as Alipay counts `action_name` (8 Chinese characters or 16 others): a
+/// non-ASCII character is two.
 fn width(text: &str) -> usize {
     text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
 }
 
-/// A required string of `context` no longer than `max` (by [`width`]).
-fn context_text(context: &Map<String, Value>, field: &str, max: usize) -> Result<String, Outcome> {
+/// A required string of `context` no longer than `max` by `measure`.
+fn context_text(
+    context: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    measure: fn(&str) -> usize,
+) -> Result<String, Outcome> {
     match context.get(field).and_then(Value::as_str) {
-        Some(s) if !s.trim().is_empty() && width(s) <= max => Ok(s.to_string()),
+        Some(s) if !s.trim().is_empty() && measure(s) <= max => Ok(s.to_string()),
         _ => Err(rejected(format!(
-            "msg_alipay_life.context.{field} is required: a string of at most {max} (a Chinese character counts two)"
+            "msg_alipay_life.context.{field} is required: a string of at most {max}"
         ))),
     }
+}
+
+fn chars(text: &str) -> usize {
+    text.chars().count()
 }
 
 /// A `msg_alipay_life` content (`{"template_id", "context": {"head_color", "url",
@@ -93,12 +103,15 @@ pub(crate) fn parse_content(content: &Value) -> Result<Value, Outcome> {
     let mut out = Map::new();
     out.insert(
         "head_color".into(),
-        json!(context_text(context, "head_color", 10)?),
+        json!(context_text(context, "head_color", 10, chars)?),
     );
-    out.insert("url".into(), json!(context_text(context, "url", 256)?));
+    out.insert(
+        "url".into(),
+        json!(context_text(context, "url", 256, chars)?),
+    );
     out.insert(
         "action_name".into(),
-        json!(context_text(context, "action_name", 16)?),
+        json!(context_text(context, "action_name", 16, width)?),
     );
     for (key, value) in context {
         if matches!(key.as_str(), "head_color" | "url" | "action_name") {
@@ -113,18 +126,18 @@ pub(crate) fn parse_content(content: &Value) -> Result<Value, Outcome> {
             )));
         }
         let (text, color) = match value {
-            Value::String(s) => (s.as_str(), None),
+            Value::String(s) => (Some(s.as_str()), None),
             Value::Object(o) => (
-                o.get("value").and_then(Value::as_str).unwrap_or_default(),
+                o.get("value").and_then(Value::as_str),
                 o.get("color").and_then(Value::as_str),
             ),
-            _ => ("", None),
+            _ => (None, None),
         };
-        if text.is_empty() || text.chars().count() > 128 {
+        let Some(text) = text.filter(|t| t.chars().count() <= 128) else {
             return Err(rejected(format!(
                 "msg_alipay_life.context.{key} must be a string of at most 128 characters or {{\"value\", \"color\"}}"
             )));
-        }
+        };
         let mut field = json!({ "value": text });
         if let Some(color) = color {
             field["color"] = json!(color);
@@ -164,7 +177,11 @@ fn form_encode(value: &str) -> String {
 
 impl AlipayProvider {
     /// The signed system parameters of a call carrying `biz_content`.
-    fn signed_params(&self, biz: &str, timestamp: String) -> BTreeMap<&'static str, String> {
+    fn signed_params(
+        &self,
+        biz: &str,
+        timestamp: String,
+    ) -> Option<BTreeMap<&'static str, String>> {
         let mut params: BTreeMap<&'static str, String> = BTreeMap::from([
             ("app_id", self.config.app_id.clone()),
             ("method", METHOD.to_string()),
@@ -175,9 +192,9 @@ impl AlipayProvider {
             ("version", "1.0".to_string()),
             ("biz_content", biz.to_string()),
         ]);
-        let signature = sign::sign(&self.config.private_key, &sign::sign_content(&params));
+        let signature = sign::sign(&self.config.private_key, &sign::sign_content(&params))?;
         params.insert("sign", signature);
-        params
+        Some(params)
     }
 
     async fn send_one(&self, template: &Value, target: &Target) -> Outcome {
@@ -194,7 +211,9 @@ impl AlipayProvider {
         let timestamp = (chrono::Utc::now() + chrono::Duration::hours(8))
             .format("%Y-%m-%d %H:%M:%S")
             .to_string();
-        let params = self.signed_params(&biz, timestamp);
+        let Some(params) = self.signed_params(&biz, timestamp) else {
+            return Outcome::failed(OutcomeClass::Perm, "sign", "the private key cannot sign");
+        };
         let query: Vec<(&str, &str)> = params
             .iter()
             .filter(|(k, _)| **k != "biz_content")

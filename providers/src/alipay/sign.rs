@@ -7,9 +7,14 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use rsa::rand_core::OsRng;
 use rsa::sha2::Sha256;
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
+use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
+
+/// The smallest key taken, in bytes (2048 bits, as Alipay's key tool makes them).
+const MIN_KEY_BYTES: usize = 256;
 
 /// The content a request's signature covers: every parameter but `sign` and the empty ones,
 /// sorted by key, as raw (not URL-encoded) `k=v` pairs joined with `&`.
@@ -22,10 +27,13 @@ pub(crate) fn sign_content(params: &BTreeMap<&str, String>) -> String {
         .join("&")
 }
 
-/// `base64(SHA256withRSA(key, content))`.
-pub(crate) fn sign(key: &RsaPrivateKey, content: &str) -> String {
-    let signature = SigningKey::<Sha256>::new(key.clone()).sign(content.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(signature.to_bytes())
+/// `base64(SHA256withRSA(key, content))`, the private operation blinded; `None` if the key
+/// cannot sign (it is checked when the channel is configured, so this is not expected).
+pub(crate) fn sign(key: &RsaPrivateKey, content: &str) -> Option<String> {
+    let signature = SigningKey::<Sha256>::new(key.clone())
+        .try_sign_with_rng(&mut OsRng, content.as_bytes())
+        .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()))
 }
 
 /// Whether `signature` (base64) is `key`'s SHA256withRSA signature of `content`.
@@ -52,14 +60,18 @@ fn der_of(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// An app private key, PKCS#8 (PEM, or base64 DER).
+/// An app private key of at least 2048 bits, PKCS#8 (PEM, or base64 DER).
 pub(crate) fn private_key(text: &str) -> Option<RsaPrivateKey> {
-    RsaPrivateKey::from_pkcs8_der(&der_of(text)?).ok()
+    RsaPrivateKey::from_pkcs8_der(&der_of(text)?)
+        .ok()
+        .filter(|k| k.size() >= MIN_KEY_BYTES)
 }
 
-/// A public key, SubjectPublicKeyInfo (PEM, or base64 DER).
+/// A public key of at least 2048 bits, SubjectPublicKeyInfo (PEM, or base64 DER).
 pub(crate) fn public_key(text: &str) -> Option<RsaPublicKey> {
-    RsaPublicKey::from_public_key_der(&der_of(text)?).ok()
+    RsaPublicKey::from_public_key_der(&der_of(text)?)
+        .ok()
+        .filter(|k| k.size() >= MIN_KEY_BYTES)
 }
 
 /// The exact text of the JSON object under `"node":` in `body`, found by matching braces (the
@@ -137,7 +149,7 @@ mod tests {
     fn signatures_verify_with_the_matching_public_key_only() {
         let key = private_key(TEST_KEY).unwrap();
         let public = RsaPublicKey::from(&key);
-        let signature = sign(&key, "a=1&b=中文");
+        let signature = sign(&key, "a=1&b=中文").unwrap();
         assert!(verify(&public, "a=1&b=中文", &signature));
         assert!(!verify(&public, "a=1&b=2", &signature));
         assert!(!verify(&public, "a=1&b=中文", "bm90IGEgc2lnbmF0dXJl"));
@@ -149,6 +161,8 @@ mod tests {
             .collect();
         assert_eq!(private_key(&line).unwrap(), key);
         assert!(private_key("not a key").is_none());
+        // A key too short to trust is refused.
+        assert!(private_key(include_str!("short_key.pem")).is_none());
     }
 
     #[test]

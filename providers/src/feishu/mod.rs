@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
 use serde_json::{Map, Value, json};
 
@@ -248,12 +247,7 @@ impl Provider for FeishuProvider {
     }
 
     async fn recall(&self, provider_ids: &[String]) -> Vec<Outcome> {
-        let calls: Vec<_> = provider_ids.iter().map(|id| self.recall_one(id)).collect();
-        // `buffered` keeps the input order.
-        futures::stream::iter(calls)
-            .buffered(self.concurrency)
-            .collect()
-            .await
+        per_target(provider_ids, self.concurrency, |id| self.recall_one(id)).await
     }
 }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
 use serde_json::{Map, Value, json};
 
-use crate::http::{self, per_chunk};
+use crate::http::{self, per_chunk, per_target};
 use crate::{AdapterOptions, ConfigError, rejected};
 use config::JpushConfig;
 
@@ -140,13 +140,10 @@ impl Provider for JpushProvider {
     }
 
     async fn recall(&self, provider_ids: &[String]) -> Vec<Outcome> {
-        use futures::StreamExt;
-        let calls: Vec<_> = provider_ids.iter().map(|id| self.recall_one(id)).collect();
-        // `buffered` keeps the input order.
-        futures::stream::iter(calls)
-            .buffered(self.recall_concurrency)
-            .collect()
-            .await
+        per_target(provider_ids, self.recall_concurrency, |id| {
+            self.recall_one(id)
+        })
+        .await
     }
 }
 

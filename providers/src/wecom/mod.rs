@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, SendRequest, Target};
 use serde_json::{Map, Value, json};
 
-use crate::http::{self, per_chunk};
+use crate::http::{self, per_chunk, per_target};
 use crate::token::{TokenCache, token_from, token_transport};
 use crate::{AdapterOptions, ConfigError, rejected};
 use config::WecomConfig;
@@ -306,12 +305,7 @@ impl Provider for WecomProvider {
     }
 
     async fn recall(&self, provider_ids: &[String]) -> Vec<Outcome> {
-        let calls: Vec<_> = provider_ids.iter().map(|id| self.recall_one(id)).collect();
-        // `buffered` keeps the input order.
-        futures::stream::iter(calls)
-            .buffered(self.concurrency)
-            .collect()
-            .await
+        per_target(provider_ids, self.concurrency, |id| self.recall_one(id)).await
     }
 }
 
