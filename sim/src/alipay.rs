@@ -9,7 +9,8 @@
 //! public half the gateway checks with; [`platform_public_key_pem`] for the hub's
 //! `alipay_public_key`). A user on the channel's `perm_addresses` does not follow the account:
 //! 40004 `PUB.USER_NOT_FOLLOW` (the simulator's name for it; Alipay's sub-code for it is not
-//! known). Not simulated: rate limits, `app_auth_token`, certificate mode.
+//! known). `to_open_id` is taken like `to_user_id` (providers.md marks it unconfirmed). Not
+//! simulated: rate limits, `app_auth_token`, certificate mode.
 
 use std::collections::BTreeMap;
 
@@ -167,6 +168,45 @@ pub(crate) async fn gateway(
             "40002",
             "Invalid Arguments",
             "isv.invalid-app-id",
+        );
+    }
+    if get("version").is_empty() {
+        return refuse(
+            &state,
+            NODE,
+            "40001",
+            "Missing Required Arguments",
+            "isv.missing-version",
+        );
+    }
+    if get("version") != "1.0" {
+        return refuse(
+            &state,
+            NODE,
+            "40002",
+            "Invalid Arguments",
+            "isv.invalid-version",
+        );
+    }
+    if !get("format").eq_ignore_ascii_case("json") {
+        return refuse(
+            &state,
+            NODE,
+            "40002",
+            "Invalid Arguments",
+            "isv.invalid-format",
+        );
+    }
+    if !matches!(
+        get("charset").to_ascii_lowercase().as_str(),
+        "utf-8" | "utf8"
+    ) {
+        return refuse(
+            &state,
+            NODE,
+            "40002",
+            "Invalid Arguments",
+            "isv.invalid-charset",
         );
     }
     if get("sign_type") != "RSA2" {
