@@ -133,31 +133,24 @@ async fn a_bot_message_feishu_would_refuse_is_refused_at_the_api() {
         json!({"userid": "f0", "add": {"feishu": open_id(0)}}),
     ))
     .await;
-    for (content, names) in [
-        (json!([{"content": {"text": "hi"}}]), "msg_feishu.msg_type"),
-        (
-            json!([{"msg_type": "text", "content": {}}]),
-            "msg_feishu.content.text",
-        ),
-        (
-            json!([{"msg_type": "text", "content": "not json"}]),
-            "msg_feishu.content",
-        ),
-        (
-            json!([{"msg_type": "text", "content": {"text": "hi"}, "receive_id": "ou_other"}]),
-            "msg_feishu.receive_id",
-        ),
-    ] {
-        let (status, body) = app
-            .v1(
-                "/v1/sent",
-                &json!({"aud_userid": ["f0"], "msg_feishu": content}),
-            )
-            .await;
-        assert_eq!((status, body["code"].as_i64()), (400, Some(4004)), "{body}");
-        let message = body["message"].as_str().expect("message");
-        assert!(message.contains(names), "{message}");
-    }
-    assert_eq!(app.count_rows("messages").await, 0, "nothing stored");
-    assert_eq!(app.sim.state.calls("feishu"), 0);
+    app.assert_contents_refused(
+        "feishu",
+        "f0",
+        &[
+            (json!([{"content": {"text": "hi"}}]), "msg_feishu.msg_type"),
+            (
+                json!([{"msg_type": "text", "content": {}}]),
+                "msg_feishu.content.text",
+            ),
+            (
+                json!([{"msg_type": "text", "content": "not json"}]),
+                "msg_feishu.content",
+            ),
+            (
+                json!([{"msg_type": "text", "content": {"text": "hi"}, "receive_id": "ou_other"}]),
+                "msg_feishu.receive_id",
+            ),
+        ],
+    )
+    .await;
 }

@@ -303,6 +303,25 @@ impl TestApp {
         resp["msgid"].as_str().expect("msgid").to_string()
     }
 
+    /// Each `(content, named)`: a send of `msg_<kind>` `content` to `userid` is refused with
+    /// JUMS 4004 and a message naming `named`; nothing is stored and the simulator's `kind`
+    /// channel gets no call.
+    pub async fn assert_contents_refused(&self, kind: &str, userid: &str, cases: &[(Value, &str)]) {
+        for (content, named) in cases {
+            let (status, body) = self
+                .v1(
+                    "/v1/sent",
+                    &json!({"aud_userid": [userid], format!("msg_{kind}"): content}),
+                )
+                .await;
+            assert_eq!((status, body["code"].as_i64()), (400, Some(4004)), "{body}");
+            let message = body["message"].as_str().expect("message");
+            assert!(message.contains(named), "{message}");
+        }
+        assert_eq!(self.count_rows("messages").await, 0, "nothing stored");
+        assert_eq!(self.sim.state.calls(kind), 0);
+    }
+
     /// Add users in batches of 1000 through `/v1/user/opt`.
     pub async fn add_users(&self, users: impl Iterator<Item = Value>) {
         let users: Vec<Value> = users.collect();

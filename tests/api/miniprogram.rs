@@ -119,31 +119,24 @@ async fn a_subscribe_message_wechat_would_refuse_is_refused_at_the_api() {
         json!({"userid": "m0", "add": {"wechatmp": openid(0)}}),
     ))
     .await;
-    for (content, names) in [
-        (
-            json!([{"data": {"thing1": "x"}}]),
-            "msg_wechatmp.template_id",
-        ),
-        (json!([{"template_id": "S"}]), "msg_wechatmp.data"),
-        (
-            json!([{"template_id": "S", "data": {"thing1": "x"}, "touser": "oOther"}]),
-            "msg_wechatmp.touser",
-        ),
-        (
-            json!([{"template_id": "S", "data": {"thing1": "x"}, "lang": "fr_FR"}]),
-            "msg_wechatmp.lang",
-        ),
-    ] {
-        let (status, body) = app
-            .v1(
-                "/v1/sent",
-                &json!({"aud_userid": ["m0"], "msg_wechatmp": content}),
-            )
-            .await;
-        assert_eq!((status, body["code"].as_i64()), (400, Some(4004)), "{body}");
-        let message = body["message"].as_str().expect("message");
-        assert!(message.contains(names), "{message}");
-    }
-    assert_eq!(app.count_rows("messages").await, 0, "nothing stored");
-    assert_eq!(app.sim.state.calls("wechatmp"), 0);
+    app.assert_contents_refused(
+        "wechatmp",
+        "m0",
+        &[
+            (
+                json!([{"data": {"thing1": "x"}}]),
+                "msg_wechatmp.template_id",
+            ),
+            (json!([{"template_id": "S"}]), "msg_wechatmp.data"),
+            (
+                json!([{"template_id": "S", "data": {"thing1": "x"}, "touser": "oOther"}]),
+                "msg_wechatmp.touser",
+            ),
+            (
+                json!([{"template_id": "S", "data": {"thing1": "x"}, "lang": "fr_FR"}]),
+                "msg_wechatmp.lang",
+            ),
+        ],
+    )
+    .await;
 }

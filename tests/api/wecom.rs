@@ -148,32 +148,26 @@ async fn a_content_wecom_would_refuse_is_refused_at_the_api_and_nothing_is_store
         json!({"userid": "c1", "add": {"wechatwk": "zhangsan"}}),
     ))
     .await;
-    for (content, names) in [
-        (
-            json!([{"msgtype": "text", "text": {"content": "hi"}, "touser": "@all"}]),
-            "msg_wechatwk.touser",
-        ),
-        (json!([{"msgtype": "text"}]), "msg_wechatwk.text"),
-        (
-            json!([{"msgtype": "sms", "sms": {}}]),
-            "msg_wechatwk.msgtype",
-        ),
-        (
-            json!([{"msgtype": "news", "news": {"articles": []}}]),
-            "msg_wechatwk.news.articles",
-        ),
-    ] {
-        let (status, body) = app
-            .v1(
-                "/v1/sent",
-                &json!({"aud_userid": ["c1"], "msg_wechatwk": content}),
-            )
-            .await;
-        assert_eq!((status, body["code"].as_i64()), (400, Some(4004)), "{body}");
-        let message = body["message"].as_str().expect("message");
-        assert!(message.contains(names), "{message}");
-    }
-    assert_eq!(app.count_rows("messages").await, 0, "nothing stored");
+    app.assert_contents_refused(
+        "wechatwk",
+        "c1",
+        &[
+            (
+                json!([{"msgtype": "text", "text": {"content": "hi"}, "touser": "@all"}]),
+                "msg_wechatwk.touser",
+            ),
+            (json!([{"msgtype": "text"}]), "msg_wechatwk.text"),
+            (
+                json!([{"msgtype": "sms", "sms": {}}]),
+                "msg_wechatwk.msgtype",
+            ),
+            (
+                json!([{"msgtype": "news", "news": {"articles": []}}]),
+                "msg_wechatwk.news.articles",
+            ),
+        ],
+    )
+    .await;
     // A good one goes.
     let msgid = app
         .send_ok(
