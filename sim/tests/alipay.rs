@@ -23,6 +23,17 @@ fn beijing_now() -> String {
 
 /// POST a single.send for `to`, signed with `key` (PEM) at `timestamp`: the answer's text.
 async fn call(base: &str, key: &str, timestamp: &str, to: &str) -> String {
+    call_with(base, key, timestamp, to, |_| {}).await
+}
+
+/// [`call`] with the system parameters changed by `tweak` before signing.
+async fn call_with(
+    base: &str,
+    key: &str,
+    timestamp: &str,
+    to: &str,
+    tweak: impl Fn(&mut BTreeMap<&str, String>),
+) -> String {
     let biz = json!({"to_user_id": to, "template": {"template_id": "T", "context": {
         "head_color": "#fff", "url": "https://x.test", "action_name": "go"}}})
     .to_string();
@@ -38,6 +49,7 @@ async fn call(base: &str, key: &str, timestamp: &str, to: &str) -> String {
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))
     .collect();
+    tweak(&mut params);
     params.insert("biz_content", biz.clone());
     let content: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let signer = SigningKey::<Sha256>::new(rsa::RsaPrivateKey::from_pkcs8_pem(key).unwrap());
@@ -99,5 +111,25 @@ async fn requests_are_checked_and_answers_signed_like_the_gateway() {
     let other_pem = include_str!("alipay_other_key.pem");
     let forged = call(&base, other_pem, &beijing_now(), "2088000000000001").await;
     assert_eq!(read(&forged).1, "isv.invalid-signature");
+    // The system parameters the gateway requires, each signed but wrong or missing.
+    let now = beijing_now();
+    for (key, value, sub_code) in [
+        ("version", None, "isv.missing-version"),
+        ("version", Some("2.0"), "isv.invalid-version"),
+        ("format", Some("XML"), "isv.invalid-format"),
+        ("charset", Some("GBK"), "isv.invalid-charset"),
+        ("sign_type", Some("RSA"), "isv.invalid-signature-type"),
+    ] {
+        let answer = call_with(&base, app_key, &now, "2088000000000001", |p| match value {
+            Some(v) => {
+                p.insert(key, v.to_string());
+            }
+            None => {
+                p.remove(key);
+            }
+        })
+        .await;
+        assert_eq!(read(&answer).1, sub_code, "{key}");
+    }
     assert_eq!(sim.state.total("alipay_life"), 1);
 }
