@@ -168,15 +168,20 @@ impl TokenCache {
     }
 }
 
-/// `(errcode, errmsg)` of a JSON reply of WeChat or WeCom, when it has an `errcode`.
-pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
-    let code = json.get("errcode")?.as_i64()?;
+/// `(code, message)` of a JSON reply under the provider's names for them, when it has a code.
+pub(crate) fn coded(json: &Value, code: &str, message: &str) -> Option<(i64, String)> {
+    let code = json.get(code)?.as_i64()?;
     let message = json
-        .get("errmsg")
+        .get(message)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     Some((code, message))
+}
+
+/// `(errcode, errmsg)` of a JSON reply of WeChat or WeCom, when it has an `errcode`.
+pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
+    coded(json, "errcode", "errmsg")
 }
 
 /// Where a token endpoint's answer holds the token, its lifetime in seconds, and its error

@@ -13,10 +13,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use crate::issued_token::{IssuedToken, TokenCheck};
 use crate::state::{Channel, Injected, SimState, lock};
 
-/// Lifetime of the tokens the simulator issues (Feishu: at most 2 hours).
-const TOKEN_SECONDS: u64 = 7200;
 /// A send's `uuid` makes a repeat within this long the same message.
 const UUID_WINDOW: Duration = Duration::from_secs(3600);
 const MSG_TYPES: &[&str] = &[
@@ -36,7 +35,7 @@ const ID_TYPES: &[&str] = &["open_id", "user_id", "union_id", "email", "chat_id"
 /// The token issued, the uuids seen, the messages sent and those recalled.
 #[derive(Default)]
 pub(crate) struct FeishuState {
-    token: Option<(String, Instant)>,
+    token: IssuedToken,
     uuids: HashMap<String, (String, Instant)>,
     sent: HashSet<String>,
     recalled: Vec<String>,
@@ -44,9 +43,7 @@ pub(crate) struct FeishuState {
 
 impl FeishuState {
     pub(crate) fn expire_token(&mut self) {
-        if let Some((_, at)) = &mut self.token {
-            *at = Instant::now();
-        }
+        self.token.expire();
     }
 
     pub(crate) fn recalled(&self) -> Vec<String> {
@@ -79,18 +76,9 @@ pub(crate) async fn tenant_token(body: web::Bytes, state: web::Data<SimState>) -
     if v.get("app_secret").and_then(Value::as_str) != Some(cfg.feishu_app_secret.as_str()) {
         return answer(&state, 400, 10014, "app secret invalid");
     }
-    let now = Instant::now();
-    let mut feishu = lock(&state.feishu);
-    let (token, at) = match &feishu.token {
-        Some((token, at)) if *at > now => (token.clone(), *at),
-        _ => {
-            let token = format!("t-sim{:016x}{:08x}", rand::random::<u64>(), state.next_id());
-            let at = now + Duration::from_secs(TOKEN_SECONDS);
-            feishu.token = Some((token.clone(), at));
-            (token, at)
-        }
-    };
-    let left = at.saturating_duration_since(now).as_secs();
+    let (token, left) = lock(&state.feishu)
+        .token
+        .current_or_new("t-sim", state.next_id());
     HttpResponse::Ok()
         .json(json!({"code": 0, "msg": "ok", "tenant_access_token": token, "expire": left}))
 }
@@ -111,15 +99,16 @@ fn refused_token(state: &SimState, req: &HttpRequest) -> Option<HttpResponse> {
             "Missing access token for authorization",
         ));
     };
-    match &lock(&state.feishu).token {
-        Some((t, at)) if t == token && *at > Instant::now() => None,
-        Some((t, _)) if t == token => Some(answer(
+    let check = lock(&state.feishu).token.check(token);
+    match check {
+        TokenCheck::Valid => None,
+        TokenCheck::Expired => Some(answer(
             state,
             400,
             99991668,
             "Invalid access token: expired",
         )),
-        _ => Some(answer(
+        TokenCheck::Unknown => Some(answer(
             state,
             400,
             99991663,

@@ -17,6 +17,7 @@ mod bounces;
 mod channel;
 mod control;
 mod feishu;
+mod issued_token;
 mod jpush;
 mod receipts;
 mod smtp;

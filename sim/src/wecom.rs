@@ -9,16 +9,14 @@
 //! (30 a minute, 1000 an hour, the excess silently dropped), departments and tags, `@all`.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
+use crate::issued_token::{IssuedToken, TokenCheck};
 use crate::state::{Channel, Injected, SimState, lock};
 
-/// Lifetime of the tokens the simulator issues (WeCom: 7200 s).
-const TOKEN_SECONDS: u64 = 7200;
 /// Members a send may name.
 const MAX_MEMBERS: usize = 1000;
 /// The message types WeCom sends; the message is the object of the same name.
@@ -39,16 +37,14 @@ const MSG_TYPES: &[&str] = &[
 /// The token issued, and the sends accepted (msgid → members), for recalls.
 #[derive(Default)]
 pub(crate) struct WecomState {
-    token: Option<(String, Instant)>,
+    token: IssuedToken,
     sent: HashMap<String, Vec<String>>,
     recalled: Vec<String>,
 }
 
 impl WecomState {
     pub(crate) fn expire_token(&mut self) {
-        if let Some((_, at)) = &mut self.token {
-            *at = Instant::now();
-        }
+        self.token.expire();
     }
 
     pub(crate) fn recalled(&self) -> Vec<String> {
@@ -77,22 +73,9 @@ pub(crate) async fn gettoken(req: HttpRequest, state: web::Data<SimState>) -> Ht
     if q.get("corpsecret") != Some(&cfg.wecom_corpsecret) {
         return wk_error(&state, 40001, "invalid secret");
     }
-    let now = Instant::now();
-    let mut wecom = lock(&state.wecom);
-    let (token, at) = match &wecom.token {
-        Some((token, at)) if *at > now => (token.clone(), *at),
-        _ => {
-            let token = format!(
-                "SIMWKTOKEN_{:016x}{:08x}",
-                rand::random::<u64>(),
-                state.next_id()
-            );
-            let at = now + Duration::from_secs(TOKEN_SECONDS);
-            wecom.token = Some((token.clone(), at));
-            (token, at)
-        }
-    };
-    let left = at.saturating_duration_since(now).as_secs();
+    let (token, left) = lock(&state.wecom)
+        .token
+        .current_or_new("SIMWKTOKEN_", state.next_id());
     HttpResponse::Ok()
         .json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": left}))
 }
@@ -103,10 +86,11 @@ fn refused_token(state: &SimState, req: &HttpRequest) -> Option<HttpResponse> {
     let Some(token) = token else {
         return Some(wk_error(state, 41001, "access_token missing"));
     };
-    match &lock(&state.wecom).token {
-        Some((t, at)) if *t == token && *at > Instant::now() => None,
-        Some((t, _)) if *t == token => Some(wk_error(state, 42001, "access_token expired")),
-        _ => Some(wk_error(state, 40014, "invalid access_token")),
+    let check = lock(&state.wecom).token.check(&token);
+    match check {
+        TokenCheck::Valid => None,
+        TokenCheck::Expired => Some(wk_error(state, 42001, "access_token expired")),
+        TokenCheck::Unknown => Some(wk_error(state, 40014, "invalid access_token")),
     }
 }
 

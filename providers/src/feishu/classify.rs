@@ -15,13 +15,7 @@ pub(crate) fn is_token_error(code: i64) -> bool {
 
 /// `(code, msg)` of a JSON reply, when it has a `code`.
 pub(crate) fn code(json: &Value) -> Option<(i64, String)> {
-    let code = json.get("code")?.as_i64()?;
-    let message = json
-        .get("msg")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    Some((code, message))
+    crate::token::coded(json, "code", "msg")
 }
 
 /// The class of a non-zero code: the token codes and the rate limit are Feishu's own; the

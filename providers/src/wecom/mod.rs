@@ -12,7 +12,7 @@
 pub(crate) mod classify;
 pub(crate) mod config;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,14 +230,21 @@ impl WecomProvider {
     /// One call for the members of `chunk` (at most [`MAX_BATCH`]). A member named twice
     /// (member ids are case-insensitive) is sent to once, and both targets get its outcome.
     async fn send_chunk(&self, message: &Map<String, Value>, chunk: &[Target]) -> Vec<Outcome> {
+        // Each target's place among the members called (`None`: not a usable member id).
         let mut members: Vec<&str> = Vec::with_capacity(chunk.len());
-        let mut seen = HashSet::with_capacity(chunk.len());
-        for t in chunk {
-            let m = t.address.trim();
-            if usable_userid(m) && seen.insert(m.to_ascii_lowercase()) {
-                members.push(m);
-            }
-        }
+        let mut places: HashMap<String, usize> = HashMap::with_capacity(chunk.len());
+        let slots: Vec<Option<usize>> = chunk
+            .iter()
+            .map(|t| {
+                let m = t.address.trim();
+                usable_userid(m).then(|| {
+                    *places.entry(m.to_ascii_lowercase()).or_insert_with(|| {
+                        members.push(m);
+                        members.len() - 1
+                    })
+                })
+            })
+            .collect();
         let answers = if members.is_empty() {
             Vec::new()
         } else {
@@ -247,28 +254,17 @@ impl WecomProvider {
                 Err(failed) => vec![failed; members.len()],
             }
         };
-        let by_member: HashMap<String, Outcome> = members
-            .iter()
-            .map(|m| m.to_ascii_lowercase())
-            .zip(answers)
-            .collect();
-        chunk
-            .iter()
-            .map(|t| {
-                let m = t.address.trim();
-                if !usable_userid(m) {
-                    return Outcome::failed(
-                        OutcomeClass::Gone,
-                        "invalid_address",
-                        "a WeCom member id is 1-64 letters, digits and _-@.",
-                    );
-                }
-                by_member
-                    .get(&m.to_ascii_lowercase())
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Outcome::failed(OutcomeClass::Retry, "internal", "no answer for the member")
-                    })
+        slots
+            .into_iter()
+            .map(|slot| match slot {
+                None => Outcome::failed(
+                    OutcomeClass::Gone,
+                    "invalid_address",
+                    "a WeCom member id is 1-64 letters, digits and _-@.",
+                ),
+                Some(i) => answers.get(i).cloned().unwrap_or_else(|| {
+                    Outcome::failed(OutcomeClass::Retry, "internal", "no answer for the member")
+                }),
             })
             .collect()
     }
