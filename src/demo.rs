@@ -36,6 +36,9 @@ pub struct SimEndpoints {
     pub wecom_corpid: String,
     pub wecom_corpsecret: String,
     pub wecom_agentid: u64,
+    pub dingtalk_appkey: String,
+    pub dingtalk_appsecret: String,
+    pub dingtalk_agent_id: u64,
     pub feishu_app_id: String,
     pub feishu_app_secret: String,
     pub alipay_app_id: String,
@@ -76,19 +79,24 @@ fn credentials(t: ChannelType, sim: &SimEndpoints) -> Value {
             json!({"corpid": sim.wecom_corpid, "corpsecret": sim.wecom_corpsecret,
                    "agentid": sim.wecom_agentid, "base_url": sim.http_base})
         }
-        _ => {
+        ChannelType::DingtalkCc => {
+            json!({"appkey": sim.dingtalk_appkey, "appsecret": sim.dingtalk_appsecret,
+                   "agent_id": sim.dingtalk_agent_id, "base_url": sim.http_base})
+        }
+        ChannelType::Webhook => {
             json!({"url": format!("{}/webhook/demo", sim.http_base), "secret": sim.webhook_secret})
         }
     }
 }
 
-const DEMO_TYPES: [ChannelType; 9] = [
+const DEMO_TYPES: [ChannelType; 10] = [
     ChannelType::App,
     ChannelType::Sms,
     ChannelType::Email,
     ChannelType::Webhook,
     ChannelType::Wechatoa,
     ChannelType::Wechatwk,
+    ChannelType::DingtalkCc,
     ChannelType::Wechatmp,
     ChannelType::Feishu,
     ChannelType::AlipayLife,
@@ -220,6 +228,11 @@ fn demo_users() -> Vec<UserOp> {
                     vec![format!("demo.member{}", i + 1)],
                 ),
                 (
+                    ChannelType::DingtalkCc,
+                    "all".into(),
+                    vec![format!("demo.staff{}", i + 1)],
+                ),
+                (
                     ChannelType::Wechatmp,
                     "all".into(),
                     vec![format!("oDemoMini{:019}", i + 1)],
@@ -264,6 +277,9 @@ pub fn banner(setup: &DemoSetup, api: &str, sim_http: &str, smtp: &str) -> Strin
          And a WeCom application message (msg_wechatwk) to the demo users' members:\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_tag\":[\"demo\"],\"msg_wechatwk\":[{{\"msgtype\":\"text\",\"text\":{{\"content\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=wechatwk'\n\n\
+         And a DingTalk work notice (msg_dingtalk_cc); the hub asks DingTalk what became of it:\n\
+         \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_tag\":[\"demo\"],\"msg_dingtalk_cc\":[{{\"msg\":{{\"msgtype\":\"text\",\"text\":{{\"content\":\"Hello from msghub\"}}}}}}]}}'\n\
+         \x20 curl -s '{sim_http}/sim/received?channel=dingtalk_cc'\n\n\
          And a mini-program subscribe message (msg_wechatmp):\n\
          \x20 curl -s -u {key}:{secret} -H 'Content-Type: application/json' {api}/v1/sent -d '{{\"aud_userid\":[\"demo-user-1\"],\"msg_wechatmp\":[{{\"template_id\":\"SUB_demo\",\"page\":\"pages/index\",\"data\":{{\"thing1\":\"Hello from msghub\"}}}}]}}'\n\
          \x20 curl -s '{sim_http}/sim/received?channel=wechatmp'\n\n\

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod pulls;
 pub mod retract;
 pub mod settings;
 pub mod startup;

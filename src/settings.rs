@@ -255,6 +255,16 @@ pub struct ProviderSettings {
     /// `{server.public_url}/unsubscribe/…`; mailbox providers need that URL to be HTTPS and
     /// reachable from them.
     pub email_list_unsubscribe: bool,
+    /// Providers whose receipts are asked for (DingTalk work notices): how long after a send
+    /// the provider is first asked what became of it; each later ask waits twice as long as
+    /// the one before, up to `receipt_pull_max_interval_ms`, until every recipient is settled
+    /// (read, or not reached) or `receipt_pull_window_ms` has passed since the send.
+    pub receipt_pull_first_ms: u64,
+    pub receipt_pull_max_interval_ms: u64,
+    pub receipt_pull_window_ms: u64,
+    /// The most receipt asks per second to one channel (DingTalk limits an organisation's API
+    /// calls per second; sends and asks share that budget).
+    pub receipt_pulls_per_second: u32,
 }
 
 impl Default for ProviderSettings {
@@ -263,6 +273,10 @@ impl Default for ProviderSettings {
             request_timeout_ms: 10_000,
             pool_size: 32,
             email_list_unsubscribe: true,
+            receipt_pull_first_ms: 5_000,
+            receipt_pull_max_interval_ms: 1_800_000,
+            receipt_pull_window_ms: 86_400_000,
+            receipt_pulls_per_second: 10,
         }
     }
 }

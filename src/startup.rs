@@ -83,7 +83,10 @@ impl Application {
         let (admin_token_hash, generated_admin_token) = admin_token(&db, &settings).await?;
         let callbacks = Callbacks::start(db.clone(), crypto.clone(), &settings.callbacks)
             .context("starting the status callback service")?;
-        let store = Arc::new(Store::new(db.clone(), crypto.clone(), callbacks.clone()));
+        let mut store = Store::new(db.clone(), crypto.clone(), callbacks.clone());
+        let pull_policy = crate::pulls::PullPolicy::of(&settings.providers);
+        store.pull_first_ms = pull_policy.first_ms;
+        let store = Arc::new(store);
         // Bound before the topology starts: adapters put this server's receipt URL in
         // provider requests.
         let listener = TcpListener::bind(&settings.server.bind)
@@ -227,6 +230,7 @@ impl Application {
                 }
             });
         }
+        actix_web::rt::spawn(crate::pulls::run(state.clone(), pull_policy));
         let bounce_addr = crate::bounces::start(&settings.bounces, state.clone())?;
         let data = web::Data::new(state.clone());
         let max_body = settings.server.max_body_bytes;

@@ -422,6 +422,9 @@ fn result_of(
         channel_id: 0,
         userid: target.userid.clone(),
         address: target.address.clone(),
+        pull_receipt: status == DeliveryStatus::Submitted
+            && channel_type.pulls_receipts()
+            && outcome.provider_id.is_some(),
     }
 }
 

@@ -371,6 +371,9 @@ pub struct DeliveryResult {
     pub channel_id: i64,
     pub userid: Option<String>,
     pub address: String,
+    /// The provider accepted it and its receipt is to be asked for by `provider_id`
+    /// ([`crate::provider::ChannelType::pulls_receipts`]).
+    pub pull_receipt: bool,
 }
 
 impl DeliveryResult {

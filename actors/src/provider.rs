@@ -59,6 +59,12 @@ impl ChannelType {
     pub fn from_code(code: &str) -> Option<ChannelType> {
         ChannelType::ALL.into_iter().find(|t| t.code() == code)
     }
+
+    /// Whether this type's receipts are asked for, per accepted send, instead of pushed to
+    /// the hub ([`Provider::pull_receipts`]: DingTalk's `getsendresult`).
+    pub fn pulls_receipts(self) -> bool {
+        self == ChannelType::DingtalkCc
+    }
 }
 
 impl std::fmt::Display for ChannelType {
@@ -199,6 +205,56 @@ pub trait Provider: Send + Sync + 'static {
             .map(|_| Outcome::unsupported_recall())
             .collect()
     }
+
+    /// Ask what became of the targets of accepted sends, named by the `provider_id` their
+    /// `send` returned (DingTalk `task_id`), for the types whose receipts are pulled
+    /// ([`ChannelType::pulls_receipts`]). One answer per id, in order: the report so far, or
+    /// why there is none. Providers that push their receipts keep this default.
+    async fn pull_receipts(&self, provider_ids: &[String]) -> Vec<Result<SendReport, Outcome>> {
+        provider_ids
+            .iter()
+            .map(|_| {
+                Err(Outcome::failed(
+                    OutcomeClass::Perm,
+                    PULL_UNSUPPORTED,
+                    "this provider pushes its receipts",
+                ))
+            })
+            .collect()
+    }
+}
+
+/// The outcome code of a receipt pull the provider does not support.
+pub const PULL_UNSUPPORTED: &str = "pull_unsupported";
+
+/// What a provider reports, when asked, about the targets of one accepted send: each address
+/// it has news of, in at most one list. An address in none has no news yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendReport {
+    /// Reached and opened (read).
+    pub read: Vec<String>,
+    /// Reached, not opened yet.
+    pub delivered: Vec<String>,
+    /// Not reached, with the provider's reason.
+    pub undelivered: Vec<Undelivered>,
+}
+
+impl SendReport {
+    /// How many addresses the report settles for good: read, or not reached. A delivered one
+    /// may still be read.
+    pub fn settled(&self) -> usize {
+        self.read.len() + self.undelivered.len()
+    }
+}
+
+/// A target the provider says was not reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undelivered {
+    pub address: String,
+    /// The provider's reason (`invalid_user`, `forbidden:143105`, `failed`).
+    pub code: String,
+    /// The address is not a recipient at all (not to be sent to again).
+    pub gone: bool,
 }
 
 /// The outcome code of a recall the provider does not support.

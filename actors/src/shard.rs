@@ -329,6 +329,7 @@ pub(crate) async fn send_batches(
                         channel_id: batch.channel_id,
                         userid: t.userid.clone(),
                         address: t.address.clone(),
+                        pull_receipt: false,
                     })
                     .collect();
                 if let Err(e) = writes.results.lane(plan.lane).submit(results).await {

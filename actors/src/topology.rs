@@ -23,7 +23,7 @@ use crate::channel::ChannelTuning;
 use crate::direct::{Claims, Ended};
 use crate::plan::{ChannelBatch, DeliveryResult, Lane, MessagePlan, OpenShard, Shard};
 use crate::planner::{DispatchMessage, Planner, PlannerConfig, ShardQueues};
-use crate::provider::Outcome;
+use crate::provider::{Outcome, Provider, SendReport};
 use crate::registry::{ChannelRegistry, ChannelUnavailable, ProviderFactory};
 use crate::retract::Retractions;
 use crate::shard::{DispatchWrites, Finished, ShardWorker};
@@ -407,23 +407,61 @@ impl Dispatch {
         channel_id: i64,
         provider_ids: &[String],
     ) -> Result<Vec<Outcome>, ChannelUnavailable> {
-        let provider = self.registry.provider(channel_id).await?;
         let ids = provider_ids.to_vec();
+        let interrupted = Outcome::failed(
+            crate::provider::OutcomeClass::Retry,
+            "internal",
+            "the recall was interrupted",
+        );
         let n = ids.len();
+        self.on_adapters(
+            channel_id,
+            move |p| async move { p.recall(&ids).await },
+            vec![interrupted; n],
+        )
+        .await
+    }
+
+    /// Ask a channel's provider what became of accepted sends (one answer per id), for the
+    /// channel types whose receipts are pulled.
+    pub async fn pull_receipts(
+        &self,
+        channel_id: i64,
+        provider_ids: &[String],
+    ) -> Result<Vec<Result<SendReport, Outcome>>, ChannelUnavailable> {
+        let ids = provider_ids.to_vec();
+        let interrupted = Outcome::failed(
+            crate::provider::OutcomeClass::Retry,
+            "internal",
+            "the receipt pull was interrupted",
+        );
+        let n = ids.len();
+        self.on_adapters(
+            channel_id,
+            move |p| async move { p.pull_receipts(&ids).await },
+            vec![Err(interrupted); n],
+        )
+        .await
+    }
+
+    /// Run `call` with a channel's provider on the adapters' runtime, like their sends;
+    /// `interrupted` answers when that runtime drops it.
+    async fn on_adapters<T, F, Fut>(
+        &self,
+        channel_id: i64,
+        call: F,
+        interrupted: T,
+    ) -> Result<T, ChannelUnavailable>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<dyn Provider>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+    {
+        let provider = self.registry.provider(channel_id).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // On the adapters' runtime, like their sends.
         self.registry.spawn(async move {
-            let _ = tx.send(provider.recall(&ids).await);
+            let _ = tx.send(call(provider).await);
         });
-        Ok(rx.await.unwrap_or_else(|_| {
-            vec![
-                Outcome::failed(
-                    crate::provider::OutcomeClass::Retry,
-                    "internal",
-                    "the recall was interrupted",
-                );
-                n
-            ]
-        }))
+        Ok(rx.await.unwrap_or(interrupted))
     }
 }

@@ -16,6 +16,7 @@ mod m0008_step_index_without_judged;
 mod m0009_receipt_id_indexes;
 mod m0010_suppressions;
 mod m0011_soft_bounces;
+mod m0012_receipt_pulls;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_receipt_id_indexes::Migration),
             Box::new(m0010_suppressions::Migration),
             Box::new(m0011_soft_bounces::Migration),
+            Box::new(m0012_receipt_pulls::Migration),
         ]
     }
 }

@@ -87,6 +87,23 @@ impl<'a> Creds<'a> {
         }
     }
 
+    /// An application's AgentId: a positive integer below 2^32, or such a number in a string
+    /// (consoles show it as text and it is copied that way).
+    pub(crate) fn agent_id(&self, field: &'static str) -> Result<u64, ConfigError> {
+        let id = match self.get(field) {
+            None => return Err(self.missing(field)),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(v) => v.as_u64(),
+        };
+        id.filter(|id| (1..=u64::from(u32::MAX)).contains(id))
+            .ok_or_else(|| {
+                self.invalid(
+                    field,
+                    "must be the application's AgentId (a positive integer)",
+                )
+            })
+    }
+
     pub(crate) fn optional_object(
         &self,
         field: &'static str,

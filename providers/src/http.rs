@@ -205,15 +205,11 @@ where
 }
 
 /// Run one call per item concurrently (at most `limit` in flight), keeping order: the targets
-/// of a one-target-per-call adapter, or the provider ids of a recall.
-pub(crate) async fn per_target<'t, T, F, Fut>(
-    targets: &'t [T],
-    limit: usize,
-    call: F,
-) -> Vec<Outcome>
+/// of a one-target-per-call adapter, or the provider ids of a recall or a receipt pull.
+pub(crate) async fn per_target<'t, T, O, F, Fut>(targets: &'t [T], limit: usize, call: F) -> Vec<O>
 where
     F: Fn(&'t T) -> Fut,
-    Fut: Future<Output = Outcome>,
+    Fut: Future<Output = O>,
 {
     // Futures are created up front (they do nothing until polled) so the stream type holds no
     // closure: a closure there trips rustc's higher-ranked `Send` check inside `async_trait`.

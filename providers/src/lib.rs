@@ -12,6 +12,7 @@ use msghub_actors::provider::{ChannelType, Provider};
 mod alipay;
 mod aliyun;
 mod creds;
+mod dingtalk;
 mod feishu;
 mod http;
 mod jpush;
@@ -310,8 +311,6 @@ impl std::fmt::Debug for AdapterOptions {
 /// to API callers and logged as they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{0}: channel type is not supported yet")]
-    Unsupported(ChannelType),
     #[error("{kind}: credentials must be a JSON object")]
     NotAnObject { kind: ChannelType },
     #[error("{kind}: {field} is required")]
@@ -378,8 +377,8 @@ pub fn build(
         ChannelType::Wechatwk => wecom::build(credentials, options),
         ChannelType::Feishu => feishu::build(credentials, options),
         ChannelType::AlipayLife => alipay::build(credentials, options),
+        ChannelType::DingtalkCc => dingtalk::build(credentials, options),
         ChannelType::Webhook => webhook::build(credentials, options),
-        other => Err(ConfigError::Unsupported(other)),
     }
 }
 
@@ -398,14 +397,14 @@ pub fn validate(kind: ChannelType, credentials: &serde_json::Value) -> Result<()
         ChannelType::Wechatwk => wecom::config::parse(credentials).map(drop),
         ChannelType::Feishu => feishu::config::parse(credentials).map(drop),
         ChannelType::AlipayLife => alipay::config::parse(credentials).map(drop),
+        ChannelType::DingtalkCc => dingtalk::config::parse(credentials).map(drop),
         ChannelType::Webhook => webhook::config::parse(credentials).map(drop),
-        other => Err(ConfigError::Unsupported(other)),
     }
 }
 
 /// Check a `msg_<type>` content as the adapter of `kind` will before its call, for the types
 /// whose check does not depend on the channel's credentials (`wechatoa`, `wechatmp`,
-/// `wechatwk`, `feishu`, `alipay_life`), so the
+/// `wechatwk`, `feishu`, `alipay_life`, `dingtalk_cc`), so the
 /// send API refuses what would certainly fail instead of accepting it. `Ok` for other types.
 pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(), String> {
     let refused = match kind {
@@ -414,13 +413,13 @@ pub fn check_content(kind: ChannelType, content: &serde_json::Value) -> Result<(
         ChannelType::Wechatwk => wecom::parse_content(content).err(),
         ChannelType::Feishu => feishu::parse_content(content).err(),
         ChannelType::AlipayLife => alipay::parse_content(content).err(),
+        ChannelType::DingtalkCc => dingtalk::parse_content(content).err(),
         _ => None,
     };
     refused.map_or(Ok(()), |outcome| Err(outcome.message))
 }
 
 /// Top-level credential fields whose whole value is secret and must be masked when read back.
-/// Empty for unsupported types.
 pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
     match kind {
         ChannelType::App => jpush::config::SECRETS,
@@ -431,8 +430,8 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::Wechatwk => wecom::config::SECRETS,
         ChannelType::Feishu => feishu::config::SECRETS,
         ChannelType::AlipayLife => alipay::config::SECRETS,
+        ChannelType::DingtalkCc => dingtalk::config::SECRETS,
         ChannelType::Webhook => webhook::config::SECRETS,
-        _ => &[],
     }
 }
 
@@ -498,21 +497,6 @@ mod tests {
 
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn unsupported_types_are_rejected_everywhere() {
-        let kind = ChannelType::DingtalkCc;
-        assert_eq!(
-            validate(kind, &json!({})),
-            Err(ConfigError::Unsupported(kind))
-        );
-        assert!(matches!(
-            build(kind, &json!({}), &AdapterOptions::default()),
-            Err(ConfigError::Unsupported(k)) if k == kind
-        ));
-        assert!(secret_fields(kind).is_empty());
-        assert_eq!(check_content(kind, &json!({})), Ok(()));
-    }
 
     #[test]
     fn unsubscribe_links_are_signed_per_address_and_channel() {
@@ -605,6 +589,7 @@ mod tests {
         assert_eq!(secret_fields(ChannelType::Wechatmp), &["secret"]);
         assert_eq!(secret_fields(ChannelType::Feishu), &["app_secret"]);
         assert_eq!(secret_fields(ChannelType::AlipayLife), &["private_key"]);
+        assert_eq!(secret_fields(ChannelType::DingtalkCc), &["appsecret"]);
     }
 
     #[test]
@@ -617,10 +602,6 @@ mod tests {
         assert_eq!(err.to_string(), "sms: access_key_secret is required");
         let err = validate(ChannelType::App, &json!([])).unwrap_err();
         assert_eq!(err.to_string(), "app: credentials must be a JSON object");
-        assert_eq!(
-            ConfigError::Unsupported(ChannelType::DingtalkCc).to_string(),
-            "dingtalk_cc: channel type is not supported yet"
-        );
     }
 
     #[test]
@@ -771,5 +752,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(feishu.max_batch(), 1);
+        let dingtalk = build(
+            ChannelType::DingtalkCc,
+            &json!({"appkey": "dingabc", "appsecret": "s", "agent_id": 3000001}),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(dingtalk.max_batch(), 1000);
+        // Every channel type has an adapter.
+        for kind in ChannelType::ALL {
+            assert!(!matches!(validate(kind, &json!([])), Ok(())), "{kind}");
+        }
     }
 }

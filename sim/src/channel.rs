@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The ten simulated delivery channels.
+/// The eleven simulated delivery channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
@@ -28,11 +28,14 @@ pub enum Channel {
     /// Alipay life account template messages (`/gateway.do`).
     #[serde(rename = "alipay_life")]
     AlipayLife,
+    /// DingTalk work notices (`/topapi/message/corpconversation/asyncsend_v2`).
+    #[serde(rename = "dingtalk_cc")]
+    DingtalkCc,
 }
 
 impl Channel {
     /// All channels, in index order.
-    pub const ALL: [Channel; 10] = [
+    pub const ALL: [Channel; 11] = [
         Channel::App,
         Channel::Sms,
         Channel::TencentSms,
@@ -43,10 +46,11 @@ impl Channel {
         Channel::Wechatmp,
         Channel::Feishu,
         Channel::AlipayLife,
+        Channel::DingtalkCc,
     ];
 
     /// Canonical lowercase name (`app`, `sms`, `tencent_sms`, `email`, `webhook`, `wechatoa`,
-    /// `wechatwk`, `wechatmp`, `feishu`, `alipay_life`).
+    /// `wechatwk`, `wechatmp`, `feishu`, `alipay_life`, `dingtalk_cc`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::App => "app",
@@ -59,11 +63,12 @@ impl Channel {
             Channel::Wechatmp => "wechatmp",
             Channel::Feishu => "feishu",
             Channel::AlipayLife => "alipay_life",
+            Channel::DingtalkCc => "dingtalk_cc",
         }
     }
 
     /// Parses a channel name; accepts aliases `jpush`/`push`, `aliyun`, `tencent`,
-    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`, `lark`, `alipay`.
+    /// `smtp`/`mail`, `wechat`, `wecom`, `miniprogram`, `lark`, `alipay`, `dingtalkcc`/`dingtalk`.
     pub fn parse(name: &str) -> Option<Channel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "app" | "jpush" | "push" => Some(Channel::App),
@@ -76,6 +81,7 @@ impl Channel {
             "wechatmp" | "miniprogram" => Some(Channel::Wechatmp),
             "feishu" | "lark" => Some(Channel::Feishu),
             "alipay_life" | "alipaylife" | "alipay" => Some(Channel::AlipayLife),
+            "dingtalk_cc" | "dingtalkcc" | "dingtalk" => Some(Channel::DingtalkCc),
             _ => None,
         }
     }
@@ -151,5 +157,17 @@ mod tests {
         assert_eq!(normalise_phone("23800138000"), None);
         assert_eq!(normalise_phone("1380013800"), None);
         assert_eq!(normalise_phone("1380013800x"), None);
+    }
+
+    #[test]
+    fn every_channel_parses_from_its_name_and_serialises_as_it() {
+        for (i, c) in Channel::ALL.into_iter().enumerate() {
+            assert_eq!(c.index(), i, "{c}: ALL is in index order");
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+        }
+        for alias in ["dingtalk_cc", "dingtalkcc", "DingTalk"] {
+            assert_eq!(Channel::parse(alias), Some(Channel::DingtalkCc), "{alias}");
+        }
     }
 }

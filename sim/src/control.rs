@@ -54,18 +54,22 @@ async fn subscriptions(body: web::Json<Subscriptions>, state: web::Data<SimState
 }
 
 /// `GET /sim/recalls` → `{"app": {"count": N, "msg_ids": [...]}, "wechatwk": {...},
-/// "feishu": {...}}`: JPush pushes withdrawn (`DELETE /v3/push/{msg_id}`), WeCom messages
-/// (`POST /cgi-bin/message/recall`) and Feishu messages (`DELETE /im/v1/messages/{id}`), each
-/// once, in the order of their first withdrawal.
+/// "feishu": {...}, "dingtalk_cc": {"count": N, "task_ids": [...]}}`: JPush pushes withdrawn
+/// (`DELETE /v3/push/{msg_id}`), WeCom messages (`POST /cgi-bin/message/recall`), Feishu
+/// messages (`DELETE /im/v1/messages/{id}`) and DingTalk work notices (`POST
+/// /topapi/message/corpconversation/recall`, task ids as numbers), each once, in the order of
+/// their first withdrawal.
 async fn recalls(state: web::Data<SimState>) -> HttpResponse {
-    let (app, wecom, feishu) = (
+    let (app, wecom, feishu, dingtalk) = (
         state.recalled(),
         state.wecom_recalled(),
         state.feishu_recalled(),
+        state.dingtalk_recalled(),
     );
     HttpResponse::Ok().json(json!({"app": {"count": app.len(), "msg_ids": app},
                                    "wechatwk": {"count": wecom.len(), "msg_ids": wecom},
-                                   "feishu": {"count": feishu.len(), "msg_ids": feishu}}))
+                                   "feishu": {"count": feishu.len(), "msg_ids": feishu},
+                                   "dingtalk_cc": {"count": dingtalk.len(), "task_ids": dingtalk}}))
 }
 
 /// `GET /sim/bounces`: the configuration and the notifications sent and refused so far.
@@ -199,8 +203,9 @@ async fn events(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> Http
     HttpResponse::Ok().json(json!({"count": list.len(), "events": out}))
 }
 
-/// `POST /sim/receipts`: `{"channel":"app"|"sms"|"tencent_sms", ...ReceiptConfig fields}` replaces that
-/// channel's receipt configuration; absent fields take their defaults.
+/// `POST /sim/receipts`: `{"channel":"app"|"sms"|"tencent_sms"|"wechatoa"|"dingtalk_cc",
+/// ...ReceiptConfig fields}` replaces that channel's receipt configuration; absent fields take
+/// their defaults.
 async fn set_receipts(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
     let (channel, config) = match parse_request(&body) {
         Ok(parsed) => parsed,
@@ -219,12 +224,13 @@ struct ReceiptQuery {
 }
 
 /// `GET /sim/receipts?channel=app[&msgid=ID]` → one channel's report; without `channel` →
-/// `{"app": ..., "sms": ..., "tencent_sms": ...}`.
+/// `{"app": ..., "sms": ..., "tencent_sms": ..., "wechatoa": ..., "dingtalk_cc": ...}`
+/// (`dingtalk_cc` ignores `msgid`: its report covers every task).
 async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -> HttpResponse {
     let msgid = q.msgid.as_deref();
     match q.channel.as_deref() {
         Some(name) => match receipt_channel(name) {
-            Ok(c) => HttpResponse::Ok().json(state.receipts.report(c, msgid)),
+            Ok(c) => HttpResponse::Ok().json(state.receipt_report(c, msgid)),
             Err(e) => HttpResponse::BadRequest().json(json!({"error": e})),
         },
         None => {
@@ -233,12 +239,13 @@ async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -
                 Channel::Sms,
                 Channel::TencentSms,
                 Channel::Wechatoa,
+                Channel::DingtalkCc,
             ]
             .iter()
             .map(|c| {
                 (
                     c.as_str().to_string(),
-                    json!(state.receipts.report(*c, msgid)),
+                    json!(state.receipt_report(*c, msgid)),
                 )
             })
             .collect();

@@ -1,8 +1,9 @@
 //! msghub provider simulator: JPush push v3, Aliyun SMS (RPC + Signature V1), Tencent Cloud SMS
 //! (API 3.0 + TC3-HMAC-SHA256), WeChat Official Account template messages (access tokens,
 //! `TEMPLATESENDJOBFINISH` events) and mini-program subscribe messages, WeCom application messages,
-//! Feishu bot messages, Alipay life account messages (RSA2), a signed webhook sink and an SMTP
-//! sink, with recording, an event log, failure injection and a control API.
+//! Feishu bot messages, DingTalk work notices (with their polled send results), Alipay life
+//! account messages (RSA2), a signed webhook sink and an SMTP sink, with recording, an event log,
+//! failure injection and a control API.
 //!
 //! The JPush, Aliyun and Tencent endpoints also push delivery receipts back (JPush `callback`,
 //! Aliyun SmsReport, Tencent status callbacks) as configured through `POST /sim/receipts`; see
@@ -16,6 +17,7 @@ mod aliyun_sign;
 mod bounces;
 mod channel;
 mod control;
+mod dingtalk;
 mod feishu;
 mod issued_token;
 mod jpush;
@@ -86,6 +88,15 @@ pub struct SimConfig {
     pub feishu_app_id: String,
     /// Feishu app secret.
     pub feishu_app_secret: String,
+    /// DingTalk application AppKey (`GET /gettoken?appkey=…`).
+    pub dingtalk_appkey: String,
+    /// DingTalk application AppSecret.
+    pub dingtalk_appsecret: String,
+    /// DingTalk application AgentId: work notices must name it as `agent_id`.
+    pub dingtalk_agent_id: u64,
+    /// Work notices one userid may receive from the DingTalk application per "day" (since the
+    /// simulator started or was reset); past it the userid is in `forbidden_list`.
+    pub dingtalk_daily_limit: u32,
     /// Alipay app id (the app's private key is [`alipay::APP_PRIVATE_KEY`], Alipay's public
     /// key for it [`alipay::platform_public_key_pem`]).
     pub alipay_app_id: String,
@@ -124,6 +135,10 @@ impl Default for SimConfig {
             wecom_agentid: 1000002,
             feishu_app_id: "cli_5151000000000001".into(),
             feishu_app_secret: "sim-feishu-secret".into(),
+            dingtalk_appkey: "dingsim5151000000001".into(),
+            dingtalk_appsecret: "sim-dingtalk-secret".into(),
+            dingtalk_agent_id: 3000001,
+            dingtalk_daily_limit: 500,
             alipay_app_id: "2021005151000001".into(),
             smtp_username: None,
             smtp_password: None,
@@ -300,6 +315,23 @@ fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/cgi-bin/gettoken").route(web::get().to(wecom::gettoken)))
     .service(web::resource("/cgi-bin/message/send").route(web::post().to(wecom::send)))
     .service(web::resource("/cgi-bin/message/recall").route(web::post().to(wecom::recall)))
+    .service(web::resource("/gettoken").route(web::get().to(dingtalk::gettoken)))
+    .service(
+        web::resource("/topapi/message/corpconversation/asyncsend_v2")
+            .route(web::post().to(dingtalk::send)),
+    )
+    .service(
+        web::resource("/topapi/message/corpconversation/getsendprogress")
+            .route(web::post().to(dingtalk::progress)),
+    )
+    .service(
+        web::resource("/topapi/message/corpconversation/getsendresult")
+            .route(web::post().to(dingtalk::result)),
+    )
+    .service(
+        web::resource("/topapi/message/corpconversation/recall")
+            .route(web::post().to(dingtalk::recall)),
+    )
     .configure(control::configure);
 }
 

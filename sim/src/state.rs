@@ -147,7 +147,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by every simulated endpoint; tests inspect it directly.
 pub struct SimState {
     config: SimConfig,
-    channels: [ChannelState; 10],
+    channels: [ChannelState; Channel::ALL.len()],
     seq: AtomicU64,
     id_counter: AtomicU64,
     event_capacity: std::sync::atomic::AtomicUsize,
@@ -165,6 +165,9 @@ pub struct SimState {
     pub(crate) wecom: Mutex<crate::wecom::WecomState>,
     /// The Feishu tenant token issued, uuids seen, messages sent and recalled.
     pub(crate) feishu: Mutex<crate::feishu::FeishuState>,
+    /// The DingTalk access token issued, the work notices accepted and recalled, and the
+    /// notices each userid received (the daily limit).
+    pub(crate) dingtalk: Mutex<crate::dingtalk::DingtalkState>,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) receipts: crate::receipts::Receipts,
     /// The header block of the last message the SMTP sink accepted for each recipient.
@@ -192,6 +195,7 @@ impl SimState {
             wechat: Mutex::new(crate::wechat::WechatState::default()),
             wecom: Mutex::new(crate::wecom::WecomState::default()),
             feishu: Mutex::new(crate::feishu::FeishuState::default()),
+            dingtalk: Mutex::new(crate::dingtalk::DingtalkState::default()),
             broadcasts: AtomicU64::new(0),
             mail_headers: Mutex::new(HashMap::new()),
             bouncer: Mutex::new(None),
@@ -301,16 +305,27 @@ impl SimState {
             .store(capacity.max(1), Ordering::Relaxed);
     }
 
-    /// Replaces the receipt configuration of `channel` (`app` or `sms`); the error says why not.
+    /// Replaces the receipt configuration of `channel` (`app`, `sms`, `tencent_sms`, `wechatoa`
+    /// or `dingtalk_cc`); the error says why not.
     pub fn set_receipts(&self, channel: &str, config: ReceiptConfig) -> Result<(), String> {
         let c = crate::receipts::receipt_channel(channel)?;
         self.receipts.configure(c, config)
     }
 
-    /// Receipt counters and acknowledged addresses of `channel` (`app` or `sms`), for every
-    /// msgid or only for msghub msgid `msgid`. `None` for channels without receipts.
+    /// Receipt counters and acknowledged addresses of `channel` (`app`, `sms`, `tencent_sms`,
+    /// `wechatoa` or `dingtalk_cc`), for every msgid or only for msghub msgid `msgid`
+    /// (`dingtalk_cc`: always every task, as its lists stand now). `None` for channels without
+    /// receipts.
     pub fn receipts(&self, channel: &str, msgid: Option<&str>) -> Option<ReceiptReport> {
         let c = crate::receipts::receipt_channel(channel).ok()?;
+        self.receipt_report(c, msgid)
+    }
+
+    /// The receipt report of receipt channel `c` (see [`SimState::receipts`]).
+    pub(crate) fn receipt_report(&self, c: Channel, msgid: Option<&str>) -> Option<ReceiptReport> {
+        if c == Channel::DingtalkCc {
+            return Some(crate::dingtalk::report(self));
+        }
         self.receipts.report(c, msgid)
     }
 
@@ -321,7 +336,9 @@ impl SimState {
     }
 
     /// Clears recorded deliveries, counters, events, fault plans, rate windows, JPush cids,
-    /// JPush, WeCom and Feishu recalls, WeChat, WeCom and Feishu tokens, and receipt records, counters and configuration (back to the defaults).
+    /// JPush, WeCom, Feishu and DingTalk recalls, WeChat, WeCom, Feishu and DingTalk tokens,
+    /// DingTalk tasks and daily counts, and receipt records, counters and configuration (back
+    /// to the defaults).
     pub fn reset(&self) {
         for c in &self.channels {
             lock(&c.received).clear();
@@ -341,6 +358,7 @@ impl SimState {
         *lock(&self.wechat) = crate::wechat::WechatState::default();
         *lock(&self.wecom) = crate::wecom::WecomState::default();
         *lock(&self.feishu) = crate::feishu::FeishuState::default();
+        *lock(&self.dingtalk) = crate::dingtalk::DingtalkState::default();
         self.broadcasts.store(0, Ordering::Relaxed);
         lock(&self.mail_headers).clear();
         self.receipts.reset();
@@ -363,6 +381,23 @@ impl SimState {
     /// of their first withdrawal.
     pub fn feishu_recalled(&self) -> Vec<String> {
         lock(&self.feishu).recalled()
+    }
+
+    /// DingTalk task ids withdrawn with `POST /topapi/message/corpconversation/recall`, in the
+    /// order of their first withdrawal.
+    pub fn dingtalk_recalled(&self) -> Vec<u64> {
+        lock(&self.dingtalk).recalled()
+    }
+
+    /// How often the DingTalk send report (`getsendresult`) of task `task_id` was answered.
+    pub fn dingtalk_reports(&self, task_id: u64) -> u32 {
+        lock(&self.dingtalk).reports(task_id)
+    }
+
+    /// Ends the DingTalk access token issued, as its expiry would: calls presenting it are
+    /// refused with 42001 until a new one is fetched.
+    pub fn expire_dingtalk_token(&self) {
+        lock(&self.dingtalk).expire_token();
     }
 
     /// Ends the Feishu tenant token issued: calls presenting it are refused (99991668) until

@@ -300,7 +300,8 @@ async fn accepted_pushes_can_be_withdrawn_and_the_withdrawals_are_listed() {
     assert_eq!(
         listed,
         json!({"app": {"count": 1, "msg_ids": [msg_id]}, "wechatwk": {"count": 0, "msg_ids": []},
-               "feishu": {"count": 0, "msg_ids": []}})
+               "feishu": {"count": 0, "msg_ids": []},
+               "dingtalk_cc": {"count": 0, "task_ids": []}})
     );
     sim.state.reset();
     assert!(sim.state.recalled().is_empty());

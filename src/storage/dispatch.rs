@@ -31,6 +31,9 @@ pub struct Store {
     pub callbacks: crate::callbacks::Callbacks,
     /// Fallback firings' reads done ahead of their deadline.
     read_ahead: std::sync::Arc<ReadAhead>,
+    /// How long after its acceptance a send whose receipts are pulled is first asked about
+    /// (`providers.receipt_pull_first_ms`).
+    pub pull_first_ms: i64,
 }
 
 impl Store {
@@ -40,6 +43,7 @@ impl Store {
             crypto,
             callbacks,
             read_ahead: std::sync::Arc::default(),
+            pull_first_ms: 5_000,
         }
     }
 }
@@ -1343,6 +1347,10 @@ impl DispatchStore for Store {
             suppress_deliveries(&self.db, &txn, &gone, SuppressReason::Gone, None, now)
                 .await
                 .map_err(err)?;
+        // Sends whose receipts are asked for are followed from the commit that records them.
+        super::pulls::record_pulls(&self.db, &txn, &sorted, now, now + self.pull_first_ms)
+            .await
+            .map_err(err)?;
         txn.commit().await.map_err(err)?;
         count_added(SuppressReason::Gone, suppressed);
         self.callbacks.emit_results(results);

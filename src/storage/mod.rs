@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod intake;
 pub mod lists;
 pub mod messages;
+pub mod pulls;
 pub mod receipts;
 pub mod retract;
 pub mod rules;

@@ -6,6 +6,7 @@ mod bounces;
 mod callbacks;
 mod crash;
 mod delivery;
+mod dingtalk;
 mod feishu;
 mod filters;
 mod helpers;

@@ -43,19 +43,7 @@ pub(crate) fn parse(credentials: &Value) -> Result<WecomConfig, ConfigError> {
             "must be the company's CorpID (letters and digits)",
         ));
     }
-    // The AgentId is a number; a string of digits, as consoles copy it, is taken too.
-    let agentid = match credentials.get("agentid") {
-        None | Some(Value::Null) => return Err(c.missing("agentid")),
-        Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-        Some(v) => v.as_u64(),
-    }
-    .filter(|id| (1..=u64::from(u32::MAX)).contains(id))
-    .ok_or_else(|| {
-        c.invalid(
-            "agentid",
-            "must be the application's AgentId (a positive integer)",
-        )
-    })?;
+    let agentid = c.agent_id("agentid")?;
     Ok(WecomConfig {
         corpid,
         corpsecret: c.required_str("corpsecret")?,

@@ -10,7 +10,8 @@ pub(crate) const MAX_BATCH_ITEMS: usize = 1000;
 /// Most retries a configuration may ask for.
 pub(crate) const MAX_RETRIES: usize = 10;
 
-/// Receipt behaviour of one channel (`app` = JPush callbacks, `sms` = Aliyun SmsReport).
+/// Receipt behaviour of one channel (`app` = JPush callbacks, `sms` = Aliyun SmsReport,
+/// `dingtalk_cc` = the lists DingTalk's `getsendresult` answers, polled rather than pushed).
 ///
 /// Each target of an accepted call draws one uniform `u`: `u < delivered_ratio` → delivered,
 /// else `u < delivered_ratio + failed_ratio` → failed, else no receipt at all. A delivered JPush
@@ -102,6 +103,10 @@ impl ReceiptConfig {
         }
         match (channel, &self.report_url) {
             (_, None) => Ok(()),
+            (Channel::DingtalkCc, Some(_)) => Err(
+                "report_url is for the sms and wechatoa channels only; DingTalk pushes no receipts (getsendresult is polled)"
+                    .into(),
+            ),
             (Channel::Sms | Channel::TencentSms | Channel::Wechatoa, Some(url)) => check_url(url),
             (_, Some(_)) => Err(
                 "report_url is for the sms and wechatoa channels only; JPush receipts go to each push's callback.url"
@@ -127,7 +132,11 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
     let channel = match fields.remove("channel") {
         Some(Value::String(name)) => receipt_channel(&name)?,
         Some(_) => return Err("channel must be a string".into()),
-        None => return Err("channel is required (app, sms, tencent_sms or wechatoa)".into()),
+        None => {
+            return Err(
+                "channel is required (app, sms, tencent_sms, wechatoa or dingtalk_cc)".into(),
+            );
+        }
     };
     let config: ReceiptConfig =
         serde_json::from_value(Value::Object(fields)).map_err(|e| e.to_string())?;
@@ -138,9 +147,15 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
 /// The channels that send receipts.
 pub(crate) fn receipt_channel(name: &str) -> Result<Channel, String> {
     match Channel::parse(name) {
-        Some(c @ (Channel::App | Channel::Sms | Channel::TencentSms | Channel::Wechatoa)) => Ok(c),
+        Some(
+            c @ (Channel::App
+            | Channel::Sms
+            | Channel::TencentSms
+            | Channel::Wechatoa
+            | Channel::DingtalkCc),
+        ) => Ok(c),
         _ => Err(format!(
-            "channel {name:?} has no receipts; use app, sms, tencent_sms or wechatoa"
+            "channel {name:?} has no receipts; use app, sms, tencent_sms, wechatoa or dingtalk_cc"
         )),
     }
 }
@@ -223,6 +238,10 @@ mod tests {
             ),
             (r#"{"channel":"sms","report_url":"not a url"}"#, "http(s)"),
             (r#"{"channel":"email"}"#, "no receipts"),
+            (
+                r#"{"channel":"dingtalk_cc","report_url":"http://127.0.0.1/"}"#,
+                "DingTalk pushes no receipts",
+            ),
             (r#"{"delivered_ratio":1}"#, "channel is required"),
             (r#"[]"#, "JSON object"),
             (r#"{"channel":"app","delay_ms":-1}"#, "invalid value"),

@@ -1,6 +1,7 @@
 //! Delivery receipts pushed back by the simulated providers: JPush `callback` receipts, Aliyun
 //! SmsReport and Tencent SMS status callbacks, drawn per target from each channel's
-//! [`ReceiptConfig`].
+//! [`ReceiptConfig`]. DingTalk pushes nothing: its recipients' fates are drawn here too (see
+//! [`Receipts::dingtalk_draw`]) and read back by polling `getsendresult` (`crate::dingtalk`).
 //!
 //! Formats are in `docs/specs/receipts.md`. The handlers call [`Receipts::push_accepted`],
 //! [`Receipts::sms_accepted`] or [`Receipts::tencent_accepted`] after recording a call; everything after that (delays, batching,
@@ -24,7 +25,8 @@ pub use config::{ReceiptConfig, WechatMode};
 pub(crate) use config::{parse_request, receipt_channel};
 use courier::Courier;
 pub(crate) use courier::loopback_host;
-use draw::{Dice, Fate};
+use draw::Dice;
+pub(crate) use draw::Fate;
 pub use outbox::ReceiptReport;
 use outbox::{Event, Item, Outbox};
 
@@ -59,6 +61,8 @@ pub(crate) struct Receipts {
     sms: Mutex<Arc<Outbox>>,
     tencent: Mutex<Arc<Outbox>>,
     wechat: Mutex<Arc<Outbox>>,
+    /// The DingTalk configuration: it decides the recipients' fates, and nothing is pushed.
+    dingtalk: Mutex<ReceiptConfig>,
     /// How the WeChat account signs and encrypts its pushes.
     wechat_account: outbox::WechatAccount,
     dice: Mutex<Dice>,
@@ -84,6 +88,7 @@ impl Receipts {
             tencent: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             wechat: Mutex::new(Arc::new(wechat_outbox(&wechat_account(config), &courier))),
             wechat_account: wechat_account(config),
+            dingtalk: Mutex::new(ReceiptConfig::default()),
             dice: Mutex::new(Dice::new(config.receipt_seed)),
             courier,
             jpush_auth,
@@ -106,7 +111,8 @@ impl Receipts {
             | Channel::Wechatwk
             | Channel::Wechatmp
             | Channel::Feishu
-            | Channel::AlipayLife => None,
+            | Channel::AlipayLife
+            | Channel::DingtalkCc => None,
         }
     }
 
@@ -117,8 +123,14 @@ impl Receipts {
     /// Replaces the receipt configuration of `channel` after validating it.
     pub(crate) fn configure(&self, channel: Channel, config: ReceiptConfig) -> Result<(), String> {
         config.validate(channel)?;
+        if channel == Channel::DingtalkCc {
+            *lock(&self.dingtalk) = config;
+            return Ok(());
+        }
         let outbox = self.outbox(channel).ok_or_else(|| {
-            format!("channel {channel} has no receipts; use app, sms, tencent_sms or wechatoa")
+            format!(
+                "channel {channel} has no receipts; use app, sms, tencent_sms, wechatoa or dingtalk_cc"
+            )
         })?;
         outbox.set_config(config);
         Ok(())
@@ -128,8 +140,29 @@ impl Receipts {
         self.outbox(channel).map(|o| o.report(msgid))
     }
 
+    /// The DingTalk receipt configuration.
+    pub(crate) fn dingtalk_config(&self) -> ReceiptConfig {
+        lock(&self.dingtalk).clone()
+    }
+
+    /// The DingTalk configuration and, for each of `n` recipients of an accepted work notice,
+    /// its fate and whether it is read (clicked), drawn with the simulator's dice. With the
+    /// configuration disabled every recipient is [`Fate::Silent`].
+    pub(crate) fn dingtalk_draw(&self, n: usize) -> (ReceiptConfig, Vec<(Fate, bool)>) {
+        let config = self.dingtalk_config();
+        if !config.enabled {
+            return (config, vec![(Fate::Silent, false); n]);
+        }
+        let fates = {
+            let mut dice = lock(&self.dice);
+            (0..n).map(|_| dice.roll(&config)).collect()
+        };
+        (config, fates)
+    }
+
     /// Forgets records, counters and configuration; receipts still waiting are abandoned.
     pub(crate) fn reset(&self) {
+        *lock(&self.dingtalk) = ReceiptConfig::default();
         for (slot, auth) in [
             (&self.app, Some(self.jpush_auth.clone())),
             (&self.sms, None),
