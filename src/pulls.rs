@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use msghub_actors::provider::{ChannelType, Outcome, SendReport};
+use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, SendReport};
 use msghub_actors::registry::ChannelUnavailable;
 
 use crate::http::AppState;
@@ -25,9 +25,6 @@ use crate::storage::now_ms;
 use crate::storage::pulls::{Pull, PullNext};
 use crate::storage::receipts::{Receipt, ReceiptKind};
 use crate::storage::suppressions::SuppressReason;
-
-/// Rows read per round.
-const ROUND_ROWS: u32 = 1000;
 
 /// When and how often sends are asked about.
 #[derive(Debug, Clone, Copy)]
@@ -50,28 +47,29 @@ impl PullPolicy {
     }
 
     /// How long the poller sleeps between rounds: a second, or less when the first ask comes
-    /// sooner.
+    /// sooner — but long enough for one ask per round within `per_second`.
     fn tick(&self) -> Duration {
-        Duration::from_millis(
-            u64::try_from(self.first_ms / 2)
-                .unwrap_or(1000)
-                .clamp(20, 1000),
-        )
+        let soon = u64::try_from(self.first_ms / 2)
+            .unwrap_or(1000)
+            .clamp(20, 1000);
+        let one_ask = 1000u64.div_ceil(self.per_second.max(1) as u64);
+        Duration::from_millis(soon.max(one_ask).min(1000))
     }
 
-    /// Calls to one channel per round.
+    /// Asks to one channel per round: `per_second` over the tick, never more.
     fn per_round(&self) -> usize {
         let per = self.per_second as u128 * self.tick().as_millis() / 1000;
         usize::try_from(per).unwrap_or(usize::MAX).max(1)
     }
 
-    /// When a send asked about `pulls` times before (this one included) is asked again, or
-    /// `Done` once its window is over.
+    /// When a send asked about `pulls` times before this ask is asked again — twice the wait
+    /// before this ask (the first came `first_ms` after the send), at most `max_interval_ms` —
+    /// or `Done` once its window is over.
     pub fn next(&self, pull: &Pull, now: i64) -> PullNext {
         if now.saturating_sub(pull.created_at) >= self.window_ms {
             return PullNext::Done;
         }
-        let doublings = u32::try_from(pull.pulls.clamp(0, 40)).unwrap_or(40);
+        let doublings = u32::try_from(pull.pulls.saturating_add(1).clamp(0, 40)).unwrap_or(40);
         let wait = self
             .first_ms
             .saturating_mul(1i64 << doublings.min(40))
@@ -84,7 +82,8 @@ impl PullPolicy {
     }
 }
 
-/// The receipts a report gives, at `at_ms`.
+/// The receipts a report gives, at `at_ms`. An address that is no plain text of at most 128
+/// bytes names no delivery (and Postgres would refuse a NUL in the batch): left out.
 pub fn receipts_of(pull: &Pull, report: &SendReport, at_ms: i64) -> Vec<Receipt> {
     let receipt = |address: &str, kind, code: Option<String>, suppress| Receipt {
         msgid: pull.msgid,
@@ -98,25 +97,33 @@ pub fn receipts_of(pull: &Pull, report: &SendReport, at_ms: i64) -> Vec<Receipt>
     let mut out = Vec::with_capacity(
         2 * report.read.len() + report.delivered.len() + report.undelivered.len(),
     );
+    let usable = |a: &String| crate::domain::plain_text(a, 128);
     out.extend(
         report
             .delivered
             .iter()
+            .filter(|a| usable(a))
             .map(|a| receipt(a, ReceiptKind::Delivered, None, None)),
     );
     // Read implies reached: both, so a user first seen read is reported delivered, then read.
-    for a in &report.read {
+    for a in report.read.iter().filter(|a| usable(a)) {
         out.push(receipt(a, ReceiptKind::Delivered, None, None));
         out.push(receipt(a, ReceiptKind::Clicked, None, None));
     }
-    out.extend(report.undelivered.iter().map(|u| {
-        receipt(
-            &u.address,
-            ReceiptKind::Undelivered,
-            Some(u.code.clone()),
-            u.gone.then_some(SuppressReason::Gone),
-        )
-    }));
+    out.extend(
+        report
+            .undelivered
+            .iter()
+            .filter(|u| usable(&u.address))
+            .map(|u| {
+                receipt(
+                    &u.address,
+                    ReceiptKind::Undelivered,
+                    Some(u.code.clone()),
+                    u.gone.then_some(SuppressReason::Gone),
+                )
+            }),
+    );
     out
 }
 
@@ -132,38 +139,51 @@ fn after(
             PullNext::Done
         }
         Ok(_) => policy.next(pull, now),
-        // The provider will not say (an unknown task, no permission): asking again changes
-        // nothing.
-        Err(o) if !o.class.is_retryable() => PullNext::Done,
+        // The provider does not know the send: it will never say.
+        Err(o) if o.class == OutcomeClass::Gone => PullNext::Done,
+        // Anything else (busy, a refused token, no permission yet) may pass: asked again,
+        // until the window ends.
         Err(_) => policy.next(pull, now),
     }
 }
 
+/// How often `msghub_receipt_pulls_pending` is counted.
+const GAUGE_EVERY: Duration = Duration::from_secs(15);
+
 /// Run the poller on the current runtime until the process ends.
 pub async fn run(state: Arc<AppState>, policy: PullPolicy) {
+    let mut counted: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(policy.tick()).await;
         if let Err(e) = round(&state, &policy).await {
             tracing::warn!(error = %e, "asking providers for receipts failed; trying again");
         }
+        if counted.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+            counted = Some(std::time::Instant::now());
+            if let Ok(n) = state.db.pending_pulls().await {
+                metrics::gauge!("msghub_receipt_pulls_pending").set(n as f64);
+            }
+        }
     }
 }
 
-/// One round: every channel's due sends, up to its calls per round.
+/// One round: every channel's due sends, up to its asks per round. A channel whose round
+/// fails does not hold up the others.
 pub async fn round(state: &AppState, policy: &PullPolicy) -> anyhow::Result<usize> {
     let now = now_ms();
-    let due = state.db.due_pulls(now, ROUND_ROWS).await?;
+    let per_round = u32::try_from(policy.per_round()).unwrap_or(u32::MAX);
+    let due = state.db.due_pulls(now, per_round).await?;
     let mut by_channel: BTreeMap<i64, Vec<Pull>> = BTreeMap::new();
     for p in due {
-        let calls = by_channel.entry(p.channel_id).or_default();
-        if calls.len() < policy.per_round() {
-            calls.push(p);
-        }
+        by_channel.entry(p.channel_id).or_default().push(p);
     }
     let mut asked = 0;
     for (channel_id, pulls) in by_channel {
         asked += pulls.len();
-        channel_round(state, policy, channel_id, &pulls).await?;
+        if let Err(e) = channel_round(state, policy, channel_id, &pulls).await {
+            count("error", pulls.len());
+            tracing::warn!(channel_id, error = %e, "asking a channel's provider for receipts failed; asking later");
+        }
     }
     Ok(asked)
 }
@@ -207,7 +227,7 @@ async fn channel_round(
     for (i, pull) in pulls.iter().enumerate() {
         let answer = answers.get(i).cloned().unwrap_or_else(|| {
             Err(Outcome::failed(
-                msghub_actors::provider::OutcomeClass::Retry,
+                OutcomeClass::Retry,
                 "internal",
                 "no answer for the send",
             ))
@@ -218,10 +238,13 @@ async fn channel_round(
                 count("answered", 1);
             }
             Err(o) => {
-                let refused = !o.class.is_retryable();
+                let refused = o.class == OutcomeClass::Gone;
                 if refused {
                     tracing::warn!(channel_id, provider_id = %pull.provider_id, code = %o.code, error = %o.message,
-                        "the provider will not report on a send; no longer asking");
+                        "the provider does not know a send; no longer asking");
+                } else {
+                    tracing::debug!(channel_id, provider_id = %pull.provider_id, code = %o.code, error = %o.message,
+                        "asking for a send's receipts failed; asking later");
                 }
                 count(if refused { "refused" } else { "retry" }, 1);
             }
@@ -233,10 +256,16 @@ async fn channel_round(
         next.push((pull, then));
     }
     // Receipts first: a crash before the rows are updated asks again, and the repeat changes
-    // nothing.
-    crate::http::receipts::apply(state, ChannelType::DingtalkCc, receipts, 0, 0)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying pulled receipts: {}", e.message))?;
+    // nothing. When they cannot be applied, the sends are asked about again later, not at
+    // once.
+    if let Err(e) =
+        crate::http::receipts::apply(state, ChannelType::DingtalkCc, receipts, 0, 0).await
+    {
+        let later: Vec<(&Pull, PullNext)> =
+            pulls.iter().map(|p| (p, policy.next(p, now))).collect();
+        state.db.after_pulls(&later).await?;
+        anyhow::bail!("applying pulled receipts: {}", e.message);
+    }
     state.db.after_pulls(&next).await?;
     Ok(())
 }
@@ -276,10 +305,11 @@ mod tests {
     fn asks_come_twice_as_far_apart_up_to_the_interval_and_end_with_the_window() {
         let p = policy();
         let now = 1_010_000;
-        assert_eq!(p.next(&pull(0), now), PullNext::At(now + 5_000));
-        assert_eq!(p.next(&pull(1), now), PullNext::At(now + 10_000));
-        assert_eq!(p.next(&pull(3), now), PullNext::At(now + 40_000));
-        assert_eq!(p.next(&pull(4), now), PullNext::At(now + 60_000));
+        // The first ask came 5 s after the send: the next 10 s after it, then 20 s, ...
+        assert_eq!(p.next(&pull(0), now), PullNext::At(now + 10_000));
+        assert_eq!(p.next(&pull(1), now), PullNext::At(now + 20_000));
+        assert_eq!(p.next(&pull(2), now), PullNext::At(now + 40_000));
+        assert_eq!(p.next(&pull(3), now), PullNext::At(now + 60_000));
         assert_eq!(p.next(&pull(500), now), PullNext::At(now + 60_000));
         // Near the window's end the last ask is at its end; after it, none.
         let end = 1_000_000 + 3_600_000;
@@ -287,13 +317,33 @@ mod tests {
         assert_eq!(p.next(&pull(9), end), PullNext::Done);
         assert_eq!(p.tick(), Duration::from_millis(1000));
         assert_eq!(p.per_round(), 10);
+        // A short first wait shortens the tick, but never below one ask within the rate.
         let fast = PullPolicy {
             first_ms: 100,
-            per_second: 10,
+            per_second: 100,
             ..p
         };
-        assert_eq!(fast.tick(), Duration::from_millis(50));
-        assert_eq!(fast.per_round(), 1);
+        assert_eq!(
+            (fast.tick(), fast.per_round()),
+            (Duration::from_millis(50), 5)
+        );
+        let slow = PullPolicy {
+            per_second: 10,
+            ..fast
+        };
+        assert_eq!(
+            (slow.tick(), slow.per_round()),
+            (Duration::from_millis(100), 1)
+        );
+        for per_second in [1, 3, 7, 10, 33, 1000] {
+            let q = PullPolicy {
+                first_ms: 40,
+                per_second,
+                ..p
+            };
+            let rate = q.per_round() as f64 * 1000.0 / q.tick().as_millis() as f64;
+            assert!(rate <= per_second as f64 + 1e-9, "{per_second}: {rate}");
+        }
     }
 
     #[test]
@@ -319,22 +369,29 @@ mod tests {
         };
         assert_eq!(
             after(&p, &pull(0), &Ok(unread), now),
-            PullNext::At(now + 5_000)
+            PullNext::At(now + 10_000)
         );
-        let refused = Outcome::failed(OutcomeClass::Perm, "40035", "invalid task_id");
-        assert_eq!(after(&p, &pull(0), &Err(refused), now), PullNext::Done);
+        let unknown = Outcome::failed(OutcomeClass::Gone, "40035", "invalid task_id");
+        assert_eq!(after(&p, &pull(0), &Err(unknown), now), PullNext::Done);
+        // Refused for now (a secret being changed, a permission not granted yet), or busy:
+        // asked again.
+        let denied = Outcome::failed(OutcomeClass::Perm, "88:60011", "no permission");
+        assert_eq!(
+            after(&p, &pull(0), &Err(denied), now),
+            PullNext::At(now + 10_000)
+        );
         let busy = Outcome::failed(OutcomeClass::Retry, "-1", "busy");
         assert_eq!(
             after(&p, &pull(1), &Err(busy), now),
-            PullNext::At(now + 10_000)
+            PullNext::At(now + 20_000)
         );
     }
 
     #[test]
     fn reports_become_receipts() {
         let report = SendReport {
-            read: vec!["r".into()],
-            delivered: vec!["d".into()],
+            read: vec!["r".into(), "bad\u{0}".into()],
+            delivered: vec!["d".into(), String::new()],
             undelivered: vec![
                 Undelivered {
                     address: "x".into(),

@@ -108,14 +108,20 @@ async fn recall_sent(
                     vec![o; ids.len()]
                 }
             };
+            let mut withdrawn = Vec::new();
             for (i, id) in ids.into_iter().enumerate() {
                 let outcome = outcomes.get(i).cloned().unwrap_or_else(|| {
                     Outcome::failed(OutcomeClass::Retry, "internal", "no recall outcome")
                 });
                 metrics::counter!("msghub_recalls_total", "class" => outcome.class.as_str())
                     .increment(1);
+                if outcome.class == OutcomeClass::Ok {
+                    withdrawn.push(id.clone());
+                }
                 done.insert((channel_id, id), outcome);
             }
+            // A withdrawn send's receipts are no longer asked for (DingTalk tasks).
+            db.forget_pulls(channel_id, &withdrawn).await?;
         }
         let at_ms = now_ms();
         let mut recalled = Vec::new();

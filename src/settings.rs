@@ -257,13 +257,14 @@ pub struct ProviderSettings {
     pub email_list_unsubscribe: bool,
     /// Providers whose receipts are asked for (DingTalk work notices): how long after a send
     /// the provider is first asked what became of it; each later ask waits twice as long as
-    /// the one before, up to `receipt_pull_max_interval_ms`, until every recipient is settled
+    /// the wait before it, up to `receipt_pull_max_interval_ms`, until every recipient is settled
     /// (read, or not reached) or `receipt_pull_window_ms` has passed since the send.
     pub receipt_pull_first_ms: u64,
     pub receipt_pull_max_interval_ms: u64,
     pub receipt_pull_window_ms: u64,
-    /// The most receipt asks per second to one channel (DingTalk limits an organisation's API
-    /// calls per second; sends and asks share that budget).
+    /// The most receipt asks per second to one channel. DingTalk limits an organisation's API
+    /// calls per second (20–60 by plan): this budget is apart from the channel's send rate,
+    /// so keep the two together within it.
     pub receipt_pulls_per_second: u32,
 }
 
@@ -274,7 +275,7 @@ impl Default for ProviderSettings {
             pool_size: 32,
             email_list_unsubscribe: true,
             receipt_pull_first_ms: 5_000,
-            receipt_pull_max_interval_ms: 1_800_000,
+            receipt_pull_max_interval_ms: 7_200_000,
             receipt_pull_window_ms: 86_400_000,
             receipt_pulls_per_second: 10,
         }

@@ -149,9 +149,13 @@ fn describe_metrics() {
         "msghub_bounces_total",
         "Email bounce listener events beside its receipts (those count in msghub_receipts_total): unknown_address (refused at RCPT), not_a_report (refused after DATA), cut (kept only max_message_bytes), no_change (delayed, relayed, expanded), busy (max_sessions reached, 421), complaint (an abuse feedback report applied), unknown_complaint (a report naming no message of this hub), soft_limit (a soft bounce that reached bounces.soft_limit and suppressed its address)."
     );
+    describe_gauge!(
+        "msghub_receipt_pulls_pending",
+        "Accepted sends whose receipts are still asked for (DingTalk tasks), counted every 15 s."
+    );
     describe_counter!(
         "msghub_receipt_pulls_total",
-        "Asks for the receipts of accepted sends of providers that push none (DingTalk getsendresult): answered, retry (a transient failure: asked again later), refused (the provider will not say: no longer asked), window_over (answered after receipt_pull_window_ms: no longer asked), channel_gone (the channel was deleted: no longer asked), channel_unavailable (the channel is disabled or its credentials do not build an adapter: asked again later)."
+        "Asks for the receipts of accepted sends of providers that push none (DingTalk getsendresult): answered, retry (failed: asked again later), refused (the provider does not know the send: no longer asked), error (the channel's round failed, e.g. its receipts could not be stored: asked again later), window_over (answered after receipt_pull_window_ms: no longer asked), channel_gone (the channel was deleted: no longer asked), channel_unavailable (the channel is disabled or its credentials do not build an adapter: asked again later)."
     );
     describe_counter!(
         "msghub_direct_deferred_total",

@@ -209,13 +209,15 @@ pub trait Provider: Send + Sync + 'static {
     /// Ask what became of the targets of accepted sends, named by the `provider_id` their
     /// `send` returned (DingTalk `task_id`), for the types whose receipts are pulled
     /// ([`ChannelType::pulls_receipts`]). One answer per id, in order: the report so far, or
-    /// why there is none. Providers that push their receipts keep this default.
+    /// why there is none — `Gone` when the provider does not know the send (it will never
+    /// report on it), any other class when asking again later may help. Providers that push
+    /// their receipts keep this default.
     async fn pull_receipts(&self, provider_ids: &[String]) -> Vec<Result<SendReport, Outcome>> {
         provider_ids
             .iter()
             .map(|_| {
                 Err(Outcome::failed(
-                    OutcomeClass::Perm,
+                    OutcomeClass::Gone,
                     PULL_UNSUPPORTED,
                     "this provider pushes its receipts",
                 ))

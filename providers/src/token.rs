@@ -179,9 +179,28 @@ pub(crate) fn coded(json: &Value, code: &str, message: &str) -> Option<(i64, Str
     Some((code, message))
 }
 
-/// `(errcode, errmsg)` of a JSON reply of WeChat or WeCom, when it has an `errcode`.
+/// `(errcode, errmsg)` of a JSON reply of WeChat, WeCom or DingTalk, when it has an
+/// `errcode`.
 pub(crate) fn errcode(json: &Value) -> Option<(i64, String)> {
     coded(json, "errcode", "errmsg")
+}
+
+/// The outcome of a call answered with `errcode`/`errmsg` (WeChat, WeCom, DingTalk), for the
+/// call as a whole: `class_of` gives a code's class; errcode 0 is `Ok` on HTTP 200 only (on
+/// another status it is no answer: `Perm`); an answer without an errcode goes by its status.
+pub(crate) fn errcode_outcome(reply: &Reply, class_of: impl Fn(i64) -> OutcomeClass) -> Outcome {
+    let outcome = match reply.json().as_ref().and_then(errcode) {
+        Some((0, _)) if reply.status == 200 => Outcome::ok("0", None),
+        Some((code, message)) => {
+            let class = match class_of(code) {
+                OutcomeClass::Ok => OutcomeClass::Perm,
+                class => class,
+            };
+            Outcome::failed(class, code.to_string(), truncate(&message))
+        }
+        None => reply.unrecognised(),
+    };
+    http::with_wait(outcome, reply.retry_after)
 }
 
 /// Where a token endpoint's answer holds the token, its lifetime in seconds, and its error
@@ -262,6 +281,27 @@ pub(crate) fn token_from_answer(
         message: truncate(&format!("getting an access token: {}", failed.message)),
         ..failed
     })
+}
+
+/// One token request `GET {url}?{name}={value}&…` (WeCom's `corpid`/`corpsecret`, DingTalk's
+/// `appkey`/`appsecret`), its answer read as WeChat's ([`token_from`]).
+pub(crate) async fn get_token(
+    client: &reqwest::Client,
+    url: &str,
+    params: [(&str, &str); 2],
+    classify: impl Fn(&Reply) -> Outcome,
+) -> Result<(Arc<str>, Duration), Outcome> {
+    let Ok(url) = reqwest::Url::parse_with_params(url, params) else {
+        return Err(Outcome::failed(
+            OutcomeClass::Perm,
+            "base_url",
+            "the token URL is not valid",
+        ));
+    };
+    let reply = http::execute(client.get(url))
+        .await
+        .map_err(token_transport)?;
+    token_from(&reply, classify)
 }
 
 /// A transport failure of a token request, named as such.

@@ -99,7 +99,7 @@ async fn users_are_batched_once_each_under_the_call_s_task() {
     let fetches = Arc::new(AtomicUsize::new(0));
     let server = MockServer::start(dingtalk(fetches.clone(), 0)).await;
     let provider = adapter(&server.base_url);
-    let targets = targets(&["manager01", "a,b", "user02", " manager01 ", ""]);
+    let targets = targets(&["manager01", "a,b", "user02", "manager01", " manager01 ", ""]);
     let content = content();
     let out = provider
         .send(SendRequest {
@@ -121,6 +121,8 @@ async fn users_are_batched_once_each_under_the_call_s_task() {
             (OutcomeClass::Ok, "0", Some("900")),
             // The same user again: sent once, the same answer.
             (OutcomeClass::Ok, "0", Some("900")),
+            // Padded: DingTalk would report it unpadded, matching no delivery.
+            (OutcomeClass::Gone, "invalid_address", None),
             (OutcomeClass::Gone, "invalid_address", None),
         ]
     );
@@ -196,10 +198,11 @@ async fn reports_are_asked_for_per_task_in_order() {
             undelivered("f1", "failed", false),
         ]
     );
+    // An unknown task: DingTalk will never report on it.
     let refused = answers[1].as_ref().unwrap_err();
     assert_eq!(
         (refused.class, refused.code.as_str()),
-        (OutcomeClass::Perm, "40035")
+        (OutcomeClass::Gone, "40035")
     );
     assert_eq!(answers[2].as_ref().unwrap().delivered, vec!["u9"]);
     let mut asked: Vec<Value> = server

@@ -27,7 +27,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value, json};
 
-use crate::issued_token::{IssuedToken, TokenCheck};
+use crate::issued_token::{IssuedToken, TokenCheck, query, token_answer};
 use crate::receipts::{Fate, ReceiptReport};
 use crate::state::{Channel, Injected, SimState, lock};
 
@@ -52,8 +52,18 @@ pub(crate) const FORBIDDEN_CODE: &str = "143105";
 const INVALID_PARAMETER: i64 = 40035;
 /// The application's recipient-count rate limit.
 const RATE_LIMITED: i64 = 143103;
-/// Task ids start above this, to look like DingTalk's.
-const TASK_ID_BASE: u64 = 256_000_000_000;
+/// Task ids start above the simulator's start time in milliseconds times 1000, so a
+/// simulator started again does not hand out a task id of an earlier run (as DingTalk never
+/// does): a hub following the old task would apply the new one's reports to it.
+fn task_base() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        ms.saturating_mul(1000)
+    })
+}
 
 /// What became of one recipient at acceptance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,10 +176,29 @@ fn invalid(state: &SimState, detail: &str) -> HttpResponse {
     dt_error(state, INVALID_PARAMETER, detail)
 }
 
-fn query(req: &HttpRequest) -> HashMap<String, String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect()
+/// The answer of the channel's next injected fault, if one is due (sends and send reports):
+/// `Status(429)` → 143103, another status → that status with an HTML body, `Code(c)` → errcode
+/// `c` (88 with `sub_code` 60011, no permission).
+fn injected_fault(state: &SimState) -> Option<HttpResponse> {
+    let answer = match state.take_fault(C)? {
+        Injected::Status(429) => dt_error(state, RATE_LIMITED, "超过发送频率限制"),
+        Injected::Status(s) => {
+            state.fail(C);
+            HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
+                .body("<html><body>upstream error</body></html>")
+        }
+        Injected::Code(code) => {
+            let errcode = code.parse().unwrap_or(-1);
+            if errcode == 88 {
+                state.fail(C);
+                return Some(HttpResponse::Ok().json(json!({"errcode": 88,
+                    "errmsg": "simulated error", "sub_code": "60011",
+                    "sub_msg": "no permission", "request_id": request_id()})));
+            }
+            dt_error(state, errcode, "simulated error")
+        }
+    };
+    Some(answer)
 }
 
 /// `GET /gettoken?appkey=…&appsecret=…`: the same token while it is valid.
@@ -182,11 +211,7 @@ pub(crate) async fn gettoken(req: HttpRequest, state: web::Data<SimState>) -> Ht
     if q.get("appsecret") != Some(&cfg.dingtalk_appsecret) {
         return dt_error(&state, 40001, "获取access_token时Secret错误");
     }
-    let (token, left) = lock(&state.dingtalk)
-        .token
-        .current_or_new("simdt", state.next_id());
-    HttpResponse::Ok()
-        .json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": left}))
+    token_answer(&mut lock(&state.dingtalk).token, "simdt", state.next_id())
 }
 
 /// The errcode refusing a call's `access_token`, if it is missing, unknown or expired.
@@ -329,25 +354,8 @@ pub(crate) async fn send(
         Ok(userids) => userids,
         Err(detail) => return invalid(&state, &detail),
     };
-    if let Some(f) = state.take_fault(C) {
-        return match f {
-            Injected::Status(429) => dt_error(&state, RATE_LIMITED, "超过发送频率限制"),
-            Injected::Status(s) => {
-                state.fail(C);
-                HttpResponse::build(StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY))
-                    .body("<html><body>upstream error</body></html>")
-            }
-            Injected::Code(code) => {
-                let errcode = code.parse().unwrap_or(-1);
-                if errcode == 88 {
-                    state.fail(C);
-                    return HttpResponse::Ok().json(json!({"errcode": 88,
-                        "errmsg": "simulated error", "sub_code": "60011",
-                        "sub_msg": "no permission", "request_id": request_id()}));
-                }
-                dt_error(&state, errcode, "simulated error")
-            }
-        };
+    if let Some(faulted) = injected_fault(&state) {
+        return faulted;
     }
     // Userids are case-sensitive: each is sent to once.
     let mut seen = HashSet::new();
@@ -357,7 +365,7 @@ pub(crate) async fn send(
         .collect();
     let perm: Vec<bool> = userids.iter().map(|u| state.is_perm(C, u)).collect();
     let limit = state.config().dingtalk_daily_limit;
-    let task_id = TASK_ID_BASE + state.next_id();
+    let task_id = task_base() + state.next_id();
     let mut reached = Vec::new();
     {
         let mut dt = lock(&state.dingtalk);
@@ -468,6 +476,9 @@ pub(crate) async fn result(
     body: web::Bytes,
     state: web::Data<SimState>,
 ) -> HttpResponse {
+    if let Some(faulted) = injected_fault(&state) {
+        return faulted;
+    }
     let now = Instant::now();
     let limit = state.config().dingtalk_daily_limit;
     task_call(&state, &req, &body, "task_id", |dt, id| {

@@ -1,7 +1,11 @@
-//! The one access token a simulated provider (WeCom, Feishu) has issued: the same token is
+//! The one access token a simulated provider (WeCom, DingTalk, Feishu) has issued: the same token is
 //! handed out again while it is valid, a new one once it has expired.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse};
+use serde_json::json;
 
 /// Lifetime of the tokens issued (WeCom: 7200 s; Feishu: at most 2 hours).
 pub(crate) const TOKEN_SECONDS: u64 = 7200;
@@ -48,6 +52,21 @@ impl IssuedToken {
             *at = Instant::now();
         }
     }
+}
+
+/// A request's query parameters (the last of a repeated name).
+pub(crate) fn query(req: &HttpRequest) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// A `gettoken` answer as WeCom and DingTalk give it: `{"errcode": 0, "errmsg": "ok",
+/// "access_token", "expires_in"}`, with `token`'s valid token or a new one.
+pub(crate) fn token_answer(token: &mut IssuedToken, prefix: &str, id: u64) -> HttpResponse {
+    let (token, left) = token.current_or_new(prefix, id);
+    HttpResponse::Ok()
+        .json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": left}))
 }
 
 #[cfg(test)]

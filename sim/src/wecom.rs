@@ -14,7 +14,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-use crate::issued_token::{IssuedToken, TokenCheck};
+use crate::issued_token::{IssuedToken, TokenCheck, query, token_answer};
 use crate::state::{Channel, Injected, SimState, lock};
 
 /// Members a send may name.
@@ -57,12 +57,6 @@ fn wk_error(state: &SimState, errcode: i64, errmsg: &str) -> HttpResponse {
     HttpResponse::Ok().json(json!({"errcode": errcode, "errmsg": errmsg}))
 }
 
-fn query(req: &HttpRequest) -> HashMap<String, String> {
-    url::form_urlencoded::parse(req.query_string().as_bytes())
-        .into_owned()
-        .collect()
-}
-
 /// `GET /cgi-bin/gettoken?corpid=…&corpsecret=…`: the same token while it is valid.
 pub(crate) async fn gettoken(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
     let q = query(&req);
@@ -73,11 +67,11 @@ pub(crate) async fn gettoken(req: HttpRequest, state: web::Data<SimState>) -> Ht
     if q.get("corpsecret") != Some(&cfg.wecom_corpsecret) {
         return wk_error(&state, 40001, "invalid secret");
     }
-    let (token, left) = lock(&state.wecom)
-        .token
-        .current_or_new("SIMWKTOKEN_", state.next_id());
-    HttpResponse::Ok()
-        .json(json!({"errcode": 0, "errmsg": "ok", "access_token": token, "expires_in": left}))
+    token_answer(
+        &mut lock(&state.wecom).token,
+        "SIMWKTOKEN_",
+        state.next_id(),
+    )
 }
 
 /// The errcode refusing a call's `access_token`, if it is missing, unknown or expired.

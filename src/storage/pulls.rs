@@ -29,8 +29,9 @@ pub struct Pull {
 }
 
 /// Record the calls of `results` whose receipts are pulled, due at `next_at`: a row per
-/// (channel, provider id), counting its deliveries (a row already there, from another page of
-/// the same call's outcomes, counts them too).
+/// (channel, provider id), counting its deliveries. A call's outcomes are recorded together,
+/// so a row already there is this call's, written again (a retried write), or an old call
+/// whose id the provider gave out again: either way the new row replaces it.
 pub(crate) async fn record_pulls<C: ConnectionTrait>(
     db: &Db,
     conn: &C,
@@ -61,7 +62,8 @@ pub(crate) async fn record_pulls<C: ConnectionTrait>(
         let sql = format!(
             "INSERT INTO receipt_pulls (channel_id, provider_id, message_id, targets, created_at, \
              next_at, pulls) VALUES {} ON CONFLICT (channel_id, provider_id) DO UPDATE SET \
-             targets = receipt_pulls.targets + excluded.targets",
+             message_id = excluded.message_id, targets = excluded.targets, \
+             created_at = excluded.created_at, next_at = excluded.next_at, pulls = 0",
             value_rows(chunk.len(), 7)
         );
         conn.execute_raw(db.stmt(&sql, values)).await?;
@@ -79,13 +81,16 @@ pub enum PullNext {
 }
 
 impl Db {
-    /// The followed sends due at `now`, earliest first.
-    pub async fn due_pulls(&self, now: i64, limit: u32) -> Result<Vec<Pull>, DbErr> {
+    /// The followed sends due at `now`, at most `per_channel` of each channel, earliest first
+    /// (a channel with many due sends does not hide the others').
+    pub async fn due_pulls(&self, now: i64, per_channel: u32) -> Result<Vec<Pull>, DbErr> {
         let rows = self
             .query_all(
-                "SELECT channel_id, provider_id, message_id, targets, created_at, pulls \
-                 FROM receipt_pulls WHERE next_at <= ? ORDER BY next_at LIMIT ?",
-                vec![now.into(), i64::from(limit).into()],
+                "SELECT channel_id, provider_id, message_id, targets, created_at, pulls FROM \
+                 (SELECT channel_id, provider_id, message_id, targets, created_at, pulls, next_at, \
+                 ROW_NUMBER() OVER (PARTITION BY channel_id ORDER BY next_at) AS place \
+                 FROM receipt_pulls WHERE next_at <= ?) due WHERE place <= ? ORDER BY next_at",
+                vec![now.into(), i64::from(per_channel).into()],
             )
             .await?;
         rows.iter()
@@ -150,7 +155,25 @@ impl Db {
         txn.commit().await
     }
 
-    /// How many sends are followed (for tests and `/metrics`).
+    /// Stop following sends (recalled ones: a retracted delivery takes no receipt).
+    pub async fn forget_pulls(
+        &self,
+        channel_id: i64,
+        provider_ids: &[String],
+    ) -> Result<(), DbErr> {
+        for chunk in provider_ids.chunks(256) {
+            let mut values: Vec<Value> = vec![channel_id.into()];
+            values.extend(chunk.iter().map(|p| Value::from(p.clone())));
+            let sql = format!(
+                "DELETE FROM receipt_pulls WHERE channel_id = ? AND provider_id IN ({})",
+                super::in_list(chunk.len())
+            );
+            self.execute(&sql, values).await?;
+        }
+        Ok(())
+    }
+
+    /// How many sends are followed (`msghub_receipt_pulls_pending`).
     pub async fn pending_pulls(&self) -> Result<i64, DbErr> {
         let row = self
             .query_one("SELECT COUNT(*) AS n FROM receipt_pulls", vec![])
@@ -202,9 +225,9 @@ mod tests {
             // Another channel's call with the same id is another call.
             result(6, 6, Some("task-1"), true),
         ];
+        // Written twice (a retried write): the same row, not twice the deliveries.
         record(&db, &results, 1000, 4000).await;
-        // A second page of task-1's outcomes adds its deliveries.
-        record(&db, &[result(7, 5, Some("task-1"), true)], 1500, 4500).await;
+        record(&db, &results, 1000, 4000).await;
         assert_eq!(db.pending_pulls().await.unwrap(), 3);
         assert!(db.due_pulls(3999, 10).await.unwrap().is_empty());
         let due = db.due_pulls(4000, 10).await.unwrap();
@@ -225,13 +248,20 @@ mod tests {
         assert_eq!(
             sorted,
             vec![
-                (5, "task-1", 3, 1000, 0),
+                (5, "task-1", 2, 1000, 0),
                 (5, "task-2", 1, 1000, 0),
                 (6, "task-1", 1, 1000, 0)
             ]
         );
         assert!(due.iter().all(|p| p.msgid == 77));
-        assert_eq!(db.due_pulls(4000, 1).await.unwrap().len(), 1);
+        // At most one per channel: one of channel 5's, and channel 6's.
+        let one_each = db.due_pulls(4000, 1).await.unwrap();
+        let channels: Vec<i64> = one_each.iter().map(|p| p.channel_id).collect();
+        assert_eq!(channels.len(), 2);
+        assert!(
+            channels.contains(&5) && channels.contains(&6),
+            "{channels:?}"
+        );
 
         let task = |channel: i64, pid: &str| {
             due.iter()
@@ -253,6 +283,21 @@ mod tests {
             .map(|p| (p.channel_id, p.provider_id.as_str(), p.pulls))
             .collect();
         assert_eq!(order, vec![(6, "task-1", 1), (5, "task-2", 1)]);
+
+        // A task id given out again for another message: the new call replaces the old row.
+        let mut again = result(8, 5, Some("task-2"), true);
+        again.msgid = 99;
+        record(&db, &[again], 20_000, 25_000).await;
+        let due = db.due_pulls(25_000, 10).await.unwrap();
+        let task2 = due.iter().find(|p| p.provider_id == "task-2").unwrap();
+        assert_eq!(
+            (task2.msgid, task2.targets, task2.created_at, task2.pulls),
+            (99, 1, 20_000, 0)
+        );
+        db.forget_pulls(5, &["task-2".to_string(), "never".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(db.pending_pulls().await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -404,6 +404,15 @@ async fn a_retract_recalls_each_task_once() {
     }
     let statuses = app.dingtalk_statuses(&msgid).await;
     assert!(statuses.values().all(|s| s == "retracted"), "{statuses:?}");
+    // Withdrawn: their receipts are no longer asked for.
+    let started = Instant::now();
+    while app.count_rows("receipt_pulls").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[actix_web::test]
@@ -434,4 +443,127 @@ async fn a_content_dingtalk_would_refuse_is_refused_at_the_api_and_nothing_is_st
         ],
     )
     .await;
+}
+
+/// Ten users of one task, the message done; the task's id.
+async fn one_task_sent(app: &TestApp, tag: &str) -> (String, u64) {
+    app.add_users((0..10).map(|i| {
+        json!({"userid": format!("{tag}{i}"), "add": {"tag": [tag], "dingtalk_cc": format!("{tag}.staff{i}")}})
+    }))
+    .await;
+    let msgid = app
+        .send_ok(
+            "/v1/sent",
+            json!({"aud_tag": [tag], "msg_dingtalk_cc": notice("Canteen closed")}),
+        )
+        .await;
+    app.wait_done(&msgid, Duration::from_secs(30)).await;
+    let task = only_task(app, &msgid).await;
+    (msgid, task)
+}
+
+/// An ask DingTalk refuses for now (no permission, a busy moment) keeps the task followed:
+/// it is asked again, and its receipts come in.
+#[actix_web::test]
+async fn a_refused_ask_is_asked_again_later() {
+    let app = spawn_app_with(|s| {
+        quick_pulls(s);
+        s.providers.receipt_pull_first_ms = 1500;
+    })
+    .await;
+    app.dingtalk_channel().await;
+    let (msgid, task) = one_task_sent(&app, "refused").await;
+    assert_eq!(app.sim.state.dingtalk_reports(task), 0, "asked too soon");
+    // The next two asks: no permission, then busy.
+    for code in ["88", "-1"] {
+        assert!(app.sim.state.set_faults(
+            "dingtalk_cc",
+            FaultPlan {
+                fail_code: Some(code.into()),
+                fail_code_next: 1,
+                ..FaultPlan::default()
+            },
+        ));
+        let failed = app.sim.state.failed_calls("dingtalk_cc");
+        let started = Instant::now();
+        while app.sim.state.failed_calls("dingtalk_cc") == failed {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{code}: never asked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            app.count_rows("receipt_pulls").await,
+            1,
+            "{code}: forgotten"
+        );
+    }
+    let statuses = app
+        .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
+        .await;
+    assert!(statuses.values().all(|s| s == "delivered"), "{statuses:?}");
+    assert!(app.sim.state.dingtalk_reports(task) >= 1);
+}
+
+/// A task whose users DingTalk never reports on is asked about until the window ends, then
+/// no more; its deliveries stay submitted.
+#[actix_web::test]
+async fn a_task_is_forgotten_when_its_window_ends() {
+    let app = spawn_app_with(|s| {
+        quick_pulls(s);
+        s.providers.receipt_pull_window_ms = 1500;
+    })
+    .await;
+    app.dingtalk_channel().await;
+    app.sim_post(
+        "/sim/receipts",
+        json!({"channel": "dingtalk_cc", "delivered_ratio": 0.0}),
+    )
+    .await;
+    let (msgid, task) = one_task_sent(&app, "silent").await;
+    let started = Instant::now();
+    while app.count_rows("receipt_pulls").await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still followed after its window"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = app.sim.state.dingtalk_reports(task);
+    assert!(asked >= 2, "asked {asked} times");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.sim.state.dingtalk_reports(task), asked);
+    let statuses = app.dingtalk_statuses(&msgid).await;
+    assert!(statuses.values().all(|s| s == "submitted"), "{statuses:?}");
+}
+
+/// The tasks of a channel disabled after the send are not asked about while it is disabled,
+/// and are once it is enabled again.
+#[actix_web::test]
+async fn a_disabled_channel_s_tasks_wait_until_it_is_enabled() {
+    let app = spawn_app_with(|s| {
+        quick_pulls(s);
+        s.providers.receipt_pull_first_ms = 1500;
+    })
+    .await;
+    let channel = app.dingtalk_channel().await;
+    let (msgid, task) = one_task_sent(&app, "paused").await;
+    app.admin_patch(
+        &format!("/api/channels/{channel}"),
+        json!({"enabled": false}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.sim.state.dingtalk_reports(task), 0);
+    assert_eq!(app.count_rows("receipt_pulls").await, 1);
+    app.admin_patch(
+        &format!("/api/channels/{channel}"),
+        json!({"enabled": true}),
+    )
+    .await;
+    let statuses = app
+        .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
+        .await;
+    assert!(statuses.values().all(|s| s == "delivered"), "{statuses:?}");
 }

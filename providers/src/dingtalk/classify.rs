@@ -7,8 +7,11 @@
 use msghub_actors::provider::{Outcome, OutcomeClass, SendReport, Undelivered};
 use serde_json::Value;
 
-use crate::http::{Reply, truncate, with_wait};
-use crate::token::errcode;
+use crate::http::{Reply, truncate};
+use crate::token::errcode_outcome;
+
+/// Invalid parameter: answered to a report on a task DingTalk does not know.
+const UNKNOWN_TASK: &str = "40035";
 
 /// The errcodes that mean the access token was refused or missing: refresh it and call again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
@@ -30,35 +33,21 @@ fn class_for_errcode(errcode: i64) -> OutcomeClass {
 }
 
 /// The outcome of a call as a whole: a token request, a send, a recall or a report that
-/// failed.
+/// failed. 88's reason is its `sub_code`, kept in the code (`88:60011`).
 pub(crate) fn classify(reply: &Reply) -> Outcome {
-    let json = reply.json();
-    let outcome = match json.as_ref().and_then(errcode) {
-        Some((0, _)) if reply.status == 200 => Outcome::ok("0", None),
-        Some((code, message)) => {
-            let class = match class_for_errcode(code) {
-                // errcode 0 on a non-200 answer is not an answer.
-                OutcomeClass::Ok => OutcomeClass::Perm,
-                class => class,
-            };
-            // 88's reason is its sub_code.
-            let sub = json
-                .as_ref()
-                .and_then(|j| j.get("sub_code"))
-                .and_then(|s| match s {
-                    Value::String(s) if !s.is_empty() => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                });
-            let code = match sub {
-                Some(sub) => format!("{code}:{sub}"),
-                None => code.to_string(),
-            };
-            Outcome::failed(class, truncate(&code), truncate(&message))
-        }
-        None => reply.unrecognised(),
-    };
-    with_wait(outcome, reply.retry_after)
+    let mut outcome = errcode_outcome(reply, class_for_errcode);
+    let sub = reply
+        .json()
+        .and_then(|j| j.get("sub_code").cloned())
+        .and_then(|s| match s {
+            Value::String(s) if !s.is_empty() => Some(s),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    if let (Some(sub), false) = (sub, outcome.class == OutcomeClass::Ok) {
+        outcome.code = truncate(&format!("{}:{sub}", outcome.code));
+    }
+    outcome
 }
 
 /// The id of an accepted send (`task_id`, a number; a string is taken as it is).
@@ -103,6 +92,13 @@ fn ids(result: &Value, field: &str) -> Vec<String> {
 /// first of read, unread, invalid, forbidden, failed.
 pub(crate) fn send_report(reply: &Reply) -> Result<SendReport, Outcome> {
     let outcome = classify(reply);
+    // 40035 names the task: DingTalk does not know it, and never will.
+    if outcome.code == UNKNOWN_TASK {
+        return Err(Outcome {
+            class: OutcomeClass::Gone,
+            ..outcome
+        });
+    }
     if outcome.class != OutcomeClass::Ok {
         return Err(outcome);
     }
@@ -204,7 +200,15 @@ mod tests {
                 (class, code.to_string(), format!("m{code}")),
                 "{code}"
             );
-            assert_eq!(send_report(&reply(200, &body)).unwrap_err().class, class);
+            let report_class = if code == 40035 {
+                OutcomeClass::Gone
+            } else {
+                class
+            };
+            assert_eq!(
+                send_report(&reply(200, &body)).unwrap_err().class,
+                report_class
+            );
         }
         let denied = classify(&reply(
             200,

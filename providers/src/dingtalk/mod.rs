@@ -27,7 +27,7 @@ use msghub_actors::provider::{
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, per_chunk, per_target};
-use crate::token::{TokenCache, token_from, token_transport};
+use crate::token::{TokenCache, get_token};
 use crate::{AdapterOptions, ConfigError, rejected};
 use config::DingtalkConfig;
 
@@ -166,8 +166,8 @@ pub(crate) fn parse_content(content: &Value) -> Result<Map<String, Value>, Outco
     Ok(message.clone())
 }
 
-/// A DingTalk userid is 1–64 characters without spaces, control characters or commas (the
-/// list separator).
+/// A DingTalk userid is 1–64 characters without spaces (leading and trailing included),
+/// control characters or commas (the list separator).
 fn usable_userid(address: &str) -> bool {
     !address.is_empty()
         && address.chars().count() <= 64
@@ -186,23 +186,11 @@ fn task_value(task_id: &str) -> Value {
 impl DingtalkProvider {
     /// One `gettoken` call: the token and how long it lives.
     async fn fetch_token(&self) -> Result<(Arc<str>, Duration), Outcome> {
-        let Ok(url) = reqwest::Url::parse_with_params(
-            &self.token_url,
-            [
-                ("appkey", self.config.appkey.as_str()),
-                ("appsecret", self.config.appsecret.as_str()),
-            ],
-        ) else {
-            return Err(Outcome::failed(
-                OutcomeClass::Perm,
-                "base_url",
-                "the token URL is not valid",
-            ));
-        };
-        let reply = http::execute(self.client.get(url))
-            .await
-            .map_err(token_transport)?;
-        token_from(&reply, classify::classify)
+        let params = [
+            ("appkey", self.config.appkey.as_str()),
+            ("appsecret", self.config.appsecret.as_str()),
+        ];
+        get_token(&self.client, &self.token_url, params, classify::classify).await
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<http::Reply, Outcome> {
@@ -220,7 +208,9 @@ impl DingtalkProvider {
         let usable: Vec<bool> = chunk
             .iter()
             .map(|t| {
-                let u = t.address.trim();
+                // Not trimmed: DingTalk reports the userid it was sent, and receipts find their
+                // delivery by the address as stored.
+                let u = t.address.as_str();
                 let ok = usable_userid(u);
                 if ok && places.insert(u, ()).is_none() {
                     users.push(u);

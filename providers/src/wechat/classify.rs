@@ -4,8 +4,8 @@
 use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, truncate, with_wait};
-use crate::token::errcode;
+use crate::http::Reply;
+use crate::token::errcode_outcome;
 
 /// The errcodes that mean the access token was refused: refresh it and send again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
@@ -36,30 +36,19 @@ fn class_for_errcode(errcode: i64, kind: ChannelType) -> OutcomeClass {
 
 /// The outcome of one send of a `kind` channel.
 pub(crate) fn classify(reply: &Reply, kind: ChannelType) -> Outcome {
-    let json = reply.json();
-    let outcome = match json.as_ref().and_then(errcode) {
-        Some((0, _)) if reply.status == 200 => {
-            let msgid = json
-                .as_ref()
-                .and_then(|j| j.get("msgid"))
-                .and_then(|m| match m {
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::String(s) if !s.is_empty() => Some(s.clone()),
-                    _ => None,
-                });
-            Outcome::ok("0", msgid)
-        }
-        Some((code, message)) => {
-            let class = match class_for_errcode(code, kind) {
-                // errcode 0 on a non-200 answer is not a send.
-                OutcomeClass::Ok => OutcomeClass::Perm,
-                class => class,
-            };
-            Outcome::failed(class, code.to_string(), truncate(&message))
-        }
-        None => reply.unrecognised(),
-    };
-    with_wait(outcome, reply.retry_after)
+    let mut outcome = errcode_outcome(reply, |code| class_for_errcode(code, kind));
+    if outcome.class == OutcomeClass::Ok {
+        outcome.provider_id = reply
+            .json()
+            .as_ref()
+            .and_then(|j| j.get("msgid"))
+            .and_then(|m| match m {
+                Value::Number(n) => Some(n.to_string()),
+                Value::String(s) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            });
+    }
+    outcome
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use msghub_actors::provider::{Outcome, OutcomeClass};
 use serde_json::Value;
 
-use crate::http::{Reply, truncate, with_wait};
-use crate::token::errcode;
+use crate::http::Reply;
+use crate::token::{errcode, errcode_outcome};
 
 /// The errcodes that mean the access token was refused or missing: refresh it and send again.
 pub(crate) fn is_token_error(errcode: i64) -> bool {
@@ -33,20 +33,7 @@ fn class_for_errcode(errcode: i64) -> OutcomeClass {
 /// The outcome of a call for the call as a whole: a token request, a recall, or a send
 /// that failed for every member alike.
 pub(crate) fn classify(reply: &Reply) -> Outcome {
-    let json = reply.json();
-    let outcome = match json.as_ref().and_then(errcode) {
-        Some((0, _)) if reply.status == 200 => Outcome::ok("0", None),
-        Some((code, message)) => {
-            let class = match class_for_errcode(code) {
-                // errcode 0 on a non-200 answer is not a send.
-                OutcomeClass::Ok => OutcomeClass::Perm,
-                class => class,
-            };
-            Outcome::failed(class, code.to_string(), truncate(&message))
-        }
-        None => reply.unrecognised(),
-    };
-    with_wait(outcome, reply.retry_after)
+    errcode_outcome(reply, class_for_errcode)
 }
 
 /// The members a reply lists under `field` (`"u1|u2"`), lower-cased.

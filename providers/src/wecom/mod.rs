@@ -21,7 +21,7 @@ use msghub_actors::provider::{ChannelType, Outcome, OutcomeClass, Provider, Send
 use serde_json::{Map, Value, json};
 
 use crate::http::{self, per_chunk, per_target};
-use crate::token::{TokenCache, token_from, token_transport};
+use crate::token::{TokenCache, get_token};
 use crate::{AdapterOptions, ConfigError, rejected};
 use config::WecomConfig;
 
@@ -201,23 +201,11 @@ fn usable_userid(address: &str) -> bool {
 impl WecomProvider {
     /// One `gettoken` call: the token and how long it lives.
     async fn fetch_token(&self) -> Result<(Arc<str>, Duration), Outcome> {
-        let Ok(url) = reqwest::Url::parse_with_params(
-            &self.token_url,
-            [
-                ("corpid", self.config.corpid.as_str()),
-                ("corpsecret", self.config.corpsecret.as_str()),
-            ],
-        ) else {
-            return Err(Outcome::failed(
-                OutcomeClass::Perm,
-                "base_url",
-                "the token URL is not valid",
-            ));
-        };
-        let reply = http::execute(self.client.get(url))
-            .await
-            .map_err(token_transport)?;
-        token_from(&reply, classify::classify)
+        let params = [
+            ("corpid", self.config.corpid.as_str()),
+            ("corpsecret", self.config.corpsecret.as_str()),
+        ];
+        get_token(&self.client, &self.token_url, params, classify::classify).await
     }
 
     async fn post(&self, url: &str, body: &Value) -> Result<http::Reply, Outcome> {
