@@ -259,10 +259,15 @@ impl Db {
                 values.extend([(*id).into(), (*status as i16).into(), (*at).into()]);
             }
             repeat_last_row(&mut values, 3, rows - chunk.len());
+            // A delivery retracted since it was read (a retract's recall, on Postgres, where
+            // that write runs beside this one) stays retracted.
             let sql = format!(
-                "UPDATE deliveries SET updated_at = ?, status = v.column2, receipt_at = v.column3 \
+                "UPDATE deliveries SET updated_at = ?, \
+                 status = CASE WHEN deliveries.status = {retracted} THEN deliveries.status ELSE v.column2 END, \
+                 receipt_at = CASE WHEN deliveries.status = {retracted} THEN deliveries.receipt_at ELSE v.column3 END \
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-                value_rows(rows, 3)
+                value_rows(rows, 3),
+                retracted = DeliveryStatus::Retracted as i16,
             );
             txn.execute_raw(self.stmt(&sql, values)).await?;
         }

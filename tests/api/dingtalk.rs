@@ -97,6 +97,15 @@ impl TestApp {
     }
 }
 
+/// How many deliveries have each status (for assertion messages).
+fn tally(statuses: &BTreeMap<String, String>) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for s in statuses.values() {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    counts
+}
+
 fn notice(content: &str) -> Value {
     json!([{"msg": {"msgtype": "text", "text": {"content": content}}}])
 }
@@ -149,11 +158,18 @@ async fn work_notices_are_followed_until_each_user_is_settled() {
     assert!(received.values().all(|n| *n == 1), "a user sent to twice");
     assert!(!received.contains_key("gone.staff"));
     let deliveries = app.all_deliveries(&msgid).await;
-    let tasks: BTreeSet<&str> = deliveries
+    // Each user's task.
+    let task_of: BTreeMap<String, String> = deliveries
         .iter()
-        .filter_map(|d| d["provider_id"].as_str())
+        .filter_map(|d| {
+            Some((
+                d["address"].as_str()?.to_string(),
+                d["provider_id"].as_str()?.to_string(),
+            ))
+        })
         .collect();
-    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    let tasks: BTreeSet<&str> = task_of.values().map(String::as_str).collect();
+    assert!((2..=6).contains(&tasks.len()), "{tasks:?}");
 
     // Once the simulator's receipts have all come due, the hub shows each user's.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -161,10 +177,7 @@ async fn work_notices_are_followed_until_each_user_is_settled() {
         .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
         .await;
     assert_eq!(statuses.len(), N + 1);
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in statuses.values() {
-        *counts.entry(s.as_str()).or_default() += 1;
-    }
+    let counts = tally(&statuses);
     for status in ["clicked", "delivered", "undelivered", "submitted"] {
         assert!(counts.get(status).copied().unwrap_or(0) > 50, "{counts:?}");
     }
@@ -178,8 +191,23 @@ async fn work_notices_are_followed_until_each_user_is_settled() {
         vec![("gone.staff", "gone", json!("invalid_user"))],
         "{suppressed:?}"
     );
-    // Both tasks still have unread or silent users: still followed.
-    assert_eq!(app.count_rows("receipt_pulls").await, 2);
+    // Still followed: exactly the tasks with a user unread or not reported on.
+    let open: BTreeSet<&str> = statuses
+        .iter()
+        .filter(|(_, s)| *s == "delivered" || *s == "submitted")
+        .map(|(a, _)| task_of[a].as_str())
+        .collect();
+    assert!(!open.is_empty());
+    let started = Instant::now();
+    while app.count_rows("receipt_pulls").await != open.len() as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} tasks followed, {} open",
+            app.count_rows("receipt_pulls").await,
+            open.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = app.status(&msgid).await;
     let ding = status["channels"]
         .as_array()
@@ -243,7 +271,11 @@ async fn a_task_is_no_longer_asked_about_once_every_user_has_read_it() {
     }
     let statuses = app.dingtalk_statuses(&msgid).await;
     assert_eq!(statuses.len(), 20);
-    assert!(statuses.values().all(|s| s == "clicked"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "clicked"),
+        "{:?}",
+        tally(&statuses)
+    );
     // Settled: DingTalk is asked nothing more about it.
     let task = only_task(&app, &msgid).await;
     let asked = app.sim.state.dingtalk_reports(task);
@@ -351,7 +383,11 @@ async fn tasks_pending_across_a_restart_are_asked_about_after_it() {
     let statuses = app.dingtalk_statuses(&msgid).await;
     server.kill();
     assert_eq!(statuses.len(), 200);
-    assert!(statuses.values().all(|s| s == "submitted"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "submitted"),
+        "{:?}",
+        tally(&statuses)
+    );
     assert_eq!(app.count_rows("receipt_pulls").await, 1);
     let asked_before = app.sim.state.dingtalk_reports(task);
     tokio::time::sleep(Duration::from_millis(4000)).await;
@@ -360,7 +396,11 @@ async fn tasks_pending_across_a_restart_are_asked_about_after_it() {
         .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
         .await;
     server.kill();
-    assert!(statuses.values().all(|s| s == "delivered"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "delivered"),
+        "{:?}",
+        tally(&statuses)
+    );
     assert!(app.sim.state.dingtalk_reports(task) > asked_before);
     // Reached but unread: still followed for reads.
     assert_eq!(app.count_rows("receipt_pulls").await, 1);
@@ -387,7 +427,7 @@ async fn a_retract_recalls_each_task_once() {
         .iter()
         .filter_map(|d| d["provider_id"].as_str().and_then(|p| p.parse().ok()))
         .collect();
-    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert!((2..=6).contains(&tasks.len()), "{tasks:?}");
     let (code, body) = app.v1(&format!("/v1/retract/{msgid}"), &json!({})).await;
     assert_eq!((code, body["code"].as_i64()), (200, Some(0)), "{body}");
     let started = Instant::now();
@@ -402,8 +442,22 @@ async fn a_retract_recalls_each_task_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let statuses = app.dingtalk_statuses(&msgid).await;
-    assert!(statuses.values().all(|s| s == "retracted"), "{statuses:?}");
+    // Each recalled delivery is recorded retracted (after the simulator's answer), whatever
+    // receipt came in meanwhile.
+    let started = Instant::now();
+    loop {
+        let statuses = app.dingtalk_statuses(&msgid).await;
+        let left = statuses.values().filter(|s| *s != "retracted").count();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{left} of {} not retracted",
+            statuses.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Withdrawn: their receipts are no longer asked for.
     let started = Instant::now();
     while app.count_rows("receipt_pulls").await > 0 {
@@ -502,7 +556,11 @@ async fn a_refused_ask_is_asked_again_later() {
     let statuses = app
         .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
         .await;
-    assert!(statuses.values().all(|s| s == "delivered"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "delivered"),
+        "{:?}",
+        tally(&statuses)
+    );
     assert!(app.sim.state.dingtalk_reports(task) >= 1);
 }
 
@@ -535,7 +593,11 @@ async fn a_task_is_forgotten_when_its_window_ends() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(app.sim.state.dingtalk_reports(task), asked);
     let statuses = app.dingtalk_statuses(&msgid).await;
-    assert!(statuses.values().all(|s| s == "submitted"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "submitted"),
+        "{:?}",
+        tally(&statuses)
+    );
 }
 
 /// The tasks of a channel disabled after the send are not asked about while it is disabled,
@@ -565,5 +627,9 @@ async fn a_disabled_channel_s_tasks_wait_until_it_is_enabled() {
     let statuses = app
         .wait_dingtalk_matches(&msgid, Duration::from_secs(30))
         .await;
-    assert!(statuses.values().all(|s| s == "delivered"), "{statuses:?}");
+    assert!(
+        statuses.values().all(|s| s == "delivered"),
+        "{:?}",
+        tally(&statuses)
+    );
 }
