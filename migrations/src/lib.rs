@@ -17,6 +17,7 @@ mod m0009_receipt_id_indexes;
 mod m0010_suppressions;
 mod m0011_soft_bounces;
 mod m0012_receipt_pulls;
+mod m0013_miniprogram_msgid_index;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_suppressions::Migration),
             Box::new(m0011_soft_bounces::Migration),
             Box::new(m0012_receipt_pulls::Migration),
+            Box::new(m0013_miniprogram_msgid_index::Migration),
         ]
     }
 }

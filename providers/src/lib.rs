@@ -425,8 +425,7 @@ pub fn secret_fields(kind: ChannelType) -> &'static [&'static str] {
         ChannelType::App => jpush::config::SECRETS,
         ChannelType::Sms => SMS_SECRETS,
         ChannelType::Email => smtp::config::SECRETS,
-        ChannelType::Wechatoa => wechat::config::SECRETS,
-        ChannelType::Wechatmp => wechat::config::MP_SECRETS,
+        ChannelType::Wechatoa | ChannelType::Wechatmp => wechat::config::SECRETS,
         ChannelType::Wechatwk => wecom::config::SECRETS,
         ChannelType::Feishu => feishu::config::SECRETS,
         ChannelType::AlipayLife => alipay::config::SECRETS,
@@ -586,7 +585,10 @@ mod tests {
             &["secret", "token", "encoding_aes_key"]
         );
         assert_eq!(secret_fields(ChannelType::Wechatwk), &["corpsecret"]);
-        assert_eq!(secret_fields(ChannelType::Wechatmp), &["secret"]);
+        assert_eq!(
+            secret_fields(ChannelType::Wechatmp),
+            &["secret", "token", "encoding_aes_key"]
+        );
         assert_eq!(secret_fields(ChannelType::Feishu), &["app_secret"]);
         assert_eq!(secret_fields(ChannelType::AlipayLife), &["private_key"]);
         assert_eq!(secret_fields(ChannelType::DingtalkCc), &["appsecret"]);

@@ -203,7 +203,7 @@ async fn events(q: web::Query<ChannelQuery>, state: web::Data<SimState>) -> Http
     HttpResponse::Ok().json(json!({"count": list.len(), "events": out}))
 }
 
-/// `POST /sim/receipts`: `{"channel":"app"|"sms"|"tencent_sms"|"wechatoa"|"dingtalk_cc",
+/// `POST /sim/receipts`: `{"channel":"app"|"sms"|"tencent_sms"|"wechatoa"|"wechatmp"|"dingtalk_cc",
 /// ...ReceiptConfig fields}` replaces that channel's receipt configuration; absent fields take
 /// their defaults.
 async fn set_receipts(body: web::Bytes, state: web::Data<SimState>) -> HttpResponse {
@@ -224,8 +224,9 @@ struct ReceiptQuery {
 }
 
 /// `GET /sim/receipts?channel=app[&msgid=ID]` → one channel's report; without `channel` →
-/// `{"app": ..., "sms": ..., "tencent_sms": ..., "wechatoa": ..., "dingtalk_cc": ...}`
-/// (`dingtalk_cc` ignores `msgid`: its report covers every task).
+/// `{"app": ..., "sms": ..., "tencent_sms": ..., "wechatoa": ..., "wechatmp": ...,
+/// "dingtalk_cc": ...}` (`wechatmp` takes the WeChat msgid as `msgid`; `dingtalk_cc` ignores
+/// it: its report covers every task).
 async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -> HttpResponse {
     let msgid = q.msgid.as_deref();
     match q.channel.as_deref() {
@@ -239,6 +240,7 @@ async fn get_receipts(q: web::Query<ReceiptQuery>, state: web::Data<SimState>) -
                 Channel::Sms,
                 Channel::TencentSms,
                 Channel::Wechatoa,
+                Channel::Wechatmp,
                 Channel::DingtalkCc,
             ]
             .iter()

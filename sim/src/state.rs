@@ -305,17 +305,18 @@ impl SimState {
             .store(capacity.max(1), Ordering::Relaxed);
     }
 
-    /// Replaces the receipt configuration of `channel` (`app`, `sms`, `tencent_sms`, `wechatoa`
-    /// or `dingtalk_cc`); the error says why not.
+    /// Replaces the receipt configuration of `channel` (`app`, `sms`, `tencent_sms`, `wechatoa`,
+    /// `wechatmp` or `dingtalk_cc`); the error says why not.
     pub fn set_receipts(&self, channel: &str, config: ReceiptConfig) -> Result<(), String> {
         let c = crate::receipts::receipt_channel(channel)?;
         self.receipts.configure(c, config)
     }
 
     /// Receipt counters and acknowledged addresses of `channel` (`app`, `sms`, `tencent_sms`,
-    /// `wechatoa` or `dingtalk_cc`), for every msgid or only for msghub msgid `msgid`
-    /// (`dingtalk_cc`: always every task, as its lists stand now). `None` for channels without
-    /// receipts.
+    /// `wechatoa`, `wechatmp` or `dingtalk_cc`), for every msgid or only for msghub msgid
+    /// `msgid` (`wechatmp`: the WeChat msgid in decimal, a subscribe send carrying no msghub
+    /// msgid; `dingtalk_cc`: always every task, as its lists stand now). `None` for channels
+    /// without receipts.
     pub fn receipts(&self, channel: &str, msgid: Option<&str>) -> Option<ReceiptReport> {
         let c = crate::receipts::receipt_channel(channel).ok()?;
         self.receipt_report(c, msgid)

@@ -11,8 +11,11 @@
 //! template, unlimited (long-term) unless one-time subscriptions were granted for it
 //! ([`SimState::grant_subscriptions`], `POST /sim/subscriptions`), each send using one; a user
 //! with none left, or on the channel's `perm_addresses`, is refused with 43101. The simulated
-//! app stands for both the account and the mini-program: one AppID, one token store (real
-//! ones are separate apps). Not simulated: the subscribe event pushes.
+//! app stands for both the account and the mini-program: one AppID, one token store, one
+//! server configuration (real ones are separate apps). Accepted subscribe sends get
+//! `subscribe_msg_sent_event` events pushed to the configured `report_url` of `wechatmp`,
+//! signed and encrypted like the account's (`crate::receipts`). Not simulated: the
+//! `subscribe_msg_popup_event` and `subscribe_msg_change_event` pushes.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -398,7 +401,10 @@ pub(crate) async fn subscribe_send(
     }
     {
         let mut wechat = lock(&state.wechat);
-        if let Some(left) = wechat.subscriptions.get_mut(&(openid.clone(), template_id)) {
+        if let Some(left) = wechat
+            .subscriptions
+            .get_mut(&(openid.clone(), template_id.clone()))
+        {
             if *left == 0 {
                 drop(wechat);
                 return refuse(43101, REFUSED);
@@ -407,7 +413,10 @@ pub(crate) async fn subscribe_send(
         }
     }
     let msgid = 1_800_000_000_000_000_000 + state.next_id();
-    state.record(c, vec![openid]);
+    state.record(c, vec![openid.clone()]);
+    state
+        .receipts
+        .subscribe_accepted(msgid, &openid, &template_id);
     HttpResponse::Ok().json(json!({"errcode": 0, "errmsg": "ok", "msgid": msgid}))
 }
 

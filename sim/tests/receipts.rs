@@ -1,6 +1,6 @@
 //! Receipts pushed by the simulator to a local receiver: JPush callbacks, Aliyun SmsReport and
-//! Tencent SMS status callbacks, batching, retries, the loopback rule and the `/sim/receipts`
-//! control API.
+//! Tencent SMS status callbacks, WeChat template and mini-program subscribe events, batching,
+//! retries, the loopback rule and the `/sim/receipts` control API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -572,7 +572,7 @@ async fn the_control_api_validates_reports_and_resets_receipts() {
         "retry_delays_ms": [1000, 5000, 10000], "report_url": null, "wechat_mode": "plain"
     });
     let all = report(&c, &base, "").await;
-    for channel in ["app", "sms", "tencent_sms", "wechatoa"] {
+    for channel in ["app", "sms", "tencent_sms", "wechatoa", "wechatmp"] {
         assert_eq!(all[channel]["config"], defaults, "{channel}");
     }
     // The encryption mode is the WeChat account's alone.
@@ -585,6 +585,29 @@ async fn the_control_api_validates_reports_and_resets_receipts() {
     )
     .await;
     assert_eq!(s, 400, "{v}");
+    // The mini-program is the same WeChat app: it takes a push URL and a mode too.
+    let (s, v) = configure(
+        &c,
+        &base,
+        json!({"channel": "miniprogram", "wechat_mode": "compatible",
+               "report_url": "http://127.0.0.1:1/mp"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["channel"].as_str(),
+            v["config"]["wechat_mode"].as_str(),
+            v["config"]["report_url"].as_str()
+        ),
+        (
+            Some("wechatmp"),
+            Some("compatible"),
+            Some("http://127.0.0.1:1/mp")
+        )
+    );
+    let mp = report(&c, &base, "channel=wechatmp").await;
+    assert_eq!(mp["config"]["wechat_mode"], "compatible");
     for key in [
         "posted_batches",
         "posted_items",
@@ -612,6 +635,10 @@ async fn the_control_api_validates_reports_and_resets_receipts() {
     assert_eq!(
         all["sms"]["config"], defaults,
         "reset restores the defaults"
+    );
+    assert_eq!(
+        all["wechatmp"]["config"], defaults,
+        "the mini-program's too"
     );
     assert_eq!(all["app"]["dropped_items"], 0, "reset clears the counters");
 
@@ -881,5 +908,252 @@ async fn wechat_events_are_pushed_one_per_post_and_signed() {
         strings(&one["failed"]).into_iter().collect::<BTreeSet<_>>(),
         failed
     );
+    sim.stop().await;
+}
+
+/// A stable access token of the simulated WeChat app.
+async fn wechat_token(c: &reqwest::Client, sim: &str) -> String {
+    let v: Value = c
+        .post(format!("{sim}/cgi-bin/stable_token"))
+        .json(
+            &json!({"grant_type": "client_credential", "appid": "wx5151000000000001",
+                      "secret": "sim-wechat-secret"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+/// A mini-program subscribe send to `openid`; returns the answer.
+async fn subscribe(c: &reqwest::Client, sim: &str, token: &str, openid: &str) -> Value {
+    c.post(format!(
+        "{sim}/cgi-bin/message/subscribe/send?access_token={token}"
+    ))
+    .json(
+        &json!({"touser": openid, "template_id": "SUB_1", "page": "pages/index",
+                  "data": {"thing1": {"value": "shipped"}}}),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+/// The query of a WeChat push, checked to be signed with the simulator's Token.
+fn signed_query(r: &Seen) -> BTreeMap<String, String> {
+    use sha1::Digest;
+    let q: BTreeMap<String, String> = url::form_urlencoded::parse(r.query.as_bytes())
+        .into_owned()
+        .collect();
+    let mut parts = [
+        "simWechatToken",
+        q["timestamp"].as_str(),
+        q["nonce"].as_str(),
+    ];
+    parts.sort_unstable();
+    assert_eq!(
+        q["signature"],
+        hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()))
+    );
+    q
+}
+
+#[actix_web::test]
+async fn miniprogram_sent_events_report_each_accepted_subscribe_send() {
+    let sim = common::sim(|_| {}).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let token = wechat_token(&c, &base).await;
+    let (rx_base, rx) = receiver(0).await;
+
+    // No report_url yet: nothing is sent.
+    assert_eq!(
+        subscribe(&c, &base, &token, "oMini0000009").await["errcode"],
+        0
+    );
+    let r = report(&c, &base, "channel=wechatmp").await;
+    assert_eq!(
+        (r["posted_items"].as_u64(), r["pending"].as_u64()),
+        (Some(0), Some(0))
+    );
+
+    let cfg = json!({"channel": "miniprogram", "report_url": format!("{rx_base}/mp"),
+                     "delay_ms": 0, "batch_ms": 5});
+    let (s, v) = configure(&c, &base, cfg).await;
+    assert_eq!((s, v["channel"].as_str()), (200, Some("wechatmp")), "{v}");
+    let mut msgids = BTreeMap::new();
+    for i in 1..=3 {
+        let openid = format!("oMini000000{i}");
+        let v = subscribe(&c, &base, &token, &openid).await;
+        assert_eq!(v["errcode"], 0, "{v}");
+        msgids.insert(v["msgid"].as_u64().unwrap().to_string(), openid);
+    }
+    // No subscription left: refused, and no event.
+    sim.state.grant_subscriptions("oMini0000004", "SUB_1", 0);
+    assert_eq!(
+        subscribe(&c, &base, &token, "oMini0000004").await["errcode"],
+        43101
+    );
+
+    let r = settle(&c, &base, "channel=wechatmp", |r| r["posted_items"] == 3).await;
+    assert_eq!(r["posted_batches"], 3, "one event per POST");
+    assert_eq!(
+        strings(&r["delivered"]),
+        ["oMini0000001", "oMini0000002", "oMini0000003"]
+    );
+    assert!(strings(&r["failed"]).is_empty());
+    let requests = rx.requests();
+    assert_eq!(requests.len(), 3);
+    for r in &requests {
+        assert_eq!(r.path, "/mp");
+        assert_eq!(r.content_type.as_deref(), Some("text/xml"));
+        let q = signed_query(r);
+        assert!(!q.contains_key("encrypt_type"), "plain mode");
+        let xml = r.body.as_str().unwrap();
+        assert_eq!(xml_field(xml, "ToUserName"), "gh_5151000000001");
+        assert_eq!(xml_field(xml, "MsgType"), "event");
+        assert_eq!(xml_field(xml, "Event"), "subscribe_msg_sent_event");
+        assert!(xml_field(xml, "CreateTime").parse::<i64>().is_ok());
+        let list = xml_field(&xml_field(xml, "SubscribeMsgSentEvent"), "List");
+        assert_eq!(xml_field(&list, "TemplateId"), "SUB_1");
+        assert_eq!(xml_field(&list, "ErrorCode"), "0");
+        assert_eq!(xml_field(&list, "ErrorStatus"), "success");
+        let msgid = xml_field(&list, "MsgID");
+        assert!(msgid.starts_with("18"), "{msgid}");
+        assert_eq!(
+            msgids.get(&msgid).map(String::as_str),
+            Some(xml_field(xml, "FromUserName").as_str()),
+            "{xml}"
+        );
+        assert!(!xml.contains("oMini0000004") && !xml.contains("oMini0000009"));
+    }
+    // Per msgid: the WeChat msgid in decimal.
+    let (msgid, openid) = msgids.iter().next().unwrap();
+    let one = report(&c, &base, &format!("channel=wechatmp&msgid={msgid}")).await;
+    assert_eq!(strings(&one["delivered"]), [openid.as_str()]);
+    // The Official Account's events are apart.
+    assert_eq!(
+        report(&c, &base, "channel=wechatoa").await["posted_items"],
+        0
+    );
+
+    // Every send failing: ErrorCode 10005, "system failed".
+    let cfg = json!({"channel": "wechatmp", "report_url": format!("{rx_base}/mp"),
+                     "delivered_ratio": 0.0, "failed_ratio": 1.0, "delay_ms": 0, "batch_ms": 5});
+    assert_eq!(configure(&c, &base, cfg).await.0, 200);
+    let v = subscribe(&c, &base, &token, "oMini0000005").await;
+    let msgid = v["msgid"].as_u64().unwrap().to_string();
+    let r = settle(&c, &base, "channel=wechatmp", |r| r["posted_items"] == 4).await;
+    assert_eq!(strings(&r["failed"]), ["oMini0000005"]);
+    let last = rx.requests().pop().unwrap();
+    let xml = last.body.as_str().unwrap();
+    assert_eq!(xml_field(xml, "FromUserName"), "oMini0000005");
+    assert_eq!(xml_field(xml, "MsgID"), msgid);
+    assert_eq!(xml_field(xml, "ErrorCode"), "10005");
+    assert_eq!(xml_field(xml, "ErrorStatus"), "system failed");
+    let one = report(&c, &base, &format!("channel=wechatmp&msgid={msgid}")).await;
+    assert_eq!(strings(&one["failed"]), ["oMini0000005"]);
+    assert!(strings(&one["delivered"]).is_empty());
+
+    // Reset forgets it all.
+    c.post(format!("{base}/sim/reset")).send().await.unwrap();
+    let r = report(&c, &base, "channel=wechatmp").await;
+    assert_eq!(r["posted_items"], 0);
+    assert!(r["config"]["report_url"].is_null());
+    sim.stop().await;
+}
+
+/// Decrypts a WeChat `Encrypt` envelope with the simulator's EncodingAESKey, as a receiver
+/// would by the published scheme: the message and the appid after it.
+fn wechat_decrypt(encrypt: &str) -> (String, String) {
+    use aes::cipher::block_padding::NoPadding;
+    use aes::cipher::{BlockModeDecrypt, KeyIvInit};
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    let key = lenient
+        .decode("simWechatEncodingAesKey0123456789abcdefghij=")
+        .unwrap();
+    assert_eq!(key.len(), 32);
+    let mut sealed = base64::engine::general_purpose::STANDARD
+        .decode(encrypt)
+        .unwrap();
+    let plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(&key, &key[..16])
+        .unwrap()
+        .decrypt_padded::<NoPadding>(&mut sealed)
+        .unwrap()
+        .to_vec();
+    let pad = *plain.last().unwrap() as usize;
+    assert!((1..=32).contains(&pad), "PKCS#7 to 32 bytes");
+    let plain = &plain[..plain.len() - pad];
+    let len = u32::from_be_bytes(plain[16..20].try_into().unwrap()) as usize;
+    let xml = String::from_utf8(plain[20..20 + len].to_vec()).unwrap();
+    let appid = String::from_utf8(plain[20 + len..].to_vec()).unwrap();
+    (xml, appid)
+}
+
+#[actix_web::test]
+async fn miniprogram_sent_events_in_safe_mode_carry_only_the_envelope() {
+    use sha1::Digest;
+    let sim = common::sim(|_| {}).await;
+    let c = common::client();
+    let base = sim.http_url();
+    let token = wechat_token(&c, &base).await;
+    let (rx_base, rx) = receiver(0).await;
+    let cfg = json!({"channel": "wechatmp", "report_url": format!("{rx_base}/mp"),
+                     "wechat_mode": "safe", "delay_ms": 0, "batch_ms": 5});
+    assert_eq!(configure(&c, &base, cfg).await.0, 200);
+    let v = subscribe(&c, &base, &token, "oMini0000001").await;
+    assert_eq!(v["errcode"], 0, "{v}");
+    let msgid = v["msgid"].as_u64().unwrap().to_string();
+    settle(&c, &base, "channel=wechatmp", |r| r["posted_items"] == 1).await;
+
+    let requests = rx.requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    let q = signed_query(r);
+    assert_eq!(q["encrypt_type"], "aes");
+    let body = r.body.as_str().unwrap();
+    let encrypt = xml_field(body, "Encrypt");
+    assert_eq!(
+        body,
+        format!(
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        ),
+        "only the envelope"
+    );
+    let mut parts = [
+        "simWechatToken",
+        q["timestamp"].as_str(),
+        q["nonce"].as_str(),
+        encrypt.as_str(),
+    ];
+    parts.sort_unstable();
+    assert_eq!(
+        q["msg_signature"],
+        hex::encode(sha1::Sha1::digest(parts.concat().as_bytes()))
+    );
+    let (xml, appid) = wechat_decrypt(&encrypt);
+    assert_eq!(appid, "wx5151000000000001");
+    let created = xml_field(&xml, "CreateTime");
+    assert_eq!(
+        xml,
+        format!(
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[oMini0000001]]></FromUserName>\
+             <CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+             <Event><![CDATA[subscribe_msg_sent_event]]></Event><SubscribeMsgSentEvent><List>\
+             <TemplateId><![CDATA[SUB_1]]></TemplateId><MsgID>{msgid}</MsgID><ErrorCode>0</ErrorCode>\
+             <ErrorStatus><![CDATA[success]]></ErrorStatus></List></SubscribeMsgSentEvent></xml>"
+        )
+    );
+    let r = report(&c, &base, &format!("channel=wechatmp&msgid={msgid}")).await;
+    assert_eq!(strings(&r["delivered"]), ["oMini0000001"]);
     sim.stop().await;
 }

@@ -383,8 +383,11 @@ fn channel_json(state: &State, row: &ChannelRow) -> Result<Value, ApiError> {
           "created_at": row.created_at, "updated_at": row.updated_at});
     // Where the provider posts receipts (configure it in the provider's console where the
     // provider asks for one: Aliyun SmsReport, Tencent SMS callbacks, the WeChat account's
-    // server URL; JPush gets it with every push).
-    if matches!(row.channel_type.as_str(), "app" | "sms" | "wechatoa") {
+    // server URL, the mini-program's message push URL; JPush gets it with every push).
+    if matches!(
+        row.channel_type.as_str(),
+        "app" | "sms" | "wechatoa" | "wechatmp"
+    ) {
         out["receipt_url"] = json!(super::receipts::receipt_url(
             &state.public_url,
             &state.crypto,

@@ -69,7 +69,8 @@ enum ReceiptFormat {
     AliyunReport,
     /// Tencent SMS status callbacks (`sms` on Tencent).
     TencentStatus,
-    /// WeChat event pushes (`wechatoa`): XML, signed with the server configuration's Token.
+    /// WeChat event pushes (`wechatoa`, `wechatmp`): XML, signed with the server (message
+    /// push) configuration's Token.
     WechatEvent,
     /// The channel type has no provider receipts.
     None,
@@ -88,7 +89,8 @@ struct ChannelAuth {
     format: ReceiptFormat,
     /// The exact `Authorization` header the provider must send, when it signs.
     basic: Option<String>,
-    /// The Token WeChat signs event pushes with (`wechatoa` channels that set one).
+    /// The Token WeChat signs event pushes with (`wechatoa` and `wechatmp` channels that set
+    /// one).
     wechat_token: Option<String>,
     /// The key of encrypted pushes (`encoding_aes_key`), and the appid they must be for.
     wechat_aes: Option<wechat_events::AesKey>,
@@ -153,14 +155,14 @@ impl ReceiptChannels {
                     Ok(SmsVendor::Tencent) => ReceiptFormat::TencentStatus,
                     _ => ReceiptFormat::AliyunReport,
                 },
-                ChannelType::Wechatoa => ReceiptFormat::WechatEvent,
+                ChannelType::Wechatoa | ChannelType::Wechatmp => ReceiptFormat::WechatEvent,
                 _ => ReceiptFormat::None,
             };
             let text = |k: &str| {
                 spec.credentials
                     .get(k)
                     .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty() && spec.channel_type == ChannelType::Wechatoa)
+                    .filter(|t| !t.is_empty() && format == ReceiptFormat::WechatEvent)
             };
             let wechat_token = text("token").map(str::to_string);
             let wechat_aes = text("encoding_aes_key").and_then(wechat_events::AesKey::parse);
@@ -255,7 +257,10 @@ fn wechat_token(auth: &ChannelAuth) -> Result<&str, ApiError> {
         ApiError::new(
             403,
             "forbidden",
-            "this wechatoa channel has no token: set credentials.token to the Token of the account's server configuration",
+            format!(
+                "this {} channel has no token: set credentials.token to the Token of the account's server (message push) configuration",
+                auth.channel_type
+            ),
         )
     })
 }
@@ -330,14 +335,16 @@ async fn wechat_event(
             .content_type("text/plain")
             .body("success")
     };
-    let status = match wechat_events::event(&fields) {
-        Ok(Some(WechatEvent::TemplateSent(status))) => status,
+    let t = auth.channel_type;
+    let statuses = match wechat_events::event(&fields) {
+        Ok(Some(WechatEvent::TemplateSent(status))) => vec![status],
+        Ok(Some(WechatEvent::SubscribeSent(statuses))) => statuses,
         // Following the account again is consent again: whatever suppressed the openid is
         // lifted; unfollowing suppresses it (template sends to it would fail with 43004).
         Ok(Some(WechatEvent::Subscribed(openid))) => {
             state
                 .db
-                .remove_suppressions(ChannelType::Wechatoa, &[&openid])
+                .remove_suppressions(t, &[&openid])
                 .await
                 .map_err(|e| ApiError::internal("lifting a suppression", &e))?;
             return Ok(success());
@@ -345,26 +352,21 @@ async fn wechat_event(
         Ok(Some(WechatEvent::Unsubscribed(openid))) => {
             state
                 .db
-                .add_suppressions(
-                    ChannelType::Wechatoa,
-                    &[&openid],
-                    SuppressReason::Unsubscribed,
-                    None,
-                )
+                .add_suppressions(t, &[&openid], SuppressReason::Unsubscribed, None)
                 .await
                 .map_err(|e| ApiError::internal("suppressing an address", &e))?;
             return Ok(success());
         }
         Ok(None) => return Ok(success()),
         Err(e) => {
-            metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "invalid")
+            metrics::counter!("msghub_receipts_total", "channel_type" => t.code(), "result" => "invalid")
                 .increment(1);
             return Err(ApiError::invalid(e));
         }
     };
-    let resolved = resolve_ids(state, ChannelType::Wechatoa, channel_id, vec![status]).await?;
+    let resolved = resolve_ids(state, t, channel_id, statuses).await?;
     if resolved.missing > 0 {
-        metrics::counter!("msghub_receipts_total", "channel_type" => "wechatoa", "result" => "retry")
+        metrics::counter!("msghub_receipts_total", "channel_type" => t.code(), "result" => "retry")
             .increment(resolved.missing);
         return Err(ApiError::new(
             503,
@@ -372,14 +374,7 @@ async fn wechat_event(
             "no delivery has this MsgID yet; WeChat will push it again",
         ));
     }
-    apply(
-        state,
-        ChannelType::Wechatoa,
-        resolved.receipts,
-        0,
-        resolved.mismatched,
-    )
-    .await?;
+    apply(state, t, resolved.receipts, 0, resolved.mismatched).await?;
     Ok(success())
 }
 

@@ -1,6 +1,7 @@
-//! WeChat event pushes to a `wechatoa` channel's receipt URL (providers.md §1.4): the query
-//! signature, the flat XML message, `TEMPLATESENDJOBFINISH`, and the AES-256-CBC envelope of the
-//! compatible and safe encryption modes (the "消息加解密" scheme of the official samples).
+//! WeChat event pushes to a `wechatoa` or `wechatmp` channel's receipt URL (providers.md §1.4,
+//! §2): the query signature, the XML message, `TEMPLATESENDJOBFINISH` and
+//! `subscribe_msg_sent_event`, and the AES-256-CBC envelope of the compatible and safe
+//! encryption modes (the "消息加解密" scheme of the official samples).
 
 use std::collections::HashMap;
 
@@ -36,10 +37,12 @@ pub fn fresh(timestamp: &str, now: i64) -> bool {
         .is_ok_and(|t| now.abs_diff(t) <= MAX_SKEW_SECS.unsigned_abs())
 }
 
-/// The top-level elements of a flat WeChat XML message (`<xml><Name>text</Name>…</xml>`),
-/// CDATA or escaped text alike. Nested elements are skipped; no entity is expanded beyond the
-/// five predefined ones and character references (a DOCTYPE's entities are unknown here). An
-/// element named twice is refused rather than joined.
+/// The elements of a WeChat XML message (`<xml><Name>text</Name>…</xml>`), CDATA or escaped
+/// text alike: a top-level element by its name, and the fields of the items a top-level
+/// element lists (`<SubscribeMsgSentEvent><List><MsgID>…`) as `Parent/Item/n/Field`, `n`
+/// counting that parent's items of that name from 0. Deeper elements are skipped; no entity is
+/// expanded beyond the five predefined ones and character references (a DOCTYPE's entities are
+/// unknown here). An element named twice in one place is refused rather than joined.
 pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
@@ -48,6 +51,11 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut current: Option<String> = None;
     let mut fields: HashMap<String, String> = HashMap::new();
     let mut rooted = false;
+    // The top-level element and the item (`Parent/Item/n`) being read, and each item name's
+    // count under the current top-level element.
+    let mut parent = String::new();
+    let mut item = String::new();
+    let mut items: HashMap<String, usize> = HashMap::new();
     let open = |fields: &mut HashMap<String, String>, name: String| -> Result<(), String> {
         if fields.len() >= MAX_FIELDS {
             return Err(format!("more than {MAX_FIELDS} elements"));
@@ -72,7 +80,18 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
                     rooted = true;
                 } else if depth == 2 {
                     open(&mut fields, name.clone())?;
+                    parent = name.clone();
+                    items.clear();
                     current = Some(name);
+                } else if depth == 3 {
+                    let n = items.entry(name.clone()).or_insert(0);
+                    item = format!("{parent}/{name}/{n}");
+                    *n += 1;
+                    current = None;
+                } else if depth == 4 {
+                    let key = format!("{item}/{name}");
+                    open(&mut fields, key.clone())?;
+                    current = Some(key);
                 }
             }
             Event::Empty(e) if depth == 1 => {
@@ -82,19 +101,19 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
                 )?;
             }
             Event::End(_) => {
-                if depth == 2 {
+                if depth == 2 || depth == 4 {
                     current = None;
                 }
                 depth = depth.saturating_sub(1);
             }
-            Event::Text(t) if depth == 2 => {
+            Event::Text(t) if depth == 2 || depth == 4 => {
                 let text = t.decode().map_err(|e| e.to_string())?;
                 if let Some(name) = &current {
                     fields.entry(name.clone()).or_default().push_str(&text);
                 }
             }
             // `&amp;` and friends, and character references, arrive as events of their own.
-            Event::GeneralRef(r) if depth == 2 => {
+            Event::GeneralRef(r) if depth == 2 || depth == 4 => {
                 let text = match r.resolve_char_ref().map_err(|e| e.to_string())? {
                     Some(c) => c.to_string(),
                     None => {
@@ -108,7 +127,7 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
                     fields.entry(name.clone()).or_default().push_str(&text);
                 }
             }
-            Event::CData(t) if depth == 2 => {
+            Event::CData(t) if depth == 2 || depth == 4 => {
                 if let Some(name) = &current {
                     fields
                         .entry(name.clone())
@@ -132,6 +151,9 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
 pub(super) enum WechatEvent {
     /// `TEMPLATESENDJOBFINISH`: a template send's result, as a receipt to look up.
     TemplateSent(IdStatus),
+    /// `subscribe_msg_sent_event`: mini-program subscribe sends' results, as receipts to look
+    /// up.
+    SubscribeSent(Vec<IdStatus>),
     /// `subscribe`: the user (`FromUserName`) follows the account (again).
     Subscribed(String),
     /// `unsubscribe`: the user stopped following the account.
@@ -146,20 +168,32 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
         return Ok(None);
     }
     let kind = get("Event");
-    if !matches!(kind, "TEMPLATESENDJOBFINISH" | "subscribe" | "unsubscribe") {
+    if !matches!(
+        kind,
+        "TEMPLATESENDJOBFINISH" | "subscribe" | "unsubscribe" | "subscribe_msg_sent_event"
+    ) {
         return Ok(None);
     }
     let openid = get("FromUserName");
     if !crate::domain::plain_text(openid, 128) {
         return Err("FromUserName must be the user's openid".into());
     }
+    let at_ms = get("CreateTime")
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s > 0 && *s < 100_000_000_000)
+        .map_or_else(msghub_actors::plan::now_ms, |s| s * 1000);
     match kind {
         "subscribe" => return Ok(Some(WechatEvent::Subscribed(openid.to_string()))),
         "unsubscribe" => return Ok(Some(WechatEvent::Unsubscribed(openid.to_string()))),
+        "subscribe_msg_sent_event" => {
+            return subscribe_sent(fields, openid, at_ms)
+                .map(|s| Some(WechatEvent::SubscribeSent(s)));
+        }
         _ => {}
     }
     let msgid = get("MsgID");
-    if msgid.is_empty() || msgid.len() > 32 || !msgid.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_msgid(msgid) {
         return Err("MsgID must be the template send's msgid".into());
     }
     let status = get("Status");
@@ -179,11 +213,6 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
             ));
         }
     };
-    let at_ms = get("CreateTime")
-        .parse::<i64>()
-        .ok()
-        .filter(|s| *s > 0 && *s < 100_000_000_000)
-        .map_or_else(msghub_actors::plan::now_ms, |s| s * 1000);
     Ok(Some(WechatEvent::TemplateSent(IdStatus {
         id: msgid.to_string(),
         recipient: Recipient::Openid(openid.to_string()),
@@ -192,6 +221,56 @@ pub(super) fn event(fields: &HashMap<String, String>) -> Result<Option<WechatEve
         at_ms,
         suppress,
     })))
+}
+
+/// A send's `MsgID`: 1–32 digits.
+fn is_msgid(msgid: &str) -> bool {
+    !msgid.is_empty() && msgid.len() <= 32 && msgid.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The results a `subscribe_msg_sent_event` lists (`SubscribeMsgSentEvent/List/n/…`): per
+/// send, its `MsgID` and `ErrorCode` — 0 delivered, anything else a failure of WeChat's
+/// asynchronous push (undelivered, the code kept; the user is not suppressed: a later send may
+/// reach them).
+fn subscribe_sent(
+    fields: &HashMap<String, String>,
+    openid: &str,
+    at_ms: i64,
+) -> Result<Vec<IdStatus>, String> {
+    let mut out = Vec::new();
+    for n in 0.. {
+        let field = |name: &str| {
+            fields
+                .get(&format!("SubscribeMsgSentEvent/List/{n}/{name}"))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        let msgid = field("MsgID");
+        if msgid.is_empty() && field("ErrorCode").is_empty() {
+            break;
+        }
+        if !is_msgid(&msgid) {
+            return Err("MsgID must be the subscribe send's msgid".into());
+        }
+        let code = field("ErrorCode");
+        let (kind, code) = match code.parse::<i64>() {
+            Ok(0) => (ReceiptKind::Delivered, None),
+            Ok(c) => (ReceiptKind::Undelivered, Some(format!("sent_event:{c}"))),
+            Err(_) => return Err("ErrorCode must be a number".into()),
+        };
+        out.push(IdStatus {
+            id: msgid,
+            recipient: Recipient::Openid(openid.to_string()),
+            kind,
+            code,
+            at_ms,
+            suppress: None,
+        });
+    }
+    if out.is_empty() {
+        return Err("a subscribe_msg_sent_event lists no send".into());
+    }
+    Ok(out)
 }
 
 /// The account's message key: `base64(EncodingAESKey + "=")`, 32 bytes; its first 16 are the
@@ -289,6 +368,65 @@ mod tests {
         }
         for bad in ["short", "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C="] {
             assert!(AesKey::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subscribe_send_results_are_read_from_their_list() {
+        let item = |msgid: &str, code: &str, status: &str| {
+            format!(
+                "<List><TemplateId><![CDATA[SUB_order]]></TemplateId><MsgID>{msgid}</MsgID>\
+                 <ErrorCode>{code}</ErrorCode><ErrorStatus><![CDATA[{status}]]></ErrorStatus></List>"
+            )
+        };
+        let xml = |items: &str| {
+            format!(
+                "<xml><ToUserName><![CDATA[gh_123456789abc]]></ToUserName>\
+                 <FromUserName><![CDATA[oMini0001]]></FromUserName><CreateTime>1700000000</CreateTime>\
+                 <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event>\
+                 <SubscribeMsgSentEvent>{items}</SubscribeMsgSentEvent></xml>"
+            )
+        };
+        let two = xml(&format!(
+            "{}{}",
+            item("1700827132819554304", "0", "success"),
+            item("1700827132819554305", "10005", "system failed")
+        ));
+        let f = fields(two.as_bytes()).unwrap();
+        assert_eq!(
+            f["SubscribeMsgSentEvent/List/1/MsgID"],
+            "1700827132819554305"
+        );
+        let sent = |id: &str, kind, code: Option<&str>| IdStatus {
+            id: id.into(),
+            recipient: Recipient::Openid("oMini0001".into()),
+            kind,
+            code: code.map(str::to_string),
+            at_ms: 1_700_000_000_000,
+            suppress: None,
+        };
+        assert_eq!(
+            event(&f).unwrap(),
+            Some(WechatEvent::SubscribeSent(vec![
+                sent("1700827132819554304", ReceiptKind::Delivered, None),
+                sent(
+                    "1700827132819554305",
+                    ReceiptKind::Undelivered,
+                    Some("sent_event:10005")
+                ),
+            ]))
+        );
+        for bad in [
+            xml(""),
+            xml(&item("12a", "0", "success")),
+            xml(&item("1700827132819554304", "x", "success")),
+            // A field twice in one item.
+            xml(&item("1", "0", "success").replace("</List>", "<MsgID>2</MsgID></List>")),
+        ] {
+            assert!(
+                fields(bad.as_bytes()).and_then(|f| event(&f)).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -81,6 +81,7 @@ fn provider_id_kind(channel_type: ChannelType) -> Option<&'static str> {
     match channel_type {
         ChannelType::Sms => Some("sms"),
         ChannelType::Wechatoa => Some("wechatoa"),
+        ChannelType::Wechatmp => Some("wechatmp"),
         _ => None,
     }
 }
@@ -286,9 +287,9 @@ impl Db {
     }
 
     /// The deliveries of a channel named by the provider's ids, for receipts that carry no
-    /// msgid (Tencent SMS `SerialNo`, WeChat template `MsgID`): `(provider_id, msgid, address)`
-    /// per match, found through the partial indexes `deliveries_sms_serial` and
-    /// `deliveries_wechat_msgid`. Other channel types have no such receipts and find nothing.
+    /// msgid (Tencent SMS `SerialNo`, WeChat template and subscribe `MsgID`): `(provider_id,
+    /// msgid, address)` per match, found through the partial indexes `deliveries_sms_serial`,
+    /// `deliveries_wechat_msgid` and `deliveries_wechatmp_msgid`. Other channel types have no such receipts and find nothing.
     pub async fn by_provider_id(
         &self,
         channel_type: ChannelType,
@@ -431,6 +432,7 @@ mod tests {
         for (kind, index) in [
             (ChannelType::Sms, "deliveries_sms_serial"),
             (ChannelType::Wechatoa, "deliveries_wechat_msgid"),
+            (ChannelType::Wechatmp, "deliveries_wechatmp_msgid"),
         ] {
             // The statement `by_provider_id` runs, at the padded size of a full chunk.
             let sql = by_provider_id_sql(provider_id_kind(kind).unwrap(), 256);

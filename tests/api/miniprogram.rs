@@ -140,3 +140,109 @@ async fn a_subscribe_message_wechat_would_refuse_is_refused_at_the_api() {
     )
     .await;
 }
+
+/// The mini-program's message push configuration reports each subscribe send's delivery
+/// (`subscribe_msg_sent_event`, naming the send's MsgID): signed with the channel's token, in
+/// plaintext and, with its EncodingAESKey, in safe mode. Each user's delivery ends as the
+/// simulator reported it; a user it says nothing of stays submitted.
+#[actix_web::test]
+async fn subscribe_send_results_pushed_by_wechat_are_applied() {
+    const N: usize = 120;
+    let app = spawn_app().await;
+    let sim = SimConfig::default();
+    let ch = app
+        .admin_post(
+            "/api/channels",
+            json!({"type": "wechatmp", "name": "mini-program events", "credentials": {
+                "appid": sim.wechat_appid, "secret": sim.wechat_secret, "token": sim.wechat_token,
+                "base_url": app.sim.http_url()}}),
+        )
+        .await;
+    let channel = ch["id"].as_i64().expect("channel id");
+    app.grant(channel).await;
+    let url = app.receipt_url(channel).await;
+    app.add_users(
+        (0..N).map(|i| json!({"userid": format!("e{i:03}"), "add": {"wechatmp": openid(i)}})),
+    )
+    .await;
+    let half = N / 2;
+    for (part, mode) in ["plain", "safe"].into_iter().enumerate() {
+        if mode == "safe" {
+            let resp = app
+                .client
+                .patch(format!("{}/api/channels/{channel}", app.address))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .json(
+                    &json!({"credentials": {"appid": sim.wechat_appid, "secret": "******",
+                    "token": "******", "encoding_aes_key": sim.wechat_encoding_aes_key,
+                    "base_url": app.sim.http_url()}}),
+                )
+                .send()
+                .await
+                .expect("patch");
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        app.sim_post(
+            "/sim/receipts",
+            json!({"channel": "wechatmp", "report_url": url, "delivered_ratio": 0.6,
+                   "failed_ratio": 0.3, "delay_ms": 0, "wechat_mode": mode}),
+        )
+        .await;
+        let users: Vec<String> = (part * half..(part + 1) * half)
+            .map(|i| format!("e{i:03}"))
+            .collect();
+        let msgid = app
+            .send_ok(
+                "/v1/sent",
+                json!({"aud_userid": users, "msg_wechatmp": subscribe("SUB_order", "Parcel shipped")}),
+            )
+            .await;
+        app.wait_done(&msgid, Duration::from_secs(30)).await;
+        let ours: std::collections::BTreeSet<String> =
+            (part * half..(part + 1) * half).map(openid).collect();
+        // Every push answered, then the hub's records match the simulator's.
+        let started = std::time::Instant::now();
+        let report = loop {
+            let r = app.sim.state.receipts("wechatmp", None).expect("report");
+            if r.pending == 0 {
+                break r;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{mode}: pending"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(report.dropped_items, 0, "{mode}");
+        let pick = |list: &[String]| -> std::collections::BTreeSet<String> {
+            list.iter().filter(|a| ours.contains(*a)).cloned().collect()
+        };
+        let (delivered, failed) = (pick(&report.delivered), pick(&report.failed));
+        assert!(
+            delivered.len() > half / 4
+                && !failed.is_empty()
+                && delivered.len() + failed.len() < half,
+            "the draw for {mode}: {} delivered, {} failed",
+            delivered.len(),
+            failed.len()
+        );
+        let rows = app.deliveries(&msgid).await;
+        let with = |status: &str| -> std::collections::BTreeSet<String> {
+            rows.iter()
+                .filter(|r| r["status"] == status)
+                .filter_map(|r| r["address"].as_str().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(with("delivered"), delivered, "{mode}");
+        assert_eq!(with("undelivered"), failed, "{mode}");
+        assert_eq!(
+            with("submitted").len(),
+            half - delivered.len() - failed.len()
+        );
+        // A failure reported here is WeChat's push failing: the user is not suppressed.
+        assert!(
+            app.suppressed("?channel_type=wechatmp").await.is_empty(),
+            "{mode}"
+        );
+    }
+}

@@ -1,13 +1,13 @@
 //! Credentials of a `wechatoa` channel — a WeChat Official Account (服务号) and the server
-//! configuration its events come back through — or of a `wechatmp` channel, a mini-program
-//! (its AppID and AppSecret only, [`MP_FIELDS`]).
+//! configuration its events come back through — or of a `wechatmp` channel, a mini-program and
+//! its message push configuration.
 //!
 //! `{"appid", "secret", "token", "encoding_aes_key", "base_url"}`: `appid`/`secret` get access
-//! tokens (`/cgi-bin/stable_token`); `token` is the "Token" of the account's server
-//! configuration, with which WeChat signs the event pushes (`TEMPLATESENDJOBFINISH`) it sends to
-//! the channel's receipt URL, and `encoding_aes_key` its "EncodingAESKey", which opens them in
-//! the compatible and safe encryption modes. Without `token` the channel sends but cannot
-//! verify, so it accepts no receipts.
+//! tokens (`/cgi-bin/stable_token`); `token` is the "Token" of the account's server (message
+//! push) configuration, with which WeChat signs the event pushes (`TEMPLATESENDJOBFINISH`,
+//! `subscribe_msg_sent_event`) it sends to the channel's receipt URL, and `encoding_aes_key`
+//! its "EncodingAESKey", which opens them in the compatible and safe encryption modes. Without
+//! `token` the channel sends but cannot verify, so it accepts no receipts.
 
 use msghub_actors::provider::ChannelType;
 use serde_json::Value;
@@ -17,10 +17,6 @@ use crate::creds::Creds;
 
 pub(crate) const FIELDS: &[&str] = &["appid", "secret", "token", "encoding_aes_key", "base_url"];
 pub(crate) const SECRETS: &[&str] = &["secret", "token", "encoding_aes_key"];
-/// A `wechatmp` channel's: a mini-program's AppID and AppSecret. Its message pushes (the
-/// subscribe events) are not taken, so it has no Token or EncodingAESKey.
-pub(crate) const MP_FIELDS: &[&str] = &["appid", "secret", "base_url"];
-pub(crate) const MP_SECRETS: &[&str] = &["secret"];
 pub(crate) const DEFAULT_BASE_URL: &str = "https://api.weixin.qq.com";
 
 #[derive(Clone)]
@@ -65,11 +61,7 @@ pub(crate) fn aes_key(encoding_aes_key: &str) -> Option<[u8; 32]> {
 
 /// The credentials of a `wechatoa` or (with `kind`) `wechatmp` channel.
 pub(crate) fn parse(kind: ChannelType, credentials: &Value) -> Result<WechatConfig, ConfigError> {
-    let fields = match kind {
-        ChannelType::Wechatmp => MP_FIELDS,
-        _ => FIELDS,
-    };
-    let c = Creds::parse(kind, credentials, fields)?;
+    let c = Creds::parse(kind, credentials, FIELDS)?;
     let appid = c.required_str("appid")?;
     if !appid.bytes().all(|b| b.is_ascii_alphanumeric()) || appid.len() > 32 {
         return Err(c.invalid("appid", "must be the account's AppID (letters and digits)"));
@@ -126,15 +118,25 @@ mod tests {
     }
 
     #[test]
-    fn a_mini_program_has_an_appid_and_a_secret() {
+    fn a_mini_program_has_an_appid_a_secret_and_its_push_configuration() {
         let mp = json!({"appid": "wx5151000000000002", "secret": "s3cret"});
         assert_eq!(
             parse(ChannelType::Wechatmp, &mp).unwrap().appid,
             "wx5151000000000002"
         );
+        // Its message push configuration signs the subscribe events.
         assert_eq!(
-            parse(ChannelType::Wechatmp, &ok()).unwrap_err().to_string(),
-            "wechatmp: unknown field \"token\""
+            parse(ChannelType::Wechatmp, &ok())
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("hubToken1")
+        );
+        let mut bad = ok();
+        bad["encoding_aes_key"] = json!("short");
+        assert_eq!(
+            parse(ChannelType::Wechatmp, &bad).unwrap_err().to_string(),
+            "wechatmp: encoding_aes_key must be the account's 43-character EncodingAESKey"
         );
         let mut without = mp.clone();
         without.as_object_mut().unwrap().remove("secret");

@@ -11,7 +11,9 @@ pub(crate) const MAX_BATCH_ITEMS: usize = 1000;
 pub(crate) const MAX_RETRIES: usize = 10;
 
 /// Receipt behaviour of one channel (`app` = JPush callbacks, `sms` = Aliyun SmsReport,
-/// `dingtalk_cc` = the lists DingTalk's `getsendresult` answers, polled rather than pushed).
+/// `tencent_sms` = Tencent SMS status callbacks, `wechatoa` = `TEMPLATESENDJOBFINISH` events,
+/// `wechatmp` = mini-program `subscribe_msg_sent_event` events, `dingtalk_cc` = the lists
+/// DingTalk's `getsendresult` answers, polled rather than pushed).
 ///
 /// Each target of an accepted call draws one uniform `u`: `u < delivered_ratio` → delivered,
 /// else `u < delivered_ratio + failed_ratio` → failed, else no receipt at all. A delivered JPush
@@ -37,10 +39,12 @@ pub struct ReceiptConfig {
     pub batch_ms: u64,
     /// Waits before each retry of a POST that was not answered 200; then the batch is dropped.
     pub retry_delays_ms: Vec<u64>,
-    /// SmsReport URL (one per account, as set in the Aliyun console); `None` = no reports.
-    /// JPush has none: each push names its own `callback.url`.
+    /// Where reports go (`sms`, `tencent_sms`: the account's callback URL as set in the
+    /// console; `wechatoa`, `wechatmp`: the server configuration's message push URL); `None` =
+    /// no reports. JPush has none: each push names its own `callback.url`.
     pub report_url: Option<String>,
-    /// How the WeChat account encrypts its event pushes (`wechatoa` only).
+    /// How the WeChat account (`wechatoa`) or mini-program (`wechatmp`) encrypts its event
+    /// pushes.
     pub wechat_mode: WechatMode,
 }
 
@@ -78,8 +82,10 @@ impl Default for ReceiptConfig {
 impl ReceiptConfig {
     /// Checks the ranges; the message names the offending field.
     pub fn validate(&self, channel: Channel) -> Result<(), String> {
-        if self.wechat_mode != WechatMode::Plain && channel != Channel::Wechatoa {
-            return Err("wechat_mode is for channel wechatoa only".into());
+        if self.wechat_mode != WechatMode::Plain
+            && !matches!(channel, Channel::Wechatoa | Channel::Wechatmp)
+        {
+            return Err("wechat_mode is for the channels wechatoa and wechatmp only".into());
         }
         for (name, ratio) in [
             ("delivered_ratio", self.delivered_ratio),
@@ -104,12 +110,15 @@ impl ReceiptConfig {
         match (channel, &self.report_url) {
             (_, None) => Ok(()),
             (Channel::DingtalkCc, Some(_)) => Err(
-                "report_url is for the sms and wechatoa channels only; DingTalk pushes no receipts (getsendresult is polled)"
+                "report_url is for the sms, tencent_sms, wechatoa and wechatmp channels only; DingTalk pushes no receipts (getsendresult is polled)"
                     .into(),
             ),
-            (Channel::Sms | Channel::TencentSms | Channel::Wechatoa, Some(url)) => check_url(url),
+            (
+                Channel::Sms | Channel::TencentSms | Channel::Wechatoa | Channel::Wechatmp,
+                Some(url),
+            ) => check_url(url),
             (_, Some(_)) => Err(
-                "report_url is for the sms and wechatoa channels only; JPush receipts go to each push's callback.url"
+                "report_url is for the sms, tencent_sms, wechatoa and wechatmp channels only; JPush receipts go to each push's callback.url"
                     .into(),
             ),
         }
@@ -123,7 +132,7 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a `POST /sim/receipts` body: `{"channel": "app"|"sms", ...ReceiptConfig fields}`.
+/// Parses a `POST /sim/receipts` body: `{"channel": "app"|"sms"|…, ...ReceiptConfig fields}`.
 pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(mut fields) = value else {
@@ -134,7 +143,8 @@ pub(crate) fn parse_request(body: &[u8]) -> Result<(Channel, ReceiptConfig), Str
         Some(_) => return Err("channel must be a string".into()),
         None => {
             return Err(
-                "channel is required (app, sms, tencent_sms, wechatoa or dingtalk_cc)".into(),
+                "channel is required (app, sms, tencent_sms, wechatoa, wechatmp or dingtalk_cc)"
+                    .into(),
             );
         }
     };
@@ -152,10 +162,11 @@ pub(crate) fn receipt_channel(name: &str) -> Result<Channel, String> {
             | Channel::Sms
             | Channel::TencentSms
             | Channel::Wechatoa
+            | Channel::Wechatmp
             | Channel::DingtalkCc),
         ) => Ok(c),
         _ => Err(format!(
-            "channel {name:?} has no receipts; use app, sms, tencent_sms, wechatoa or dingtalk_cc"
+            "channel {name:?} has no receipts; use app, sms, tencent_sms, wechatoa, wechatmp or dingtalk_cc"
         )),
     }
 }
@@ -230,7 +241,7 @@ mod tests {
             ),
             (
                 r#"{"channel":"app","report_url":"http://127.0.0.1/"}"#,
-                "sms and wechatoa channels only",
+                "wechatoa and wechatmp channels only",
             ),
             (
                 r#"{"channel":"sms","report_url":"ftp://127.0.0.1/"}"#,
@@ -249,6 +260,26 @@ mod tests {
             let e = parse(body).unwrap_err();
             assert!(e.contains(needle), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn the_wechat_channels_take_a_report_url_and_an_encryption_mode() {
+        for name in ["wechatoa", "wechatmp", "miniprogram"] {
+            let body = format!(
+                r#"{{"channel":"{name}","report_url":"http://127.0.0.1:9/wx","wechat_mode":"safe"}}"#
+            );
+            let (_, cfg) = parse(&body).unwrap();
+            assert_eq!(cfg.wechat_mode, WechatMode::Safe, "{name}");
+            assert_eq!(cfg.report_url.as_deref(), Some("http://127.0.0.1:9/wx"));
+        }
+        assert_eq!(
+            parse(r#"{"channel":"miniprogram"}"#).unwrap().0,
+            Channel::Wechatmp
+        );
+        let e = parse(r#"{"channel":"tencent_sms","wechat_mode":"compatible"}"#).unwrap_err();
+        assert!(e.contains("wechatoa and wechatmp only"), "{e}");
+        let e = parse(r#"{"channel":"wechatmp","report_url":"ftp://127.0.0.1/"}"#).unwrap_err();
+        assert!(e.contains("http(s)"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Delivery receipts pushed back by the simulated providers: JPush `callback` receipts, Aliyun
-//! SmsReport and Tencent SMS status callbacks, drawn per target from each channel's
-//! [`ReceiptConfig`]. DingTalk pushes nothing: its recipients' fates are drawn here too (see
+//! SmsReport and Tencent SMS status callbacks, WeChat `TEMPLATESENDJOBFINISH` and mini-program
+//! `subscribe_msg_sent_event` events, drawn per target from each channel's [`ReceiptConfig`].
+//! DingTalk pushes nothing: its recipients' fates are drawn here too (see
 //! [`Receipts::dingtalk_draw`]) and read back by polling `getsendresult` (`crate::dingtalk`).
 //!
 //! Formats are in `docs/specs/receipts.md`. The handlers call [`Receipts::push_accepted`],
-//! [`Receipts::sms_accepted`] or [`Receipts::tencent_accepted`] after recording a call; everything after that (delays, batching,
-//! retries) runs in the background on the runtime the simulator was started on.
+//! [`Receipts::sms_accepted`], [`Receipts::tencent_accepted`], [`Receipts::wechat_accepted`] or
+//! [`Receipts::subscribe_accepted`] after recording a call; everything after that (delays,
+//! batching, retries) runs in the background on the runtime the simulator was started on.
 
 mod config;
 mod courier;
@@ -61,9 +63,12 @@ pub(crate) struct Receipts {
     sms: Mutex<Arc<Outbox>>,
     tencent: Mutex<Arc<Outbox>>,
     wechat: Mutex<Arc<Outbox>>,
+    /// The mini-program's `subscribe_msg_sent_event` pushes (the same WeChat account).
+    miniprogram: Mutex<Arc<Outbox>>,
     /// The DingTalk configuration: it decides the recipients' fates, and nothing is pushed.
     dingtalk: Mutex<ReceiptConfig>,
-    /// How the WeChat account signs and encrypts its pushes.
+    /// How the WeChat account signs and encrypts its pushes (the simulated app stands for both
+    /// the Official Account and the mini-program).
     wechat_account: outbox::WechatAccount,
     dice: Mutex<Dice>,
     courier: Arc<Courier>,
@@ -87,6 +92,7 @@ impl Receipts {
             sms: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             tencent: Mutex::new(Arc::new(Outbox::new(None, courier.clone()))),
             wechat: Mutex::new(Arc::new(wechat_outbox(&wechat_account(config), &courier))),
+            miniprogram: Mutex::new(Arc::new(wechat_outbox(&wechat_account(config), &courier))),
             wechat_account: wechat_account(config),
             dingtalk: Mutex::new(ReceiptConfig::default()),
             dice: Mutex::new(Dice::new(config.receipt_seed)),
@@ -106,10 +112,10 @@ impl Receipts {
             Channel::Sms => Some(&self.sms),
             Channel::TencentSms => Some(&self.tencent),
             Channel::Wechatoa => Some(&self.wechat),
+            Channel::Wechatmp => Some(&self.miniprogram),
             Channel::Email
             | Channel::Webhook
             | Channel::Wechatwk
-            | Channel::Wechatmp
             | Channel::Feishu
             | Channel::AlipayLife
             | Channel::DingtalkCc => None,
@@ -129,7 +135,7 @@ impl Receipts {
         }
         let outbox = self.outbox(channel).ok_or_else(|| {
             format!(
-                "channel {channel} has no receipts; use app, sms, tencent_sms, wechatoa or dingtalk_cc"
+                "channel {channel} has no receipts; use app, sms, tencent_sms, wechatoa, wechatmp or dingtalk_cc"
             )
         })?;
         outbox.set_config(config);
@@ -172,8 +178,10 @@ impl Receipts {
             let old = std::mem::replace(&mut *lock(slot), fresh);
             old.close();
         }
-        let fresh = Arc::new(wechat_outbox(&self.wechat_account, &self.courier));
-        std::mem::replace(&mut *lock(&self.wechat), fresh).close();
+        for slot in [&self.wechat, &self.miniprogram] {
+            let fresh = Arc::new(wechat_outbox(&self.wechat_account, &self.courier));
+            std::mem::replace(&mut *lock(slot), fresh).close();
+        }
     }
 
     /// Stops every receipt task (the simulator is stopping).
@@ -182,6 +190,7 @@ impl Receipts {
         lock(&self.sms).close();
         lock(&self.tencent).close();
         lock(&self.wechat).close();
+        lock(&self.miniprogram).close();
     }
 
     /// An accepted push: draws a receipt per registration id and schedules them.
@@ -325,6 +334,44 @@ impl Receipts {
         outbox.schedule(url, vec![(delay, vec![item])]);
     }
 
+    /// An accepted mini-program subscribe send: draws its fate and schedules its
+    /// `subscribe_msg_sent_event` for the `report_url` of `wechatmp`. Delivered is `ErrorCode`
+    /// 0 / `success`; failed is [`SUBSCRIBE_FAILED_CODE`] / `system failed` (the simulator's
+    /// choice: WeChat documents these failures as system failures of the asynchronous push
+    /// without listing codes); silent sends nothing. A subscribe send carries no msghub msgid,
+    /// so the per-msgid lists are keyed by the WeChat `msgid` in decimal.
+    pub(crate) fn subscribe_accepted(&self, msgid: u64, openid: &str, template_id: &str) {
+        let outbox = lock(&self.miniprogram).clone();
+        let config = outbox.config();
+        let Some(url) = config.report_url.as_deref().filter(|_| config.enabled) else {
+            return;
+        };
+        let fate = lock(&self.dice).roll(&config).0;
+        let (code, status, event) = match fate {
+            Fate::Delivered => (0, "success", Event::Delivered),
+            Fate::Failed => (SUBSCRIBE_FAILED_CODE, "system failed", Event::Failed),
+            Fate::Silent => return,
+        };
+        let delay = millis(config.delay_ms);
+        let created = unix_after(Utc::now(), delay);
+        let xml = subscribe_sent_event(
+            &self.wechat_account.original_id,
+            openid,
+            created,
+            template_id,
+            msgid,
+            code,
+            status,
+        );
+        let item = Item {
+            key: msgid.to_string().into(),
+            address: openid.to_string(),
+            event,
+            json: xml,
+        };
+        outbox.schedule(url, vec![(delay, vec![item])]);
+    }
+
     /// An accepted Tencent SendSms: draws a status per accepted number (`(SerialNo, E.164
     /// number)`) and schedules the callbacks to the configured `report_url`. `session` is the
     /// call's `SessionContext` (the msghub msgid), used only for the per-msgid lists: the
@@ -397,6 +444,41 @@ fn template_event(
          <Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>{msgid}</MsgID>\
          <Status><![CDATA[{status}]]></Status></xml>"
     )
+}
+
+/// `ErrorCode` of a failed `subscribe_msg_sent_event` (the simulator's choice).
+pub(crate) const SUBSCRIBE_FAILED_CODE: i64 = 10005;
+
+/// A `subscribe_msg_sent_event` with one `List` entry, as WeChat pushes it to a mini-program's
+/// message push URL (XML, plaintext mode).
+fn subscribe_sent_event(
+    original_id: &str,
+    openid: &str,
+    created: i64,
+    template_id: &str,
+    msgid: u64,
+    code: i64,
+    status: &str,
+) -> String {
+    let template_id = cdata(template_id);
+    format!(
+        "<xml><ToUserName><![CDATA[{original_id}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>\
+         <CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>\
+         <Event><![CDATA[subscribe_msg_sent_event]]></Event><SubscribeMsgSentEvent><List>\
+         <TemplateId><![CDATA[{template_id}]]></TemplateId><MsgID>{msgid}</MsgID>\
+         <ErrorCode>{code}</ErrorCode><ErrorStatus><![CDATA[{status}]]></ErrorStatus>\
+         </List></SubscribeMsgSentEvent></xml>"
+    )
+}
+
+/// Text made safe inside a CDATA section: a `]]>` is split across two sections. (The caller's
+/// `template_id` is free text; openids and the account's ids are not.)
+fn cdata(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains("]]>") {
+        text.replace("]]>", "]]]]><![CDATA[>").into()
+    } else {
+        text.into()
+    }
 }
 
 /// One Tencent SMS status callback item, fields in wire order.
@@ -563,6 +645,44 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(china_time(t), "2026-01-02 04:30:00");
+    }
+
+    #[test]
+    fn subscribe_sent_events_have_the_documented_shape() {
+        let xml = subscribe_sent_event(
+            "gh_5151000000001",
+            "oMini0000001",
+            1_700_000_000,
+            "SUB_1",
+            1_800_000_000_000_000_007,
+            0,
+            "success",
+        );
+        assert_eq!(
+            xml,
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName>\
+             <FromUserName><![CDATA[oMini0000001]]></FromUserName><CreateTime>1700000000</CreateTime>\
+             <MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe_msg_sent_event]]></Event>\
+             <SubscribeMsgSentEvent><List><TemplateId><![CDATA[SUB_1]]></TemplateId>\
+             <MsgID>1800000000000000007</MsgID><ErrorCode>0</ErrorCode>\
+             <ErrorStatus><![CDATA[success]]></ErrorStatus></List></SubscribeMsgSentEvent></xml>"
+        );
+        let failed = subscribe_sent_event(
+            "gh_1",
+            "o",
+            1,
+            "a]]>b",
+            2,
+            SUBSCRIBE_FAILED_CODE,
+            "system failed",
+        );
+        assert!(
+            failed.contains(
+                "<TemplateId><![CDATA[a]]]]><![CDATA[>b]]></TemplateId><MsgID>2</MsgID>\
+                 <ErrorCode>10005</ErrorCode><ErrorStatus><![CDATA[system failed]]></ErrorStatus>"
+            ),
+            "{failed}"
+        );
     }
 
     #[test]

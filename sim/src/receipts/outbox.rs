@@ -84,9 +84,10 @@ pub(crate) struct WechatAccount {
 
 /// One receipt, already serialised as a JSON array element (or, for WeChat, an XML document).
 pub(crate) struct Item {
-    /// msghub's msgid (JPush `params.msgid`, Aliyun `out_id`) for the per-msgid lists.
+    /// msghub's msgid (JPush `params.msgid`, Aliyun `out_id`) for the per-msgid lists; for
+    /// mini-program events, which carry none, the WeChat msgid in decimal.
     pub key: Arc<str>,
-    /// Registration id or phone number, as posted.
+    /// Registration id, phone number or openid, as posted.
     pub address: String,
     pub event: Event,
     pub json: String,
