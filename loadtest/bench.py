@@ -207,8 +207,9 @@ def blast(hub, key, secret, tag, channel, sim_url, extra=None):
 
 
 def pulled_receipts(hub, run):
-    """Seconds from the end of a DingTalk blast until every delivery is recorded delivered (the
-    simulator reports each user unread 50 ms after its call), and receipts applied per second."""
+    """Seconds from a DingTalk blast's send until every delivery is recorded delivered (the
+    simulator reports each user unread 50 ms after its call; the hub asks from 1 s after each
+    call, while the blast still runs), and deliveries sent and reported per second over that."""
     started = time.time()
     while time.time() - started < 600:
         status = hub.admin("GET", f"/api/messages/{run['msgid']}")
@@ -218,7 +219,7 @@ def pulled_receipts(hub, run):
         time.sleep(0.2)
     else:
         raise SystemExit(f"pulled receipts: {delivered} of {run['deliveries']} after 600 s")
-    secs = time.time() - started
+    secs = run["seconds"] + time.time() - started
     return {"receipts_all_in_s": secs, "pulled_per_second": run["deliveries"] / max(secs, 1e-9)}
 
 
@@ -619,7 +620,7 @@ def render(r):
                  (f"S-blast {ch}: total / first delivery", f"{b['seconds']['median']:.2f} s / {b['first_delivery_s']['median']:.2f} s", "", ""),
                  (f"S-blast {ch}: CPU-s per 1k", f"{b['cpu_s_per_1k']['median']:.3f}", "", "")]
         if "pulled_per_second" in b:
-            rows += [(f"S-blast {ch}: every receipt asked for and applied, after the blast",
+            rows += [(f"S-blast {ch}: from the send to every receipt asked for and applied",
                       f"{b['receipts_all_in_s']['median']:.2f} s ({b['pulled_per_second']['median']:.0f}/s)",
                       f"{b['pulled_per_second']['median'] / c:.3f}", "")]
     if "s_isolation" in r:
