@@ -336,12 +336,16 @@ async fn wechat_event(
             .body("success")
     };
     let t = auth.channel_type;
+    let oa = t == ChannelType::Wechatoa;
+    // Each event on the kind of account that has it: a service account's own subscription
+    // notices are not a mini-program's sends, nor follows of an Official Account a
+    // mini-program's.
     let statuses = match wechat_events::event(&fields) {
-        Ok(Some(WechatEvent::TemplateSent(status))) => vec![status],
-        Ok(Some(WechatEvent::SubscribeSent(statuses))) => statuses,
+        Ok(Some(WechatEvent::TemplateSent(status))) if oa => vec![status],
+        Ok(Some(WechatEvent::SubscribeSent(statuses))) if !oa => statuses,
         // Following the account again is consent again: whatever suppressed the openid is
         // lifted; unfollowing suppresses it (template sends to it would fail with 43004).
-        Ok(Some(WechatEvent::Subscribed(openid))) => {
+        Ok(Some(WechatEvent::Subscribed(openid))) if oa => {
             state
                 .db
                 .remove_suppressions(t, &[&openid])
@@ -349,7 +353,7 @@ async fn wechat_event(
                 .map_err(|e| ApiError::internal("lifting a suppression", &e))?;
             return Ok(success());
         }
-        Ok(Some(WechatEvent::Unsubscribed(openid))) => {
+        Ok(Some(WechatEvent::Unsubscribed(openid))) if oa => {
             state
                 .db
                 .add_suppressions(t, &[&openid], SuppressReason::Unsubscribed, None)
@@ -357,7 +361,7 @@ async fn wechat_event(
                 .map_err(|e| ApiError::internal("suppressing an address", &e))?;
             return Ok(success());
         }
-        Ok(None) => return Ok(success()),
+        Ok(_) => return Ok(success()),
         Err(e) => {
             metrics::counter!("msghub_receipts_total", "channel_type" => t.code(), "result" => "invalid")
                 .increment(1);
@@ -365,6 +369,9 @@ async fn wechat_event(
         }
     };
     let resolved = resolve_ids(state, t, channel_id, statuses).await?;
+    // What was found is applied even when some MsgID of the push is not stored yet: WeChat
+    // pushes it all again, and the repeats change nothing.
+    apply(state, t, resolved.receipts, 0, resolved.mismatched).await?;
     if resolved.missing > 0 {
         metrics::counter!("msghub_receipts_total", "channel_type" => t.code(), "result" => "retry")
             .increment(resolved.missing);
@@ -374,7 +381,6 @@ async fn wechat_event(
             "no delivery has this MsgID yet; WeChat will push it again",
         ));
     }
-    apply(state, t, resolved.receipts, 0, resolved.mismatched).await?;
     Ok(success())
 }
 

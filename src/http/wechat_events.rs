@@ -18,8 +18,16 @@ use crate::storage::suppressions::SuppressReason;
 /// (in a proxy log, say) cannot be replayed later. WeChat's own retries come within 15 s.
 pub const MAX_SKEW_SECS: i64 = 300;
 
-/// Most top-level elements read from one message.
+/// Most elements read from one message (top-level ones and list items' fields).
 const MAX_FIELDS: usize = 64;
+/// The top-level elements whose list items are read (`Parent/Item/n/Field`): the mini-program
+/// subscribe events. Other nested elements (a mass send's `ResultList`, `SendPicsInfo`) are
+/// skipped.
+const LISTED: &[&str] = &[
+    "SubscribeMsgSentEvent",
+    "SubscribeMsgPopupEvent",
+    "SubscribeMsgChangeEvent",
+];
 
 /// Lowercase hex `sha1` of the parts, sorted and joined: `signature` over (Token, timestamp,
 /// nonce), `msg_signature` over those and the `Encrypt` text.
@@ -38,9 +46,9 @@ pub fn fresh(timestamp: &str, now: i64) -> bool {
 }
 
 /// The elements of a WeChat XML message (`<xml><Name>text</Name>…</xml>`), CDATA or escaped
-/// text alike: a top-level element by its name, and the fields of the items a top-level
+/// text alike: a top-level element by its name, and the fields of the items a [`LISTED`]
 /// element lists (`<SubscribeMsgSentEvent><List><MsgID>…`) as `Parent/Item/n/Field`, `n`
-/// counting that parent's items of that name from 0. Deeper elements are skipped; no entity is
+/// counting that parent's items of that name from 0. Other nested elements are skipped; no entity is
 /// expanded beyond the five predefined ones and character references (a DOCTYPE's entities are
 /// unknown here). An element named twice in one place is refused rather than joined.
 pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
@@ -84,11 +92,14 @@ pub fn fields(body: &[u8]) -> Result<HashMap<String, String>, String> {
                     items.clear();
                     current = Some(name);
                 } else if depth == 3 {
-                    let n = items.entry(name.clone()).or_insert(0);
-                    item = format!("{parent}/{name}/{n}");
-                    *n += 1;
+                    item.clear();
+                    if LISTED.contains(&parent.as_str()) {
+                        let n = items.entry(name.clone()).or_insert(0);
+                        item = format!("{parent}/{name}/{n}");
+                        *n += 1;
+                    }
                     current = None;
-                } else if depth == 4 {
+                } else if depth == 4 && !item.is_empty() {
                     let key = format!("{item}/{name}");
                     open(&mut fields, key.clone())?;
                     current = Some(key);
@@ -416,6 +427,14 @@ mod tests {
                 ),
             ]))
         );
+        // Other pushes' nested lists (a picture message's items) are skipped, not refused.
+        let pics = "<xml><MsgType>event</MsgType><Event>pic_photo_or_album</Event>\
+                    <FromUserName>oUser1</FromUserName><SendPicsInfo><Count>2</Count><PicList>\
+                    <item><PicMd5Sum>a</PicMd5Sum></item><item><PicMd5Sum>b</PicMd5Sum></item>\
+                    </PicList></SendPicsInfo></xml>";
+        let f = fields(pics.as_bytes()).unwrap();
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert_eq!(event(&f), Ok(None));
         for bad in [
             xml(""),
             xml(&item("12a", "0", "success")),

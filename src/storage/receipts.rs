@@ -6,11 +6,11 @@
 //! counted and never applied. States only move forward: `clicked` implies delivered, and a
 //! `delivered` after a click, or a duplicate, changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use msghub_actors::plan::DeliveryStatus;
 use msghub_actors::provider::ChannelType;
-use sea_orm::{ConnectionTrait, DbErr, TransactionTrait, Value};
+use sea_orm::{ConnectionTrait, DatabaseBackend, DbErr, TransactionTrait, Value};
 
 use super::suppressions::{SuppressReason, count_added, suppress_deliveries};
 use super::{Db, now_ms, repeat_last_row, value_rows};
@@ -208,10 +208,12 @@ impl Db {
         // Receipts apply in request order, so a click after a delivery in the same batch counts.
         let mut counts = Vec::with_capacity(batches.len());
         let mut updates: HashMap<i64, (DeliveryStatus, i64)> = HashMap::new();
-        let mut changed = Vec::new();
+        // Each change with its delivery and request, to take back those a concurrent retract
+        // made moot.
+        let mut changed: Vec<(i64, usize, Changed)> = Vec::new();
         let mut failed_ids = Vec::new();
         let mut suppress: HashMap<(SuppressReason, Option<String>), Vec<i64>> = HashMap::new();
-        for batch in batches {
+        for (request, batch) in batches.iter().enumerate() {
             let mut c = ReceiptCounts::default();
             for r in batch {
                 let Some(m) = found.get_mut(&(r.msgid, r.channel_id, r.address.as_str())) else {
@@ -232,15 +234,19 @@ impl Db {
                         if next == DeliveryStatus::Undelivered {
                             failed_ids.push(m.id);
                         }
-                        changed.push(Changed {
-                            msgid: r.msgid,
-                            userid: m.userid.clone(),
-                            channel_type: m.channel_type.clone(),
-                            address: r.address.clone(),
-                            status: next,
-                            code: r.code.clone(),
-                            at_ms: r.at_ms,
-                        });
+                        changed.push((
+                            m.id,
+                            request,
+                            Changed {
+                                msgid: r.msgid,
+                                userid: m.userid.clone(),
+                                channel_type: m.channel_type.clone(),
+                                address: r.address.clone(),
+                                status: next,
+                                code: r.code.clone(),
+                                at_ms: r.at_ms,
+                            },
+                        ));
                     }
                     None => c.duplicate += 1,
                 }
@@ -252,6 +258,7 @@ impl Db {
         // concurrently, and opposite orders deadlock.
         let mut updates: Vec<(i64, (DeliveryStatus, i64))> = updates.into_iter().collect();
         updates.sort_unstable_by_key(|(id, _)| *id);
+        let mut updated: HashSet<i64> = HashSet::with_capacity(updates.len());
         for chunk in updates.chunks(512) {
             let rows = self.pad_to(chunk.len(), 512);
             let mut values: Vec<Value> = Vec::with_capacity(1 + rows * 3);
@@ -260,18 +267,50 @@ impl Db {
                 values.extend([(*id).into(), (*status as i16).into(), (*at).into()]);
             }
             repeat_last_row(&mut values, 3, rows - chunk.len());
-            // A delivery retracted since it was read (a retract's recall, on Postgres, where
-            // that write runs beside this one) stays retracted.
             let sql = format!(
-                "UPDATE deliveries SET updated_at = ?, \
-                 status = CASE WHEN deliveries.status = {retracted} THEN deliveries.status ELSE v.column2 END, \
-                 receipt_at = CASE WHEN deliveries.status = {retracted} THEN deliveries.receipt_at ELSE v.column3 END \
+                "UPDATE deliveries SET updated_at = ?, status = v.column2, receipt_at = v.column3 \
                  FROM (VALUES {}) AS v WHERE deliveries.id = v.column1",
-                value_rows(rows, 3),
-                retracted = DeliveryStatus::Retracted as i16,
+                value_rows(rows, 3)
             );
-            txn.execute_raw(self.stmt(&sql, values)).await?;
+            if self.backend() != DatabaseBackend::Postgres {
+                // One writer: nothing changed the rows since they were read.
+                txn.execute_raw(self.stmt(&sql, values)).await?;
+                continue;
+            }
+            // On Postgres a retract's recall (`mark_recalled`) may have committed beside this
+            // transaction since the rows were read: a delivery retracted meanwhile stays
+            // retracted, and its receipt is taken back below.
+            let sql = format!(
+                "{sql} AND deliveries.status <> {} RETURNING deliveries.id",
+                DeliveryStatus::Retracted as i16
+            );
+            for row in txn.query_all_raw(self.stmt(&sql, values)).await? {
+                updated.insert(row.try_get::<i64>("", "id")?);
+            }
         }
+        if self.backend() == DatabaseBackend::Postgres {
+            let moot: HashSet<i64> = updates
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !updated.contains(id))
+                .collect();
+            if !moot.is_empty() {
+                failed_ids.retain(|id| !moot.contains(id));
+                for ids in suppress.values_mut() {
+                    ids.retain(|id| !moot.contains(id));
+                }
+                for (id, request, _) in &changed {
+                    if moot.contains(id)
+                        && let Some(c) = counts.get_mut(*request)
+                    {
+                        c.applied = c.applied.saturating_sub(1);
+                        c.duplicate += 1;
+                    }
+                }
+                changed.retain(|(id, _, _)| !moot.contains(id));
+            }
+        }
+        let changed: Vec<Changed> = changed.into_iter().map(|(_, _, c)| c).collect();
         // "Not delivered" moves a fallback user on at once, like a permanent failure.
         super::dispatch::bring_timers_forward(self, &txn, &failed_ids, now).await?;
         let mut suppressed = Vec::new();

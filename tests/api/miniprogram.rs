@@ -165,6 +165,29 @@ async fn subscribe_send_results_pushed_by_wechat_are_applied() {
         (0..N).map(|i| json!({"userid": format!("e{i:03}"), "add": {"wechatmp": openid(i)}})),
     )
     .await;
+    // Events of an Official Account, posted to this mini-program's URL and signed with its
+    // token (plaintext, before it has a key): answered, nothing applied or suppressed.
+    let signed = crate::strategies::wechat_signed(&url, &sim.wechat_token, "");
+    for event in [
+        "<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>1</MsgID><Status><![CDATA[failed:user block]]></Status>",
+        "<Event><![CDATA[unsubscribe]]></Event>",
+    ] {
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh_5151000000001]]></ToUserName><FromUserName><![CDATA[{}]]></FromUserName>\
+             <CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]></MsgType>{event}</xml>",
+            openid(0)
+        );
+        let r = app
+            .client
+            .post(&signed)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 200, "{event}");
+        assert_eq!(r.text().await.unwrap_or_default(), "success");
+    }
+    assert!(app.suppressed("?channel_type=wechatmp").await.is_empty());
     let half = N / 2;
     for (part, mode) in ["plain", "safe"].into_iter().enumerate() {
         if mode == "safe" {
