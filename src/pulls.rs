@@ -77,7 +77,7 @@ impl PullPolicy {
         // The last ask falls at the window's end, not after it.
         PullNext::At(
             now.saturating_add(wait)
-                .min(pull.created_at + self.window_ms),
+                .min(pull.created_at.saturating_add(self.window_ms)),
         )
     }
 }
@@ -315,6 +315,12 @@ mod tests {
         let end = 1_000_000 + 3_600_000;
         assert_eq!(p.next(&pull(9), end - 1_000), PullNext::At(end));
         assert_eq!(p.next(&pull(9), end), PullNext::Done);
+        // A window as long as settings allow: no overflow, asked again at the interval.
+        let forever = PullPolicy {
+            window_ms: i64::MAX,
+            ..p
+        };
+        assert_eq!(forever.next(&pull(500), now), PullNext::At(now + 60_000));
         assert_eq!(p.tick(), Duration::from_millis(1000));
         assert_eq!(p.per_round(), 10);
         // A short first wait shortens the tick, but never below one ask within the rate.

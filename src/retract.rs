@@ -120,8 +120,11 @@ async fn recall_sent(
                 }
                 done.insert((channel_id, id), outcome);
             }
-            // A withdrawn send's receipts are no longer asked for (DingTalk tasks).
-            db.forget_pulls(channel_id, &withdrawn).await?;
+            // A withdrawn send's receipts are no longer asked for (DingTalk tasks). Should that
+            // fail, the poller still stops when the task's window ends: the retract goes on.
+            if let Err(e) = db.forget_pulls(channel_id, &withdrawn).await {
+                tracing::warn!(msgid, channel_id, error = %e, "forgetting the receipt asks of recalled sends failed");
+            }
         }
         let at_ms = now_ms();
         let mut recalled = Vec::new();

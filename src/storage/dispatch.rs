@@ -1348,9 +1348,15 @@ impl DispatchStore for Store {
                 .await
                 .map_err(err)?;
         // Sends whose receipts are asked for are followed from the commit that records them.
-        super::pulls::record_pulls(&self.db, &txn, &sorted, now, now + self.pull_first_ms)
-            .await
-            .map_err(err)?;
+        super::pulls::record_pulls(
+            &self.db,
+            &txn,
+            &sorted,
+            now,
+            now.saturating_add(self.pull_first_ms),
+        )
+        .await
+        .map_err(err)?;
         txn.commit().await.map_err(err)?;
         count_added(SuppressReason::Gone, suppressed);
         self.callbacks.emit_results(results);

@@ -294,11 +294,10 @@ impl Db {
                 .map(|(id, _)| *id)
                 .filter(|id| !updated.contains(id))
                 .collect();
+            // The suppressions stand: what the receipt says of the address holds whatever
+            // became of this delivery.
             if !moot.is_empty() {
                 failed_ids.retain(|id| !moot.contains(id));
-                for ids in suppress.values_mut() {
-                    ids.retain(|id| !moot.contains(id));
-                }
                 for (id, request, _) in &changed {
                     if moot.contains(id)
                         && let Some(c) = counts.get_mut(*request)

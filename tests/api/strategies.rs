@@ -768,6 +768,18 @@ async fn wechat_template_events_apply_by_msgid() {
                 post(signed(), other_event.to_string()).await,
                 (200, "success".to_string())
             );
+            // A subscription notice's result (a mini-program event, naming a known MsgID) is
+            // not an Official Account's template result: answered, nothing applied.
+            let sent_event = format!(
+                "<xml><FromUserName><![CDATA[oUser0000001]]></FromUserName><MsgType><![CDATA[event]]></MsgType>\
+                 <Event><![CDATA[subscribe_msg_sent_event]]></Event><SubscribeMsgSentEvent><List>\
+                 <MsgID>{}</MsgID><ErrorCode>10005</ErrorCode></List></SubscribeMsgSentEvent></xml>",
+                rows[0]["provider_id"].as_str().expect("msgid")
+            );
+            assert_eq!(
+                post(signed(), sent_event).await,
+                (200, "success".to_string())
+            );
             assert_eq!(
                 post(signed(), event(&known, "oSomeoneElse01")).await,
                 (200, "success".to_string())

@@ -92,8 +92,9 @@ fn ids(result: &Value, field: &str) -> Vec<String> {
 /// first of read, unread, invalid, forbidden, failed.
 pub(crate) fn send_report(reply: &Reply) -> Result<SendReport, Outcome> {
     let outcome = classify(reply);
-    // 40035 names the task: DingTalk does not know it, and never will.
-    if outcome.code == UNKNOWN_TASK {
+    // 40035 names the task: DingTalk does not know it, and never will (a `sub_code` may
+    // follow the errcode).
+    if outcome.code.split(':').next() == Some(UNKNOWN_TASK) {
         return Err(Outcome {
             class: OutcomeClass::Gone,
             ..outcome
@@ -217,6 +218,15 @@ mod tests {
         assert_eq!(
             (denied.class, denied.code.as_str()),
             (OutcomeClass::Perm, "88:60011")
+        );
+        let unknown = send_report(&reply(
+            200,
+            r#"{"errcode":40035,"errmsg":"invalid task","sub_code":"40035"}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(
+            (unknown.class, unknown.code.as_str()),
+            (OutcomeClass::Gone, "40035:40035")
         );
     }
 
