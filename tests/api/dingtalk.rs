@@ -11,7 +11,7 @@ use msghub_sim::{FaultPlan, SimConfig};
 use serde_json::{Value, json};
 
 use crate::crash::spawn_process_app;
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app_with, wait_until_async};
 
 impl TestApp {
     /// A `dingtalk_cc` channel on the simulator's DingTalk application, granted to the test
@@ -198,16 +198,12 @@ async fn work_notices_are_followed_until_each_user_is_settled() {
         .map(|(a, _)| task_of[a].as_str())
         .collect();
     assert!(!open.is_empty());
-    let started = Instant::now();
-    while app.count_rows("receipt_pulls").await != open.len() as i64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} tasks followed, {} open",
-            app.count_rows("receipt_pulls").await,
-            open.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "the open tasks alone followed",
+        Duration::from_secs(10),
+        || async { app.count_rows("receipt_pulls").await == open.len() as i64 },
+    )
+    .await;
     let status = app.status(&msgid).await;
     let ding = status["channels"]
         .as_array()
@@ -227,16 +223,25 @@ async fn work_notices_are_followed_until_each_user_is_settled() {
     let _ = channel;
 }
 
-/// The single task of `msgid`'s `dingtalk_cc` deliveries.
-async fn only_task(app: &TestApp, msgid: &str) -> u64 {
-    let tasks: BTreeSet<u64> = app
-        .all_deliveries(msgid)
+/// The tasks (DingTalk `task_id`s) of `msgid`'s deliveries.
+async fn tasks_of(app: &TestApp, msgid: &str) -> BTreeSet<u64> {
+    app.all_deliveries(msgid)
         .await
         .iter()
         .filter_map(|d| d["provider_id"].as_str().and_then(|p| p.parse().ok()))
-        .collect();
+        .collect()
+}
+
+/// The single task of `msgid`'s `dingtalk_cc` deliveries.
+async fn only_task(app: &TestApp, msgid: &str) -> u64 {
+    let tasks = tasks_of(app, msgid).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
     tasks.into_iter().next().unwrap()
+}
+
+/// Whether no send is followed any more.
+async fn no_pulls(app: &TestApp) -> bool {
+    app.count_rows("receipt_pulls").await == 0
 }
 
 #[actix_web::test]
@@ -261,14 +266,12 @@ async fn a_task_is_no_longer_asked_about_once_every_user_has_read_it() {
         )
         .await;
     app.wait_done(&msgid, Duration::from_secs(30)).await;
-    let started = Instant::now();
-    while app.count_rows("receipt_pulls").await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the task is still followed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(
+        "the task no longer followed",
+        Duration::from_secs(30),
+        || no_pulls(&app),
+    )
+    .await;
     let statuses = app.dingtalk_statuses(&msgid).await;
     assert_eq!(statuses.len(), 20);
     assert!(
@@ -375,11 +378,10 @@ async fn tasks_pending_across_a_restart_are_asked_about_after_it() {
     app.wait_done(&msgid, Duration::from_secs(60)).await;
     // Asked at least once before the kill, with nothing to learn yet.
     let task = only_task(&app, &msgid).await;
-    let started = Instant::now();
-    while app.sim.state.dingtalk_reports(task) < 1 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never asked");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async("a first ask", Duration::from_secs(10), || async {
+        app.sim.state.dingtalk_reports(task) >= 1
+    })
+    .await;
     let statuses = app.dingtalk_statuses(&msgid).await;
     server.kill();
     assert_eq!(statuses.len(), 200);
@@ -421,52 +423,39 @@ async fn a_retract_recalls_each_task_once() {
         )
         .await;
     app.wait_done(&msgid, Duration::from_secs(60)).await;
-    let tasks: BTreeSet<u64> = app
-        .all_deliveries(&msgid)
-        .await
-        .iter()
-        .filter_map(|d| d["provider_id"].as_str().and_then(|p| p.parse().ok()))
-        .collect();
+    let tasks = tasks_of(&app, &msgid).await;
     assert!((2..=6).contains(&tasks.len()), "{tasks:?}");
     let (code, body) = app.v1(&format!("/v1/retract/{msgid}"), &json!({})).await;
     assert_eq!((code, body["code"].as_i64()), (200, Some(0)), "{body}");
-    let started = Instant::now();
-    loop {
-        let recalled: BTreeSet<u64> = app.sim.state.dingtalk_recalled().into_iter().collect();
-        if recalled == tasks {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "recalled {recalled:?} of {tasks:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async("every task recalled", Duration::from_secs(30), || async {
+        app.sim
+            .state
+            .dingtalk_recalled()
+            .into_iter()
+            .collect::<BTreeSet<u64>>()
+            == tasks
+    })
+    .await;
     // Each recalled delivery is recorded retracted (after the simulator's answer), whatever
     // receipt came in meanwhile.
-    let started = Instant::now();
-    loop {
-        let statuses = app.dingtalk_statuses(&msgid).await;
-        let left = statuses.values().filter(|s| *s != "retracted").count();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{left} of {} not retracted",
-            statuses.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "every delivery retracted",
+        Duration::from_secs(10),
+        || async {
+            app.dingtalk_statuses(&msgid)
+                .await
+                .values()
+                .all(|s| s == "retracted")
+        },
+    )
+    .await;
     // Withdrawn: their receipts are no longer asked for.
-    let started = Instant::now();
-    while app.count_rows("receipt_pulls").await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still followed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "the tasks no longer followed",
+        Duration::from_secs(10),
+        || no_pulls(&app),
+    )
+    .await;
 }
 
 #[actix_web::test]
@@ -539,14 +528,12 @@ async fn a_refused_ask_is_asked_again_later() {
             },
         ));
         let failed = app.sim.state.failed_calls("dingtalk_cc");
-        let started = Instant::now();
-        while app.sim.state.failed_calls("dingtalk_cc") == failed {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{code}: never asked"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until_async(
+            &format!("the ask refused with {code}"),
+            Duration::from_secs(20),
+            || async { app.sim.state.failed_calls("dingtalk_cc") != failed },
+        )
+        .await;
         assert_eq!(
             app.count_rows("receipt_pulls").await,
             1,
@@ -580,14 +567,12 @@ async fn a_task_is_forgotten_when_its_window_ends() {
     )
     .await;
     let (msgid, task) = one_task_sent(&app, "silent").await;
-    let started = Instant::now();
-    while app.count_rows("receipt_pulls").await > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "still followed after its window"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(
+        "the task forgotten after its window",
+        Duration::from_secs(20),
+        || no_pulls(&app),
+    )
+    .await;
     let asked = app.sim.state.dingtalk_reports(task);
     assert!(asked >= 2, "asked {asked} times");
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -531,7 +531,7 @@ async fn a_message_held_by_quiet_hours_survives_a_restart() {
             json!({"aud_userid": ["r1"], "msg_sms": sms("later"), "option": {"priority": 3}}),
         )
         .await;
-    wait_until_async("the deferral", Duration::from_secs(10), || async {
+    crate::helpers::wait_until_async("the deferral", Duration::from_secs(10), || async {
         app.status(&low).await["not_before"].as_i64().is_some()
     })
     .await;
@@ -552,18 +552,6 @@ async fn a_message_held_by_quiet_hours_survives_a_restart() {
         .find(|e| e.contains("13400000001"))
         .expect("the priority-3 SMS");
     assert!(event.received_at + Duration::from_millis(50) >= ends_at);
-}
-
-async fn wait_until_async<F, Fut>(what: &str, limit: Duration, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Fallback chain webhook → app → sms. A blacklisted webhook address moves its user to the

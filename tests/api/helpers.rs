@@ -428,3 +428,17 @@ pub fn totals(status: &Value) -> (i64, i64, i64) {
 pub fn app_msg() -> Value {
     json!([{"platform": "all", "notification": {"alert": "hello"}}])
 }
+
+/// Wait until `done` answers true, checking every 20 ms; fails the test naming `what` after
+/// `limit`.
+pub async fn wait_until_async<F, Fut>(what: &str, limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

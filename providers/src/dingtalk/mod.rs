@@ -16,7 +16,7 @@
 pub(crate) mod classify;
 pub(crate) mod config;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,7 +204,7 @@ impl DingtalkProvider {
     /// to once, and both targets get the call's outcome.
     async fn send_chunk(&self, message: &Map<String, Value>, chunk: &[Target]) -> Vec<Outcome> {
         let mut users: Vec<&str> = Vec::with_capacity(chunk.len());
-        let mut places: HashMap<&str, ()> = HashMap::with_capacity(chunk.len());
+        let mut named: HashSet<&str> = HashSet::with_capacity(chunk.len());
         let usable: Vec<bool> = chunk
             .iter()
             .map(|t| {
@@ -212,7 +212,7 @@ impl DingtalkProvider {
                 // delivery by the address as stored.
                 let u = t.address.as_str();
                 let ok = usable_userid(u);
-                if ok && places.insert(u, ()).is_none() {
+                if ok && named.insert(u) {
                     users.push(u);
                 }
                 ok
